@@ -1,0 +1,67 @@
+"""tf.data input pipelines: files → decoded, resized, cached, (augmented) batches of [0, 1] images."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from runway_cnn.preprocessing import (Augmentation, PreprocessingSpec, central_crop, decode_image,
+                                      random_resized_crop, resize_shorter_side)
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _read(path: tf.Tensor) -> tf.Tensor:
+    return decode_image(tf.io.read_file(path))
+
+
+def _to_uint8(x: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.round(x * 255.0), tf.uint8)
+
+
+def _to_float(x: tf.Tensor) -> tf.Tensor:
+    return tf.cast(x, tf.float32) / 255.0
+
+
+def eval_dataset(paths: Sequence[str], labels: np.ndarray | None, spec: PreprocessingSpec,
+                 batch_size: int, cache: bool = True) -> tf.data.Dataset:
+    """Resize + central crop, in file order; yields ``(images, labels)`` or just images."""
+    ds = tf.data.Dataset.from_tensor_slices(list(paths))
+    ds = ds.map(lambda p: _to_uint8(central_crop(_read(p), spec)), num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if labels is not None:
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(labels))
+    return ds.batch(batch_size).map(_cast_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingSpec,
+                  batch_size: int, augmentation: Augmentation | None, seed: int,
+                  cache: bool = True) -> tf.data.Dataset:
+    """Shuffled training batches; random resized crop + flip + jitter unless ``augmentation`` is None.
+
+    Decoded images are cached at ``spec.cache_size`` (shorter side), so each epoch after the first
+    only crops and augments. The same seed gives the same order and augmentations.
+    """
+    if augmentation is None:
+        ds = eval_dataset(paths, labels, spec, batch_size=1, cache=cache).unbatch()
+        return (ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+                .batch(batch_size).prefetch(AUTOTUNE))
+    images = tf.data.Dataset.from_tensor_slices(list(paths)).map(
+        lambda p: resize_shorter_side(_read(p), spec.cache_size), num_parallel_calls=AUTOTUNE)
+    if cache:
+        images = images.cache()
+    ds = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
+    ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip(ds, seeds).map(
+        lambda xy, s: (random_resized_crop(xy[0], spec, augmentation, s), xy[1]),
+        num_parallel_calls=AUTOTUNE)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def _cast_batch(*batch):
+    if len(batch) == 1:
+        return _to_float(batch[0])
+    return _to_float(batch[0]), batch[1]
