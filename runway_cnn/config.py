@@ -1,0 +1,67 @@
+"""The settings of one fine-tuning run. Every field is also a ``python -m runway_cnn.finetune`` flag
+of the same name, with the ``help`` text below, so the CLI and the Python API cannot drift apart."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _opt(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class FinetuneConfig:
+    dataset_dir: str = _opt(None, "dataset folder (one sub-folder per class, optionally under "
+                                  "train/ validation/ test/) or a registered dataset name",
+                            required=True)
+    train_dir: str = _opt(None, "where checkpoints, logs, splits, metrics and plots go "
+                                "(default: runs/<dataset folder name>)")
+    export_dir: str = _opt(None, "base dir of the SavedModel export "
+                                 "(default: <train_dir>/export)")
+    serving_name: str = _opt(None, "model name under export_dir (default: the dataset folder's)")
+    model_name: str = _opt("efficientnet_lite0", "backbone registry name (see --list_backbones)")
+    hub_handle: str = _opt(None, "a TF-Hub image feature-vector handle (URL or local SavedModel "
+                                 "dir, [0, 1] inputs); overrides --model_name")
+    init_from_run: str = _opt(None, "reuse the backbone of a previous runway_cnn export or train "
+                                    "dir (domain pre-training chains); overrides --model_name")
+    weights: str = _opt("default", "Keras application weights: default, imagenet, none or a file")
+    task: str = _opt("single_label", "task registry name")
+    image_size: int = _opt(None, "input resolution (default: the backbone's)")
+    batch_size: int = _opt(32, "images per training step")
+    stage1_epochs: int = _opt(40, "epochs of head training on the frozen backbone")
+    stage2_epochs: int = _opt(3, "epochs of fine-tuning the unfrozen top of the backbone "
+                                 "(0 skips stage 2)")
+    learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam)")
+    stage2_learning_rate: float = _opt(None, "stage-2 peak learning rate after warm-up "
+                                             "(default: learning_rate / 10)")
+    unfreeze: str = _opt("all", "what stage 2 trains: 'all', a number of top layers, or "
+                                "comma-separated layer-name prefixes (Slim's --trainable_scopes)")
+    stage1_augment: bool = _opt(False, "augment in stage 1 (then backbone features cannot be "
+                                       "cached and stage 1 runs the whole backbone every step)")
+    augment: bool = _opt(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
+    label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy")
+    dropout: float = _opt(0.2, "dropout before the classifier")
+    warmup_fraction: float = _opt(0.1, "share of stage-2 steps spent warming up the learning rate")
+    patience: int = _opt(2, "stage-2 early stopping patience (epochs without validation gain)")
+    validation_fraction: float = _opt(0.1, "validation share when the dataset has no "
+                                           "validation/ folder")
+    test_fraction: float = _opt(0.1, "test share when the dataset has no split folders")
+    seed: int = _opt(0, "seed of splits, shuffling, augmentation and initialisation")
+    jit_compile: str = _opt("auto", "XLA: auto (on when a GPU is visible), on or off",
+                            choices=("auto", "on", "off"))
+    mixed_precision: str = _opt("auto", "mixed_float16: auto (on when a GPU is visible), on or off",
+                                choices=("auto", "on", "off"))
+    top_k: int = _opt(5, "labels returned by the exported serving signature")
+    verbose: int = _opt(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+
+    def __post_init__(self):
+        if self.dataset_dir is None:
+            raise ValueError("dataset_dir is required")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)

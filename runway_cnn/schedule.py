@@ -1,0 +1,61 @@
+"""The two-stage schedule's rules: what each stage trains and how its learning rate moves."""
+from __future__ import annotations
+
+import re
+
+import keras
+
+from runway_cnn.errors import RunwayError
+
+
+def layer_key(variable) -> str:
+    """The layer a weight belongs to: its path up to the last ``/`` or ``.``."""
+    path = getattr(variable, "path", variable.name)
+    return re.split(r"[/.](?=[^/.]*$)", path)[0]
+
+
+def freeze(model: keras.Model) -> None:
+    """Stage 1: nothing in ``model`` trains (BatchNorm layers then run in inference mode)."""
+    model.trainable = False
+
+
+def unfreeze(model: keras.Model, rule: str) -> list[str]:
+    """Stage 2: makes the weights chosen by ``rule`` trainable and returns their paths.
+
+    ``rule`` is ``"all"``, a number N (the top N layers that have trainable weights), or
+    comma-separated layer-name prefixes (TF-Slim's ``--trainable_scopes``). Moving statistics of
+    BatchNorm are never trainable; the trainer also keeps BatchNorm in inference mode.
+    """
+    model.trainable = True
+    candidates = list(model.trainable_weights)
+    keys = list(dict.fromkeys(layer_key(v) for v in candidates))
+    rule = str(rule).strip()
+    if rule == "all":
+        chosen = set(keys)
+    elif rule.isdigit():
+        chosen = set(keys[-int(rule):]) if int(rule) else set()
+    else:
+        prefixes = [p.strip() for p in rule.split(",") if p.strip()]
+        chosen = {k for k in keys if any(_short(k).startswith(p) or k.startswith(p)
+                                         for p in prefixes)}
+        if not chosen:
+            raise RunwayError(f"--unfreeze {rule!r} matches no layer of the backbone; its layers "
+                              f"run from {_short(keys[0])!r} to {_short(keys[-1])!r}")
+    for v in candidates:
+        v.trainable = layer_key(v) in chosen
+    return [v.path for v in candidates if v.trainable]
+
+
+def _short(key: str) -> str:
+    """A layer key without the names of the models that contain it."""
+    return key.split("/")[-1]
+
+
+def warmup_cosine(peak: float, total_steps: int, warmup_fraction: float
+                  ) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up from 0 to ``peak`` over the first steps, then cosine decay to 0."""
+    total_steps = max(1, int(total_steps))
+    warmup = int(round(total_steps * warmup_fraction))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else peak, decay_steps=max(1, total_steps - warmup),
+        warmup_target=peak if warmup else None, warmup_steps=warmup)

@@ -1,0 +1,251 @@
+"""The two-stage fine-tune: scan → split → backbone → stage 1 (frozen) → stage 2 (unfrozen top)
+→ evaluate → export. ``fine_tune`` is the whole run; the CLI is a flag layer over it."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from runway_cnn import data, pipeline, schedule
+from runway_cnn.backbones import Backbone, get_backbone
+from runway_cnn.config import FinetuneConfig
+from runway_cnn.errors import RunwayError
+from runway_cnn.preprocessing import Augmentation
+from runway_cnn.runtime import DeviceSettings, configure_device
+from runway_cnn.tasks import Task, get_task
+
+CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE = "config.json", "metrics.json", "model.weights.h5"
+# settings that may differ between a run and its resumption without invalidating it
+_RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k"}
+
+
+@dataclass
+class RunResult:
+    train_dir: Path
+    export_path: Path | None
+    metrics: dict
+    model: keras.Model
+    task: Task
+    backbone: Backbone
+
+
+def classifier(backbone: Backbone, head: keras.Model) -> keras.Model:
+    """images → backbone (always in inference mode: BatchNorm statistics stay put) → head."""
+    size = backbone.preprocessing.image_size
+    images = keras.Input((size, size, 3), name="images")
+    features = backbone.model(images, training=False)
+    return keras.Model(images, head(features), name="classifier")
+
+
+def extract_features(backbone: Backbone, split: data.Split, batch_size: int) -> np.ndarray:
+    """Pooled features of every image of ``split`` (eval transform), in file order."""
+    ds = pipeline.eval_dataset(split.paths, None, backbone.preprocessing, batch_size, cache=False)
+    return backbone.model.predict(ds, verbose=0)
+
+
+def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
+    path = train_dir / CONFIG_FILE
+    new = config.to_dict()
+    if path.exists():
+        old = json.loads(path.read_text())
+        changed = sorted(k for k in new if k not in _RESUMABLE and old.get(k) != new[k])
+        if changed:
+            raise RunwayError(f"{train_dir} holds a run with other settings ({', '.join(changed)}); "
+                              "use a new --train_dir or the same flags to resume")
+    train_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(new, indent=2))
+
+
+def _callbacks(stage_dir: Path, monitor: str, mode: str, baseline: float | None,
+               patience: int | None) -> list[keras.callbacks.Callback]:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
+        keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False),
+        keras.callbacks.ModelCheckpoint(str(stage_dir / "best.weights.h5"), monitor=monitor,
+                                        mode=mode, save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=baseline),
+    ]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
+    return callbacks
+
+
+def _load_best(model: keras.Model, stage_dir: Path) -> bool:
+    """Loads the stage's best weights if it saved any (it beat its baseline); says whether."""
+    best = stage_dir / "best.weights.h5"
+    if best.exists():
+        model.load_weights(str(best))
+    return best.exists()
+
+
+def _mark_done(stage_dir: Path, summary: dict) -> dict:
+    (stage_dir / "done.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _stage_done(stage_dir: Path) -> dict | None:
+    marker = stage_dir / "done.json"
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+class FineTuner:
+    """One run's state; ``run()`` executes the stages that are not done yet."""
+
+    def __init__(self, config: FinetuneConfig):
+        self.config = config
+        self.dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
+        self.train_dir = Path(config.train_dir or Path("runs") / self.dataset_dir.name)
+        _check_resume(self.train_dir, config)
+        self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
+                                                       config.seed)
+        self.dataset = data.scan_image_folder(
+            self.dataset_dir, validation_fraction=config.validation_fraction,
+            test_fraction=config.test_fraction, seed=config.seed, work_dir=self.train_dir)
+        data.write_run_files(self.dataset, self.train_dir)
+        print(self.dataset.summary_line(), flush=True)
+        self.backbone = self._backbone()
+        self.task = get_task(config.task, self.dataset.class_names,
+                             label_smoothing=config.label_smoothing, dropout=config.dropout)
+        self.head = self.task.build_head(self.backbone.feature_dim)
+        self.model = classifier(self.backbone, self.head)
+        self.timings: dict[str, float] = {}
+
+    def _backbone(self) -> Backbone:
+        c = self.config
+        if c.hub_handle or c.init_from_run:
+            return get_backbone(hub_handle=c.hub_handle, from_run=c.init_from_run,
+                                image_size=c.image_size)
+        weights = {"none": None}.get(str(c.weights).lower(), c.weights)
+        return get_backbone(c.model_name, weights=weights, image_size=c.image_size)
+
+    # -- stages ------------------------------------------------------------------------------
+    def _compile(self, model: keras.Model, learning_rate) -> None:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.task.loss(),
+                      metrics=self.task.metrics(), jit_compile=self.device.jit_compile)
+
+    def _split(self, name: str) -> data.Split:
+        return self.dataset.splits[name]
+
+    def stage1(self) -> dict:
+        """Trains the head on the frozen backbone, on cached features unless stage-1 augmentation
+        is on (exact for a frozen backbone, and far cheaper)."""
+        c, stage_dir = self.config, self.train_dir / "stage1"
+        done = _stage_done(stage_dir)
+        if done:
+            self.model.load_weights(str(stage_dir / "final.weights.h5"))
+            return done
+        start = time.perf_counter()
+        schedule.freeze(self.backbone.model)
+        train, val = self._split("train"), self._split("validation")
+        callbacks = _callbacks(stage_dir, self.task.monitor, self.task.monitor_mode, None, None)
+        if c.stage1_augment:
+            self._compile(self.model, c.learning_rate)
+            self.model.fit(self._train_ds(train, augment=True), epochs=c.stage1_epochs,
+                           validation_data=self._eval_ds(val), callbacks=callbacks,
+                           verbose=c.verbose)
+        else:
+            features = {s: extract_features(self.backbone, self._split(s), c.batch_size)
+                        for s in ("train", "validation")}
+            self.timings["stage1_features"] = time.perf_counter() - start
+            self._compile(self.head, c.learning_rate)
+            self.head.fit(features["train"], train.labels, batch_size=c.batch_size,
+                          epochs=c.stage1_epochs, shuffle=True, callbacks=callbacks,
+                          validation_data=(features["validation"], val.labels),
+                          verbose=c.verbose)
+        _load_best(self.model if c.stage1_augment else self.head, stage_dir)
+        seconds = time.perf_counter() - start
+        self.model.save_weights(str(stage_dir / "final.weights.h5"))
+        return _mark_done(stage_dir, {"seconds": seconds, "features_cached": not c.stage1_augment,
+                                      "validation": self.evaluate("validation")})
+
+    def stage2(self, baseline: float) -> dict:
+        """Fine-tunes the unfrozen top of the backbone at a lower, warmed-up, cosine-decayed
+        learning rate; keeps the stage-1 weights unless validation improves on ``baseline``."""
+        c, stage_dir = self.config, self.train_dir / "stage2"
+        if c.stage2_epochs <= 0:
+            return {"skipped": True}
+        done = _stage_done(stage_dir)
+        if done:
+            self.model.load_weights(str(stage_dir / "final.weights.h5"))
+            return done
+        start = time.perf_counter()
+        unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
+        train = self._split("train")
+        steps = math.ceil(len(train.paths) / c.batch_size) * c.stage2_epochs
+        peak = c.stage2_learning_rate or c.learning_rate / 10
+        self._compile(self.model, schedule.warmup_cosine(peak, steps, c.warmup_fraction))
+        self.model.fit(self._train_ds(train, augment=c.augment), epochs=c.stage2_epochs,
+                       validation_data=self._eval_ds(self._split("validation")),
+                       callbacks=_callbacks(stage_dir, self.task.monitor, self.task.monitor_mode,
+                                            baseline, c.patience),
+                       verbose=c.verbose)
+        improved = _load_best(self.model, stage_dir)
+        if not improved:  # stage 2 never beat stage 1 on validation: keep stage 1's weights
+            self.model.load_weights(str(self.train_dir / "stage1" / "final.weights.h5"))
+        self.model.save_weights(str(stage_dir / "final.weights.h5"))
+        return _mark_done(stage_dir, {"seconds": time.perf_counter() - start,
+                                      "improved_on_stage1": improved,
+                                      "unfrozen_weights": len(unfrozen),
+                                      "validation": self.evaluate("validation")})
+
+    # -- data, evaluation ---------------------------------------------------------------------
+    def _train_ds(self, split: data.Split, augment: bool):
+        return pipeline.train_dataset(split.paths, split.labels, self.backbone.preprocessing,
+                                      self.config.batch_size, Augmentation() if augment else None,
+                                      seed=self.config.seed)
+
+    def _eval_ds(self, split: data.Split):
+        return pipeline.eval_dataset(split.paths, split.labels, self.backbone.preprocessing,
+                                     self.config.batch_size)
+
+    def predict_probabilities(self, split: data.Split) -> np.ndarray:
+        ds = pipeline.eval_dataset(split.paths, None, self.backbone.preprocessing,
+                                   self.config.batch_size, cache=False)
+        return self.task.probabilities(self.model.predict(ds, verbose=0))
+
+    def evaluate(self, split_name: str) -> dict:
+        split = self._split(split_name)
+        figures = self.task.evaluate(split.labels, self.predict_probabilities(split))
+        return figures
+
+    # -- the whole run ------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        from runway_cnn.export import export_model
+        from runway_cnn.report import plot_training_curves
+
+        c = self.config
+        print(self.device.describe(), "| backbone:", self.backbone.name, flush=True)
+        stage1 = self.stage1()
+        stage2 = self.stage2(stage1["validation"]["top1"])
+        self.model.save_weights(str(self.train_dir / WEIGHTS_FILE))
+        metrics = {split: self.evaluate(split) for split in self.dataset.splits
+                   if split != "train"}
+        metrics.update({
+            "backbone": self.backbone.name, "backbone_source": self.backbone.source,
+            "task": self.task.name, "class_names": self.task.class_names,
+            "class_counts": self.dataset.class_counts(),
+            "stages": {"stage1": stage1, "stage2": stage2},
+            "device": self.device.describe(),
+        })
+        export_base = Path(c.export_dir or self.train_dir / "export")
+        export_path = export_model(self.model, self.backbone, self.task, export_base,
+                                   c.serving_name or self.dataset_dir.name, top_k=c.top_k)
+        metrics["export_path"] = str(export_path)
+        (self.train_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        plot_training_curves(self.train_dir)
+        return RunResult(self.train_dir, export_path, metrics, self.model, self.task,
+                         self.backbone)
+
+
+def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
+    """Runs a whole fine-tune: ``fine_tune(dataset_dir="photos/", train_dir="runs/x")`` or
+    ``fine_tune(FinetuneConfig(...))``. A killed run called again with the same settings resumes."""
+    config = config or FinetuneConfig(**settings)
+    return FineTuner(config).run()
