@@ -123,7 +123,7 @@ class SingleLabelTask(Task):
             "num_examples": int(len(labels)),
             "top1": float(skm.accuracy_score(labels, predicted)),
             "top5": float(skm.top_k_accuracy_score(labels, probabilities, k=k, labels=ids))
-            if self.num_classes > 2 else float(skm.accuracy_score(labels, predicted)),
+            if k < self.num_classes else 1.0,
             "macro_f1": float(skm.f1_score(labels, predicted, average="macro", labels=ids,
                                            zero_division=0)),
             "loss": float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels],

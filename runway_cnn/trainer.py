@@ -156,7 +156,7 @@ class FineTuner:
             self.timings["stage1_features"] = time.perf_counter() - start
             self._compile(self.head, c.learning_rate)
             self.head.fit(features["train"], train.labels, batch_size=c.batch_size,
-                          epochs=c.stage1_epochs, shuffle=True, callbacks=callbacks,
+                          epochs=c.stage1_epochs, callbacks=callbacks,
                           validation_data=(features["validation"], val.labels),
                           verbose=c.verbose)
         _load_best(self.model if c.stage1_augment else self.head, stage_dir)
