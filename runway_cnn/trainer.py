@@ -148,6 +148,7 @@ class FineTuner:
         if c.stage1_augment:
             self._compile(self.model, c.learning_rate)
             self.model.fit(self._train_ds(train, augment=True), epochs=c.stage1_epochs,
+                           shuffle=False,
                            validation_data=self._eval_ds(val), callbacks=callbacks,
                            verbose=c.verbose)
         else:
@@ -182,6 +183,7 @@ class FineTuner:
         peak = c.stage2_learning_rate or c.learning_rate / 10
         self._compile(self.model, schedule.warmup_cosine(peak, steps, c.warmup_fraction))
         self.model.fit(self._train_ds(train, augment=c.augment), epochs=c.stage2_epochs,
+                       shuffle=False,
                        validation_data=self._eval_ds(self._split("validation")),
                        callbacks=_callbacks(stage_dir, self.task.monitor, self.task.monitor_mode,
                                             baseline, c.patience),

@@ -1,0 +1,206 @@
+"""The spine end to end on test-made photos and a test-made TF-Hub backbone: train → export →
+reload in a fresh process → same predictions; stage rules; resume; CLI."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from runway_cnn import FinetuneConfig, fine_tune
+from runway_cnn.errors import RunwayError
+from runway_cnn import trainer as trainer_module
+from runway_cnn.trainer import FineTuner, extract_features
+from conftest import make_image_folder
+from tiny_models import make_tiny_hub_module
+
+CLASSES = ("checks", "circles", "hstripes", "vstripes")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    dataset = make_image_folder(root / "looks", CLASSES, per_class=20, size=(40, 72))
+    hub = make_tiny_hub_module(root / "hub")
+    return root, dataset, hub
+
+
+def _config(workspace, name, **overrides) -> FinetuneConfig:
+    root, dataset, hub = workspace
+    settings = dict(dataset_dir=str(dataset), train_dir=str(root / name), hub_handle=str(hub),
+                    image_size=32, batch_size=8, stage1_epochs=25, stage2_epochs=2,
+                    learning_rate=1e-2, validation_fraction=0.2, test_fraction=0.2, verbose=0)
+    return FinetuneConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished_run(workspace):
+    return fine_tune(_config(workspace, "run"))
+
+
+def test_run_writes_metrics_plots_and_export(finished_run):
+    train_dir = finished_run.train_dir
+    for name in ("metrics.json", "training_curves.png", "splits.json", "data_report.json",
+                 "config.json", "stage1/history.csv", "stage2/history.csv"):
+        assert (train_dir / name).exists(), name
+    metrics = json.loads((train_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"loss", "top1", "top5", "macro_f1", "per_class"}
+    assert metrics["class_counts"]["train"] == {c: 12 for c in CLASSES}
+    assert metrics["backbone"].startswith("hub:")
+    assert metrics["test"]["top1"] >= 0.6  # 4 classes: chance is 0.25
+    export = finished_run.export_path
+    assert export.name == "1" and export.parent.name == "looks"
+    assert (export / "assets" / "labels.txt").read_text().split() == list(CLASSES)
+
+
+def test_export_reloads_in_a_fresh_process_with_the_same_predictions(finished_run, tmp_path):
+    split = finished_run.metrics  # noqa: F841 (the run must be done)
+    tuner_paths = json.loads((finished_run.train_dir / "splits.json").read_text())
+    root = finished_run.train_dir.parent / "looks"
+    files = [str(root / item["source"]) for item in tuner_paths["test"][:6]]
+    from runway_cnn.pipeline import eval_dataset
+    images = np.concatenate(list(eval_dataset(files, None, finished_run.backbone.preprocessing,
+                                              batch_size=6, cache=False).as_numpy_iterator()))
+    expected = finished_run.task.probabilities(np.asarray(finished_run.model(images)))
+    np.save(tmp_path / "images.npy", images)
+    script = textwrap.dedent(f"""
+        import json, numpy as np, tensorflow as tf
+        m = tf.saved_model.load({str(finished_run.export_path)!r})
+        images = np.load({str(tmp_path / 'images.npy')!r})
+        out = m.signatures["predict_images"](images=tf.constant(images))
+        files = {files!r}
+        served = m.signatures["serving_default"](image_bytes=tf.constant(
+            [open(f, "rb").read() for f in files]))
+        emb = m.signatures["embed"](image_bytes=tf.constant([open(files[0], "rb").read()]))
+        print(json.dumps({{"p": out["probabilities"].numpy().tolist(),
+                          "served": served["probabilities"].numpy().tolist(),
+                          "classes": [[c.decode() for c in row] for row in
+                                      served["classes"].numpy()],
+                          "scores": served["scores"].numpy().tolist(),
+                          "emb": list(emb["embedding"].shape)}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["p"], expected, atol=1e-5)
+    np.testing.assert_allclose(result["served"], expected, atol=0.05)  # raw bytes: no uint8 cache
+    top = np.argsort(-np.asarray(result["served"]), axis=1)
+    assert [row[0] for row in result["classes"]] == [CLASSES[i] for i in top[:, 0]]
+    assert np.all(np.diff(result["scores"], axis=1) <= 0)
+    assert result["emb"] == [1, 16]
+
+
+def test_stage1_cached_features_equal_uncached(workspace):
+    tuner = FineTuner(_config(workspace, "cached", stage2_epochs=0, stage1_epochs=2))
+    tuner.stage1()
+    split = tuner.dataset.splits["validation"]
+    cached = tuner.head.predict(extract_features(tuner.backbone, split, 8), verbose=0)
+    from runway_cnn.pipeline import eval_dataset
+    uncached = tuner.model.predict(eval_dataset(split.paths, None, tuner.backbone.preprocessing,
+                                                8), verbose=0)
+    np.testing.assert_allclose(cached, uncached, atol=1e-5)
+
+
+def _snapshot(model: keras.Model) -> dict[str, np.ndarray]:
+    return {w.path: w.numpy().copy() for w in model.weights}
+
+
+def _changed(before: dict, model: keras.Model) -> set[str]:
+    return {w.path for w in model.weights if not np.allclose(before[w.path], w.numpy())}
+
+
+def test_stages_train_only_what_they_should(workspace):
+    tuner = FineTuner(_config(workspace, "rules", unfreeze="block2", stage2_learning_rate=1e-2))
+    start = _snapshot(tuner.model)
+    tuner.stage1()
+    head = {w.path for w in tuner.head.weights}
+    assert _changed(start, tuner.model) == head
+    after1 = _snapshot(tuner.model)
+    tuner.stage2(baseline=-1.0)  # any validation result beats it: stage-2 weights are kept
+    changed = _changed(after1, tuner.model)
+    backbone = changed - head
+    assert {"block2_conv.kernel", "block2_bn.gamma"} <= backbone
+    assert not any(p.startswith("block1") for p in backbone)
+    assert not any("moving" in p for p in backbone)  # BatchNorm statistics never move
+
+
+def test_stage2_never_ends_worse_than_stage1(workspace):
+    tuner = FineTuner(_config(workspace, "worse", stage2_learning_rate=50.0))
+    stage1 = tuner.stage1()
+    after1 = _snapshot(tuner.model)
+    stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
+    assert stage2["validation"]["top1"] >= stage1["validation"]["top1"]
+    if not stage2["improved_on_stage1"]:
+        assert not _changed(after1, tuner.model)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_where_it_stopped(workspace, monkeypatch):
+    config = _config(workspace, "resume", stage2_epochs=3, patience=0)
+    original = trainer_module._callbacks
+
+    def interrupting(stage_dir, *args):
+        callbacks = original(stage_dir, *args)
+        if stage_dir.name == "stage2":
+            def stop(epoch, logs):
+                if epoch == 1:
+                    raise _Interrupt()
+            callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop))
+        return callbacks
+
+    monkeypatch.setattr(trainer_module, "_callbacks", interrupting)
+    with pytest.raises(_Interrupt):
+        fine_tune(config)
+    monkeypatch.setattr(trainer_module, "_callbacks", original)
+    train_dir = config.train_dir
+    stage1_mtime = (workspace[0] / "resume" / "stage1" / "done.json").stat().st_mtime
+    result = fine_tune(config)
+    assert (result.train_dir / "stage1" / "done.json").stat().st_mtime == stage1_mtime
+    epochs = [int(line.split(",")[0]) for line in
+              (result.train_dir / "stage2" / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [0, 1, 2], train_dir  # epochs 0-1 before the interruption, 2 after it
+
+
+def test_resuming_with_other_settings_is_refused(finished_run, workspace):
+    with pytest.raises(RunwayError, match="other settings.*seed"):
+        FineTuner(_config(workspace, "run", seed=7))
+
+
+def test_backbone_from_a_previous_run(finished_run, workspace):
+    tuner = FineTuner(_config(workspace, "chain", hub_handle=None,
+                              init_from_run=str(finished_run.train_dir), stage2_epochs=0))
+    split = tuner.dataset.splits["validation"]
+    ours = extract_features(tuner.backbone, split, 8)
+    theirs = extract_features(finished_run.backbone, split, 8)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runway_cnn.finetune", *args],
+                          capture_output=True, text=True)
+
+
+def test_cli_help_explains_every_flag():
+    out = _cli("--help")
+    assert out.returncode == 0
+    for flag in ("--dataset_dir", "--train_dir", "--export_dir", "--model_name", "--hub_handle",
+                 "--image_size", "--batch_size", "--stage1_epochs", "--stage2_epochs",
+                 "--learning_rate", "--stage2_learning_rate", "--unfreeze",
+                 "--validation_fraction", "--test_fraction", "--seed", "--jit_compile",
+                 "--serving_name"):
+        assert flag in out.stdout
+
+
+def test_cli_bad_dataset_is_one_line_without_traceback(tmp_path):
+    out = _cli("--dataset_dir", str(tmp_path / "missing"), "--train_dir", str(tmp_path / "t"))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert str(tmp_path / "missing") in out.stderr

@@ -1,0 +1,55 @@
+"""Freeze / unfreeze rules and the stage-2 learning-rate schedule."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runway_cnn import schedule
+from runway_cnn.errors import RunwayError
+from tiny_models import tiny_backbone_model
+
+
+def _trainable_layers(model) -> set[str]:
+    return {schedule.layer_key(v).split("/")[-1] for v in model.trainable_weights}
+
+
+def test_freeze_makes_nothing_trainable():
+    model = tiny_backbone_model()
+    schedule.freeze(model)
+    assert model.trainable_weights == []
+
+
+def test_unfreeze_all_never_trains_batchnorm_statistics():
+    model = tiny_backbone_model()
+    schedule.freeze(model)
+    paths = schedule.unfreeze(model, "all")
+    assert _trainable_layers(model) == {"block1_conv", "block1_bn", "block2_conv", "block2_bn"}
+    assert not any("moving" in p for p in paths)
+
+
+def test_unfreeze_top_n_layers():
+    model = tiny_backbone_model()
+    schedule.unfreeze(model, "2")
+    assert _trainable_layers(model) == {"block2_conv", "block2_bn"}
+    schedule.unfreeze(model, "0")
+    assert model.trainable_weights == []
+
+
+def test_unfreeze_by_prefix_like_trainable_scopes():
+    model = tiny_backbone_model()
+    schedule.unfreeze(model, "block2,block1_bn")
+    assert _trainable_layers(model) == {"block1_bn", "block2_conv", "block2_bn"}
+
+
+def test_unfreeze_unknown_prefix_names_the_layers():
+    with pytest.raises(RunwayError, match="matches no layer.*block1_conv"):
+        schedule.unfreeze(tiny_backbone_model(), "block9")
+
+
+def test_warmup_cosine_rises_then_decays():
+    lr = schedule.warmup_cosine(1e-3, total_steps=100, warmup_fraction=0.1)
+    values = np.array([float(lr(step)) for step in range(101)])
+    assert values[0] == pytest.approx(0.0, abs=1e-9)
+    assert values[10] == pytest.approx(1e-3, rel=1e-5)
+    assert np.all(np.diff(values[:11]) > 0) and np.all(np.diff(values[10:]) <= 1e-12)
+    assert values[100] == pytest.approx(0.0, abs=1e-7)
