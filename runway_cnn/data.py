@@ -1,0 +1,491 @@
+"""Image-folder datasets: find the images, check each one once, convert the odd ones, split them.
+
+A dataset is a folder with one sub-folder per class, or a folder with ``train/``, ``validation/``
+(optional: carved from train) and ``test/`` (optional) sub-folders laid out that way. Every file is
+decoded once by :func:`scan_image_folder`; unusable files are skipped and listed in the report,
+and images ``tf.io.decode_image`` would read wrongly (not 8-bit RGB, EXIF-rotated, GIF, WEBP,
+TIFF …) are converted to PNG copies under ``work_dir/converted/``. User files are never modified.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from runway_cnn.errors import DataError
+from runway_cnn.registry import Registry
+
+SPLITS = ("train", "validation", "test")
+REPO_DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
+DATASETS: Registry[Path] = Registry("dataset")
+DATASETS.register("clothing_sample", REPO_DATASETS_DIR / "clothing-sample")
+
+_ORIENTATION = 0x0112  # EXIF tag
+_AS_IS_FORMATS = {"JPEG", "MPO", "PNG", "BMP"}  # read by tf.io.decode_image when 8-bit RGB
+_AS_IS_BMP_RAWMODES = {"BGR", "BGRX"}  # 24- and 32-bit uncompressed BMP
+
+
+@dataclass
+class Split:
+    """The images of one split, in a fixed order."""
+
+    paths: list[str]  # absolute paths tf.io.decode_image reads as RGB (converted copies if needed)
+    labels: np.ndarray  # int32 class ids (index into class_names)
+    sources: list[str]  # original files, relative to the dataset root
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class ImageFolderDataset:
+    """A scanned dataset. Keep it alive while its converted copies (``work_dir=None``) are used."""
+
+    root: Path
+    class_names: list[str]
+    splits: dict[str, Split]
+    skipped: list[dict]  # {"path", "reason"} per unusable file (hidden files included)
+    converted: list[dict] = field(default_factory=list)  # {"source", "path", "reason"}
+    ignored: list[dict] = field(default_factory=list)  # {"path", "reason"}: not in a class folder
+    split_settings: dict = field(default_factory=dict)  # how the splits were made
+    _tmpdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False, compare=False)
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """split → class name → number of images."""
+        return {name: {c: int(n) for c, n in zip(
+                    self.class_names, np.bincount(s.labels, minlength=len(self.class_names)))}
+                for name, s in self.splits.items()}
+
+    def summary_line(self) -> str:
+        sizes = ", ".join(f"{len(s)} {name}" for name, s in self.splits.items())
+        converted = f", {len(self.converted)} converted" if self.converted else ""
+        return (f"{self.root}: {sizes} images, {len(self.class_names)} classes, "
+                f"{len(self.skipped)} skipped{converted} (see data_report.json)")
+
+    def report(self) -> dict:
+        """JSON-able description: classes, counts, every skipped, converted and ignored file."""
+        return {"root": str(self.root), "class_names": list(self.class_names),
+                "split_settings": dict(self.split_settings), "counts": self.class_counts(),
+                "skipped": list(self.skipped), "converted": list(self.converted),
+                "ignored": list(self.ignored)}
+
+    def pooled(self) -> Split:
+        """All images of all splits, ordered by source (the index space of :func:`kfold_splits`)."""
+        items = sorted((src, path, int(lab)) for s in self.splits.values()
+                       for src, path, lab in zip(s.sources, s.paths, s.labels))
+        return Split([p for _, p, _ in items], np.array([lab for *_, lab in items], np.int32),
+                     [src for src, _, _ in items])
+
+    def resplit(self, index_splits: dict[str, np.ndarray]) -> ImageFolderDataset:
+        """A copy split by indices into :meth:`pooled` (e.g. one fold of :func:`kfold_splits`)."""
+        pool = self.pooled()
+        splits = {name: Split([pool.paths[i] for i in idx], pool.labels[idx],
+                              [pool.sources[i] for i in idx])
+                  for name, idx in index_splits.items()}
+        return ImageFolderDataset(self.root, list(self.class_names), splits, self.skipped,
+                                  self.converted, self.ignored,
+                                  {**self.split_settings, "resplit": True}, self._tmpdir)
+
+
+def resolve_dataset_dir(name_or_path: str) -> Path:
+    """A registered dataset name (``DATASETS``) or an existing folder, as an absolute path."""
+    if name_or_path in DATASETS:
+        path = DATASETS.get(name_or_path)
+        if not path.is_dir():
+            raise DataError(f"dataset {name_or_path!r} ships with the runway_cnn source repository "
+                            f"(datasets/{path.name}) and is not at {path}; run from a checkout of "
+                            "the repository or pass the dataset folder's path")
+        return path
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    known = ", ".join(DATASETS.names())
+    raise DataError(f"dataset {name_or_path!r} is neither a folder nor a registered dataset "
+                    f"(registered: {known})")
+
+
+def stratified_split(labels: np.ndarray, validation_fraction: float, test_fraction: float,
+                     seed: int) -> dict[str, np.ndarray]:
+    """Split → sorted indices. Split sizes are ``ceil(fraction * n)`` but at least one per class.
+
+    Deterministic in ``seed``; no ``"test"`` key when ``test_fraction`` is 0. sklearn's
+    ``ValueError`` comes through when there are too few images to stratify.
+    """
+    labels = np.asarray(labels)
+    index = np.arange(len(labels))
+    out = {}
+    if test_fraction > 0:
+        index, out["test"] = train_test_split(
+            index, test_size=_split_size(test_fraction, labels), stratify=labels,
+            random_state=seed)
+    train, val = train_test_split(index, test_size=_split_size(validation_fraction, labels),
+                                  stratify=labels[index], random_state=seed)
+    out = {"train": train, "validation": val, **out}
+    return {name: np.sort(idx) for name, idx in out.items()}
+
+
+def kfold_splits(labels: np.ndarray, k: int, seed: int,
+                 validation_fraction: float) -> list[dict[str, np.ndarray]]:
+    """Stratified K-fold: fold i tests on the i-th fold; validation is carved (stratified) from
+    the rest, ``validation_fraction`` of the rest. Indices are sorted; deterministic in ``seed``."""
+    labels = np.asarray(labels)
+    folds = []
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for rest, test in skf.split(np.zeros(len(labels)), labels):
+        train, val = train_test_split(
+            rest, test_size=_split_size(validation_fraction, labels[rest]),
+            stratify=labels[rest], random_state=seed)
+        folds.append({"train": np.sort(train), "validation": np.sort(val), "test": np.sort(test)})
+    return folds
+
+
+def write_run_files(dataset: ImageFolderDataset, train_dir: Path) -> None:
+    """Write ``splits.json`` (split → [{"source", "label"}]) and ``data_report.json``."""
+    train_dir = Path(train_dir)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    splits = {name: [{"source": src, "label": int(lab)} for src, lab in zip(s.sources, s.labels)]
+              for name, s in dataset.splits.items()}
+    (train_dir / "splits.json").write_text(json.dumps(splits, indent=1) + "\n")
+    (train_dir / "data_report.json").write_text(json.dumps(dataset.report(), indent=1) + "\n")
+
+
+def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: float = 0.1,
+                      test_fraction: float = 0.1, seed: int = 0,
+                      work_dir: Path | None = None) -> ImageFolderDataset:
+    """Find, check (decode) and split every image of a dataset folder.
+
+    With given ``train/`` (``validation/``, ``test/``) folders those splits are used; a missing
+    ``validation/`` is carved from train with ``validation_fraction``, a missing ``test/`` means no
+    test split. Otherwise the images are split stratified by ``validation_fraction`` /
+    ``test_fraction`` / ``seed``. Converted copies go under ``work_dir/converted/`` (a temporary
+    folder that lives as long as the returned object when ``work_dir`` is None).
+    """
+    if not 0 < validation_fraction < 1 or not 0 <= test_fraction < 1 \
+            or validation_fraction + test_fraction >= 1:
+        raise DataError(f"validation_fraction={validation_fraction} and test_fraction="
+                        f"{test_fraction}: need 0 < validation, 0 <= test and a sum below 1")
+    walker = _Walker(_dataset_root(dataset_dir))
+    classes = walker.find_class_folders()
+    tmpdir = None
+    if work_dir is None:
+        tmpdir = tempfile.TemporaryDirectory(prefix="runway_cnn_converted_")
+        work_dir = Path(tmpdir.name)
+    checked = _check_all(walker, classes, Path(work_dir) / "converted")
+    class_names = sorted(classes["train"])
+    by_split = {split: _folder_split(walker.root, folders, class_names, checked, split)
+                for split, folders in classes.items()}
+    skipped = walker.skipped + [{"path": c.source, "reason": c.reason}
+                                for cs in checked.values() for c in cs if c.path is None]
+    converted = [{"source": c.source, "path": c.path, "reason": c.reason}
+                 for cs in checked.values() for c in cs if c.path is not None and c.reason]
+    if tmpdir is not None and not converted:
+        tmpdir.cleanup()
+        tmpdir = None
+    splits, settings = _make_splits(walker, by_split, class_names, validation_fraction,
+                                    test_fraction, seed)
+    return ImageFolderDataset(walker.root, class_names, splits, sorted(skipped, key=_by_path),
+                              sorted(converted, key=lambda d: d["source"]),
+                              sorted(walker.ignored, key=_by_path), settings, tmpdir)
+
+
+def _folder_split(root: Path, folders: dict[str, str], class_names: list[str],
+                  checked: dict[tuple[str, str], list[_Checked]], split: str) -> Split:
+    """The usable images of one split folder (every split has every class folder)."""
+    paths, labels, sources = [], [], []
+    for label, name in enumerate(class_names):
+        usable = [c for c in checked[(split, name)] if c.path is not None]
+        if not usable:
+            why = "; ".join(f"{c.source}: {c.reason}" for c in checked[(split, name)][:3])
+            raise DataError(f"class folder {root / folders[name]} has no usable image ({why})")
+        paths += [c.path for c in usable]
+        sources += [c.source for c in usable]
+        labels += [label] * len(usable)
+    return Split(paths, np.array(labels, np.int32), sources)
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+def _dataset_root(dataset_dir: str | os.PathLike) -> Path:
+    path = Path(dataset_dir).expanduser()
+    if not path.exists():
+        raise DataError(f"dataset folder {path} does not exist")
+    if not path.is_dir():
+        raise DataError(f"dataset folder {path} is not a folder")
+    return path.resolve()
+
+
+class _Walker:
+    """Lists the class folders and their files, recording what it leaves out."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.skipped: list[dict] = []
+        self.ignored: list[dict] = []
+        self.layout = "class folders"
+
+    def find_class_folders(self) -> dict[str, dict[str, str]]:
+        """split → class name → folder relative to root; checks the split folders' layout."""
+        top = self._subfolders("")
+        if "train" in top:
+            others = sorted(set(top) - set(SPLITS))
+            if others:
+                raise DataError(f"dataset folder {self.root} mixes split folders (train/) with "
+                                f"other folders: {', '.join(others)}; expected train/, "
+                                "validation/ and optionally test/")
+            self.layout = "split folders"
+            classes = {s: self._subfolders(s) for s in SPLITS if s in top}
+        elif set(top) & {"validation", "test"}:
+            raise DataError(f"dataset folder {self.root} has validation/ or test/ but no train/")
+        else:
+            classes = {"train": top}
+        train_dir = self.root / ("train" if self.layout == "split folders" else "")
+        if len(classes["train"]) < 2:
+            raise DataError(f"{train_dir} needs at least 2 class folders (one per class), found "
+                            f"{len(classes['train'])}")
+        for split, folders in classes.items():
+            unknown = sorted(set(folders) - set(classes["train"]))
+            if unknown:
+                raise DataError(f"{self.root / split} has class folders that {train_dir} lacks "
+                                f"(unknown labels): {', '.join(unknown)}")
+            missing = sorted(set(classes["train"]) - set(folders))
+            if missing:
+                raise DataError(f"{self.root / split} has no folder for class(es) "
+                                f"{', '.join(missing)}: every split needs images of every class")
+        return classes
+
+    def _subfolders(self, rel: str) -> dict[str, str]:
+        found = {}
+        for entry, rel_entry in self._entries(rel):
+            if entry.is_dir():
+                found[entry.name] = rel_entry
+            else:
+                self.ignored.append({"path": rel_entry, "reason": "not in a class folder"})
+        return found
+
+    def files(self, rel: str, _seen: frozenset = frozenset()) -> Iterator[str]:
+        """Files under a class folder (recursively), relative to the root, sorted."""
+        real = (self.root / rel).resolve()
+        if real in _seen:
+            self.skipped.append({"path": rel, "reason": "folder link loop"})
+            return
+        for entry, rel_entry in self._entries(rel):
+            if entry.is_dir():
+                yield from self.files(rel_entry, _seen | {real})
+            elif entry.is_file():
+                yield rel_entry
+            else:
+                self.skipped.append({"path": rel_entry, "reason": "not a regular file"})
+
+    def _entries(self, rel: str) -> Iterator[tuple[os.DirEntry, str]]:
+        """Non-hidden entries that stay inside the root; the rest is recorded as skipped."""
+        with os.scandir(self.root / rel) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            rel_entry = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.name.startswith("."):
+                kind = "folder" if entry.is_dir() else "file"
+                self.skipped.append({"path": rel_entry, "reason": f"hidden {kind}"})
+            elif entry.is_symlink() and not self._link_ok(entry, rel_entry):
+                continue
+            else:
+                yield entry, rel_entry
+
+    def _link_ok(self, entry: os.DirEntry, rel_entry: str) -> bool:
+        target = Path(entry.path).resolve()
+        if not target.is_relative_to(self.root):
+            self.skipped.append({"path": rel_entry, "reason": "outside dataset dir"})
+            return False
+        if not target.exists():
+            self.skipped.append({"path": rel_entry, "reason": "broken link"})
+            return False
+        return True
+
+
+# --- checking and converting --------------------------------------------------------------
+
+class _Checked(NamedTuple):
+    source: str  # relative to the root
+    path: str | None  # what tf reads; None when unusable
+    reason: str  # why skipped / converted; "" for a file used as it is
+
+
+def _check_all(walker: _Walker, classes: dict[str, dict[str, str]],
+               converted_dir: Path) -> dict[tuple[str, str], list[_Checked]]:
+    """(split, class) → the checked files, decoded in a thread pool (PIL releases the GIL)."""
+    todo = {}
+    for split, folders in classes.items():
+        for name, rel in folders.items():
+            todo[(split, name)] = list(walker.files(rel))
+            if not todo[(split, name)]:
+                raise DataError(f"class folder {walker.root / rel} is empty (no image files)")
+    workers = min(8, max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                         else os.cpu_count() or 2))
+    jobs = [(key, src) for key, sources in todo.items() for src in sources]
+    with _strict_decoding(), ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda job: _check(walker.root, job[1], converted_dir), jobs)
+        checked: dict[tuple[str, str], list[_Checked]] = {key: [] for key in todo}
+        for (key, _), result in zip(jobs, results):
+            checked[key].append(result)
+    return checked
+
+
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Make PIL raise on truncated images while scanning (restores the caller's setting)."""
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
+def _check(root: Path, source: str, converted_dir: Path) -> _Checked:
+    """Decode one file fully; convert it when tf.io.decode_image would not read it as RGB."""
+    path = root / source
+    try:
+        if path.stat().st_size == 0:
+            return _Checked(source, None, "empty file")
+        with Image.open(path) as im:
+            why = _conversion_reason(im)
+            if not why and im.format in ("JPEG", "MPO"):
+                im.draft("RGB", (im.width // 8, im.height // 8))  # still decodes every block
+            im.load()
+    except Image.UnidentifiedImageError:
+        return _Checked(source, None, "not an image")
+    except Image.DecompressionBombError as e:
+        return _Checked(source, None, f"image too large: {e}")
+    except Exception as e:  # noqa: BLE001 - any decoder failure makes the file unusable
+        return _Checked(source, None, f"cannot decode: {type(e).__name__}: {e}")
+    if not why:
+        return _Checked(source, str(path), "")
+    target = converted_dir / f"{source}.png"
+    try:
+        _convert(path, target)
+    except Exception as e:  # noqa: BLE001
+        return _Checked(source, None, f"cannot convert ({why}): {type(e).__name__}: {e}")
+    return _Checked(source, str(target), why)
+
+
+def _conversion_reason(im: Image.Image) -> str:
+    """Why tf.io.decode_image(channels=3) would read this image wrongly; "" when it is fine."""
+    if im.format not in _AS_IS_FORMATS:
+        return f"format {im.format}"
+    if im.mode != "RGB":
+        return f"mode {im.mode}"
+    raw = _rawmode(im)
+    if im.format == "PNG" and raw != "RGB":
+        return f"PNG raw mode {raw}"  # 16-bit
+    if im.format == "BMP" and raw not in _AS_IS_BMP_RAWMODES:
+        return f"BMP raw mode {raw}"
+    orientation = _orientation(im)
+    if isinstance(orientation, int) and 2 <= orientation <= 8:
+        return f"EXIF orientation {orientation}"
+    return ""
+
+
+def _rawmode(im: Image.Image) -> str | None:
+    if not getattr(im, "tile", None):
+        return None
+    args = im.tile[0][3]
+    return args[0] if isinstance(args, tuple) else args
+
+
+def _orientation(im: Image.Image) -> int | None:
+    try:
+        return im.getexif().get(_ORIENTATION)
+    except Exception:  # noqa: BLE001 - broken EXIF: treat as unrotated
+        return None
+
+
+def _convert(source: Path, target: Path) -> None:
+    """Write an 8-bit RGB PNG of the first frame, EXIF orientation applied.
+
+    The copy gets the source's mtime; a copy with the same mtime is reused (a rerun in the same
+    ``work_dir``)."""
+    mtime = source.stat().st_mtime_ns
+    if target.exists() and target.stat().st_mtime_ns == mtime:
+        return
+    with Image.open(source) as im:
+        im.seek(0)
+        rgb = _to_rgb(ImageOps.exif_transpose(im))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    rgb.save(tmp, "PNG", compress_level=1)
+    os.utime(tmp, ns=(mtime, mtime))
+    os.replace(tmp, target)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB; 16/32-bit integer and float greyscale rescaled, transparency put on white."""
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I"):
+            a = a / 257.0  # 16-bit range
+        elif a.size and a.max() <= 1.0:
+            a = a * 255.0
+        im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+# --- splits ---------------------------------------------------------------------------------
+
+def _split_size(fraction: float, labels: np.ndarray) -> int:
+    return max(math.ceil(fraction * len(labels)), len(np.unique(labels)))
+
+
+def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str],
+                 validation_fraction: float, test_fraction: float,
+                 seed: int) -> tuple[dict[str, Split], dict]:
+    settings = {"layout": walker.layout, "validation_fraction": validation_fraction, "seed": seed,
+                "given_splits": list(given) if walker.layout == "split folders" else []}
+    if walker.layout == "split folders":
+        if "validation" in given:
+            return {s: given[s] for s in SPLITS if s in given}, settings
+        carve_from, fractions = given["train"], (validation_fraction, 0.0)
+    else:
+        carve_from, fractions = given["train"], (validation_fraction, test_fraction)
+        settings["test_fraction"] = test_fraction
+    want = ("train", "validation") + (("test",) if fractions[1] > 0 else ())
+    where = walker.root / ("train" if walker.layout == "split folders" else "")
+    counts = np.bincount(carve_from.labels, minlength=len(class_names))
+    too_few = np.flatnonzero(counts < len(want))
+    if too_few.size:
+        name = class_names[too_few[0]]
+        raise DataError(f"class folder {where / name} has {counts[too_few[0]]} usable image(s), "
+                        f"too few for a {'/'.join(want)} split")
+    try:
+        index = stratified_split(carve_from.labels, *fractions, seed=seed)
+    except ValueError as e:
+        raise DataError(f"cannot split {where} stratified ({e}); add images or change "
+                        "validation_fraction / test_fraction") from None
+    splits = dict(given)
+    for name, idx in index.items():
+        splits[name] = Split([carve_from.paths[i] for i in idx], carve_from.labels[idx],
+                             [carve_from.sources[i] for i in idx])
+        missing = sorted(set(range(len(class_names))) - set(splits[name].labels.tolist()))
+        if missing:
+            raise DataError(f"the {name} split carved from {where} has no image of class(es) "
+                            f"{', '.join(class_names[i] for i in missing)}; add images or raise "
+                            "the split fractions")
+    return {s: splits[s] for s in SPLITS if s in splits}, settings
+
+
+def _by_path(d: dict) -> str:
+    return d["path"]
