@@ -179,7 +179,11 @@ def convert(name: str, output: Path | None = None) -> Path:
             staging.rename(target)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            staging.rename(target)
+            try:
+                staging.rename(target)
+            except OSError:  # another process finished the same conversion first
+                if not (target / FEATURE_VECTOR / "saved_model.pb").exists():
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
