@@ -48,6 +48,13 @@ class FinetuneConfig:
                                            "validation/ folder")
     test_fraction: float = _opt(0.1, "test share when the dataset has no split folders")
     seed: int = _opt(0, "seed of splits, shuffling, augmentation and initialisation")
+    num_splits: int = _opt(0, "experiment: N runs on stratified random train/validation/test "
+                              "splits of all images (given split folders are pooled), run i "
+                              "with seed seed+i, in <train_dir>/split_NN/; writes summary.json "
+                              "and summary.csv (0: one ordinary run)")
+    kfold: int = _opt(0, "experiment: stratified K-fold over all images (given split folders "
+                         "are pooled); fold i tests on the i-th fold, validation is carved from "
+                         "the rest; runs in <train_dir>/fold_NN/ (0: no k-fold)")
     jit_compile: str = _opt("auto", "XLA: auto (on when a GPU is visible), on or off",
                             choices=("auto", "on", "off"))
     mixed_precision: str = _opt("auto", "mixed_float16: auto (on when a GPU is visible), on or off",

@@ -6,7 +6,8 @@ Example::
         --export_dir exports/ --model_name efficientnet_lite0
 
 Every flag is a field of :class:`runway_cnn.FinetuneConfig`; the run is
-``runway_cnn.fine_tune(...)``.
+``runway_cnn.fine_tune(...)``. With ``--num_splits N`` or ``--kfold K`` it runs that many runs on
+stratified splits of all images and summarises them (``runway_cnn.experiments``).
 """
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     from runway_cnn.trainer import fine_tune
 
     result = fine_tune(parse_args(argv))
+    if isinstance(result, dict):  # --num_splits / --kfold: an experiment's summary
+        from runway_cnn.experiments import format_summary
+        print(format_summary(result))
+        return
     lines = [f"{split}: top1 {m['top1']:.3f}  top5 {m['top5']:.3f}  macro-F1 {m['macro_f1']:.3f}"
              f"  ({m['num_examples']} images)"
              for split, m in result.metrics.items() if isinstance(m, dict) and "top1" in m]

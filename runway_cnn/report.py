@@ -1,19 +1,28 @@
-"""Plots of a run: training curves of both stages, with the stage boundary marked.
+"""Plots of a run: training curves of both stages (the stage boundary marked); for an experiment
+(``--num_splits`` / ``--kfold``) a box plot of the test figures across its runs and each run's
+curves; confusion matrices (also used by ``runway_cnn.evaluate``).
 
-``python -m runway_cnn.report TRAIN_DIR`` writes them as PNGs into the train dir.
+``python -m runway_cnn.report TRAIN_DIR`` writes them as PNGs into the train dir (an experiment's
+runs get theirs in their own folders).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-CURVES_FILE = "training_curves.png"
+from runway_cnn import cli  # noqa: E402
+from runway_cnn.errors import RunwayError  # noqa: E402
+
+CURVES_FILE, SPLITS_FILE = "training_curves.png", "split_accuracy.png"
 
 
 def read_history(train_dir: str | Path) -> dict[str, list[dict[str, float]]]:
@@ -58,12 +67,94 @@ def plot_training_curves(train_dir: str | Path, output: str | Path | None = None
     return output
 
 
+def plot_split_accuracy(experiment_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Box plot of the test top-1, top-5 and macro-F1 of an experiment's runs (its
+    ``summary.json``), every run drawn as a dot; returns the PNG path."""
+    summary = json.loads((Path(experiment_dir) / "summary.json").read_text())
+    runs = summary["runs"]
+    keys = ("top1", "top5", "macro_f1")
+    values = [[r[k] for r in runs] for k in keys]
+    output = Path(output or Path(experiment_dir) / SPLITS_FILE)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.boxplot(values, showmeans=True, widths=0.5)
+    ax.set_xticks(range(1, len(keys) + 1),
+                  [f"{k}\n{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}"
+                   for k, v in zip(keys, values)])
+    jitter = np.random.default_rng(0)
+    for i, v in enumerate(values, start=1):
+        ax.plot(i + jitter.uniform(-0.08, 0.08, len(v)), v, "o", color="tab:blue", alpha=0.6,
+                markersize=4)
+    ax.set_ylabel("test split")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{summary['runs_finished']} runs ({summary['protocol']}): "
+                 f"{Path(summary['dataset_dir']).name}")
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], output: str | Path,
+                          title: str = "confusion matrix") -> Path:
+    """The confusion matrix normalised per true class (each row sums to 1; a row without
+    images stays blank), class names on both axes. Sized and lettered for 2 to 100+ classes:
+    counts are written into the cells up to 25 classes."""
+    counts = np.asarray(matrix, np.float64)
+    n = len(class_names)
+    support = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.where(support > 0, counts / support, np.nan)
+    side = min(max(6.0, 0.32 * n + 2.5), 40.0)
+    font = max(5.0, min(10.0, 300.0 / max(n, 1)))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), [f"{c} ({int(s)})" for c, s in zip(class_names, support[:, 0])],
+                  fontsize=font)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (images)")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
+                            fontsize=font * 0.9,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ax.set_title(title)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return output
+
+
+def report(train_dir: str | Path) -> list[Path]:
+    """Every plot of a train dir: training curves; for an experiment, the box plot and each
+    run's curves. Returns the PNG paths."""
+    train_dir = Path(train_dir)
+    if not train_dir.is_dir():
+        raise RunwayError(f"train dir {train_dir} does not exist")
+    written = [p for p in [plot_training_curves(train_dir)] if p]
+    if (train_dir / "summary.json").exists():
+        written.append(plot_split_accuracy(train_dir))
+        runs = json.loads((train_dir / "summary.json").read_text())["runs"]
+        written += [p for r in runs if (p := plot_training_curves(train_dir / r["run"]))]
+    if not written:
+        raise RunwayError(f"{train_dir} has no training history (stage1/history.csv) and no "
+                          "experiment summary (summary.json)")
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runway_cnn.report", description=__doc__)
-    parser.add_argument("train_dir", help="a runway_cnn train dir")
+    parser = argparse.ArgumentParser(prog="python -m runway_cnn.report",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("train_dir", help="a runway_cnn train dir (or an experiment's)")
     args = parser.parse_args(argv)
-    print(plot_training_curves(args.train_dir) or f"no training history in {args.train_dir}")
+    for path in report(args.train_dir):
+        print(path)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -131,6 +131,8 @@ class SingleLabelTask(Task):
             "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f),
                                  "support": int(s)}
                           for name, p, r, f, s in zip(self.class_names, *per_class)},
+            # rows: true class, columns: predicted class, in class_names order
+            "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=ids).tolist(),
         }
 
     def config(self) -> dict:

@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import keras
 import numpy as np
@@ -46,6 +47,16 @@ def extract_features(backbone: Backbone, split: data.Split, batch_size: int) -> 
     """Pooled features of every image of ``split`` (eval transform), in file order."""
     ds = pipeline.eval_dataset(split.paths, None, backbone.preprocessing, batch_size, cache=False)
     return backbone.model.predict(ds, verbose=0)
+
+
+def build_backbone(config: FinetuneConfig) -> Backbone:
+    """The backbone ``config`` asks for (registry name, TF-Hub handle or previous run)."""
+    c = config
+    if c.hub_handle or c.init_from_run:
+        return get_backbone(hub_handle=c.hub_handle, from_run=c.init_from_run,
+                            image_size=c.image_size)
+    weights = {"none": None}.get(str(c.weights).lower(), c.weights)
+    return get_backbone(c.model_name, weights=weights, image_size=c.image_size)
 
 
 def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
@@ -96,34 +107,41 @@ def _stage_done(stage_dir: Path) -> dict | None:
 
 
 class FineTuner:
-    """One run's state; ``run()`` executes the stages that are not done yet."""
+    """One run's state; ``run()`` executes the stages that are not done yet.
 
-    def __init__(self, config: FinetuneConfig):
+    The keyword arguments let several runs share work (``runway_cnn.experiments``); left out,
+    the run does everything itself:
+
+    - ``dataset``: an already split :class:`~runway_cnn.data.ImageFolderDataset` (not scanned).
+    - ``backbone``: an already built backbone, with the weights the run should start from.
+    - ``features``: image path → the frozen backbone's pooled features under the eval transform;
+      stage 1 trains on them, and evaluation runs only the head while the backbone is unchanged.
+    - ``images``: image path → the eval-transformed uint8 image ``[s, s, 3]``; evaluation and
+      stage-2 validation read them instead of decoding files.
+    """
+
+    def __init__(self, config: FinetuneConfig, *, dataset: data.ImageFolderDataset | None = None,
+                 backbone: Backbone | None = None, features: Mapping[str, np.ndarray] | None = None,
+                 images: Mapping[str, np.ndarray] | None = None):
         self.config = config
         self.dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
         self.train_dir = Path(config.train_dir or Path("runs") / self.dataset_dir.name)
         _check_resume(self.train_dir, config)
         self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
                                                        config.seed)
-        self.dataset = data.scan_image_folder(
+        self.dataset = dataset if dataset is not None else data.scan_image_folder(
             self.dataset_dir, validation_fraction=config.validation_fraction,
             test_fraction=config.test_fraction, seed=config.seed, work_dir=self.train_dir)
         data.write_run_files(self.dataset, self.train_dir)
         print(self.dataset.summary_line(), flush=True)
-        self.backbone = self._backbone()
+        self.backbone = backbone if backbone is not None else build_backbone(config)
+        self.features, self.images = features, images
+        self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
         self.task = get_task(config.task, self.dataset.class_names,
                              label_smoothing=config.label_smoothing, dropout=config.dropout)
         self.head = self.task.build_head(self.backbone.feature_dim)
         self.model = classifier(self.backbone, self.head)
         self.timings: dict[str, float] = {}
-
-    def _backbone(self) -> Backbone:
-        c = self.config
-        if c.hub_handle or c.init_from_run:
-            return get_backbone(hub_handle=c.hub_handle, from_run=c.init_from_run,
-                                image_size=c.image_size)
-        weights = {"none": None}.get(str(c.weights).lower(), c.weights)
-        return get_backbone(c.model_name, weights=weights, image_size=c.image_size)
 
     # -- stages ------------------------------------------------------------------------------
     def _compile(self, model: keras.Model, learning_rate) -> None:
@@ -152,8 +170,7 @@ class FineTuner:
                            validation_data=self._eval_ds(val), callbacks=callbacks,
                            verbose=c.verbose)
         else:
-            features = {s: extract_features(self.backbone, self._split(s), c.batch_size)
-                        for s in ("train", "validation")}
+            features = {s: self._features(self._split(s)) for s in ("train", "validation")}
             self.timings["stage1_features"] = time.perf_counter() - start
             self._compile(self.head, c.learning_rate)
             self.head.fit(features["train"], train.labels, batch_size=c.batch_size,
@@ -175,8 +192,10 @@ class FineTuner:
         done = _stage_done(stage_dir)
         if done:
             self.model.load_weights(str(stage_dir / "final.weights.h5"))
+            self._backbone_changed = bool(done.get("improved_on_stage1"))
             return done
         start = time.perf_counter()
+        self._backbone_changed = True
         unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
         train = self._split("train")
         steps = math.ceil(len(train.paths) / c.batch_size) * c.stage2_epochs
@@ -191,6 +210,7 @@ class FineTuner:
         improved = _load_best(self.model, stage_dir)
         if not improved:  # stage 2 never beat stage 1 on validation: keep stage 1's weights
             self.model.load_weights(str(self.train_dir / "stage1" / "final.weights.h5"))
+        self._backbone_changed = improved
         self.model.save_weights(str(stage_dir / "final.weights.h5"))
         return _mark_done(stage_dir, {"seconds": time.perf_counter() - start,
                                       "improved_on_stage1": improved,
@@ -204,13 +224,32 @@ class FineTuner:
                                       seed=self.config.seed)
 
     def _eval_ds(self, split: data.Split):
+        if self.images is not None:
+            return self._stored_images(split), split.labels
         return pipeline.eval_dataset(split.paths, split.labels, self.backbone.preprocessing,
                                      self.config.batch_size)
 
+    def _stored_images(self, split: data.Split) -> np.ndarray:
+        """The ``images`` hook's eval crops of ``split``, float32 in [0, 1] as the pipeline's."""
+        return np.stack([self.images[p] for p in split.paths]).astype("float32") / 255.0
+
+    def _features(self, split: data.Split) -> np.ndarray:
+        """The frozen backbone's features of ``split``: from the ``features`` hook, or computed."""
+        if self.features is None:
+            return extract_features(self.backbone, split, self.config.batch_size)
+        return np.stack([self.features[p] for p in split.paths])
+
     def predict_probabilities(self, split: data.Split) -> np.ndarray:
-        ds = pipeline.eval_dataset(split.paths, None, self.backbone.preprocessing,
-                                   self.config.batch_size, cache=False)
-        return self.task.probabilities(self.model.predict(ds, verbose=0))
+        bs = self.config.batch_size
+        if self.features is not None and not self._backbone_changed:
+            logits = self.head.predict(self._features(split), batch_size=bs, verbose=0)
+        elif self.images is not None:
+            logits = self.model.predict(self._stored_images(split), batch_size=bs, verbose=0)
+        else:
+            ds = pipeline.eval_dataset(split.paths, None, self.backbone.preprocessing, bs,
+                                       cache=False)
+            logits = self.model.predict(ds, verbose=0)
+        return self.task.probabilities(logits)
 
     def evaluate(self, split_name: str) -> dict:
         split = self._split(split_name)
@@ -218,7 +257,9 @@ class FineTuner:
         return figures
 
     # -- the whole run ------------------------------------------------------------------------
-    def run(self) -> RunResult:
+    def run(self, export: bool = True) -> RunResult:
+        """Runs the stages not done yet, evaluates, writes ``metrics.json`` and the plots, and
+        exports the model (unless ``export`` is False; ``export_path`` is then None)."""
         from runway_cnn.export import export_model
         from runway_cnn.report import plot_training_curves
 
@@ -236,18 +277,26 @@ class FineTuner:
             "stages": {"stage1": stage1, "stage2": stage2},
             "device": self.device.describe(),
         })
-        export_base = Path(c.export_dir or self.train_dir / "export")
-        export_path = export_model(self.model, self.backbone, self.task, export_base,
-                                   c.serving_name or self.dataset_dir.name, top_k=c.top_k)
-        metrics["export_path"] = str(export_path)
+        export_path = None
+        if export:
+            export_base = Path(c.export_dir or self.train_dir / "export")
+            export_path = export_model(self.model, self.backbone, self.task, export_base,
+                                       c.serving_name or self.dataset_dir.name, top_k=c.top_k)
+        metrics["export_path"] = str(export_path) if export_path else None
         (self.train_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         plot_training_curves(self.train_dir)
         return RunResult(self.train_dir, export_path, metrics, self.model, self.task,
                          self.backbone)
 
 
-def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
+def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult | dict:
     """Runs a whole fine-tune: ``fine_tune(dataset_dir="photos/", train_dir="runs/x")`` or
-    ``fine_tune(FinetuneConfig(...))``. A killed run called again with the same settings resumes."""
+    ``fine_tune(FinetuneConfig(...))``. A killed run called again with the same settings resumes.
+
+    With ``num_splits`` or ``kfold`` set it runs that experiment instead and returns its summary
+    dict (:func:`runway_cnn.experiments.run_experiment`)."""
     config = config or FinetuneConfig(**settings)
+    if config.num_splits or config.kfold:
+        from runway_cnn.experiments import run_experiment
+        return run_experiment(config)
     return FineTuner(config).run()

@@ -1,0 +1,215 @@
+"""``python -m runway_cnn.evaluate --model PATH --dataset_dir D [--split test] [--output_dir O]``:
+an exported model's figures on a labelled image folder (TF-Slim's ``eval_image_classifier``).
+
+- PATH: an export version dir, an export base / serving-name dir (its newest version) or a train
+  dir (the export its ``metrics.json`` names).
+- Which images: if D has split folders (``train/``, ``validation/``, ``test/``), those of the
+  ``--split`` folder; otherwise all images of D (the output says so). Files are checked and read
+  as for training (``scan_image_folder``); unusable ones are left out and counted.
+- Labels: D's class folder names are matched to the model's labels by name; a folder name the
+  model does not know is an error naming it. The model may know more classes than D has.
+- Results go to O (default: ``<train dir>/eval/<D name>_<split>/`` for a train dir, else
+  ``<serving-name dir>/eval/<version>/<D name>_<split>/``, beside the model and never the current
+  directory): ``eval.json`` (everything below), ``per_class.csv``, ``predictions.csv``,
+  ``confusion_matrix.csv`` and ``confusion_matrix.png`` (normalised per true class).
+- Figures (scikit-learn): top-1, top-5, macro-F1, per-class precision / recall / F1 / support over
+  the classes that occur in the labels or the predictions, the confusion matrix over all the
+  model's labels (rows: true class), and the worst-confused class pairs.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from sklearn import metrics as skm
+
+from runway_cnn import cli, data, pipeline
+from runway_cnn.errors import DataError
+from runway_cnn.predict import ExportedClassifier
+
+WORST_PAIRS = 10
+
+
+class EvaluationImages(NamedTuple):
+    dataset: data.ImageFolderDataset  # keep it: its temporary folder holds converted copies
+    images: data.Split
+    split: str  # the split folder, or "all"
+    description: str
+
+
+def evaluation_images(dataset_dir: str | Path, split: str = "test") -> EvaluationImages:
+    """The ``split`` folder of a dataset with split folders, else all its images."""
+    dataset = data.scan_image_folder(data.resolve_dataset_dir(str(dataset_dir)),
+                                     validation_fraction=0.5, test_fraction=0.0)
+    pool = dataset.pooled()
+    if dataset.split_settings.get("layout") != "split folders":
+        return EvaluationImages(dataset, pool, "all", f"all {len(pool)} images (no split folders)")
+    given = dataset.split_settings.get("given_splits", [])
+    if split not in given:
+        raise DataError(f"{dataset.root} has no {split}/ folder (it has {', '.join(given)}); "
+                        "choose one with --split")
+    keep = [i for i, s in enumerate(pool.sources) if s.startswith(f"{split}/")]
+    images = data.Split([pool.paths[i] for i in keep], pool.labels[keep],
+                        [pool.sources[i] for i in keep])
+    return EvaluationImages(dataset, images, split, f"the {len(images)} images of {split}/")
+
+
+def model_label_ids(class_names: list[str], model_labels: list[str], dataset_dir,
+                    model_path) -> np.ndarray:
+    """Dataset class id → model label id, by name; unknown class names are a clear error."""
+    index = {name: i for i, name in enumerate(model_labels)}
+    unknown = [c for c in class_names if c not in index]
+    if unknown:
+        shown = ", ".join(model_labels[:20]) + (" …" if len(model_labels) > 20 else "")
+        raise DataError(f"class folder(s) {', '.join(unknown)} of {dataset_dir} are not labels "
+                        f"of the model {model_path} (its labels: {shown})")
+    return np.array([index[c] for c in class_names], np.int64)
+
+
+def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | Path,
+                       split: str) -> Path:
+    model = Path(model)
+    name = f"{data.resolve_dataset_dir(str(dataset_dir)).name}_{split}"
+    if not (model / "saved_model.pb").exists() and ((model / "metrics.json").exists()
+                                                    or (model / "config.json").exists()):
+        return model / "eval" / name  # a train dir
+    return version_dir.parent / "eval" / version_dir.name / name
+
+
+def classification_figures(labels: np.ndarray, probabilities: np.ndarray,
+                           label_names: list[str]) -> dict:
+    """top-1, top-5, macro-F1, per-class figures, confusion matrix and worst-confused pairs of
+    integer ``labels`` (ids into ``label_names``) and predicted ``probabilities``."""
+    num = len(label_names)
+    ids = np.arange(num)
+    predicted = probabilities.argmax(axis=1)
+    k = min(5, num)
+    present = np.union1d(labels, predicted)  # sklearn's default label set
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, predicted, labels=present, zero_division=0)
+    confusion = skm.confusion_matrix(labels, predicted, labels=ids)
+    totals = confusion.sum(axis=1)
+    pairs = [(int(confusion[i, j]), i, j) for i in range(num) for j in range(num)
+             if i != j and confusion[i, j]]
+    pairs.sort(key=lambda t: (-t[0], -t[0] / totals[t[1]], t[1], t[2]))
+    return {
+        "num_examples": int(len(labels)),
+        "top1": float(skm.accuracy_score(labels, predicted)),
+        "top5": float(skm.top_k_accuracy_score(labels, probabilities, k=k, labels=ids))
+        if k < num else 1.0,
+        "top5_k": k,
+        "macro_f1": float(skm.f1_score(labels, predicted, labels=present, average="macro",
+                                       zero_division=0)),
+        "per_class": {label_names[c]: {"precision": float(p), "recall": float(r), "f1": float(f),
+                                       "support": int(s)}
+                      for c, p, r, f, s in zip(present, precision, recall, f1, support)},
+        "confusion_labels": list(label_names),
+        "confusion_matrix": confusion.tolist(),
+        "worst_confusions": [{"true": label_names[i], "predicted": label_names[j], "count": n,
+                              "share_of_true": float(n / totals[i])}
+                             for n, i, j in pairs[:WORST_PAIRS]],
+    }
+
+
+def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "test",
+                   output_dir: str | Path | None = None, batch_size: int = 32) -> dict:
+    """Evaluates an export on a labelled folder (see the module docstring), writes the files and
+    returns what ``eval.json`` holds (plain JSON types), plus ``output_dir``."""
+    classifier = ExportedClassifier(model)
+    chosen = evaluation_images(dataset_dir, split)
+    images = chosen.images
+    to_model = model_label_ids(chosen.dataset.class_names, classifier.labels, dataset_dir,
+                               classifier.version_dir)
+    labels = to_model[images.labels]
+    ds = pipeline.eval_dataset(images.paths, None, classifier.spec, batch_size, cache=False)
+    probabilities = np.concatenate([classifier.probabilities(b) for b in ds.as_numpy_iterator()])
+    result = {"model": str(classifier.version_dir),
+              "dataset_dir": str(data.resolve_dataset_dir(str(dataset_dir))),
+              "split": chosen.split, "images": chosen.description,
+              "skipped_files": len(chosen.dataset.skipped),
+              **classification_figures(labels, probabilities, classifier.labels)}
+    predicted = probabilities.argmax(axis=1)
+    result["predictions"] = [
+        {"source": s, "label": classifier.labels[t], "predicted": classifier.labels[p],
+         "score": float(probabilities[i, p])}
+        for i, (s, t, p) in enumerate(zip(images.sources, labels, predicted))]
+    out = Path(output_dir) if output_dir else default_output_dir(
+        model, classifier.version_dir, dataset_dir, result["split"])
+    result["output_dir"] = str(out)
+    write_evaluation(result, out)
+    return result
+
+
+def write_evaluation(result: dict, output_dir: Path) -> None:
+    from runway_cnn.report import plot_confusion_matrix
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    with (output_dir / "per_class.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "precision", "recall", "f1", "support"])
+        for name, m in result["per_class"].items():
+            writer.writerow([name, m["precision"], m["recall"], m["f1"], m["support"]])
+    with (output_dir / "predictions.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["source", "label", "predicted", "score"])
+        writer.writeheader()
+        writer.writerows(result["predictions"])
+    names = result["confusion_labels"]
+    with (output_dir / "confusion_matrix.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *names])
+        writer.writerows([name, *row] for name, row in zip(names, result["confusion_matrix"]))
+    matrix = np.asarray(result["confusion_matrix"])
+    shown = np.flatnonzero(matrix.sum(axis=0) + matrix.sum(axis=1))  # classes that occur
+    plot_confusion_matrix(matrix[np.ix_(shown, shown)], [names[i] for i in shown],
+                          output_dir / "confusion_matrix.png",
+                          title=f"{Path(result['dataset_dir']).name} ({result['split']}): "
+                                f"top-1 {result['top1']:.3f}")
+
+
+def format_evaluation(result: dict) -> str:
+    """The figures as text: summary line, per-class table, worst-confused pairs."""
+    width = max([len(c) for c in result["per_class"]] + [5])
+    lines = [f"{result['model']} on {result['dataset_dir']}: {result['images']}"
+             + (f", {result['skipped_files']} unusable files left out"
+                if result["skipped_files"] else ""),
+             f"top1 {result['top1']:.4f}  top{result['top5_k']} {result['top5']:.4f}  "
+             f"macro-F1 {result['macro_f1']:.4f}  ({result['num_examples']} images)", "",
+             f"{'class':{width}s}  precision  recall     f1  support"]
+    for name, m in result["per_class"].items():
+        lines.append(f"{name:{width}s}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
+                     f"{m['f1']:5.3f}  {m['support']:7d}")
+    if result["worst_confusions"]:
+        lines += ["", "most confused (true → predicted: images, share of the true class):"]
+        lines += [f"  {p['true']} → {p['predicted']}: {p['count']} ({p['share_of_true']:.0%})"
+                  for p in result["worst_confusions"]]
+    lines += ["", f"written to {result['output_dir']}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m runway_cnn.evaluate",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True,
+                        help="export version dir, export base / serving-name dir, or train dir")
+    parser.add_argument("--dataset_dir", required=True,
+                        help="labelled image folder (class sub-folders, optionally under "
+                             "split folders) or a registered dataset name")
+    parser.add_argument("--split", default="test",
+                        help="split folder to evaluate when the dataset has split folders")
+    parser.add_argument("--output_dir", help="where the results go (default: eval/ beside the "
+                                             "model)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args(argv)
+    result = evaluate_model(args.model, args.dataset_dir, args.split, args.output_dir,
+                            args.batch_size)
+    print(format_evaluation(result))
+    return result
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,290 @@
+"""Repeated experiments, the way the brand-classification paper measured: N stratified random
+splits (``--num_splits``) or stratified K-fold (``--kfold``) over all images of a dataset, one run
+per split in ``<train_dir>/split_NN/`` (``fold_NN/``), then ``summary.json`` and ``summary.csv``
+with every run's figures and their mean, standard deviation, min and max.
+
+- Splits: given ``train/`` / ``validation/`` / ``test/`` folders are pooled; the experiment draws
+  its own splits from all images, as the paper did. Random split i uses seed ``seed + i`` (for the
+  split and for the run's initialisation and shuffling), so on a folder without split folders
+  ``split_03`` holds exactly the split of a single run with ``--seed <seed+3>``. K-fold splits
+  with ``seed``; fold i tests on the i-th fold, and its validation share is carved (stratified)
+  from the other folds; fold i trains with seed ``seed + i``.
+- Shared work: the backbone is built once; the eval-transformed image and the frozen backbone's
+  features of every image are computed once (features are kept in ``<train_dir>/features.npz``
+  for a resumed experiment) and indexed per run, so stage 1 and the evaluation of a frozen
+  backbone cost only the head. Each run gets a new head, and the backbone is reset to its
+  pre-trained weights before each run (stage 2 changes them). Stage 2 still decodes its training
+  files per run: its random crops are cut from the whole image.
+- The runs are not exported (``model.weights.h5`` is in each run's folder); run once without
+  ``--num_splits`` for a model to serve.
+- Resume: the same command again skips finished runs (``<run>/done.json``) and resumes the
+  interrupted run at its stage and epoch.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from runway_cnn import data, pipeline
+from runway_cnn.backbones import Backbone
+from runway_cnn.config import FinetuneConfig
+from runway_cnn.errors import DataError, RunwayError
+from runway_cnn.runtime import configure_device
+from runway_cnn.trainer import FineTuner, _check_resume, build_backbone
+
+SUMMARY_JSON, SUMMARY_CSV, FEATURES_FILE, DONE_FILE = ("summary.json", "summary.csv",
+                                                       "features.npz", "done.json")
+TEST_FIGURES = ("top1", "top5", "macro_f1", "loss")  # of each run's test split
+COLUMNS = ("run", "seed", "num_train", "num_validation", "num_test", *TEST_FIGURES,
+           "validation_top1", "stage1_seconds", "stage2_seconds", "run_seconds")
+AGGREGATED = (*TEST_FIGURES, "validation_top1", "stage1_seconds", "stage2_seconds", "run_seconds")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of an experiment: its folder name, seed and split (indices into the pool)."""
+
+    name: str
+    seed: int
+    indices: dict[str, np.ndarray]
+
+
+def check_experiment(config: FinetuneConfig) -> None:
+    """Raises a one-line error for inconsistent experiment flags."""
+    if config.num_splits < 0 or config.kfold < 0:
+        raise RunwayError("--num_splits and --kfold must not be negative")
+    if config.num_splits and config.kfold:
+        raise RunwayError("give --num_splits or --kfold, not both")
+    if config.kfold == 1:
+        raise RunwayError("--kfold needs at least 2 folds")
+    if config.num_splits and config.test_fraction <= 0:
+        raise RunwayError("--num_splits needs --test_fraction > 0 (the runs are compared on "
+                          "their test splits)")
+
+
+def plan_runs(config: FinetuneConfig, labels: np.ndarray) -> list[RunPlan]:
+    """The runs of ``config``'s experiment over images with these ``labels``."""
+    check_experiment(config)
+    try:
+        if config.num_splits:
+            return [RunPlan(f"split_{i:02d}", config.seed + i,
+                            data.stratified_split(labels, config.validation_fraction,
+                                                  config.test_fraction, config.seed + i))
+                    for i in range(config.num_splits)]
+        folds = data.kfold_splits(labels, config.kfold, config.seed, config.validation_fraction)
+    except ValueError as error:  # sklearn: too few images of a class to stratify
+        raise DataError(f"cannot make the experiment's stratified splits of {config.dataset_dir} "
+                        f"({error}); add images, or lower --kfold or the split fractions") from None
+    return [RunPlan(f"fold_{i:02d}", config.seed + i, fold) for i, fold in enumerate(folds)]
+
+
+class SharedWork:
+    """What every run of an experiment reuses: the backbone with its pre-trained weights, and
+    the eval-transformed uint8 image and frozen features of every image of ``pool``."""
+
+    def __init__(self, config: FinetuneConfig, pool: data.Split, root: Path):
+        self.backbone: Backbone = build_backbone(config)
+        self._initial_weights = self.backbone.model.get_weights()
+        start = time.perf_counter()
+        images = eval_images(pool.paths, self.backbone, config.batch_size)
+        self.seconds = {"decode": time.perf_counter() - start}
+        features, seconds = _load_features(root / FEATURES_FILE, pool, self.backbone)
+        if features is None:
+            start = time.perf_counter()
+            features = image_features(images, self.backbone, config.batch_size)
+            seconds = time.perf_counter() - start
+            _save_features(root / FEATURES_FILE, pool, self.backbone, features, seconds)
+        self.seconds["features"] = seconds
+        self.images = dict(zip(pool.paths, images))
+        self.features = dict(zip(pool.paths, features))
+
+    def reset_backbone(self) -> None:
+        """Back to the pre-trained weights (stage 2 of the previous run may have changed them)."""
+        self.backbone.model.set_weights(self._initial_weights)
+
+
+def eval_images(paths: list[str], backbone: Backbone, batch_size: int) -> np.ndarray:
+    """uint8 ``[n, s, s, 3]``: every image decoded and eval-transformed, as the pipeline does."""
+    ds = pipeline.eval_dataset(paths, None, backbone.preprocessing, batch_size, cache=False)
+    return np.concatenate([np.round(batch * 255.0).astype(np.uint8)
+                           for batch in ds.as_numpy_iterator()])
+
+
+def image_features(images: np.ndarray, backbone: Backbone, batch_size: int) -> np.ndarray:
+    """The backbone's pooled features (float32) of uint8 images from :func:`eval_images`."""
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
+        lambda x: tf.cast(x, tf.float32) / 255.0)
+    return np.asarray(backbone.model.predict(ds, verbose=0), np.float32)
+
+
+def _save_features(path: Path, pool: data.Split, backbone: Backbone, features: np.ndarray,
+                   seconds: float) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, sources=np.array(pool.sources), features=features,
+             backbone=np.array(backbone.name), seconds=np.array(seconds))
+    tmp.replace(path)
+
+
+def _load_features(path: Path, pool: data.Split,
+                   backbone: Backbone) -> tuple[np.ndarray | None, float]:
+    """Features saved by an earlier session of this experiment, if they are for these images."""
+    if not path.exists():
+        return None, 0.0
+    with np.load(path) as saved:
+        if (saved["sources"].tolist() != list(pool.sources) or str(saved["backbone"])
+                != backbone.name or saved["features"].shape[1] != backbone.feature_dim):
+            return None, 0.0
+        return saved["features"], float(saved["seconds"])
+
+
+def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
+    """Runs the experiment ``config.num_splits`` / ``config.kfold`` asks for (see the module
+    docstring) and returns its summary (what ``summary.json`` holds)."""
+    config = config or FinetuneConfig(**settings)
+    check_experiment(config)
+    if not (config.num_splits or config.kfold):
+        raise RunwayError("an experiment needs --num_splits N or --kfold K")
+    dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
+    root = Path(config.train_dir or Path("runs") / dataset_dir.name)
+    _check_resume(root, config)
+    configure_device(config.jit_compile, config.mixed_precision, config.seed)
+    dataset = data.scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
+                                     test_fraction=config.test_fraction, seed=config.seed,
+                                     work_dir=root)
+    (root / "data_report.json").write_text(json.dumps(dataset.report(), indent=1) + "\n")
+    pool = dataset.pooled()
+    plans = plan_runs(config, pool.labels)
+    protocol = (f"{config.num_splits} stratified random splits" if config.num_splits
+                else f"stratified {config.kfold}-fold")
+    print(f"{dataset_dir}: {len(pool)} images, {len(dataset.class_names)} classes; "
+          f"{protocol}", flush=True)
+    shared: SharedWork | None = None
+    rows = []
+    for plan in plans:
+        done = root / plan.name / DONE_FILE
+        if done.exists():
+            rows.append(json.loads(done.read_text()))
+            print(f"{plan.name}: finished earlier, skipped", flush=True)
+            continue
+        if shared is None:
+            shared = SharedWork(config, pool, root)
+            print("shared: " + ", ".join(f"{k} {v:.1f} s" for k, v in shared.seconds.items()),
+                  flush=True)
+        rows.append(_run(config, plan, dataset, shared, root))
+        print(_row_line(rows[-1]), flush=True)
+        summary = summarise(rows, plans, config, dataset.class_names, shared)
+        write_summary(summary, root)
+    summary = summarise(rows, plans, config, dataset.class_names, shared,
+                        previous=_read_summary(root))
+    write_summary(summary, root)
+    return summary
+
+
+def _run(config: FinetuneConfig, plan: RunPlan, dataset: data.ImageFolderDataset,
+         shared: SharedWork, root: Path) -> dict:
+    run_dir = root / plan.name
+    run_config = dataclasses.replace(config, train_dir=str(run_dir), seed=plan.seed,
+                                     num_splits=0, kfold=0)
+    shared.reset_backbone()
+    start = time.perf_counter()
+    tuner = FineTuner(run_config, dataset=dataset.resplit(plan.indices), backbone=shared.backbone,
+                      features=shared.features, images=shared.images)
+    metrics = tuner.run(export=False).metrics
+    stages = metrics["stages"]
+    row = {"run": plan.name, "seed": plan.seed,
+           **{f"num_{s}": len(idx) for s, idx in plan.indices.items()},
+           **{k: metrics["test"][k] for k in TEST_FIGURES},
+           "validation_top1": metrics["validation"]["top1"],
+           "stage1_seconds": stages["stage1"].get("seconds", 0.0),
+           "stage2_seconds": stages["stage2"].get("seconds", 0.0),
+           "run_seconds": time.perf_counter() - start,
+           "stage2_improved": stages["stage2"].get("improved_on_stage1"),
+           "confusion_matrix": metrics["test"]["confusion_matrix"]}
+    (run_dir / DONE_FILE).write_text(json.dumps(row, indent=1) + "\n")
+    return row
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+            "min": float(a.min()), "max": float(a.max())}
+
+
+def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig,
+              class_names: list[str], shared: SharedWork | None = None,
+              previous: dict | None = None) -> dict:
+    """The experiment's summary: every run's row, and mean / std (sample, ddof=1) / min / max of
+    the test figures and wall times over the finished runs."""
+    shared_seconds = (dict(shared.seconds) if shared is not None
+                      else (previous or {}).get("shared_seconds", {}))
+    confusion = np.sum([r["confusion_matrix"] for r in rows], axis=0).tolist() if rows else []
+    return {
+        "protocol": "random_splits" if config.num_splits else "kfold",
+        "dataset_dir": str(data.resolve_dataset_dir(config.dataset_dir)),
+        "backbone": config.hub_handle or config.init_from_run or config.model_name,
+        "seed": config.seed, "runs_planned": len(plans), "runs_finished": len(rows),
+        "complete": len(rows) == len(plans), "class_names": list(class_names),
+        "runs": [{k: r[k] for k in (*COLUMNS, "stage2_improved") if k in r} for r in rows],
+        "aggregate": {k: _stats([r[k] for r in rows]) for k in AGGREGATED} if rows else {},
+        "shared_seconds": shared_seconds,
+        "total_seconds": float(sum(shared_seconds.values()) + sum(r["run_seconds"] for r in rows)),
+        "confusion_matrix": confusion,  # summed over the runs' test splits; rows: true class
+        "notes": "figures are of each run's test split; std is the sample standard deviation "
+                 "(ddof=1); run_seconds is each run's wall time (its last session's, if it was "
+                 "resumed); total_seconds adds the shared decode and feature time once",
+    }
+
+
+def _read_summary(root: Path) -> dict | None:
+    path = root / SUMMARY_JSON
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_summary(summary: dict, root: str | Path) -> None:
+    """``summary.json``, ``summary.csv`` (a row per run, then mean / std / min / max rows), the
+    box plot of accuracy across runs and the summed test confusion matrix, into ``root``."""
+    from runway_cnn.report import plot_confusion_matrix, plot_split_accuracy
+
+    root = Path(root)
+    (root / SUMMARY_JSON).write_text(json.dumps(summary, indent=1) + "\n")
+    with (root / SUMMARY_CSV).open("w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(summary["runs"])
+        for stat in ("mean", "std", "min", "max"):
+            writer.writerow({"run": stat, **{k: v[stat]
+                                             for k, v in summary["aggregate"].items()}})
+    if summary["runs"]:
+        plot_split_accuracy(root)
+        plot_confusion_matrix(np.asarray(summary["confusion_matrix"]), summary["class_names"],
+                              root / "confusion_matrix.png",
+                              title=f"test confusion, summed over {summary['runs_finished']} "
+                                    "runs")
+
+
+def _row_line(row: dict) -> str:
+    return (f"{row['run']}: test top1 {row['top1']:.3f}  top5 {row['top5']:.3f}  macro-F1 "
+            f"{row['macro_f1']:.3f}  ({row['run_seconds']:.1f} s)")
+
+
+def format_summary(summary: dict) -> str:
+    """A few lines for the terminal: mean ± std of the figures, and the wall times."""
+    agg = summary["aggregate"]
+    lines = [f"{summary['runs_finished']}/{summary['runs_planned']} runs "
+             f"({summary['protocol']}), test figures, mean ± std [min, max]:"]
+    for key in ("top1", "top5", "macro_f1"):
+        s = agg[key]
+        lines.append(f"  {key:9s} {s['mean']:.3f} ± {s['std']:.3f}  [{s['min']:.3f}, "
+                     f"{s['max']:.3f}]")
+    for key in ("stage1_seconds", "stage2_seconds", "run_seconds"):
+        lines.append(f"  {key:15s} {agg[key]['mean']:.1f} ± {agg[key]['std']:.1f} s per run")
+    shared = ", ".join(f"{k} {v:.1f} s" for k, v in summary["shared_seconds"].items())
+    lines.append(f"  shared work once: {shared or 'none'}; total {summary['total_seconds']:.1f} s")
+    return "\n".join(lines)

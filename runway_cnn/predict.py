@@ -1,0 +1,184 @@
+"""``python -m runway_cnn.predict --model PATH IMAGE_OR_DIR ... [--top_k 5] [--output preds.csv]``:
+the top-k labels of image files, one CSV row per image.
+
+PATH is an export version dir, an export base / serving-name dir (newest version) or a train dir.
+Folders are searched recursively for image files (``.jpg``, ``.png``, ``.gif``, ``.bmp``,
+``.webp``, ``.tif`` …; hidden files are left out); files named on the command line are always
+tried. A file that cannot be read gets a row with its ``error`` and no labels, never a crash.
+Images are read as the trainer reads them (EXIF rotation applied; formats TF cannot decode go
+through PIL) and get the export's eval transform. Without ``--output`` the CSV goes to stdout;
+the progress bar goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+from runway_cnn import cli, data
+from runway_cnn.errors import RunwayError
+from runway_cnn.preprocessing import PreprocessingSpec, central_crop, decode_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo")
+
+
+class ExportedClassifier:
+    """A runway_cnn SavedModel export loaded for local use: its labels, its eval transform, and
+    class probabilities of eval-transformed images (the ``predict_images`` signature)."""
+
+    def __init__(self, path: str | Path):
+        from runway_cnn.export import load_export, resolve_export
+
+        self.version_dir = resolve_export(path)
+        loaded = load_export(self.version_dir)
+        self.labels: list[str] = list(loaded.labels)
+        pre = loaded.meta["preprocessing"]
+        self.spec = PreprocessingSpec(int(pre["image_size"]), float(pre["crop_fraction"]))
+        self._loaded = loaded  # keeps the restored variables alive
+        self._predict = loaded.signatures["predict_images"]
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """float32 ``[n, s, s, 3]`` images in [0, 1] → ``[n, classes]`` probabilities."""
+        out = self._predict(images=tf.constant(images, tf.float32))
+        return out["probabilities"].numpy()
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """uint8 ``[h, w, 3]`` → the eval crop as float32 in [0, 1], as the training pipeline
+        makes it (including its uint8 rounding)."""
+        crop = central_crop(tf.constant(image), self.spec).numpy()
+        return np.round(crop * 255.0).astype(np.float32) / 255.0
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 RGB ``[h, w, 3]`` of an image file as the trainer sees it: TF decodes what it reads
+    right; EXIF-rotated, non-RGB and other formats go through PIL (``scan_image_folder``'s rule).
+    Raises on unreadable files."""
+    with data._strict_decoding(), Image.open(path) as im:
+        if data._conversion_reason(im):
+            im.seek(0)
+            return np.asarray(data._to_rgb(ImageOps.exif_transpose(im)))
+        im.load()  # a truncated file raises here, as it would be skipped for training
+    return decode_image(tf.io.read_file(os.fspath(path))).numpy()
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not an image"
+    text = str(getattr(error, "message", "") or error).strip().splitlines()
+    return f"cannot read: {type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def list_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively (sorted) for image files, hidden ones left
+    out. A folder without any image file is an error naming it."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                       and p.is_file() and not any(part.startswith(".")
+                                                   for part in p.relative_to(path).parts))
+        if not found:
+            raise RunwayError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        files += found
+    return files
+
+
+def predict(model: str | Path | ExportedClassifier, inputs: Sequence[str | Path], top_k: int = 5,
+            batch_size: int = 32, progress: bool = False) -> list[dict]:
+    """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``,
+    ``labels`` and ``scores`` (the top-k, best first) and ``error`` ("" when it was read)."""
+    classifier = model if isinstance(model, ExportedClassifier) else ExportedClassifier(model)
+    files = list_images(inputs)
+    k = max(1, min(top_k, len(classifier.labels)))
+    rows: list[dict] = []
+    bar = _progress_bar(len(files)) if progress else None
+    for start in range(0, len(files), batch_size):
+        batch, good = files[start:start + batch_size], []
+        for path in batch:
+            row = {"path": str(path), "labels": [], "scores": [], "error": ""}
+            try:
+                good.append((row, classifier.crop(read_image(path))))
+            except Exception as error:  # noqa: BLE001 - any unreadable file becomes a row
+                row["error"] = _error_text(error)
+            rows.append(row)
+        if good:
+            probabilities = classifier.probabilities(np.stack([image for _, image in good]))
+            for (row, _), p in zip(good, probabilities):
+                best = np.argsort(-p, kind="stable")[:k]
+                row["labels"] = [classifier.labels[i] for i in best]
+                row["scores"] = [float(p[i]) for i in best]
+        if bar is not None:
+            with contextlib.redirect_stdout(sys.stderr):
+                bar.add(len(batch))
+    return rows
+
+
+def _progress_bar(total: int):
+    import keras
+
+    return keras.utils.Progbar(total, unit_name="image")
+
+
+def write_csv(rows: Sequence[dict], output, top_k: int) -> None:
+    """``path, label_1, score_1, …, label_k, score_k, error`` per row; ``output`` is a path or an
+    open text file."""
+    header = ["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1)
+                         for kind in ("label", "score")] + ["error"]
+    with contextlib.ExitStack() as stack:
+        if isinstance(output, (str, os.PathLike)):
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            output = stack.enter_context(open(output, "w", newline=""))
+        writer = csv.writer(output)
+        writer.writerow(header)
+        for row in rows:
+            cells = [row["path"]]
+            for i in range(top_k):
+                has = i < len(row["labels"])
+                cells += [row["labels"][i] if has else "",
+                          f"{row['scores'][i]:.6f}" if has else ""]
+            writer.writerow(cells + [row["error"]])
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m runway_cnn.predict",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True,
+                        help="export version dir, export base / serving-name dir, or train dir")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    parser.add_argument("--top_k", type=int, default=5, help="labels per image")
+    parser.add_argument("--output", help="CSV file to write (default: stdout)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        raise RunwayError("--top_k must be at least 1")
+    classifier = ExportedClassifier(args.model)
+    files = list_images(args.inputs)
+    rows = predict(classifier, files, args.top_k, args.batch_size,
+                   progress=len(files) > args.batch_size)
+    k = min(args.top_k, len(classifier.labels))
+    if args.output:
+        write_csv(rows, args.output, k)
+        failed = sum(bool(r["error"]) for r in rows)
+        print(f"{len(rows)} images ({failed} unreadable) → {args.output}", file=sys.stderr)
+    else:
+        write_csv(rows, sys.stdout, k)
+    return rows
+
+
+if __name__ == "__main__":
+    cli.run(main)
