@@ -14,9 +14,17 @@ def layer_key(variable) -> str:
     return re.split(r"[/.](?=[^/.]*$)", path)[0]
 
 
+def _set_trainable(layer: keras.layers.Layer, value: bool) -> None:
+    """``layer.trainable = value``, always run: on the TensorFlow backend, assigning the value a
+    layer already has is short-circuited, so weights frozen one by one would stay frozen."""
+    keras.layers.Layer.trainable.fset(layer, value)
+    for child in layer._flatten_layers(include_self=False):
+        keras.layers.Layer.trainable.fset(child, value)
+
+
 def freeze(model: keras.Model) -> None:
     """Stage 1: nothing in ``model`` trains (BatchNorm layers then run in inference mode)."""
-    model.trainable = False
+    _set_trainable(model, False)
 
 
 def unfreeze(model: keras.Model, rule: str) -> list[str]:
@@ -26,7 +34,7 @@ def unfreeze(model: keras.Model, rule: str) -> list[str]:
     comma-separated layer-name prefixes (TF-Slim's ``--trainable_scopes``). Moving statistics of
     BatchNorm are never trainable; the trainer also keeps BatchNorm in inference mode.
     """
-    model.trainable = True
+    _set_trainable(model, True)
     candidates = list(model.trainable_weights)
     keys = list(dict.fromkeys(layer_key(v) for v in candidates))
     rule = str(rule).strip()

@@ -53,3 +53,15 @@ def test_warmup_cosine_rises_then_decays():
     assert values[10] == pytest.approx(1e-3, rel=1e-5)
     assert np.all(np.diff(values[:11]) > 0) and np.all(np.diff(values[10:]) <= 1e-12)
     assert values[100] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_unfreeze_after_a_narrower_unfreeze_restores_every_layer(tmp_path):
+    from runway_cnn.backbones import get_backbone
+    from tiny_models import make_tiny_hub_module
+
+    backbone = get_backbone(hub_handle=str(make_tiny_hub_module(tmp_path / "hub")), image_size=32)
+    assert len(schedule.unfreeze(backbone.model, "all")) == 8
+    assert len(schedule.unfreeze(backbone.model, "0")) == 0
+    assert len(schedule.unfreeze(backbone.model, "all")) == 8
+    schedule.freeze(backbone.model)
+    assert backbone.model.trainable_weights == []
