@@ -234,9 +234,13 @@ class FineTuner:
         return np.stack([self.images[p] for p in split.paths]).astype("float32") / 255.0
 
     def _features(self, split: data.Split) -> np.ndarray:
-        """The frozen backbone's features of ``split``: from the ``features`` hook, or computed."""
+        """The frozen backbone's features of ``split``: from the ``features`` hook, or computed
+        for every image of every split in one pass (evaluation then reuses them)."""
         if self.features is None:
-            return extract_features(self.backbone, split, self.config.batch_size)
+            paths = [p for s in self.dataset.splits.values() for p in s.paths]
+            every = data.Split(paths, np.zeros(len(paths), np.int32), paths)
+            self.features = dict(zip(paths, extract_features(self.backbone, every,
+                                                             self.config.batch_size)))
         return np.stack([self.features[p] for p in split.paths])
 
     def predict_probabilities(self, split: data.Split) -> np.ndarray:
