@@ -204,3 +204,21 @@ def test_cli_bad_dataset_is_one_line_without_traceback(tmp_path):
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert str(tmp_path / "missing") in out.stderr
+
+
+def test_same_seed_gives_the_same_head(workspace):
+    heads = []
+    for name in ("seed_a", "seed_b"):
+        tuner = FineTuner(_config(workspace, name, stage1_epochs=3, stage2_epochs=0))
+        tuner.stage1()
+        heads.append([w.numpy() for w in tuner.head.weights])
+    for a, b in zip(*heads):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_previous_run_is_a_clear_error(workspace):
+    from runway_cnn.errors import CheckpointError
+
+    missing = workspace[0] / "no_such_run"
+    with pytest.raises(CheckpointError, match="no_such_run"):
+        FineTuner(_config(workspace, "orphan", hub_handle=None, init_from_run=str(missing)))
