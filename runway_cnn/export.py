@@ -30,7 +30,8 @@ and the next request is served normally. A caller that wants the good images of 
 asks for ``serving_per_image``: undecodable images are dropped inside the graph (``tf.data``'s
 ``ignore_errors``), the rest are classified, and every row comes back with ``valid`` telling them
 apart; an invalid row has ``valid: false``, zero ``probabilities`` / ``scores`` and empty
-``classes``. It costs about a millisecond a request more than ``serving_default``.
+``classes``. It is a little slower than ``serving_default`` (10-15 % with EfficientNet-Lite0 on
+CPU, see ``bench/results_serving.md``).
 
 ``python -m runway_cnn.export --train_dir T [--export_dir E] [--serving_name N] [--keep_versions K]
 [--tflite]`` re-exports a finished run (rebuilt by :func:`runway_cnn.restore.restore_run`);
