@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from sklearn import metrics as skm
 
 from runway_cnn import cli, data, pipeline
 from runway_cnn.errors import DataError
-from runway_cnn.predict import ExportedClassifier
+from runway_cnn.serving import Predictor
+from runway_cnn.tasks import get_task
 
-WORST_PAIRS = 10
 
 
 class EvaluationImages(NamedTuple):
@@ -80,46 +79,11 @@ def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | 
     return version_dir.parent / "eval" / version_dir.name / name
 
 
-def classification_figures(labels: np.ndarray, probabilities: np.ndarray,
-                           label_names: list[str]) -> dict:
-    """top-1, top-5, macro-F1, per-class figures, confusion matrix and worst-confused pairs of
-    integer ``labels`` (ids into ``label_names``) and predicted ``probabilities``."""
-    num = len(label_names)
-    ids = np.arange(num)
-    predicted = probabilities.argmax(axis=1)
-    k = min(5, num)
-    present = np.union1d(labels, predicted)  # sklearn's default label set
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        labels, predicted, labels=present, zero_division=0)
-    confusion = skm.confusion_matrix(labels, predicted, labels=ids)
-    totals = confusion.sum(axis=1)
-    pairs = [(int(confusion[i, j]), i, j) for i in range(num) for j in range(num)
-             if i != j and confusion[i, j]]
-    pairs.sort(key=lambda t: (-t[0], -t[0] / totals[t[1]], t[1], t[2]))
-    return {
-        "num_examples": int(len(labels)),
-        "top1": float(skm.accuracy_score(labels, predicted)),
-        "top5": float(skm.top_k_accuracy_score(labels, probabilities, k=k, labels=ids))
-        if k < num else 1.0,
-        "top5_k": k,
-        "macro_f1": float(skm.f1_score(labels, predicted, labels=present, average="macro",
-                                       zero_division=0)),
-        "per_class": {label_names[c]: {"precision": float(p), "recall": float(r), "f1": float(f),
-                                       "support": int(s)}
-                      for c, p, r, f, s in zip(present, precision, recall, f1, support)},
-        "confusion_labels": list(label_names),
-        "confusion_matrix": confusion.tolist(),
-        "worst_confusions": [{"true": label_names[i], "predicted": label_names[j], "count": n,
-                              "share_of_true": float(n / totals[i])}
-                             for n, i, j in pairs[:WORST_PAIRS]],
-    }
-
-
 def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "test",
                    output_dir: str | Path | None = None, batch_size: int = 32) -> dict:
     """Evaluates an export on a labelled folder (see the module docstring), writes the files and
     returns what ``eval.json`` holds (plain JSON types), plus ``output_dir``."""
-    classifier = ExportedClassifier(model)
+    classifier = Predictor(model)
     chosen = evaluation_images(dataset_dir, split)
     images = chosen.images
     to_model = model_label_ids(chosen.dataset.class_names, classifier.labels, dataset_dir,
@@ -131,7 +95,8 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
               "dataset_dir": str(data.resolve_dataset_dir(str(dataset_dir))),
               "split": chosen.split, "images": chosen.description,
               "skipped_files": len(chosen.dataset.skipped),
-              **classification_figures(labels, probabilities, classifier.labels)}
+              "confusion_labels": list(classifier.labels),
+              **get_task(classifier.task, classifier.labels).evaluate(labels, probabilities)}
     predicted = probabilities.argmax(axis=1)
     result["predictions"] = [
         {"source": s, "label": classifier.labels[t], "predicted": classifier.labels[p],

@@ -25,36 +25,10 @@ from PIL import Image, ImageOps
 
 from runway_cnn import cli, data
 from runway_cnn.errors import RunwayError
-from runway_cnn.preprocessing import PreprocessingSpec, central_crop, decode_image
+from runway_cnn.preprocessing import decode_image
+from runway_cnn.serving import Predictor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo")
-
-
-class ExportedClassifier:
-    """A runway_cnn SavedModel export loaded for local use: its labels, its eval transform, and
-    class probabilities of eval-transformed images (the ``predict_images`` signature)."""
-
-    def __init__(self, path: str | Path):
-        from runway_cnn.export import load_export, resolve_export
-
-        self.version_dir = resolve_export(path)
-        loaded = load_export(self.version_dir)
-        self.labels: list[str] = list(loaded.labels)
-        pre = loaded.meta["preprocessing"]
-        self.spec = PreprocessingSpec(int(pre["image_size"]), float(pre["crop_fraction"]))
-        self._loaded = loaded  # keeps the restored variables alive
-        self._predict = loaded.signatures["predict_images"]
-
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """float32 ``[n, s, s, 3]`` images in [0, 1] → ``[n, classes]`` probabilities."""
-        out = self._predict(images=tf.constant(images, tf.float32))
-        return out["probabilities"].numpy()
-
-    def crop(self, image: np.ndarray) -> np.ndarray:
-        """uint8 ``[h, w, 3]`` → the eval crop as float32 in [0, 1], as the training pipeline
-        makes it (including its uint8 rounding)."""
-        crop = central_crop(tf.constant(image), self.spec).numpy()
-        return np.round(crop * 255.0).astype(np.float32) / 255.0
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -98,11 +72,11 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def predict(model: str | Path | ExportedClassifier, inputs: Sequence[str | Path], top_k: int = 5,
+def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: int = 5,
             batch_size: int = 32, progress: bool = False) -> list[dict]:
     """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``,
     ``labels`` and ``scores`` (the top-k, best first) and ``error`` ("" when it was read)."""
-    classifier = model if isinstance(model, ExportedClassifier) else ExportedClassifier(model)
+    classifier = model if isinstance(model, Predictor) else Predictor(model)
     files = list_images(inputs)
     k = max(1, min(top_k, len(classifier.labels)))
     rows: list[dict] = []
@@ -166,7 +140,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         raise RunwayError("--top_k must be at least 1")
-    classifier = ExportedClassifier(args.model)
+    classifier = Predictor(args.model)
     files = list_images(args.inputs)
     rows = predict(classifier, files, args.top_k, args.batch_size,
                    progress=len(files) > args.batch_size)

@@ -19,10 +19,11 @@ import keras
 import numpy as np
 
 from runway_cnn import data
-from runway_cnn.backbones import Backbone, get_backbone
+from runway_cnn.backbones import Backbone
+from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import CheckpointError, DataError
 from runway_cnn.tasks import Task, get_task
-from runway_cnn.trainer import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, classifier
+from runway_cnn.trainer import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_backbone, classifier
 
 SPLITS_FILE, REPORT_FILE = "splits.json", "data_report.json"
 
@@ -87,14 +88,9 @@ def class_names(train_dir: str | Path) -> list[str]:
 
 
 def rebuild_backbone(config: dict) -> Backbone:
-    """The run's backbone architecture from its config (no pre-trained weights are fetched)."""
-    size = config.get("image_size")
-    if config.get("hub_handle") or config.get("init_from_run"):
-        return get_backbone(hub_handle=config.get("hub_handle"),
-                            from_run=config.get("init_from_run"), image_size=size)
-    # weights=None: a Keras application is built untrained (no download), a registry TF-Hub
-    # entry from its default handle; model.weights.h5 then overwrites every weight either way
-    return get_backbone(config["model_name"], weights=None, image_size=size)
+    """The run's backbone architecture from its config, without fetching pre-trained weights
+    (``model.weights.h5`` overwrites every weight anyway)."""
+    return build_backbone(FinetuneConfig(**{**config, "weights": "none"}))
 
 
 def restore_run(train_dir: str | Path) -> TrainedRun:

@@ -45,6 +45,7 @@ import numpy as np
 from runway_cnn import cli
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.export import IMAGE_BYTES, _version_dirs, load_export
+from runway_cnn.preprocessing import PreprocessingSpec, central_crop
 
 DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}
 INVALID_IMAGE = "not a decodable image (JPEG, PNG, GIF or BMP expected; empty or truncated?)"
@@ -190,6 +191,32 @@ class Predictor:
     def embed(self, images) -> np.ndarray:
         """Pooled backbone features ``[n, feature_dim]`` (the ``embed`` signature)."""
         return self._run("embed", encode_images(images)[0])["embedding"]
+
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "single_label")
+
+    @property
+    def spec(self) -> PreprocessingSpec:
+        """The export's eval transform (input size, crop fraction)."""
+        pre = self.meta["preprocessing"]
+        return PreprocessingSpec(int(pre["image_size"]), float(pre["crop_fraction"]))
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """uint8 ``[h, w, 3]`` → the eval crop as float32 in [0, 1], exactly as the training
+        pipeline makes it (including its uint8 rounding)."""
+        import tensorflow as tf
+
+        crop = central_crop(tf.constant(image), self.spec).numpy()
+        return np.round(crop * 255.0).astype(np.float32) / 255.0
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """float32 ``[n, s, s, 3]`` eval crops in [0, 1] → ``[n, classes]`` probabilities (the
+        ``predict_images`` signature)."""
+        import tensorflow as tf
+
+        out = self.model.signatures["predict_images"](images=tf.constant(images, tf.float32))
+        return out["probabilities"].numpy()
 
 
 # --- TF Serving client --------------------------------------------------------------------------

@@ -16,6 +16,9 @@ from runway_cnn.heads import classification_head
 from runway_cnn.registry import Registry
 
 
+WORST_PAIRS = 10  # worst-confused class pairs reported by evaluation
+
+
 class Task:
     """What a trainer needs to know about a prediction problem.
 
@@ -113,26 +116,39 @@ class SingleLabelTask(Task):
         return e / e.sum(axis=-1, keepdims=True)
 
     def evaluate(self, labels: np.ndarray, probabilities: np.ndarray) -> dict:
+        """scikit-learn's figures: top-1, top-5, macro-F1, loss, per-class precision / recall / F1
+        / support over the classes that occur in the labels or predictions (so a model that knows
+        more classes than the data holds is not diluted), the confusion matrix over all classes
+        (rows: true class, in ``class_names`` order) and the worst-confused pairs."""
         labels = np.asarray(labels).astype(int)
-        ids = list(range(self.num_classes))
+        names, ids = self.class_names, np.arange(self.num_classes)
         predicted = probabilities.argmax(axis=-1)
         k = min(5, self.num_classes)
-        per_class = skm.precision_recall_fscore_support(labels, predicted, labels=ids,
+        present = np.union1d(labels, predicted)
+        per_class = skm.precision_recall_fscore_support(labels, predicted, labels=present,
                                                         zero_division=0)
+        confusion = skm.confusion_matrix(labels, predicted, labels=ids)
+        totals = confusion.sum(axis=1)
+        pairs = sorted(((int(confusion[i, j]), i, j) for i in ids for j in ids
+                        if i != j and confusion[i, j]),
+                       key=lambda t: (-t[0], -t[0] / totals[t[1]], t[1], t[2]))
         return {
             "num_examples": int(len(labels)),
             "top1": float(skm.accuracy_score(labels, predicted)),
             "top5": float(skm.top_k_accuracy_score(labels, probabilities, k=k, labels=ids))
             if k < self.num_classes else 1.0,
-            "macro_f1": float(skm.f1_score(labels, predicted, average="macro", labels=ids,
+            "top5_k": k,
+            "macro_f1": float(skm.f1_score(labels, predicted, average="macro", labels=present,
                                            zero_division=0)),
             "loss": float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels],
                                                   1e-12, 1.0)))),
-            "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f),
-                                 "support": int(s)}
-                          for name, p, r, f, s in zip(self.class_names, *per_class)},
-            # rows: true class, columns: predicted class, in class_names order
-            "confusion_matrix": skm.confusion_matrix(labels, predicted, labels=ids).tolist(),
+            "per_class": {names[c]: {"precision": float(p), "recall": float(r), "f1": float(f),
+                                     "support": int(n)}
+                          for c, p, r, f, n in zip(present, *per_class)},
+            "confusion_matrix": confusion.tolist(),
+            "worst_confusions": [{"true": names[i], "predicted": names[j], "count": n,
+                                  "share_of_true": float(n / totals[i])}
+                                 for n, i, j in pairs[:WORST_PAIRS]],
         }
 
     def config(self) -> dict:

@@ -14,7 +14,7 @@ from runway_cnn import FinetuneConfig, cli, fine_tune
 from runway_cnn.errors import DataError
 from runway_cnn.evaluate import default_output_dir, evaluate_model, main
 from runway_cnn.pipeline import eval_dataset
-from runway_cnn.predict import ExportedClassifier
+from runway_cnn.serving import Predictor
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 
@@ -67,7 +67,7 @@ def test_model_path_forms_and_default_output(trained):
     _, dataset, run = trained
     version = run.export_path
     for form in (version, version.parent, run.train_dir / "export", run.train_dir):
-        assert ExportedClassifier(form).version_dir == version
+        assert Predictor(form).version_dir == version
     assert default_output_dir(version, version, dataset, "test") == \
         version.parent / "eval" / version.name / "shop_test"
 
