@@ -23,7 +23,8 @@ from runway_cnn.backbones import Backbone
 from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import CheckpointError, DataError
 from runway_cnn.tasks import Task, get_task
-from runway_cnn.trainer import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_backbone, classifier
+from runway_cnn.trainer import (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_backbone,
+                                classifier, load_model_weights)
 
 SPLITS_FILE, REPORT_FILE = "splits.json", "data_report.json"
 
@@ -108,7 +109,7 @@ def restore_run(train_dir: str | Path) -> TrainedRun:
     backbone = rebuild_backbone(config)
     model = classifier(backbone, task.build_head(backbone.feature_dim))
     try:
-        model.load_weights(str(weights))
+        load_model_weights(model, weights)
     except Exception as error:  # a weights file of another architecture or class count
         raise CheckpointError(f"cannot load {weights} into the model config.json describes: "
                               f"{str(error).strip().splitlines()[0]}") from error

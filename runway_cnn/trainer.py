@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -88,11 +89,19 @@ def _callbacks(stage_dir: Path, monitor: str, mode: str, baseline: float | None,
     return callbacks
 
 
+def load_model_weights(model: keras.Model, path: Path) -> None:
+    """``model.load_weights``, quiet about optimizer state: weight files are saved before or after
+    a stage compiles its optimizer, and only the model's weights matter when loading them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(str(path))
+
+
 def _load_best(model: keras.Model, stage_dir: Path) -> bool:
     """Loads the stage's best weights if it saved any (it beat its baseline); says whether."""
     best = stage_dir / "best.weights.h5"
     if best.exists():
-        model.load_weights(str(best))
+        load_model_weights(model, best)
     return best.exists()
 
 
@@ -157,7 +166,7 @@ class FineTuner:
         c, stage_dir = self.config, self.train_dir / "stage1"
         done = _stage_done(stage_dir)
         if done:
-            self.model.load_weights(str(stage_dir / "final.weights.h5"))
+            load_model_weights(self.model, stage_dir / "final.weights.h5")
             return done
         start = time.perf_counter()
         schedule.freeze(self.backbone.model)
@@ -191,7 +200,7 @@ class FineTuner:
             return {"skipped": True}
         done = _stage_done(stage_dir)
         if done:
-            self.model.load_weights(str(stage_dir / "final.weights.h5"))
+            load_model_weights(self.model, stage_dir / "final.weights.h5")
             self._backbone_changed = bool(done.get("improved_on_stage1"))
             return done
         start = time.perf_counter()
@@ -209,7 +218,7 @@ class FineTuner:
                        verbose=c.verbose)
         improved = _load_best(self.model, stage_dir)
         if not improved:  # stage 2 never beat stage 1 on validation: keep stage 1's weights
-            self.model.load_weights(str(self.train_dir / "stage1" / "final.weights.h5"))
+            load_model_weights(self.model, self.train_dir / "stage1" / "final.weights.h5")
         self._backbone_changed = improved
         self.model.save_weights(str(stage_dir / "final.weights.h5"))
         return _mark_done(stage_dir, {"seconds": time.perf_counter() - start,
