@@ -2,6 +2,7 @@
 → evaluate → export. ``fine_tune`` is the whole run; the CLI is a flag layer over it."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import time
@@ -60,11 +61,21 @@ def build_backbone(config: FinetuneConfig) -> Backbone:
     return get_backbone(c.model_name, weights=weights, image_size=c.image_size)
 
 
+def has_training_state(train_dir: Path) -> bool:
+    """Whether ``train_dir`` holds training that a new run would resume (a stage or an
+    experiment's run started there)."""
+    return train_dir.is_dir() and any(
+        p.is_dir() and (p.name in ("stage1", "stage2") or p.name.startswith(("split_", "fold_")))
+        for p in train_dir.iterdir())
+
+
 def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
+    """Refuses to resume training that was started with other settings; a train dir with no
+    training in it yet (say, a run that stopped at a typo in a flag) is simply reused."""
     path = train_dir / CONFIG_FILE
     new = config.to_dict()
-    if path.exists():
-        old = json.loads(path.read_text())
+    if path.exists() and has_training_state(train_dir):
+        old = _read_json(path)
         changed = sorted(k for k in new if k not in _RESUMABLE and old.get(k) != new[k])
         if changed:
             raise RunwayError(f"{train_dir} holds a run with other settings ({', '.join(changed)}); "
@@ -73,9 +84,43 @@ def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     path.write_text(json.dumps(new, indent=2))
 
 
+def _check_same_data(dataset: data.ImageFolderDataset, train_dir: Path) -> None:
+    """A resumed run must see the classes and splits it started with."""
+    path = train_dir / "splits.json"
+    if not (path.exists() and has_training_state(train_dir)):
+        return
+    old = _read_json(path)
+    new = {name: [src for src in split.sources] for name, split in dataset.splits.items()}
+    if {k: [item["source"] for item in v] for k, v in old.items()} != new:
+        raise RunwayError(f"the images or classes of {dataset.root} changed since the run in "
+                          f"{train_dir} started; use a new --train_dir")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunwayError(f"cannot read {path}: {error}") from error
+
+
+def _best_so_far(stage_dir: Path, monitor: str, mode: str, baseline: float | None
+                 ) -> float | None:
+    """The value a stage's best checkpoint must beat: its baseline, or, for a resumed stage, the
+    best epoch logged before the interruption (Keras' ModelCheckpoint forgets it on restart)."""
+    history = stage_dir / "history.csv"
+    values = [] if baseline is None else [baseline]
+    if history.exists() and (stage_dir / "best.weights.h5").exists():
+        with history.open() as f:
+            values += [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
 def _callbacks(stage_dir: Path, monitor: str, mode: str, baseline: float | None,
                patience: int | None) -> list[keras.callbacks.Callback]:
     stage_dir.mkdir(parents=True, exist_ok=True)
+    baseline = _best_so_far(stage_dir, monitor, mode, baseline)
     callbacks = [
         keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
         keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
@@ -112,7 +157,7 @@ def _mark_done(stage_dir: Path, summary: dict) -> dict:
 
 def _stage_done(stage_dir: Path) -> dict | None:
     marker = stage_dir / "done.json"
-    return json.loads(marker.read_text()) if marker.exists() else None
+    return _read_json(marker) if marker.exists() else None
 
 
 class FineTuner:
@@ -141,6 +186,7 @@ class FineTuner:
         self.dataset = dataset if dataset is not None else data.scan_image_folder(
             self.dataset_dir, validation_fraction=config.validation_fraction,
             test_fraction=config.test_fraction, seed=config.seed, work_dir=self.train_dir)
+        _check_same_data(self.dataset, self.train_dir)
         data.write_run_files(self.dataset, self.train_dir)
         print(self.dataset.summary_line(), flush=True)
         self.backbone = backbone if backbone is not None else build_backbone(config)

@@ -222,3 +222,33 @@ def test_missing_previous_run_is_a_clear_error(workspace):
     missing = workspace[0] / "no_such_run"
     with pytest.raises(CheckpointError, match="no_such_run"):
         FineTuner(_config(workspace, "orphan", hub_handle=None, init_from_run=str(missing)))
+
+
+def test_a_run_that_failed_before_training_can_be_retried_with_other_flags(workspace):
+    with pytest.raises(RunwayError, match="unknown backbone"):
+        FineTuner(_config(workspace, "typo", hub_handle=None, model_name="efficientnet_lite9"))
+    tuner = FineTuner(_config(workspace, "typo", stage1_epochs=1))  # the corrected command
+    assert tuner.backbone.feature_dim == 16
+
+
+def test_resuming_on_changed_data_is_refused(workspace, tmp_path):
+    import shutil
+
+    dataset = tmp_path / "looks"
+    shutil.copytree(workspace[1], dataset)
+    config = _config(workspace, "changed", dataset_dir=str(dataset), stage1_epochs=1,
+                     stage2_epochs=0)
+    FineTuner(config).stage1()
+    shutil.rmtree(dataset / "circles")
+    with pytest.raises(RunwayError, match="changed since the run"):
+        FineTuner(config)
+
+
+def test_a_resumed_stage_keeps_the_best_epoch_logged_before_it_stopped(tmp_path):
+    stage = tmp_path / "stage2"
+    stage.mkdir()
+    (stage / "history.csv").write_text("epoch,val_top1\n0,0.75\n1,0.5\n")
+    assert trainer_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.6  # no best file yet
+    (stage / "best.weights.h5").write_bytes(b"")
+    assert trainer_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.75
+    assert trainer_module._best_so_far(stage, "val_top1", "min", 0.6) == 0.5
