@@ -6,7 +6,6 @@ width, where its weights come from), so nothing has to be kept in step by hand.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,9 +177,9 @@ def _build(name: str, entry: BackboneEntry, weights, image_size: int | None,
 
 def _from_run(path: Path, image_size: int | None) -> Backbone:
     """A previous run's backbone: the ``feature_vector`` endpoint of its newest export."""
-    from runway_cnn.export import resolve_export  # export imports backbones; avoid a cycle
+    from runway_cnn.export import read_assets, resolve_export  # export imports backbones
     export_dir = resolve_export(path)
-    meta = json.loads((export_dir / "assets" / "runway_cnn.json").read_text())
+    meta = read_assets(export_dir)[1]
     spec = meta["preprocessing"]
     entry = BackboneEntry(
         lambda weights, size: HubModule(os.fspath(export_dir), endpoint="feature_vector",

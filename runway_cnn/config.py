@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from runway_cnn.errors import RunwayError
+
 
 def _opt(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
@@ -65,8 +67,24 @@ class FinetuneConfig:
     verbose: int = _opt(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
 
     def __post_init__(self):
-        if self.dataset_dir is None:
-            raise ValueError("dataset_dir is required")
+        """Flag values a run cannot use are one clear error here, not a failure deep inside."""
+        problems = [f"--{name} {getattr(self, name)!r}: {rule}" for name, ok, rule in (
+            ("dataset_dir", self.dataset_dir is not None, "is required"),
+            ("batch_size", self.batch_size >= 1, "must be at least 1"),
+            ("stage1_epochs", self.stage1_epochs >= 1, "must be at least 1"),
+            ("stage2_epochs", self.stage2_epochs >= 0, "must be 0 or more"),
+            ("learning_rate", self.learning_rate > 0, "must be positive"),
+            ("stage2_learning_rate", self.stage2_learning_rate is None
+             or self.stage2_learning_rate > 0, "must be positive"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
+            ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
+            ("warmup_fraction", 0 <= self.warmup_fraction < 1, "must be in [0, 1)"),
+            ("image_size", self.image_size is None or self.image_size >= 16,
+             "must be at least 16"),
+            ("top_k", self.top_k >= 1, "must be at least 1"),
+        ) if not ok]
+        if problems:
+            raise RunwayError("; ".join(problems))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

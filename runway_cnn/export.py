@@ -246,12 +246,24 @@ def resolve_export(path: str | Path) -> Path:
     raise CheckpointError(f"no SavedModel export found under {path}")
 
 
+def read_assets(version_dir: Path) -> tuple[list[str], dict]:
+    """An export's labels and ``runway_cnn.json`` metadata."""
+    assets = version_dir / "assets"
+    try:
+        labels = (assets / LABELS_FILE).read_text().splitlines()
+        meta = json.loads((assets / META_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{version_dir} is not a runway_cnn export (cannot read "
+                              f"assets/{LABELS_FILE} and assets/{META_FILE}: {error})") from error
+    return labels, meta
+
+
 def load_export(path: str | Path):
     """``tf.saved_model.load`` of :func:`resolve_export`'s answer, with its labels attached."""
     version_dir = resolve_export(path)
+    labels, meta = read_assets(version_dir)
     loaded = tf.saved_model.load(str(version_dir))
-    loaded.labels = (version_dir / "assets" / LABELS_FILE).read_text().splitlines()
-    loaded.meta = json.loads((version_dir / "assets" / META_FILE).read_text())
+    loaded.labels, loaded.meta = labels, meta
     loaded.version_dir = version_dir
     return loaded
 

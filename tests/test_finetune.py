@@ -252,3 +252,10 @@ def test_a_resumed_stage_keeps_the_best_epoch_logged_before_it_stopped(tmp_path)
     (stage / "best.weights.h5").write_bytes(b"")
     assert trainer_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.75
     assert trainer_module._best_so_far(stage, "val_top1", "min", 0.6) == 0.5
+
+
+@pytest.mark.parametrize("flag, value", [("batch_size", 0), ("stage2_epochs", -1),
+                                         ("dropout", 1.0), ("top_k", 0)])
+def test_unusable_flag_values_are_one_clear_error(flag, value):
+    with pytest.raises(RunwayError, match=f"--{flag}"):
+        FinetuneConfig(dataset_dir="x", **{flag: value})
