@@ -97,6 +97,13 @@ class ImageFolderDataset:
                                   {**self.split_settings, "resplit": True}, self._tmpdir)
 
 
+def dataset_name(name_or_path: str) -> str:
+    """The dataset's folder name (the default serving name), whether or not it still exists."""
+    if name_or_path in DATASETS:
+        return DATASETS.get(name_or_path).name
+    return Path(name_or_path).expanduser().resolve().name
+
+
 def resolve_dataset_dir(name_or_path: str) -> Path:
     """A registered dataset name (``DATASETS``) or an existing folder, as an absolute path."""
     if name_or_path in DATASETS:

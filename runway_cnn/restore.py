@@ -51,7 +51,7 @@ class TrainedRun:
         ``serving_name``, else the dataset folder's name)."""
         if self.recorded_export is not None:
             return self.recorded_export.parent.name
-        return self.config.get("serving_name") or Path(self.config["dataset_dir"]).name
+        return self.config.get("serving_name") or data.dataset_name(self.config["dataset_dir"])
 
     @property
     def export_base(self) -> Path:

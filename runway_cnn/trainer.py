@@ -340,7 +340,7 @@ class FineTuner:
         if export:
             export_base = Path(c.export_dir or self.train_dir / "export")
             export_path = export_model(self.model, self.backbone, self.task, export_base,
-                                       c.serving_name or self.dataset_dir.name, top_k=c.top_k)
+                                       c.serving_name or data.dataset_name(c.dataset_dir), top_k=c.top_k)
         metrics["export_path"] = str(export_path) if export_path else None
         (self.train_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
         plot_training_curves(self.train_dir)

@@ -343,3 +343,10 @@ def test_shipped_sample_scans_clean():
     assert len(ds.class_names) == 6
     for name, expected in zip(SPLITS, (40, 10, 10)):
         assert set(ds.class_counts()[name].values()) == {expected}
+
+
+def test_dataset_name_is_the_folder_name_for_names_and_paths(tmp_path):
+    from runway_cnn import data
+
+    assert data.dataset_name("clothing_sample") == "clothing-sample"
+    assert data.dataset_name(str(tmp_path / "brands") + "/") == "brands"
