@@ -39,10 +39,10 @@ class FinetuneConfig:
     learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam)")
     stage2_learning_rate: float = _opt(None, "stage-2 peak learning rate after warm-up "
                                              "(default: learning_rate / 10)")
-    unfreeze: str = _opt("20", "what stage 2 trains: 'all', a number of top layers (the default "
-                               "trains about the last block and the head conv of EfficientNet-"
-                               "Lite0, twice as fast per step as 'all' on a CPU), or comma-"
-                               "separated layer-name prefixes (Slim's --trainable_scopes)")
+    unfreeze: str = _opt("20", "what stage 2 trains: 'all', a number of top layers with weights "
+                               "(the default covers EfficientNet-Lite0's last three blocks and "
+                               "its head conv, about twice as fast per step as 'all' on a CPU), "
+                               "or comma-separated layer-name prefixes (Slim's --trainable_scopes)")
     stage1_augment: bool = _opt(False, "augment in stage 1 (then backbone features cannot be "
                                        "cached and stage 1 runs the whole backbone every step)")
     augment: bool = _opt(True, "stage-2 augmentation: random resized crop, flip, colour jitter")

@@ -9,6 +9,7 @@ TIFF …) are converted to PNG copies under ``work_dir/converted/``. User files 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -431,6 +432,25 @@ def _convert(source: Path, target: Path) -> None:
     rgb.save(tmp, "PNG", compress_level=1)
     os.utime(tmp, ns=(mtime, mtime))
     os.replace(tmp, target)
+
+
+def encoded_as_trained(path: str | os.PathLike) -> bytes:
+    """An image file's bytes as training reads it: the file itself when ``tf.io.decode_image``
+    reads it right, else a PNG of its RGB conversion (EXIF orientation applied, transparency on
+    white, 16-bit rescaled, first frame). A file PIL cannot read is returned as it is, so the
+    caller's decoder reports it."""
+    path = Path(path)
+    try:
+        with _strict_decoding(), Image.open(path) as im:
+            if not _conversion_reason(im):
+                return path.read_bytes()
+            im.seek(0)
+            rgb = _to_rgb(ImageOps.exif_transpose(im))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return path.read_bytes()
+    buffer = io.BytesIO()
+    rgb.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -11,7 +11,9 @@ Layout (what ``tensorflow_model_server --model_base_path=<export_dir>/<serving_n
 A new export gets the next integer version and appears in one ``rename`` of a finished temporary
 dir, so TF Serving never sees half a model; ``keep_versions`` then deletes the oldest versions.
 
-Signatures (preprocessing is inside the graph, so clients send raw encoded images):
+Signatures (preprocessing is inside the graph, so clients send raw encoded images; the graph's
+``tf.io.decode_image`` ignores EXIF orientation and drops transparency, so clients should send
+upright, opaque RGB, as ``serving.encode_images`` does for files):
 
 - ``serving_default``: ``image_bytes`` (tf.string ``[None]``, JPEG / PNG / GIF / BMP; REST clients
   send ``{"b64": ...}``) → the task's outputs (single-label: ``probabilities`` ``[None, classes]``,

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runway_cnn import cli
+from runway_cnn import cli, data
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.export import IMAGE_BYTES, _version_dirs, load_export
 from runway_cnn.preprocessing import PreprocessingSpec, central_crop
@@ -111,7 +111,7 @@ def encode_images(images: Any) -> tuple[list[bytes], list[str]]:
             path = Path(item)
             if not path.is_file():
                 raise DataError(f"image file {path} not found")
-            encoded.append(path.read_bytes())
+            encoded.append(data.encoded_as_trained(path))  # upright, opaque RGB as in training
             names.append(str(path))
         elif isinstance(item, np.ndarray):
             encoded.append(_array_to_png(item, f"image #{i}"))

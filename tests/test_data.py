@@ -350,3 +350,26 @@ def test_dataset_name_is_the_folder_name_for_names_and_paths(tmp_path):
 
     assert data.dataset_name("clothing_sample") == "clothing-sample"
     assert data.dataset_name(str(tmp_path / "brands") + "/") == "brands"
+
+
+@pytest.mark.parametrize("name", sorted(CONVERSIONS))
+def test_encoded_as_trained_gives_the_bytes_tf_reads_like_training(tmp_path, name):
+    import tensorflow as tf
+
+    from runway_cnn import data
+
+    write, shape, top_left = CONVERSIONS[name]
+    write(tmp_path / name)
+    image = tf.io.decode_image(data.encoded_as_trained(tmp_path / name), channels=3,
+                               expand_animations=False).numpy()
+    assert image.shape[:2] == shape
+    np.testing.assert_allclose(image[0, 0], top_left, atol=6)
+
+
+def test_encoded_as_trained_keeps_plain_and_unreadable_files_as_they_are(tmp_path):
+    from runway_cnn import data
+
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "plain.jpg")
+    (tmp_path / "text.jpg").write_text("not an image")
+    for name in ("plain.jpg", "text.jpg"):
+        assert data.encoded_as_trained(tmp_path / name) == (tmp_path / name).read_bytes()
