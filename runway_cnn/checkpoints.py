@@ -14,7 +14,6 @@ import argparse
 import importlib
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn import efficientnet_lite
-from runway_cnn.errors import CheckpointError, RunwayError
+from runway_cnn import cli, efficientnet_lite
+from runway_cnn.errors import CheckpointError
+from runway_cnn.hub import save_hub_module
 from runway_cnn.registry import Registry
 from runway_cnn.torch_pickle import load_torch_state_dict
 
@@ -101,38 +101,6 @@ def feature_model(classifier: keras.Model) -> keras.Model:
     return keras.Model(classifier.input, pooled, name=classifier.name)
 
 
-class ReusableSavedModel(tf.Module):
-    """A Keras model as a TF-Hub reusable SavedModel.
-
-    ``__call__(images, training=False)`` is a ``tf.function`` traced for both values of
-    ``training``; ``variables``, ``trainable_variables`` (layer order, stem → head) and
-    ``regularization_losses`` are plain tracked lists, as TF-Hub's loaders expect (not
-    ``tf.Module``'s computed properties). The Keras model itself is closed over, not tracked, so
-    each weight is saved once, as the ``tf.Variable`` named by its Keras path.
-    """
-
-    variables: list = []
-    trainable_variables: list = []
-    regularization_losses: list = []
-
-    def __init__(self, model: keras.Model):
-        super().__init__(name=model.name)
-        self.variables = [v.value for v in model.variables]
-        self.trainable_variables = [v.value for v in model.trainable_variables]
-        self.regularization_losses = []
-
-        def call(images, training=False):
-            return model(images, training=training)
-
-        self.__call__ = tf.function(call, autograph=False)
-
-    def trace(self) -> None:
-        """Traces ``__call__`` for any image size and both ``training`` values."""
-        spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-        for training in (False, True):
-            self.__call__.get_concrete_function(spec, training=training)
-
-
 def _export_readme(name: str, source: TorchWeights) -> str:
     return f"""# {name}
 
@@ -154,9 +122,7 @@ pip package `{source.pip_package}` (Apache-2.0, converted from the TensorFlow TP
 
 
 def _save(model: keras.Model, directory: Path) -> None:
-    module = ReusableSavedModel(model)
-    module.trace()
-    tf.saved_model.save(module, str(directory))
+    save_hub_module(model, directory)
 
 
 def convert(name: str, output: Path | None = None) -> Path:
@@ -263,17 +229,13 @@ def main(argv: list[str] | None = None) -> None:
         "--output", type=Path, help=f"root folder (default: {checkpoint_root()})"
     )
     args = parser.parse_args(argv)
-    try:
-        target = convert(args.name, args.output)
-        classifier = tf.saved_model.load(str(target / CLASSIFICATION))
-        print(f"wrote {target / FEATURE_VECTOR}")
-        print(f"wrote {target / CLASSIFICATION}")
-        print("ImageNet top-5 (class index, label, probability):")
-        print(describe_top5(args.name, classifier))
-    except RunwayError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    target = convert(args.name, args.output)
+    classifier = tf.saved_model.load(str(target / CLASSIFICATION))
+    print(f"wrote {target / FEATURE_VECTOR}")
+    print(f"wrote {target / CLASSIFICATION}")
+    print("ImageNet top-5 (class index, label, probability):")
+    print(describe_top5(args.name, classifier))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -121,22 +121,40 @@ class HubModule(keras.layers.Layer):
                 "output_key": self.output_key, "freeze_batchnorm": self.freeze_batchnorm}
 
 
-def save_hub_module(model: keras.Model, path: str, image_size: int | None = None) -> None:
-    """Saves ``model`` (float32 [0, 1] images → outputs) as a TF2 SavedModel in TF-Hub format:
-    callable with a ``training`` argument, with ``variables`` (in the model's layer order, named
-    by their Keras paths), ``trainable_variables`` and ``regularization_losses`` attributes."""
-    root = tf.__internal__.tracking.AutoTrackable()
-    root.keras_model = model
-    root.variables = [w.value for w in model.weights]
-    root.trainable_variables = [w.value for w in model.trainable_weights]
-    root.regularization_losses = []
+class ReusableSavedModel(tf.Module):
+    """A Keras model as a TF-Hub reusable SavedModel.
 
-    @tf.function
-    def call(images, training=False):
-        return model(images, training=training)
+    ``__call__(images, training=False)`` is a ``tf.function`` traced for both values of
+    ``training``; ``variables``, ``trainable_variables`` (layer order, stem → head) and
+    ``regularization_losses`` are plain tracked lists, as TF-Hub's loaders expect (not
+    ``tf.Module``'s computed properties). The Keras model itself is closed over, not tracked, so
+    each weight is saved once, as the ``tf.Variable`` named by its Keras path.
+    """
 
-    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
-    for training in (False, True):
-        call.get_concrete_function(spec, training=training)
-    root.__call__ = call
-    tf.saved_model.save(root, os.fspath(path))
+    variables: list = []
+    trainable_variables: list = []
+    regularization_losses: list = []
+
+    def __init__(self, model: keras.Model):
+        super().__init__(name=model.name)
+        self.variables = [v.value for v in model.variables]
+        self.trainable_variables = [v.value for v in model.trainable_variables]
+        self.regularization_losses = []
+
+        def call(images, training=False):
+            return model(images, training=training)
+
+        self.__call__ = tf.function(call, autograph=False)
+
+    def trace(self) -> None:
+        """Traces ``__call__`` for any image size and both ``training`` values."""
+        spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+        for training in (False, True):
+            self.__call__.get_concrete_function(spec, training=training)
+
+
+def save_hub_module(model: keras.Model, path: str | os.PathLike) -> None:
+    """Saves ``model`` (float32 [0, 1] images → outputs) as a TF2 SavedModel in TF-Hub format."""
+    module = ReusableSavedModel(model)
+    module.trace()
+    tf.saved_model.save(module, os.fspath(path))

@@ -325,7 +325,7 @@ class FineTuner:
         c = self.config
         print(self.device.describe(), "| backbone:", self.backbone.name, flush=True)
         stage1 = self.stage1()
-        stage2 = self.stage2(stage1["validation"]["top1"])
+        stage2 = self.stage2(stage1["validation"][self.task.monitor.removeprefix("val_")])
         self.model.save_weights(str(self.train_dir / WEIGHTS_FILE))
         metrics = {split: self.evaluate(split) for split in self.dataset.splits
                    if split != "train"}
