@@ -1,7 +1,7 @@
 """A name → entry registry, the one factory mechanism of the package (TF-Slim's ``*_factory``)."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from runway_cnn.errors import UnknownNameError
 
@@ -20,10 +20,6 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = entry
         return entry
-
-    def decorator(self, name: str) -> Callable[[T], T]:
-        """``@REGISTRY.decorator("name")`` registers the decorated object."""
-        return lambda entry: self.register(name, entry)
 
     def get(self, name: str) -> T:
         try:

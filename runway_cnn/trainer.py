@@ -196,7 +196,6 @@ class FineTuner:
                              label_smoothing=config.label_smoothing, dropout=config.dropout)
         self.head = self.task.build_head(self.backbone.feature_dim)
         self.model = classifier(self.backbone, self.head)
-        self.timings: dict[str, float] = {}
 
     # -- stages ------------------------------------------------------------------------------
     def _compile(self, model: keras.Model, learning_rate) -> None:
@@ -226,7 +225,6 @@ class FineTuner:
                            verbose=c.verbose)
         else:
             features = {s: self._features(self._split(s)) for s in ("train", "validation")}
-            self.timings["stage1_features"] = time.perf_counter() - start
             self._compile(self.head, c.learning_rate)
             self.head.fit(features["train"], train.labels, batch_size=c.batch_size,
                           epochs=c.stage1_epochs, callbacks=callbacks,
