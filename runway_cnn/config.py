@@ -33,9 +33,17 @@ class FinetuneConfig:
     task: str = _opt("single_label", "task registry name")
     image_size: int = _opt(None, "input resolution (default: the backbone's)")
     batch_size: int = _opt(32, "images per training step")
-    stage1_epochs: int = _opt(40, "epochs of head training on the frozen backbone")
-    stage2_epochs: int = _opt(2, "epochs of fine-tuning the unfrozen top of the backbone "
-                                 "(0 skips stage 2)")
+    stage1_solver: str = _opt("lbfgs", "stage-1 head training on cached features: lbfgs "
+                                       "(scikit-learn's L2-regularised logistic regression, the "
+                                       "penalty chosen on validation; deterministic) or adam "
+                                       "(--stage1_epochs of Adam at --learning_rate with dropout "
+                                       "and label smoothing; always used with --stage1_augment)",
+                              choices=("lbfgs", "adam"))
+    stage1_epochs: int = _opt(40, "epochs of head training on the frozen backbone (adam)")
+    stage2_epochs: int = _opt(None, "epochs of fine-tuning the unfrozen top of the backbone; 0 "
+                                    "skips stage 2 (default: 2 on a GPU, 0 on a CPU, where one "
+                                    "epoch costs more than all of stage 1 and bought no "
+                                    "measurable accuracy; see BENCHMARKS.md)")
     learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam)")
     stage2_learning_rate: float = _opt(None, "stage-2 peak learning rate after warm-up "
                                              "(default: learning_rate / 10)")
@@ -74,7 +82,9 @@ class FinetuneConfig:
             ("dataset_dir", self.dataset_dir is not None, "is required"),
             ("batch_size", self.batch_size >= 1, "must be at least 1"),
             ("stage1_epochs", self.stage1_epochs >= 1, "must be at least 1"),
-            ("stage2_epochs", self.stage2_epochs >= 0, "must be 0 or more"),
+            ("stage2_epochs", self.stage2_epochs is None or self.stage2_epochs >= 0,
+             "must be 0 or more"),
+            ("stage1_solver", self.stage1_solver in ("lbfgs", "adam"), "must be lbfgs or adam"),
             ("learning_rate", self.learning_rate > 0, "must be positive"),
             ("stage2_learning_rate", self.stage2_learning_rate is None
              or self.stage2_learning_rate > 0, "must be positive"),

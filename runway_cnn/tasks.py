@@ -17,6 +17,7 @@ from runway_cnn.registry import Registry
 
 
 WORST_PAIRS = 10  # worst-confused class pairs reported by evaluation
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths stage 1 chooses from
 
 
 class Task:
@@ -51,6 +52,13 @@ class Task:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def fit_head_convex(self, head: keras.Model, features: np.ndarray, labels: np.ndarray,
+                        val_features: np.ndarray, val_labels: np.ndarray) -> dict | None:
+        """Solves the head on fixed features as a convex problem, regularisation chosen on
+        validation, writing the solution into ``head``; returns what was tried and chosen, or
+        None where the task has no such solver (the trainer then trains the head with Keras)."""
+        return None
 
     def config(self) -> dict:
         return {"task": self.name, "class_names": self.class_names}
@@ -114,6 +122,31 @@ class SingleLabelTask(Task):
         z = logits - logits.max(axis=-1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=-1, keepdims=True)
+
+    def fit_head_convex(self, head, features, labels, val_features, val_labels):
+        """scikit-learn's multinomial logistic regression (L-BFGS, L2 penalty ``1 / C``), C from
+        ``C_GRID`` by validation accuracy (ties: the stronger penalty), copied into the head's
+        dense layer: the head then computes exactly the regression's logits."""
+        from sklearn.linear_model import LogisticRegression
+
+        dense = head.get_layer("logits")
+        tried, best = [], None
+        for c in C_GRID:
+            model = LogisticRegression(C=c, max_iter=2000).fit(features, labels)
+            accuracy = float(model.score(val_features, val_labels))
+            tried.append({"C": c, "val_top1": accuracy})
+            if best is None or accuracy > best[0]:
+                best = (accuracy, c, model)
+        _, c, model = best
+        coef, intercept = model.coef_, model.intercept_
+        if coef.shape[0] == 1:  # two classes: scikit-learn keeps only class 1's logit
+            coef = np.vstack([np.zeros_like(coef), coef])
+            intercept = np.concatenate([[0.0], intercept])
+        kernel = np.zeros(dense.kernel.shape, "float32")
+        bias = np.zeros(dense.bias.shape, "float32")
+        kernel[:, model.classes_], bias[model.classes_] = coef.T, intercept
+        dense.set_weights([kernel, bias])
+        return {"solver": "lbfgs", "C": c, "tried": tried}
 
     def evaluate(self, labels: np.ndarray, probabilities: np.ndarray) -> dict:
         """scikit-learn's figures: top-1, top-5, macro-F1, loss, per-class precision / recall / F1

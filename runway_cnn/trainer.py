@@ -205,9 +205,17 @@ class FineTuner:
     def _split(self, name: str) -> data.Split:
         return self.dataset.splits[name]
 
+    @property
+    def stage2_epochs(self) -> int:
+        """``--stage2_epochs``, or its per-device default: 2 on a GPU, 0 on a CPU."""
+        if self.config.stage2_epochs is not None:
+            return self.config.stage2_epochs
+        return 2 if self.device.gpu else 0
+
     def stage1(self) -> dict:
         """Trains the head on the frozen backbone, on cached features unless stage-1 augmentation
-        is on (exact for a frozen backbone, and far cheaper)."""
+        is on (exact for a frozen backbone, and far cheaper): by default as the task's convex
+        problem (logistic regression for single-label), else with Keras and Adam."""
         c, stage_dir = self.config, self.train_dir / "stage1"
         done = _stage_done(stage_dir)
         if done:
@@ -216,31 +224,38 @@ class FineTuner:
         start = time.perf_counter()
         schedule.freeze(self.backbone.model)
         train, val = self._split("train"), self._split("validation")
-        callbacks = _callbacks(stage_dir, self.task.monitor, self.task.monitor_mode, None, None)
-        if c.stage1_augment:
-            self._compile(self.model, c.learning_rate)
-            self.model.fit(self._train_ds(train, augment=True), epochs=c.stage1_epochs,
-                           shuffle=False,
-                           validation_data=self._eval_ds(val), callbacks=callbacks,
-                           verbose=c.verbose)
-        else:
-            features = {s: self._features(self._split(s)) for s in ("train", "validation")}
-            self._compile(self.head, c.learning_rate)
-            self.head.fit(features["train"], train.labels, batch_size=c.batch_size,
-                          epochs=c.stage1_epochs, callbacks=callbacks,
-                          validation_data=(features["validation"], val.labels),
-                          verbose=c.verbose)
-        _load_best(self.model if c.stage1_augment else self.head, stage_dir)
+        solved = None
+        if not c.stage1_augment and c.stage1_solver == "lbfgs":
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            solved = self.task.fit_head_convex(self.head, self._features(train), train.labels,
+                                               self._features(val), val.labels)
+        if solved is None:
+            callbacks = _callbacks(stage_dir, self.task.monitor, self.task.monitor_mode, None,
+                                   None)
+            if c.stage1_augment:
+                self._compile(self.model, c.learning_rate)
+                self.model.fit(self._train_ds(train, augment=True), epochs=c.stage1_epochs,
+                               shuffle=False, validation_data=self._eval_ds(val),
+                               callbacks=callbacks, verbose=c.verbose)
+            else:
+                self._compile(self.head, c.learning_rate)
+                self.head.fit(self._features(train), train.labels, batch_size=c.batch_size,
+                              epochs=c.stage1_epochs, callbacks=callbacks,
+                              validation_data=(self._features(val), val.labels),
+                              verbose=c.verbose)
+            _load_best(self.model if c.stage1_augment else self.head, stage_dir)
         seconds = time.perf_counter() - start
         self.model.save_weights(str(stage_dir / "final.weights.h5"))
         return _mark_done(stage_dir, {"seconds": seconds, "features_cached": not c.stage1_augment,
+                                      "solver": solved or {"solver": "adam"},
                                       "validation": self.evaluate("validation")})
 
     def stage2(self, baseline: float) -> dict:
         """Fine-tunes the unfrozen top of the backbone at a lower, warmed-up, cosine-decayed
         learning rate; keeps the stage-1 weights unless validation improves on ``baseline``."""
         c, stage_dir = self.config, self.train_dir / "stage2"
-        if c.stage2_epochs <= 0:
+        epochs = self.stage2_epochs
+        if epochs <= 0:
             return {"skipped": True}
         done = _stage_done(stage_dir)
         if done:
@@ -251,10 +266,10 @@ class FineTuner:
         self._backbone_changed = True
         unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
         train = self._split("train")
-        steps = math.ceil(len(train.paths) / c.batch_size) * c.stage2_epochs
+        steps = math.ceil(len(train.paths) / c.batch_size) * epochs
         peak = c.stage2_learning_rate or c.learning_rate / 10
         self._compile(self.model, schedule.warmup_cosine(peak, steps, c.warmup_fraction))
-        self.model.fit(self._train_ds(train, augment=c.augment), epochs=c.stage2_epochs,
+        self.model.fit(self._train_ds(train, augment=c.augment), epochs=epochs,
                        shuffle=False,
                        validation_data=self._eval_ds(self._split("validation")),
                        callbacks=_callbacks(stage_dir, self.task.monitor, self.task.monitor_mode,

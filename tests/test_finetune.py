@@ -33,8 +33,9 @@ def workspace(tmp_path_factory):
 def _config(workspace, name, **overrides) -> FinetuneConfig:
     root, dataset, hub = workspace
     settings = dict(dataset_dir=str(dataset), train_dir=str(root / name), hub_handle=str(hub),
-                    image_size=32, batch_size=8, stage1_epochs=25, stage2_epochs=2,
-                    learning_rate=1e-2, validation_fraction=0.2, test_fraction=0.2, verbose=0)
+                    image_size=32, batch_size=8, stage1_solver="adam", stage1_epochs=25,
+                    stage2_epochs=2, learning_rate=1e-2, validation_fraction=0.2,
+                    test_fraction=0.2, verbose=0)
     return FinetuneConfig(**{**settings, **overrides})
 
 
@@ -104,6 +105,55 @@ def test_stage1_cached_features_equal_uncached(workspace):
     uncached = tuner.model.predict(eval_dataset(split.paths, None, tuner.backbone.preprocessing,
                                                 8), verbose=0)
     np.testing.assert_allclose(cached, uncached, atol=1e-5)
+
+
+def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace):
+    from sklearn.linear_model import LogisticRegression
+
+    tuner = FineTuner(_config(workspace, "lbfgs", stage1_solver="lbfgs", stage2_epochs=0))
+    done = tuner.stage1()
+    tried = done["solver"]["tried"]
+    assert done["solver"]["C"] == max(tried, key=lambda t: t["val_top1"])["C"]
+    assert not (tuner.train_dir / "stage1" / "history.csv").exists()  # no epochs: no Keras fit
+    train, val = (tuner.dataset.splits[s] for s in ("train", "validation"))
+    features = tuner.features
+    stack = lambda split: np.stack([features[p] for p in split.paths])
+    reference = LogisticRegression(C=done["solver"]["C"], max_iter=2000).fit(stack(train),
+                                                                              train.labels)
+    logits = tuner.head.predict(stack(val), verbose=0)
+    np.testing.assert_allclose(tuner.task.probabilities(logits),
+                               reference.predict_proba(stack(val)), atol=1e-4)
+    assert done["validation"]["top1"] == pytest.approx(reference.score(stack(val), val.labels))
+    # the stored weights are the solution: a fresh process resuming the stage loads them
+    again = FineTuner(_config(workspace, "lbfgs", stage1_solver="lbfgs", stage2_epochs=0))
+    again.stage1()
+    np.testing.assert_allclose(again.head.predict(stack(val), verbose=0), logits, atol=1e-6)
+
+
+def test_two_class_logistic_head_gives_scikit_learns_probabilities():
+    from sklearn.linear_model import LogisticRegression
+    from runway_cnn.tasks import get_task
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 5)).astype("float32"), rng.integers(0, 2, 60)
+    x[y == 1] += 0.8
+    task = get_task("single_label", ["a", "b"])
+    head = task.build_head(5)
+    chosen = task.fit_head_convex(head, x[:40], y[:40], x[40:], y[40:])
+    reference = LogisticRegression(C=chosen["C"], max_iter=2000).fit(x[:40], y[:40])
+    np.testing.assert_allclose(task.probabilities(head.predict(x, verbose=0)),
+                               reference.predict_proba(x), atol=1e-5)
+
+
+def test_stage2_epochs_default_per_device(workspace):
+    from dataclasses import replace
+
+    tuner = FineTuner(_config(workspace, "device_default", stage2_epochs=None))
+    assert not tuner.device.gpu and tuner.stage2_epochs == 0
+    assert tuner.stage2(baseline=0.0) == {"skipped": True}
+    tuner.device = replace(tuner.device, gpu=True)
+    assert tuner.stage2_epochs == 2
+    assert FineTuner(_config(workspace, "explicit", stage2_epochs=3)).stage2_epochs == 3
 
 
 def _snapshot(model: keras.Model) -> dict[str, np.ndarray]:
@@ -255,7 +305,8 @@ def test_a_resumed_stage_keeps_the_best_epoch_logged_before_it_stopped(tmp_path)
 
 
 @pytest.mark.parametrize("flag, value", [("batch_size", 0), ("stage2_epochs", -1),
-                                         ("dropout", 1.0), ("top_k", 0)])
+                                         ("dropout", 1.0), ("top_k", 0),
+                                         ("stage1_solver", "sgd")])
 def test_unusable_flag_values_are_one_clear_error(flag, value):
     with pytest.raises(RunwayError, match=f"--{flag}"):
         FinetuneConfig(dataset_dir="x", **{flag: value})
