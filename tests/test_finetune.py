@@ -124,7 +124,7 @@ def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace)
     np.testing.assert_allclose(tuner.task.probabilities(logits),
                                reference.predict_proba(stack(val)), atol=1e-4)
     assert done["validation"]["top1"] == pytest.approx(reference.score(stack(val), val.labels))
-    # the stored weights are the solution: a fresh process resuming the stage loads them
+    # the solution is what the stage stores: a new tuner on the same train dir loads it back
     again = FineTuner(_config(workspace, "lbfgs", stage1_solver="lbfgs", stage2_epochs=0))
     again.stage1()
     np.testing.assert_allclose(again.head.predict(stack(val), verbose=0), logits, atol=1e-6)
