@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from runway_cnn.errors import RunwayError
 
 
+STAGE1_SOLVERS = ("lbfgs", "adam")
+
+
 def _opt(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
 
@@ -38,7 +41,7 @@ class FinetuneConfig:
                                        "penalty chosen on validation; deterministic) or adam "
                                        "(--stage1_epochs of Adam at --learning_rate with dropout "
                                        "and label smoothing; always used with --stage1_augment)",
-                              choices=("lbfgs", "adam"))
+                              choices=STAGE1_SOLVERS)
     stage1_epochs: int = _opt(40, "epochs of head training on the frozen backbone (adam)")
     stage2_epochs: int = _opt(None, "epochs of fine-tuning the unfrozen top of the backbone; 0 "
                                     "skips stage 2 (default: 2 on a GPU, 0 on a CPU, where one "
@@ -84,7 +87,8 @@ class FinetuneConfig:
             ("stage1_epochs", self.stage1_epochs >= 1, "must be at least 1"),
             ("stage2_epochs", self.stage2_epochs is None or self.stage2_epochs >= 0,
              "must be 0 or more"),
-            ("stage1_solver", self.stage1_solver in ("lbfgs", "adam"), "must be lbfgs or adam"),
+            ("stage1_solver", self.stage1_solver in STAGE1_SOLVERS,
+             f"must be one of {', '.join(STAGE1_SOLVERS)}"),
             ("learning_rate", self.learning_rate > 0, "must be positive"),
             ("stage2_learning_rate", self.stage2_learning_rate is None
              or self.stage2_learning_rate > 0, "must be positive"),
