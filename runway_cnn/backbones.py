@@ -14,7 +14,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from runway_cnn.errors import BackboneError
+from runway_cnn.errors import BackboneError, first_line
 from runway_cnn.hub import HubModule
 from runway_cnn.preprocessing import (IDENTITY, MINUS_ONE_TO_ONE, ZERO_TO_255, Normalization,
                                       PreprocessingSpec)
@@ -65,7 +65,7 @@ def _keras_application(constructor: str, **extra) -> Callable[[object, int], ker
                        input_shape=(image_size, image_size, 3), **extra)
         except Exception as error:  # download failures, shape mismatches in a weights file
             raise BackboneError(f"cannot build {constructor} with weights={weights!r}: "
-                                f"{str(error).strip().splitlines()[0]}") from error
+                                f"{first_line(error)}") from error
     return build
 
 
@@ -145,7 +145,7 @@ def _feature_dim(model: keras.Model, image_size: int, what: str) -> int:
         out = model(np.zeros((1, image_size, image_size, 3), "float32"), training=False)
     except Exception as error:
         raise BackboneError(f"{what} does not take [batch, {image_size}, {image_size}, 3] float32 "
-                            f"images: {str(error).strip().splitlines()[0]}") from error
+                            f"images: {first_line(error)}") from error
     if len(out.shape) != 2:
         raise BackboneError(f"{what} has no pooled feature-vector output (got shape "
                             f"{tuple(out.shape)}; use a feature_vector module)")

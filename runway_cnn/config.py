@@ -3,12 +3,17 @@ of the same name, with the ``help`` text below, so the CLI and the Python API ca
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 from runway_cnn.errors import RunwayError
 
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _opt(default, help: str, **extra):
@@ -101,6 +106,22 @@ class FinetuneConfig:
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))
+        self._absolute_paths()
+
+    def _absolute_paths(self) -> None:
+        """Every path made absolute once, here, so that a run's files (config, metrics, export
+        records) name the same places from any working directory; a registered dataset name and a
+        TF-Hub URL stay as they are. The default train dir is ``runs/<dataset folder name>``."""
+        from runway_cnn.data import DATASETS, dataset_name
+
+        if self.dataset_dir not in DATASETS:
+            self.dataset_dir = _absolute(self.dataset_dir)
+        self.train_dir = _absolute(self.train_dir or os.path.join("runs",
+                                                                  dataset_name(self.dataset_dir)))
+        self.export_dir = self.export_dir and _absolute(self.export_dir)
+        self.init_from_run = self.init_from_run and _absolute(self.init_from_run)
+        if self.hub_handle and "://" not in self.hub_handle:
+            self.hub_handle = _absolute(self.hub_handle)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -9,6 +9,7 @@ TIFF …) are converted to PNG copies under ``work_dir/converted/``. User files 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -34,6 +35,8 @@ DATASETS.register("clothing_sample", REPO_DATASETS_DIR / "clothing-sample")
 _ORIENTATION = 0x0112  # EXIF tag
 _AS_IS_FORMATS = {"JPEG", "MPO", "PNG", "BMP"}  # read by tf.io.decode_image when 8-bit RGB
 _AS_IS_BMP_RAWMODES = {"BGR", "BGRX"}  # 24- and 32-bit uncompressed BMP
+MIN_IMAGE_SIDE = 8  # pixels; smaller images (spacer GIFs, 1×N strips) are skipped
+_MAX_CONVERTED_NAME = 255 - 24  # NAME_MAX less the temporary copy's ".<name>.<pid>.tmp"
 
 
 @dataclass
@@ -169,14 +172,17 @@ def write_run_files(dataset: ImageFolderDataset, train_dir: Path) -> None:
 
 def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: float = 0.1,
                       test_fraction: float = 0.1, seed: int = 0,
-                      work_dir: Path | None = None) -> ImageFolderDataset:
+                      work_dir: Path | None = None, make_splits: bool = True
+                      ) -> ImageFolderDataset:
     """Find, check (decode) and split every image of a dataset folder.
 
     With given ``train/`` (``validation/``, ``test/``) folders those splits are used; a missing
     ``validation/`` is carved from train with ``validation_fraction``, a missing ``test/`` means no
     test split. Otherwise the images are split stratified by ``validation_fraction`` /
-    ``test_fraction`` / ``seed``. Converted copies go under ``work_dir/converted/`` (a temporary
-    folder that lives as long as the returned object when ``work_dir`` is None).
+    ``test_fraction`` / ``seed``. With ``make_splits=False`` nothing is carved: the splits are the
+    given folders, or all images as ``"train"`` (what evaluation needs). Converted copies go under
+    ``work_dir/converted/`` (a temporary folder that lives as long as the returned object when
+    ``work_dir`` is None).
     """
     if not 0 < validation_fraction < 1 or not 0 <= test_fraction < 1 \
             or validation_fraction + test_fraction >= 1:
@@ -199,8 +205,13 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
     if tmpdir is not None and not converted:
         tmpdir.cleanup()
         tmpdir = None
-    splits, settings = _make_splits(walker, by_split, class_names, validation_fraction,
-                                    test_fraction, seed)
+    if make_splits:
+        splits, settings = _make_splits(walker, by_split, class_names, validation_fraction,
+                                        test_fraction, seed)
+    else:
+        splits = {s: by_split[s] for s in SPLITS if s in by_split}
+        settings = {"layout": walker.layout, "given_splits": (
+            list(splits) if walker.layout == "split folders" else [])}
     return ImageFolderDataset(walker.root, class_names, splits, sorted(skipped, key=_by_path),
                               sorted(converted, key=lambda d: d["source"]),
                               sorted(walker.ignored, key=_by_path), settings, tmpdir)
@@ -280,22 +291,28 @@ class _Walker:
                 self.ignored.append({"path": rel_entry, "reason": "not in a class folder"})
         return found
 
-    def files(self, rel: str, _seen: frozenset = frozenset()) -> Iterator[str]:
-        """Files under a class folder (recursively), relative to the root, sorted."""
+    def files(self, rel: str, _seen: frozenset = frozenset(),
+              _class_dir: Path | None = None) -> Iterator[str]:
+        """Files under a class folder (recursively), relative to the root, sorted. A link inside
+        it must stay inside it: one leading above it (``..``, another class) would give other
+        images this class's label."""
         real = (self.root / rel).resolve()
         if real in _seen:
             self.skipped.append({"path": rel, "reason": "folder link loop"})
             return
-        for entry, rel_entry in self._entries(rel):
+        class_dir = _class_dir or real
+        for entry, rel_entry in self._entries(rel, class_dir):
             if entry.is_dir():
-                yield from self.files(rel_entry, _seen | {real})
+                yield from self.files(rel_entry, _seen | {real}, class_dir)
             elif entry.is_file():
                 yield rel_entry
             else:
                 self.skipped.append({"path": rel_entry, "reason": "not a regular file"})
 
-    def _entries(self, rel: str) -> Iterator[tuple[os.DirEntry, str]]:
-        """Non-hidden entries that stay inside the root; the rest is recorded as skipped."""
+    def _entries(self, rel: str, within: Path | None = None
+                 ) -> Iterator[tuple[os.DirEntry, str]]:
+        """Non-hidden entries whose links stay inside ``within`` (default: the root); the rest
+        is recorded as skipped."""
         with os.scandir(self.root / rel) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
@@ -303,20 +320,28 @@ class _Walker:
             if entry.name.startswith("."):
                 kind = "folder" if entry.is_dir() else "file"
                 self.skipped.append({"path": rel_entry, "reason": f"hidden {kind}"})
-            elif entry.is_symlink() and not self._link_ok(entry, rel_entry):
+            elif entry.is_symlink() and not self._link_ok(entry, rel_entry, within or self.root):
                 continue
             else:
                 yield entry, rel_entry
 
-    def _link_ok(self, entry: os.DirEntry, rel_entry: str) -> bool:
-        target = Path(entry.path).resolve()
-        if not target.is_relative_to(self.root):
-            self.skipped.append({"path": rel_entry, "reason": "outside dataset dir"})
-            return False
-        if not target.exists():
-            self.skipped.append({"path": rel_entry, "reason": "broken link"})
-            return False
-        return True
+    def _link_ok(self, entry: os.DirEntry, rel_entry: str, within: Path) -> bool:
+        try:
+            target = Path(entry.path).resolve()
+        except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError on a loop
+            reason = "link loop"
+        else:
+            if not target.is_relative_to(self.root):
+                reason = "outside dataset dir"
+            elif not target.exists():
+                reason = "broken link"
+            elif not target.is_relative_to(within) or target == within:
+                reason = (f"link to {target.relative_to(self.root) if target != self.root else '.'}"
+                          f" leads out of its class folder {within.relative_to(self.root)}")
+            else:
+                return True
+        self.skipped.append({"path": rel_entry, "reason": reason})
+        return False
 
 
 # --- checking and converting --------------------------------------------------------------
@@ -365,7 +390,7 @@ def _check(root: Path, source: str, converted_dir: Path) -> _Checked:
         if path.stat().st_size == 0:
             return _Checked(source, None, "empty file")
         with Image.open(path) as im:
-            why = _conversion_reason(im)
+            why, size = _conversion_reason(im), im.size
             if not why and im.format in ("JPEG", "MPO"):
                 im.draft("RGB", (im.width // 8, im.height // 8))  # still decodes every block
             im.load()
@@ -375,14 +400,26 @@ def _check(root: Path, source: str, converted_dir: Path) -> _Checked:
         return _Checked(source, None, f"image too large: {e}")
     except Exception as e:  # noqa: BLE001 - any decoder failure makes the file unusable
         return _Checked(source, None, f"cannot decode: {type(e).__name__}: {e}")
+    if min(size) < MIN_IMAGE_SIDE:
+        return _Checked(source, None, f"image too small ({size[0]}×{size[1]} px; a side under "
+                                      f"{MIN_IMAGE_SIDE} px is no photo to learn from)")
     if not why:
         return _Checked(source, str(path), "")
-    target = converted_dir / f"{source}.png"
+    target = _converted_path(converted_dir, source)
     try:
         _convert(path, target)
     except Exception as e:  # noqa: BLE001
         return _Checked(source, None, f"cannot convert ({why}): {type(e).__name__}: {e}")
     return _Checked(source, str(target), why)
+
+
+def _converted_path(converted_dir: Path, source: str) -> Path:
+    """``converted/<source>.png``; a name too long for the file system with the suffix and the
+    temporary name's additions (Linux: 255 bytes) becomes a digest of the source."""
+    name = f"{Path(source).name}.png"
+    if len(os.fsencode(name)) > _MAX_CONVERTED_NAME:
+        name = hashlib.sha1(os.fsencode(source)).hexdigest()[:20] + ".png"
+    return converted_dir / Path(source).parent / name
 
 
 def _conversion_reason(im: Image.Image) -> str:

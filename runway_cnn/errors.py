@@ -19,3 +19,9 @@ class CheckpointError(RunwayError):
 
 class UnknownNameError(RunwayError, LookupError):
     """A name that is not in a registry."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (TensorFlow's run to many), or its type name."""
+    text = str(getattr(error, "message", "") or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

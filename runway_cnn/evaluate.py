@@ -43,7 +43,7 @@ class EvaluationImages(NamedTuple):
 def evaluation_images(dataset_dir: str | Path, split: str = "test") -> EvaluationImages:
     """The ``split`` folder of a dataset with split folders, else all its images."""
     dataset = data.scan_image_folder(data.resolve_dataset_dir(str(dataset_dir)),
-                                     validation_fraction=0.5, test_fraction=0.0)
+                                     make_splits=False)
     pool = dataset.pooled()
     if dataset.split_settings.get("layout") != "split folders":
         return EvaluationImages(dataset, pool, "all", f"all {len(pool)} images (no split folders)")

@@ -152,7 +152,7 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     if not (config.num_splits or config.kfold):
         raise RunwayError("an experiment needs --num_splits N or --kfold K")
     dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
-    root = Path(config.train_dir or Path("runs") / dataset_dir.name)
+    root = Path(config.train_dir)
     _check_resume(root, config)
     configure_device(config.jit_compile, config.mixed_precision, config.seed)
     dataset = data.scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,

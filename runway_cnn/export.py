@@ -20,9 +20,14 @@ upright, opaque RGB, as ``serving.encode_images`` does for files):
   ``classes`` the top-k label strings, ``scores`` their probabilities).
 - ``serving_per_image``: the same input and outputs plus ``valid`` (bool ``[None]``).
 - ``predict_images``: float32 ``[None, s, s, 3]`` images in [0, 1] (already resized and cropped)
-  → the same outputs as ``serving_default``.
+  → the same outputs as ``serving_default``; another size is an ``InvalidArgument`` error.
 - ``embed``: ``image_bytes`` → ``embedding``, the pooled backbone features (retrieval).
-- ``feature_vector``: float32 images in [0, 1] → features; what ``--init_from_run`` reuses.
+- ``feature_vector``: float32 images in [0, 1] → features; what ``--init_from_run`` reuses (at
+  any resolution).
+
+No signature runs the model on an empty batch (an empty request, or one whose images are all
+undecodable): :func:`call_nonempty` pads it, since some CPU builds of TensorFlow reject 0-image
+convolutions.
 
 Per-image errors. An input that is not an image — text, an empty string, a truncated JPEG — makes
 ``serving_default`` (and ``embed``) fail the whole request with the decoder's ``InvalidArgument``
@@ -57,7 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from runway_cnn import cli
-from runway_cnn.errors import CheckpointError, RunwayError
+from runway_cnn.errors import CheckpointError, RunwayError, first_line
 from runway_cnn.preprocessing import PreprocessingSpec, central_crop, decode_image
 
 META_FILE = "runway_cnn.json"
@@ -100,6 +105,28 @@ def decode_batch_per_image(image_bytes: tf.Tensor,
     return images, valid
 
 
+def call_nonempty(fn, images: tf.Tensor):
+    """``fn(images)`` for a batch that may hold no image: an empty batch is padded with one zero
+    image whose output rows are dropped (TF's CPU convolution and BatchNorm kernels reject
+    0-image batches on some CPUs), so no signature ever sends an empty batch to the model."""
+    n = tf.shape(images)[0]
+    padded = tf.cond(n > 0, lambda: images,
+                     lambda: tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype))
+    return tf.nest.map_structure(lambda t: t[:n], fn(padded))
+
+
+def check_image_size(images: tf.Tensor, image_size: int) -> tf.Tensor:
+    """``images`` if they are ``[n, image_size, image_size, 3]``, else an ``InvalidArgument``
+    error naming the expected shape (a loaded signature accepts any size silently)."""
+    expected = tf.constant([image_size, image_size, 3])
+    check = tf.debugging.assert_equal(
+        tf.shape(images)[1:], expected,
+        message=f"images must be [n, {image_size}, {image_size}, 3] float32 in [0, 1] (the "
+                "eval crop); got another shape")
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
 def expand_rows(value: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
     """Rows of the valid images (in order) → one row per input, zeros / "" where not valid."""
     count = tf.shape(value)[0]
@@ -127,7 +154,11 @@ def _archive(model: keras.Model, backbone, task, top_k: int) -> keras.export.Exp
     size = spec.image_size
 
     def predict_images(images):
-        return task.predict_outputs(model(images, training=False), top_k)
+        return call_nonempty(lambda x: task.predict_outputs(model(x, training=False), top_k),
+                             images)
+
+    def features(images):
+        return call_nonempty(lambda x: backbone.model(x, training=False), images)
 
     def per_image(image_bytes):
         images, valid = decode_batch_per_image(image_bytes, spec)
@@ -141,11 +172,12 @@ def _archive(model: keras.Model, backbone, task, top_k: int) -> keras.export.Exp
     archive.add_endpoint("serving_default", lambda image_bytes: predict_images(
         decode_batch(image_bytes, spec)), input_signature=[bytes_spec])
     archive.add_endpoint("serving_per_image", per_image, input_signature=[bytes_spec])
-    archive.add_endpoint("predict_images", predict_images, input_signature=[image_spec])
-    archive.add_endpoint("embed", lambda image_bytes: {"embedding": backbone.model(
-        decode_batch(image_bytes, spec), training=False)}, input_signature=[bytes_spec])
-    archive.add_endpoint("feature_vector", lambda images: backbone.model(images, training=False),
-                         input_signature=[image_spec])
+    archive.add_endpoint("predict_images", lambda images: predict_images(
+        check_image_size(images, size)), input_signature=[image_spec])
+    archive.add_endpoint("embed", lambda image_bytes: {"embedding": features(
+        decode_batch(image_bytes, spec))}, input_signature=[bytes_spec])
+    # any size: a convolutional backbone reused by --init_from_run may run at another resolution
+    archive.add_endpoint("feature_vector", features, input_signature=[image_spec])
     return archive
 
 
@@ -225,14 +257,19 @@ def prune_versions(model_dir: str | Path, keep: int) -> list[Path]:
 def resolve_export(path: str | Path) -> Path:
     """A version dir as is; a serving-name dir → its newest version; an export base with one
     model, or a train dir (via its metrics.json or ``export/``) → that model's newest version."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     if (path / "saved_model.pb").exists():
         return path
     if not path.exists():
         raise CheckpointError(f"model path {path} does not exist")
     metrics = path / "metrics.json"
     if metrics.exists():
-        recorded = json.loads(metrics.read_text()).get("export_path")
+        try:
+            recorded = json.loads(metrics.read_text()).get("export_path")
+        except (OSError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"cannot read {metrics} ({first_line(error)}): the file is "
+                                  "damaged; name the export version dir instead, or run the "
+                                  "finetune command again to rewrite it") from error
         if recorded and (Path(recorded) / "saved_model.pb").exists():
             return Path(recorded)
     versions = _version_dirs(path)

@@ -13,7 +13,7 @@ import re
 import keras
 import tensorflow as tf
 
-from runway_cnn.errors import BackboneError
+from runway_cnn.errors import BackboneError, first_line
 
 
 def load_saved_model(handle: str):
@@ -30,8 +30,8 @@ def load_saved_model(handle: str):
         path = hub.resolve(handle) if is_url else handle
         return tf.saved_model.load(path)
     except Exception as error:  # a download failure or a broken SavedModel: one clear line
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BackboneError(f"cannot load TF-Hub handle {handle!r}: {reason}") from error
+        raise BackboneError(f"cannot load TF-Hub handle {handle!r}: {first_line(error)}") \
+            from error
 
 
 def clean_variable_name(name: str) -> str:

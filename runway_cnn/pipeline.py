@@ -1,6 +1,7 @@
 """tf.data input pipelines: files → decoded, resized, cached, (augmented) batches of [0, 1] images."""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +17,12 @@ def _read(path: tf.Tensor) -> tf.Tensor:
     return decode_image(tf.io.read_file(path))
 
 
+def _paths(paths: Sequence[str]) -> tf.data.Dataset:
+    """File paths as bytes, the file system's own (a name that is not UTF-8 reaches Python as a
+    str with surrogates, which TensorFlow cannot encode)."""
+    return tf.data.Dataset.from_tensor_slices([os.fsencode(p) for p in paths])
+
+
 def _to_uint8(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.round(x * 255.0), tf.uint8)
 
@@ -27,7 +34,7 @@ def _to_float(x: tf.Tensor) -> tf.Tensor:
 def eval_dataset(paths: Sequence[str], labels: np.ndarray | None, spec: PreprocessingSpec,
                  batch_size: int, cache: bool = True) -> tf.data.Dataset:
     """Resize + central crop, in file order; yields ``(images, labels)`` or just images."""
-    ds = tf.data.Dataset.from_tensor_slices(list(paths))
+    ds = _paths(paths)
     ds = ds.map(lambda p: _to_uint8(central_crop(_read(p), spec)), num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
@@ -48,7 +55,7 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
         ds = eval_dataset(paths, labels, spec, batch_size=1, cache=cache).unbatch()
         return (ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
                 .batch(batch_size).prefetch(AUTOTUNE))
-    images = tf.data.Dataset.from_tensor_slices(list(paths)).map(
+    images = _paths(paths).map(
         lambda p: resize_shorter_side(_read(p), spec.cache_size), num_parallel_calls=AUTOTUNE)
     if cache:
         images = images.cache()

@@ -24,7 +24,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from runway_cnn import cli, data
-from runway_cnn.errors import RunwayError
+from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.preprocessing import decode_image
 from runway_cnn.serving import Predictor
 
@@ -40,7 +40,7 @@ def read_image(path: str | Path) -> np.ndarray:
             im.seek(0)
             return np.asarray(data._to_rgb(ImageOps.exif_transpose(im)))
         im.load()  # a truncated file raises here, as it would be skipped for training
-    return decode_image(tf.io.read_file(os.fspath(path))).numpy()
+    return decode_image(tf.io.read_file(os.fsencode(path))).numpy()
 
 
 def _error_text(error: Exception) -> str:
@@ -50,8 +50,7 @@ def _error_text(error: Exception) -> str:
         return "a folder, not a file"
     if isinstance(error, Image.UnidentifiedImageError):
         return "not an image"
-    text = str(getattr(error, "message", "") or error).strip().splitlines()
-    return f"cannot read: {type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return f"cannot read: {type(error).__name__}: {first_line(error)}"
 
 
 def list_images(inputs: Iterable[str | Path]) -> list[Path]:

@@ -100,7 +100,8 @@ def central_crop(image: tf.Tensor, spec: PreprocessingSpec) -> tf.Tensor:
     """Eval transform: central square crop of ``crop_fraction`` of the shorter side, resized to
     ``image_size``; returns float32 in [0, 1]."""
     shape = tf.shape(image)[:2]
-    side = tf.cast(tf.cast(tf.reduce_min(shape), tf.float32) * spec.crop_fraction, tf.int32)
+    side = tf.maximum(1, tf.cast(tf.cast(tf.reduce_min(shape), tf.float32) * spec.crop_fraction,
+                                 tf.int32))  # a 1×N image still gives a one-pixel crop
     top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
     crop = image[top:top + side, left:left + side]
     resized = tf.image.resize(crop, [spec.image_size, spec.image_size], antialias=True)

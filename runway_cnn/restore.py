@@ -21,7 +21,7 @@ import numpy as np
 from runway_cnn import data
 from runway_cnn.backbones import BACKBONES, Backbone
 from runway_cnn.config import FinetuneConfig
-from runway_cnn.errors import CheckpointError, DataError
+from runway_cnn.errors import CheckpointError, DataError, first_line
 from runway_cnn.tasks import Task, get_task
 from runway_cnn.trainer import (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_backbone,
                                 classifier, load_model_weights)
@@ -115,7 +115,7 @@ def restore_run(train_dir: str | Path) -> TrainedRun:
         load_model_weights(model, weights)
     except Exception as error:  # a weights file of another architecture or class count
         raise CheckpointError(f"cannot load {weights} into the model config.json describes: "
-                              f"{str(error).strip().splitlines()[0]}") from error
+                              f"{first_line(error)}") from error
     return TrainedRun(train_dir, config, model, backbone, task)
 
 

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from runway_cnn import cli, data
-from runway_cnn.errors import DataError, RunwayError
+from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.export import IMAGE_BYTES, _version_dirs, load_export
 from runway_cnn.preprocessing import PreprocessingSpec, central_crop
 
@@ -90,12 +90,25 @@ def _array_to_png(array: np.ndarray, what: str) -> bytes:
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
         raise DataError(f"{what}: array of shape {a.shape} is not an image ([h, w, 3] expected)")
     if a.dtype != np.uint8:
-        if not np.issubdtype(a.dtype, np.floating):
-            raise DataError(f"{what}: array of dtype {a.dtype}; give uint8 or float in [0, 1]")
-        a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+        a = np.round(check_unit_floats(a, what) * 255.0).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(a).convert("RGB").save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def check_unit_floats(images: np.ndarray, what: str) -> np.ndarray:
+    """``images`` if they are floats in [0, 1] (no NaN); otherwise a :class:`DataError` saying
+    which range was given (0..255 floats would all be clipped to white, NaN read as black)."""
+    a = np.asarray(images)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise DataError(f"{what}: array of dtype {a.dtype}; give uint8 in [0, 255] or float in "
+                        "[0, 1]")
+    if a.size and not np.isfinite(a).all():
+        raise DataError(f"{what}: float array with NaN or infinite values; give float in [0, 1]")
+    if a.size and (a.min() < 0 or a.max() > 1):
+        raise DataError(f"{what}: float array with values in [{a.min():g}, {a.max():g}]; give "
+                        "float in [0, 1] (divide 0..255 values by 255) or uint8")
+    return a
 
 
 def encode_images(images: Any) -> tuple[list[bytes], list[str]]:
@@ -169,20 +182,27 @@ class Predictor:
             raise DataError("no images given")
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def outputs(self, images, per_image_errors: bool = False) -> dict[str, np.ndarray]:
-        """The raw signature outputs (``probabilities``, ``classes``, ``scores`` [, ``valid``])."""
+    def _call(self, signature: str, images) -> dict[str, np.ndarray]:
+        """A bytes signature's outputs; undecodable images are a :class:`DataError` naming them
+        (found with ``serving_per_image``), never a raw TensorFlow error."""
         import tensorflow as tf
 
         encoded, names = encode_images(images)
         try:
-            return self._run(_signature(per_image_errors), encoded)
+            return self._run(signature, encoded)
         except tf.errors.InvalidArgumentError as error:
             valid = self._run("serving_per_image", encoded)["valid"]
             bad = [name for name, ok in zip(names, valid) if not ok]
             if not bad:
-                raise
-            raise DataError(f"{INVALID_IMAGE}: {', '.join(bad)} (pass per_image_errors=True to "
-                            "get the other images' predictions)") from error
+                raise RunwayError(f"{self.version_dir}: the model failed on these images: "
+                                  f"{first_line(error)}") from error
+            hint = (" (pass per_image_errors=True to get the other images' predictions)"
+                    if signature != "embed" and len(bad) < len(names) else "")
+            raise DataError(f"{INVALID_IMAGE}: {', '.join(bad)}{hint}") from error
+
+    def outputs(self, images, per_image_errors: bool = False) -> dict[str, np.ndarray]:
+        """The raw signature outputs (``probabilities``, ``classes``, ``scores`` [, ``valid``])."""
+        return self._call(_signature(per_image_errors), images)
 
     def predict(self, images, per_image_errors: bool = False) -> list[dict]:
         """One ``{"labels": [...top-k], "scores": [...]}`` per image, best first."""
@@ -190,7 +210,7 @@ class Predictor:
 
     def embed(self, images) -> np.ndarray:
         """Pooled backbone features ``[n, feature_dim]`` (the ``embed`` signature)."""
-        return self._run("embed", encode_images(images)[0])["embedding"]
+        return self._call("embed", images)["embedding"]
 
     @property
     def task(self) -> str:
@@ -215,6 +235,13 @@ class Predictor:
         ``predict_images`` signature)."""
         import tensorflow as tf
 
+        size = self.spec.image_size
+        images = check_unit_floats(images, "images")
+        if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise DataError(f"images of shape {images.shape}: the model takes [n, {size}, {size}, "
+                            "3] eval crops (see Predictor.crop)")
+        if not len(images):
+            raise DataError("no images given")
         out = self.model.signatures["predict_images"](images=tf.constant(images, tf.float32))
         return out["probabilities"].numpy()
 
@@ -301,7 +328,7 @@ class Client:
         except requests.Timeout as error:
             raise ServingTimeout(f"{self.url}: no answer within {self.timeout:g} s") from error
         except requests.ConnectionError as error:
-            raise ServingUnavailable(f"{self.url}: cannot connect ({_first_line(error)})") \
+            raise ServingUnavailable(f"{self.url}: cannot connect ({first_line(error)})") \
                 from error
         return self.parse_rest_response(response.status_code, response.text, self.url)
 
@@ -375,11 +402,6 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _serving_api(module: str):

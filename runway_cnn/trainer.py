@@ -179,7 +179,7 @@ class FineTuner:
                  images: Mapping[str, np.ndarray] | None = None):
         self.config = config
         self.dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
-        self.train_dir = Path(config.train_dir or Path("runs") / self.dataset_dir.name)
+        self.train_dir = Path(config.train_dir)
         _check_resume(self.train_dir, config)
         self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
                                                        config.seed)

@@ -5,15 +5,28 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from runway_cnn.hub import save_hub_module
 
 
+class RefuseEmptyBatch(keras.layers.Layer):
+    """Fails on a batch of 0 images on every CPU, as TF's convolution / BatchNorm kernels do on
+    some (2-core AMD EPYC): a test model with it catches any path that sends an empty batch."""
+
+    def call(self, images):
+        check = tf.debugging.assert_positive(tf.shape(images)[0],
+                                             message="an empty batch reached the model")
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
+
+
 def tiny_backbone_model(seed: int = 0) -> keras.Model:
-    """[0, 1] images → 16-d pooled features: two conv + BatchNorm + ReLU blocks."""
+    """[0, 1] images → 16-d pooled features: two conv + BatchNorm + ReLU blocks (an empty batch
+    is an error, see :class:`RefuseEmptyBatch`)."""
     init = keras.initializers.GlorotUniform(seed=seed)
     images = keras.Input((None, None, 3))
-    x = images
+    x = RefuseEmptyBatch(name="refuse_empty_batch")(images)
     for i, width in enumerate((8, 16), start=1):
         x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"block{i}_conv",
                                 kernel_initializer=init)(x)
