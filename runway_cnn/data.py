@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import math
 import os
 import tempfile
@@ -25,6 +24,7 @@ from PIL import Image, ImageFile, ImageOps
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from runway_cnn.errors import DataError
+from runway_cnn.jsonfiles import write_json
 from runway_cnn.registry import Registry
 
 SPLITS = ("train", "validation", "test")
@@ -166,8 +166,8 @@ def write_run_files(dataset: ImageFolderDataset, train_dir: Path) -> None:
     train_dir.mkdir(parents=True, exist_ok=True)
     splits = {name: [{"source": src, "label": int(lab)} for src, lab in zip(s.sources, s.labels)]
               for name, s in dataset.splits.items()}
-    (train_dir / "splits.json").write_text(json.dumps(splits, indent=1) + "\n")
-    (train_dir / "data_report.json").write_text(json.dumps(dataset.report(), indent=1) + "\n")
+    write_json(train_dir / "splits.json", splits)
+    write_json(train_dir / "data_report.json", dataset.report())
 
 
 def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: float = 0.1,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from runway_cnn import data, pipeline
 from runway_cnn.backbones import Backbone
 from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import DataError, RunwayError
+from runway_cnn.jsonfiles import read_json, write_json
 from runway_cnn.runtime import configure_device
 from runway_cnn.trainer import FineTuner, _check_resume, build_backbone
 
@@ -158,7 +158,7 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     dataset = data.scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                      test_fraction=config.test_fraction, seed=config.seed,
                                      work_dir=root)
-    (root / "data_report.json").write_text(json.dumps(dataset.report(), indent=1) + "\n")
+    write_json(root / "data_report.json", dataset.report())
     pool = dataset.pooled()
     plans = plan_runs(config, pool.labels)
     protocol = (f"{config.num_splits} stratified random splits" if config.num_splits
@@ -170,7 +170,7 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     for plan in plans:
         done = root / plan.name / DONE_FILE
         if done.exists():
-            rows.append(json.loads(done.read_text()))
+            rows.append(read_json(done, fix=f"delete it to run {plan.name} again"))
             print(f"{plan.name}: finished earlier, skipped", flush=True)
             continue
         if shared is None:
@@ -207,7 +207,7 @@ def _run(config: FinetuneConfig, plan: RunPlan, dataset: data.ImageFolderDataset
            "run_seconds": time.perf_counter() - start,
            "stage2_improved": stages["stage2"].get("improved_on_stage1"),
            "confusion_matrix": metrics["test"]["confusion_matrix"]}
-    (run_dir / DONE_FILE).write_text(json.dumps(row, indent=1) + "\n")
+    write_json(run_dir / DONE_FILE, row)
     return row
 
 
@@ -244,7 +244,9 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig,
 
 def _read_summary(root: Path) -> dict | None:
     path = root / SUMMARY_JSON
-    return json.loads(path.read_text()) if path.exists() else None
+    from runway_cnn.report import read_summary
+
+    return read_summary(root) if path.exists() else None
 
 
 def write_summary(summary: dict, root: str | Path) -> None:
@@ -253,7 +255,7 @@ def write_summary(summary: dict, root: str | Path) -> None:
     from runway_cnn.report import plot_confusion_matrix, plot_split_accuracy
 
     root = Path(root)
-    (root / SUMMARY_JSON).write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(root / SUMMARY_JSON, summary)
     with (root / SUMMARY_CSV).open("w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()

@@ -63,6 +63,7 @@ import tensorflow as tf
 
 from runway_cnn import cli
 from runway_cnn.errors import CheckpointError, RunwayError, first_line
+from runway_cnn.jsonfiles import read_json
 from runway_cnn.preprocessing import PreprocessingSpec, central_crop, decode_image
 
 META_FILE = "runway_cnn.json"
@@ -264,12 +265,8 @@ def resolve_export(path: str | Path) -> Path:
         raise CheckpointError(f"model path {path} does not exist")
     metrics = path / "metrics.json"
     if metrics.exists():
-        try:
-            recorded = json.loads(metrics.read_text()).get("export_path")
-        except (OSError, ValueError, AttributeError) as error:
-            raise CheckpointError(f"cannot read {metrics} ({first_line(error)}): the file is "
-                                  "damaged; name the export version dir instead, or run the "
-                                  "finetune command again to rewrite it") from error
+        recorded = read_json(metrics, fix="name the export version dir instead, or run the "
+                                          "finetune command again to rewrite it").get("export_path")
         if recorded and (Path(recorded) / "saved_model.pb").exists():
             return Path(recorded)
     versions = _version_dirs(path)
@@ -301,7 +298,15 @@ def load_export(path: str | Path):
     """``tf.saved_model.load`` of :func:`resolve_export`'s answer, with its labels attached."""
     version_dir = resolve_export(path)
     labels, meta = read_assets(version_dir)
-    loaded = tf.saved_model.load(str(version_dir))
+    if not (version_dir / "variables" / "variables.index").is_file():
+        raise CheckpointError(f"{version_dir} is a broken export: variables/ is missing or empty; "
+                              "export the run again (python -m runway_cnn.export --train_dir ...)")
+    try:
+        loaded = tf.saved_model.load(str(version_dir))
+    except Exception as error:  # noqa: BLE001 - a truncated or damaged SavedModel
+        raise CheckpointError(f"{version_dir} is a broken export (cannot load it: "
+                              f"{first_line(error)}); export the run again (python -m "
+                              "runway_cnn.export --train_dir ...)") from error
     loaded.labels, loaded.meta = labels, meta
     loaded.version_dir = version_dir
     return loaded

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from runway_cnn import cli  # noqa: E402
 from runway_cnn.errors import RunwayError  # noqa: E402
+from runway_cnn.jsonfiles import read_json  # noqa: E402
 
 CURVES_FILE, SPLITS_FILE = "training_curves.png", "split_accuracy.png"
 
@@ -67,10 +67,17 @@ def plot_training_curves(train_dir: str | Path, output: str | Path | None = None
     return output
 
 
+def read_summary(experiment_dir: str | Path) -> dict:
+    """An experiment's ``summary.json``; a damaged one is a one-line error saying what to do."""
+    return read_json(Path(experiment_dir) / "summary.json",
+                     fix="run the experiment's command again: it rewrites the summary from the "
+                         "runs' done.json files")
+
+
 def plot_split_accuracy(experiment_dir: str | Path, output: str | Path | None = None) -> Path:
     """Box plot of the test top-1, top-5 and macro-F1 of an experiment's runs (its
     ``summary.json``), every run drawn as a dot; returns the PNG path."""
-    summary = json.loads((Path(experiment_dir) / "summary.json").read_text())
+    summary = read_summary(experiment_dir)
     runs = summary["runs"]
     keys = ("top1", "top5", "macro_f1")
     values = [[r[k] for r in runs] for k in keys]
@@ -139,7 +146,7 @@ def report(train_dir: str | Path) -> list[Path]:
     written = [p for p in [plot_training_curves(train_dir)] if p]
     if (train_dir / "summary.json").exists():
         written.append(plot_split_accuracy(train_dir))
-        runs = json.loads((train_dir / "summary.json").read_text())["runs"]
+        runs = read_summary(train_dir)["runs"]
         written += [p for r in runs if (p := plot_training_curves(train_dir / r["run"]))]
     if not written:
         raise RunwayError(f"{train_dir} has no training history (stage1/history.csv) and no "

@@ -11,7 +11,6 @@ them; a TF-Hub handle or parent run the config names must still exist.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from runway_cnn import data
 from runway_cnn.backbones import BACKBONES, Backbone
 from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import CheckpointError, DataError, first_line
+from runway_cnn.jsonfiles import read_json
 from runway_cnn.tasks import Task, get_task
 from runway_cnn.trainer import (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_backbone,
                                 classifier, load_model_weights)
@@ -66,15 +66,9 @@ class TrainedRun:
 
 
 def _read_json(path: Path, required: bool = True) -> dict:
-    if not path.exists():
-        if required:
-            raise CheckpointError(f"{path} not found: {path.parent} is not a finished runway_cnn "
-                                  "train dir")
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read {path}: {error}") from error
+    return read_json(path, required=required,
+                     fix=f"{path.parent} is not a finished runway_cnn train dir (a damaged file: "
+                         "run the same finetune command again to rewrite it)")
 
 
 def class_names(train_dir: str | Path) -> list[str]:

@@ -54,6 +54,15 @@ def unfreeze(model: keras.Model, rule: str) -> list[str]:
     return [v.path for v in candidates if v.trainable]
 
 
+def check_unfreeze(model: keras.Model, rule: str) -> None:
+    """Raises :func:`unfreeze`'s error for a rule that matches no layer, before any training;
+    leaves ``model`` frozen, as stage 1 wants it."""
+    try:
+        unfreeze(model, rule)
+    finally:
+        freeze(model)
+
+
 def _short(key: str) -> str:
     """A layer key without the names of the models that contain it."""
     return key.split("/")[-1]

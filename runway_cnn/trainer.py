@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 import warnings
@@ -17,7 +16,8 @@ import numpy as np
 from runway_cnn import data, pipeline, schedule
 from runway_cnn.backbones import Backbone, get_backbone
 from runway_cnn.config import FinetuneConfig
-from runway_cnn.errors import RunwayError
+from runway_cnn.errors import CheckpointError, RunwayError, first_line
+from runway_cnn.jsonfiles import read_json, write_json
 from runway_cnn.preprocessing import Augmentation
 from runway_cnn.runtime import DeviceSettings, configure_device
 from runway_cnn.tasks import Task, get_task
@@ -75,13 +75,13 @@ def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     path = train_dir / CONFIG_FILE
     new = config.to_dict()
     if path.exists() and has_training_state(train_dir):
-        old = _read_json(path)
+        old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
         changed = sorted(k for k in new if k not in _RESUMABLE and old.get(k) != new[k])
         if changed:
             raise RunwayError(f"{train_dir} holds a run with other settings ({', '.join(changed)}); "
                               "use a new --train_dir or the same flags to resume")
     train_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(new, indent=2))
+    write_json(path, new, indent=2)
 
 
 def _check_same_data(dataset: data.ImageFolderDataset, train_dir: Path) -> None:
@@ -89,18 +89,11 @@ def _check_same_data(dataset: data.ImageFolderDataset, train_dir: Path) -> None:
     path = train_dir / "splits.json"
     if not (path.exists() and has_training_state(train_dir)):
         return
-    old = _read_json(path)
+    old = read_json(path, fix="use a new --train_dir (the run's images cannot be checked)")
     new = {name: [src for src in split.sources] for name, split in dataset.splits.items()}
     if {k: [item["source"] for item in v] for k, v in old.items()} != new:
         raise RunwayError(f"the images or classes of {dataset.root} changed since the run in "
                           f"{train_dir} started; use a new --train_dir")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise RunwayError(f"cannot read {path}: {error}") from error
 
 
 def _best_so_far(stage_dir: Path, monitor: str, mode: str, baseline: float | None
@@ -117,12 +110,65 @@ def _best_so_far(stage_dir: Path, monitor: str, mode: str, baseline: float | Non
     return max(values) if mode == "max" else min(values)
 
 
+class ResumingBackup(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` that says when a stage resumes, and sets a damaged backup
+    aside (with a message; the stage then restarts from its start, the last good state) instead
+    of failing every later attempt until ``backup/`` is deleted by hand."""
+
+    def __init__(self, stage_dir: Path):
+        super().__init__(str(stage_dir / "backup"))
+        self.stage = stage_dir.name
+
+    def on_train_begin(self, logs=None):
+        backup = Path(self.backup_dir)
+        if not backup.exists():
+            return
+        model = self.model
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        variables = list(model.variables) + list(getattr(model.optimizer, "variables", []))
+        start = [v.numpy() for v in variables]
+        try:
+            super().on_train_begin(logs)
+            epoch = int(model._initial_epoch or 0)
+        except Exception as error:  # noqa: BLE001 - a truncated or foreign backup file
+            for variable, value in zip(variables, start):
+                variable.assign(value)
+            model._initial_epoch = None
+            aside = backup.with_name(f"backup.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            backup.rename(aside)
+            print(f"{backup} is damaged ({first_line(error)}): set aside as {aside.name}; "
+                  f"{self.stage} restarts from its start", flush=True)
+            return
+        print(f"resuming {self.stage} at epoch {epoch + 1}", flush=True)
+
+
+class StageClock(keras.callbacks.Callback):
+    """A stage's wall time over every process that worked on it: saved at each epoch end, so
+    the ``done.json`` of a resumed stage counts the interrupted processes too."""
+
+    def __init__(self, stage_dir: Path):
+        super().__init__()
+        self.path = stage_dir / "seconds.json"
+        self.before = float(read_json(self.path, fix=f"delete it (only {stage_dir.name}'s "
+                                                     "reported time is lost)", required=False
+                                      ).get("seconds", 0.0))
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_json(self.path, {"seconds": self.seconds})
+
+
 def _callbacks(stage_dir: Path, monitor: str, mode: str, baseline: float | None,
-               patience: int | None) -> list[keras.callbacks.Callback]:
+               patience: int | None, clock: StageClock) -> list[keras.callbacks.Callback]:
     stage_dir.mkdir(parents=True, exist_ok=True)
     baseline = _best_so_far(stage_dir, monitor, mode, baseline)
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
+        ResumingBackup(stage_dir), clock,
         keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False),
         keras.callbacks.ModelCheckpoint(str(stage_dir / "best.weights.h5"), monitor=monitor,
@@ -151,13 +197,15 @@ def _load_best(model: keras.Model, stage_dir: Path) -> bool:
 
 
 def _mark_done(stage_dir: Path, summary: dict) -> dict:
-    (stage_dir / "done.json").write_text(json.dumps(summary, indent=2))
+    write_json(stage_dir / "done.json", summary, indent=2)
     return summary
 
 
 def _stage_done(stage_dir: Path) -> dict | None:
     marker = stage_dir / "done.json"
-    return _read_json(marker) if marker.exists() else None
+    if not marker.exists():
+        return None
+    return read_json(marker, fix=f"delete it to run {stage_dir.name} again")
 
 
 class FineTuner:
@@ -196,6 +244,8 @@ class FineTuner:
                              label_smoothing=config.label_smoothing, dropout=config.dropout)
         self.head = self.task.build_head(self.backbone.feature_dim)
         self.model = classifier(self.backbone, self.head)
+        if self.stage2_epochs > 0 and not _stage_done(self.train_dir / "stage2"):
+            schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
 
     # -- stages ------------------------------------------------------------------------------
     def _compile(self, model: keras.Model, learning_rate) -> None:
@@ -221,17 +271,17 @@ class FineTuner:
         if done:
             load_model_weights(self.model, stage_dir / "final.weights.h5")
             return done
-        start = time.perf_counter()
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        clock = StageClock(stage_dir)
         schedule.freeze(self.backbone.model)
         train, val = self._split("train"), self._split("validation")
         solved = None
         if not c.stage1_augment and c.stage1_solver == "lbfgs":
-            stage_dir.mkdir(parents=True, exist_ok=True)
             solved = self.task.fit_head_convex(self.head, self._features(train), train.labels,
                                                self._features(val), val.labels)
         if solved is None:
             callbacks = _callbacks(stage_dir, self.task.monitor, self.task.monitor_mode, None,
-                                   None)
+                                   None, clock)
             if c.stage1_augment:
                 self._compile(self.model, c.learning_rate)
                 self.model.fit(self._train_ds(train, augment=True), epochs=c.stage1_epochs,
@@ -244,9 +294,8 @@ class FineTuner:
                               validation_data=(self._features(val), val.labels),
                               verbose=c.verbose)
             _load_best(self.model if c.stage1_augment else self.head, stage_dir)
-        seconds = time.perf_counter() - start
         self.model.save_weights(str(stage_dir / "final.weights.h5"))
-        return _mark_done(stage_dir, {"seconds": seconds, "features_cached": not c.stage1_augment,
+        return _mark_done(stage_dir, {"seconds": clock.seconds, "features_cached": not c.stage1_augment,
                                       "solver": solved or {"solver": "adam"},
                                       "validation": self.evaluate("validation")})
 
@@ -262,7 +311,8 @@ class FineTuner:
             load_model_weights(self.model, stage_dir / "final.weights.h5")
             self._backbone_changed = bool(done.get("improved_on_stage1"))
             return done
-        start = time.perf_counter()
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        clock = StageClock(stage_dir)
         self._backbone_changed = True
         unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
         train = self._split("train")
@@ -273,14 +323,14 @@ class FineTuner:
                        shuffle=False,
                        validation_data=self._eval_ds(self._split("validation")),
                        callbacks=_callbacks(stage_dir, self.task.monitor, self.task.monitor_mode,
-                                            baseline, c.patience),
+                                            baseline, c.patience, clock),
                        verbose=c.verbose)
         improved = _load_best(self.model, stage_dir)
         if not improved:  # stage 2 never beat stage 1 on validation: keep stage 1's weights
             load_model_weights(self.model, self.train_dir / "stage1" / "final.weights.h5")
         self._backbone_changed = improved
         self.model.save_weights(str(stage_dir / "final.weights.h5"))
-        return _mark_done(stage_dir, {"seconds": time.perf_counter() - start,
+        return _mark_done(stage_dir, {"seconds": clock.seconds,
                                       "improved_on_stage1": improved,
                                       "unfrozen_weights": len(unfrozen),
                                       "validation": self.evaluate("validation")})
@@ -329,6 +379,35 @@ class FineTuner:
         return figures
 
     # -- the whole run ------------------------------------------------------------------------
+    def _finished(self, model_dir: Path | None) -> RunResult | None:
+        """The result of this run if an earlier process finished it — with its export in
+        ``model_dir`` at the same ``top_k`` when one is wanted — saying so; else None. A rerun
+        of a finished command thus adds no identical export version (re-exporting is
+        ``python -m runway_cnn.export``)."""
+        from runway_cnn.export import read_assets
+
+        path = self.train_dir / METRICS_FILE
+        if not (path.exists() and (self.train_dir / WEIGHTS_FILE).exists()):
+            return None
+        metrics = read_json(path, fix="delete it to evaluate and export the run again")
+        recorded = metrics.get("export_path")
+        export_path = Path(recorded) if model_dir is not None and recorded else None
+        if model_dir is not None:
+            if not (export_path is not None and export_path.parent == model_dir
+                    and (export_path / "saved_model.pb").exists()):
+                return None
+            try:
+                if read_assets(export_path)[1].get("top_k") != self.config.top_k:
+                    return None
+            except CheckpointError:  # a damaged export: make a new one
+                return None
+        load_model_weights(self.model, self.train_dir / WEIGHTS_FILE)
+        print(f"{self.train_dir} holds this run, finished"
+              + (f"; its export is {export_path} (python -m runway_cnn.export --train_dir "
+                 f"{self.train_dir} exports it again)" if export_path else ""), flush=True)
+        return RunResult(self.train_dir, export_path, metrics, self.model, self.task,
+                         self.backbone)
+
     def run(self, export: bool = True) -> RunResult:
         """Runs the stages not done yet, evaluates, writes ``metrics.json`` and the plots, and
         exports the model (unless ``export`` is False; ``export_path`` is then None)."""
@@ -336,6 +415,11 @@ class FineTuner:
         from runway_cnn.report import plot_training_curves
 
         c = self.config
+        export_base = Path(c.export_dir or self.train_dir / "export")
+        model_dir = export_base / (c.serving_name or data.dataset_name(c.dataset_dir))
+        finished = self._finished(model_dir if export else None)
+        if finished is not None:
+            return finished
         print(self.device.describe(), "| backbone:", self.backbone.name, flush=True)
         stage1 = self.stage1()
         stage2 = self.stage2(stage1["validation"][self.task.monitor.removeprefix("val_")])
@@ -351,11 +435,10 @@ class FineTuner:
         })
         export_path = None
         if export:
-            export_base = Path(c.export_dir or self.train_dir / "export")
-            export_path = export_model(self.model, self.backbone, self.task, export_base,
-                                       c.serving_name or data.dataset_name(c.dataset_dir), top_k=c.top_k)
+            export_path = export_model(self.model, self.backbone, self.task, model_dir.parent,
+                                       model_dir.name, top_k=c.top_k)
         metrics["export_path"] = str(export_path) if export_path else None
-        (self.train_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        write_json(self.train_dir / METRICS_FILE, metrics, indent=2)
         plot_training_curves(self.train_dir)
         return RunResult(self.train_dir, export_path, metrics, self.model, self.task,
                          self.backbone)
