@@ -149,6 +149,9 @@ def _feature_dim(model: keras.Model, image_size: int, what: str) -> int:
     if len(out.shape) != 2:
         raise BackboneError(f"{what} has no pooled feature-vector output (got shape "
                             f"{tuple(out.shape)}; use a feature_vector module)")
+    if not np.isfinite(np.asarray(out)).all():
+        raise BackboneError(f"{what} gives NaN or infinite features for a black image: its "
+                            "weights are broken")
     return int(out.shape[-1])
 
 

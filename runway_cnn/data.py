@@ -24,7 +24,7 @@ from PIL import Image, ImageFile, ImageOps
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from runway_cnn.errors import DataError
-from runway_cnn.jsonfiles import write_json
+from runway_cnn.runfiles import write_json
 from runway_cnn.registry import Registry
 
 SPLITS = ("train", "validation", "test")
@@ -268,6 +268,10 @@ class _Walker:
         else:
             classes = {"train": top}
         train_dir = self.root / ("train" if self.layout == "split folders" else "")
+        for name in classes["train"]:
+            if not _is_utf8(name):
+                raise DataError(f"class folder {train_dir / name}: its name is not UTF-8 text and "
+                                "cannot be a label; rename it")
         if len(classes["train"]) < 2:
             raise DataError(f"{train_dir} needs at least 2 class folders (one per class), found "
                             f"{len(classes['train'])}")
@@ -549,6 +553,14 @@ def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str
                             f"{', '.join(class_names[i] for i in missing)}; add images or raise "
                             "the split fractions")
     return {s: splits[s] for s in SPLITS if s in splits}, settings
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.scandir gives undecodable bytes as surrogates
+        return False
+    return True
 
 
 def _by_path(d: dict) -> str:

@@ -27,7 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 from runway_cnn import cli, data, pipeline
-from runway_cnn.errors import DataError
+from runway_cnn.errors import DataError, RunwayError
+from runway_cnn.runfiles import check_output_dir
 from runway_cnn.serving import Predictor
 from runway_cnn.tasks import get_task
 
@@ -83,6 +84,9 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
                    output_dir: str | Path | None = None, batch_size: int = 32) -> dict:
     """Evaluates an export on a labelled folder (see the module docstring), writes the files and
     returns what ``eval.json`` holds (plain JSON types), plus ``output_dir``."""
+    check_output_dir(output_dir, "--output_dir")
+    if batch_size < 1:
+        raise RunwayError(f"--batch_size {batch_size}: must be at least 1")
     classifier = Predictor(model)
     chosen = evaluation_images(dataset_dir, split)
     images = chosen.images
@@ -119,7 +123,7 @@ def write_evaluation(result: dict, output_dir: Path) -> None:
         writer.writerow(["class", "precision", "recall", "f1", "support"])
         for name, m in result["per_class"].items():
             writer.writerow([name, m["precision"], m["recall"], m["f1"], m["support"]])
-    with (output_dir / "predictions.csv").open("w", newline="") as f:
+    with (output_dir / "predictions.csv").open("w", newline="", errors="surrogateescape") as f:
         writer = csv.DictWriter(f, ["source", "label", "predicted", "score"])
         writer.writeheader()
         writer.writerows(result["predictions"])

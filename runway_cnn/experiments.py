@@ -35,7 +35,7 @@ from runway_cnn import data, pipeline
 from runway_cnn.backbones import Backbone
 from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import DataError, RunwayError
-from runway_cnn.jsonfiles import read_json, write_json
+from runway_cnn.runfiles import read_json, write_json
 from runway_cnn.runtime import configure_device
 from runway_cnn.trainer import FineTuner, _check_resume, build_backbone
 

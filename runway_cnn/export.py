@@ -63,13 +63,14 @@ import tensorflow as tf
 
 from runway_cnn import cli
 from runway_cnn.errors import CheckpointError, RunwayError, first_line
-from runway_cnn.jsonfiles import read_json
+from runway_cnn.runfiles import check_output_dir, read_json
 from runway_cnn.preprocessing import PreprocessingSpec, central_crop, decode_image
 
 META_FILE = "runway_cnn.json"
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = "tf_serving_warmup_requests"
 IMAGE_BYTES = "image_bytes"  # the input name of every bytes signature
+_TMP_PREFIX = ".tmp-export-"  # + "<pid>-<random>": an export being written
 BYTES_SIGNATURES = ("serving_default", "serving_per_image", "embed")
 IMAGE_SIGNATURES = ("predict_images", "feature_vector")
 TFLITE_VARIANTS = ("float", "dynamic_range")
@@ -194,7 +195,8 @@ def export_model(model: keras.Model, backbone, task, export_dir: str | Path, ser
     archive = _archive(model, backbone, task, top_k)
     model_dir = Path(export_dir) / serving_name
     model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=model_dir))
+    remove_abandoned_exports(model_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=model_dir))
     try:
         _make_readable(tmp)  # mkdtemp makes it 0700: a model server under another user can't read
         archive.write_out(str(tmp), verbose=False)
@@ -219,6 +221,28 @@ def export_model(model: keras.Model, backbone, task, export_dir: str | Path, ser
     if keep_versions is not None:
         prune_versions(model_dir, keep_versions)
     return final
+
+
+def remove_abandoned_exports(model_dir: Path) -> list[Path]:
+    """Deletes the temporary dirs of exports whose process is gone (killed mid-export); an
+    export still being written by a live process is left alone. Returns the deleted dirs."""
+    removed = []
+    for tmp in model_dir.glob(f"{_TMP_PREFIX}*"):
+        pid = tmp.name[len(_TMP_PREFIX):].split("-")[0]
+        if tmp.is_dir() and not (pid.isdigit() and _process_alive(int(pid))):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _make_readable(path: Path) -> None:
@@ -495,6 +519,9 @@ def reexport(train_dir: str | Path, export_dir: str | Path | None = None,
 
     if keep_versions is not None and keep_versions < 1:
         raise RunwayError(f"--keep_versions {keep_versions}: keep at least 1 version")
+    if top_k is not None and top_k < 1:
+        raise RunwayError(f"--top_k {top_k}: must be at least 1")
+    check_output_dir(export_dir, "--export_dir")
     run = restore_run(train_dir)
     export_dir = Path(export_dir) if export_dir else run.export_base
     model_dir = export_dir / (serving_name or run.serving_name)

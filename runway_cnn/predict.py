@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from runway_cnn import cli, data
 from runway_cnn.errors import RunwayError, first_line
+from runway_cnn.runfiles import check_output_file
 from runway_cnn.preprocessing import decode_image
 from runway_cnn.serving import Predictor
 
@@ -75,6 +76,8 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
             batch_size: int = 32, progress: bool = False) -> list[dict]:
     """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``,
     ``labels`` and ``scores`` (the top-k, best first) and ``error`` ("" when it was read)."""
+    if batch_size < 1 or top_k < 1:
+        raise RunwayError(f"--batch_size {batch_size} / --top_k {top_k}: each must be at least 1")
     classifier = model if isinstance(model, Predictor) else Predictor(model)
     files = list_images(inputs)
     k = max(1, min(top_k, len(classifier.labels)))
@@ -109,13 +112,14 @@ def _progress_bar(total: int):
 
 def write_csv(rows: Sequence[dict], output, top_k: int) -> None:
     """``path, label_1, score_1, …, label_k, score_k, error`` per row; ``output`` is a path or an
-    open text file."""
+    open text file. A file name that is not UTF-8 is written as its own bytes."""
     header = ["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1)
                          for kind in ("label", "score")] + ["error"]
     with contextlib.ExitStack() as stack:
         if isinstance(output, (str, os.PathLike)):
             Path(output).parent.mkdir(parents=True, exist_ok=True)
-            output = stack.enter_context(open(output, "w", newline=""))
+            output = stack.enter_context(open(output, "w", newline="",
+                                              errors="surrogateescape"))
         writer = csv.writer(output)
         writer.writerow(header)
         for row in rows:
@@ -137,8 +141,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--output", help="CSV file to write (default: stdout)")
     parser.add_argument("--batch_size", type=int, default=32)
     args = parser.parse_args(argv)
-    if args.top_k < 1:
-        raise RunwayError("--top_k must be at least 1")
+    check_output_file(args.output, "--output")
+    if args.batch_size < 1 or args.top_k < 1:
+        raise RunwayError(f"--batch_size {args.batch_size} / --top_k {args.top_k}: each must be "
+                          "at least 1")
     classifier = Predictor(args.model)
     files = list_images(args.inputs)
     rows = predict(classifier, files, args.top_k, args.batch_size,
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         failed = sum(bool(r["error"]) for r in rows)
         print(f"{len(rows)} images ({failed} unreadable) → {args.output}", file=sys.stderr)
     else:
+        if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8, as their bytes
+            sys.stdout.reconfigure(errors="surrogateescape")
         write_csv(rows, sys.stdout, k)
     return rows
 

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from runway_cnn import cli  # noqa: E402
 from runway_cnn.errors import RunwayError  # noqa: E402
-from runway_cnn.jsonfiles import read_json  # noqa: E402
+from runway_cnn.runfiles import read_json  # noqa: E402
 
 CURVES_FILE, SPLITS_FILE = "training_curves.png", "split_accuracy.png"
 

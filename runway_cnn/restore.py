@@ -21,7 +21,7 @@ from runway_cnn import data
 from runway_cnn.backbones import BACKBONES, Backbone
 from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import CheckpointError, DataError, first_line
-from runway_cnn.jsonfiles import read_json
+from runway_cnn.runfiles import read_json
 from runway_cnn.tasks import Task, get_task
 from runway_cnn.trainer import (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_backbone,
                                 classifier, load_model_weights)

@@ -44,6 +44,7 @@ import numpy as np
 
 from runway_cnn import cli, data
 from runway_cnn.errors import DataError, RunwayError, first_line
+from runway_cnn.runfiles import check_output_file
 from runway_cnn.export import IMAGE_BYTES, _version_dirs, load_export
 from runway_cnn.preprocessing import PreprocessingSpec, central_crop
 
@@ -445,6 +446,7 @@ def models_config(export_dir: str | Path, base_path: str | None = None) -> str:
 
 def write_models_config(export_dir: str | Path, output: str | Path | None = None,
                         base_path: str | None = None) -> Path:
+    check_output_file(output, "--output")
     output = Path(output) if output else Path(export_dir) / "models.config"
     text = models_config(export_dir, base_path)
     output.parent.mkdir(parents=True, exist_ok=True)

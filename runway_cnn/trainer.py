@@ -17,7 +17,7 @@ from runway_cnn import data, pipeline, schedule
 from runway_cnn.backbones import Backbone, get_backbone
 from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import CheckpointError, RunwayError, first_line
-from runway_cnn.jsonfiles import read_json, write_json
+from runway_cnn.runfiles import check_output_dir, read_json, write_json
 from runway_cnn.preprocessing import Augmentation
 from runway_cnn.runtime import DeviceSettings, configure_device
 from runway_cnn.tasks import Task, get_task
@@ -70,8 +70,11 @@ def has_training_state(train_dir: Path) -> bool:
 
 
 def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
-    """Refuses to resume training that was started with other settings; a train dir with no
-    training in it yet (say, a run that stopped at a typo in a flag) is simply reused."""
+    """Refuses output folders that are files and resuming training that was started with other
+    settings; a train dir with no training in it yet (say, a run that stopped at a typo in a
+    flag) is simply reused."""
+    check_output_dir(train_dir, "--train_dir")
+    check_output_dir(config.export_dir, "--export_dir")
     path = train_dir / CONFIG_FILE
     new = config.to_dict()
     if path.exists() and has_training_state(train_dir):
