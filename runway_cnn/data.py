@@ -479,7 +479,8 @@ def encoded_as_trained(path: str | os.PathLike) -> bytes:
     """An image file's bytes as training reads it: the file itself when ``tf.io.decode_image``
     reads it right, else a PNG of its RGB conversion (EXIF orientation applied, transparency on
     white, 16-bit rescaled, first frame). A file PIL cannot read is returned as it is, so the
-    caller's decoder reports it."""
+    caller's decoder reports it. A decompression bomb is a :class:`DataError` (decoding it would
+    take gigabytes)."""
     path = Path(path)
     try:
         with _strict_decoding(), Image.open(path) as im:
@@ -487,7 +488,9 @@ def encoded_as_trained(path: str | os.PathLike) -> bytes:
                 return path.read_bytes()
             im.seek(0)
             rgb = _to_rgb(ImageOps.exif_transpose(im))
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{path}: image too large ({error})") from error
+    except (OSError, ValueError):
         return path.read_bytes()
     buffer = io.BytesIO()
     rgb.save(buffer, "PNG", compress_level=1)

@@ -29,7 +29,8 @@ from runway_cnn.runfiles import check_output_file
 from runway_cnn.preprocessing import decode_image
 from runway_cnn.serving import Predictor
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo",
+                  ".heic", ".heif", ".avif")  # the last three get a row saying they can't be read
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -51,6 +52,8 @@ def _error_text(error: Exception) -> str:
         return "a folder, not a file"
     if isinstance(error, Image.UnidentifiedImageError):
         return "not an image"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"image too large: {first_line(error)}"
     return f"cannot read: {type(error).__name__}: {first_line(error)}"
 
 
@@ -64,7 +67,7 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
             files.append(path)
             continue
         found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                       and p.is_file() and not any(part.startswith(".")
+                       and not p.is_dir() and not any(part.startswith(".")
                                                    for part in p.relative_to(path).parts))
         if not found:
             raise RunwayError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")

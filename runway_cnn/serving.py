@@ -307,7 +307,9 @@ class Client:
             body = None
         if status != 200:
             message = body.get("error") if isinstance(body, dict) else None
-            message = message or (text.strip()[:300] or "(empty body)")
+            # TF's messages go on with graph node lines: the first line says what went wrong
+            message = (str(message).strip().splitlines() or [""])[0] if message else \
+                (" ".join(text.split())[:300] or "(empty body)")
             kind = {504: ServingTimeout, 503: ServingUnavailable}.get(status, ServingRequestError)
             raise kind(f"{where}HTTP {status}: {message}", status)
         if not isinstance(body, dict) or "predictions" not in body:
@@ -362,7 +364,8 @@ class Client:
             response = self._stub.Predict(self.grpc_request(encoded, signature),
                                           timeout=self.timeout)
         except grpc.RpcError as error:
-            code, details = error.code(), error.details() or ""
+            code, details = error.code(), ((error.details() or "").strip().splitlines()
+                                           or [""])[0]
             kind = {grpc.StatusCode.DEADLINE_EXCEEDED: ServingTimeout,
                     grpc.StatusCode.UNAVAILABLE: ServingUnavailable}.get(code, ServingRequestError)
             if kind is ServingTimeout:

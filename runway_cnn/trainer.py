@@ -23,8 +23,9 @@ from runway_cnn.runtime import DeviceSettings, configure_device
 from runway_cnn.tasks import Task, get_task
 
 CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE = "config.json", "metrics.json", "model.weights.h5"
-# settings that may differ between a run and its resumption without invalidating it
-_RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k"}
+# settings that may differ between a run and its resumption without invalidating it (a train
+# dir may be moved)
+_RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k", "train_dir"}
 
 
 @dataclass
