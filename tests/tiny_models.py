@@ -47,9 +47,10 @@ def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
         x = np.asarray(layer(x, training=False))
 
 
-def make_tiny_hub_module(path: Path, seed: int = 0) -> Path:
+def make_tiny_hub_module(path: Path, seed: int = 0, nan: bool = False) -> Path:
     """Writes the tiny backbone, BatchNorm calibrated on test-made photos, as a TF-Hub reusable
-    SavedModel at ``path``; returns ``path``."""
+    SavedModel at ``path`` (with ``nan``, broken weights that give NaN features); returns
+    ``path``."""
     from conftest import make_image
 
     rng = np.random.default_rng(seed)
@@ -57,5 +58,8 @@ def make_tiny_hub_module(path: Path, seed: int = 0) -> Path:
                        for i in range(32)])
     model = tiny_backbone_model(seed)
     calibrate_batchnorm(model, images)
+    if nan:
+        kernel = model.get_layer("block1_conv").kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
     save_hub_module(model, str(path))
     return Path(path)

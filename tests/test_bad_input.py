@@ -1,0 +1,435 @@
+"""Bad input never ends in a traceback or a wrong label: the corpus of ``bad_input_corpus`` through
+the folder scan, ``finetune``, ``predict``, ``evaluate``, ``Predictor``, ``Client`` (against TF
+Serving's recorded answers) and the raw signatures; then bad flags, damaged run files and broken
+exports. Each case asserts its exact outcome, and no input file changes."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from runway_cnn import FinetuneConfig, cli, fine_tune
+from runway_cnn import evaluate as evaluate_cli
+from runway_cnn import export as export_cli
+from runway_cnn import finetune as finetune_cli
+from runway_cnn import predict as predict_cli
+from runway_cnn.data import scan_image_folder
+from runway_cnn.errors import CheckpointError, DataError, RunwayError
+from runway_cnn.serving import (INVALID_IMAGE, Client, Predictor, ServingRequestError,
+                                encode_images, results_from_outputs)
+from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF8, make_corpus,
+                              skipped_names, snapshot)
+from conftest import make_image_folder
+from tiny_models import make_tiny_hub_module
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The corpus, a tiny backbone, the corpus's state before anything ran, and one finished
+    run on it (both stages, so the training pipeline reads every usable file)."""
+    root = tmp_path_factory.mktemp("bad_input")
+    dataset = make_corpus(root)
+    before = snapshot(root / "photos") | snapshot(root / "outside")
+    hub = make_tiny_hub_module(root / "hub")
+    run = fine_tune(FinetuneConfig(
+        dataset_dir=str(dataset), train_dir=str(root / "run"), hub_handle=str(hub),
+        image_size=32, batch_size=8, stage2_epochs=1, validation_fraction=0.2,
+        test_fraction=0.2, top_k=2, verbose=0))
+    return {"root": root, "dataset": dataset, "hub": hub, "before": before, "run": run}
+
+
+def run_cli(main, argv) -> tuple[int, str, str]:
+    """A CLI's ``main`` under ``cli.run``, as ``python -m`` runs it: (exit code, stdout,
+    stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.run(lambda: main(argv))
+        except SystemExit as stop:
+            code = stop.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code: int, stderr: str, *named: str) -> None:
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for text in named:
+        assert text in lines[0], (text, lines[0])
+
+
+def _outcome_of_scan(report: dict, used: set[str], name: str) -> str:
+    rel = f"{BAD_CLASS}/{name}"
+    skipped = {d["path"]: d["reason"] for d in report["skipped"]}
+    converted = {d["source"]: d["reason"] for d in report["converted"]}
+    if rel in skipped:
+        return f"skipped: {skipped[rel]}"
+    if rel in converted:
+        return f"converted: {converted[rel]}"
+    return "used" if rel in used else "lost"
+
+
+# --- the corpus through every entry point -------------------------------------------------------
+
+def test_scan_gives_every_file_its_outcome(corpus):
+    dataset = scan_image_folder(corpus["dataset"])
+    report = dataset.report()
+    used = {src for split in dataset.splits.values() for src in split.sources}
+    for case in CASES:
+        assert _outcome_of_scan(report, used, case.name).startswith(case.scan), case.name
+    assert {d["path"] for d in report["skipped"]} == {f"{BAD_CLASS}/{n}" for n in skipped_names()}
+    # nothing else is lost: every good image and every usable case is in a split
+    usable = sum(not c.scan.startswith("skipped") for c in CASES)
+    assert len(used) == GOOD_PER_CLASS * len(CLASSES) + usable
+    labels = {src: dataset.class_names[label] for split in dataset.splits.values()
+              for src, label in zip(split.sources, split.labels)}
+    assert all(labels[src] == src.split("/")[0] for src in labels)  # never another class's label
+
+
+def test_finetune_trains_on_the_usable_files_and_reports_the_rest(corpus):
+    run = corpus["run"]
+    report = json.loads((run.train_dir / "data_report.json").read_text())
+    assert {d["path"] for d in report["skipped"]} == {f"{BAD_CLASS}/{n}" for n in skipped_names()}
+    assert run.metrics["stages"]["stage2"]["seconds"] > 0  # stage 2 read every training file
+    splits = json.loads((run.train_dir / "splits.json").read_text())
+    sources = {item["source"] for items in splits.values() for item in items}
+    assert f"{BAD_CLASS}/{NOT_UTF8}" in sources
+    assert (run.export_path / "saved_model.pb").exists()
+
+
+def _expected_rows(corpus) -> dict[str, str]:
+    return {c.name: c.predict for c in CASES if c.predict != "absent"}
+
+
+def test_predict_cli_gives_a_row_per_image_file(corpus, tmp_path):
+    output = tmp_path / "preds.csv"
+    code, _, stderr = run_cli(predict_cli.main, ["--model", str(corpus["run"].train_dir),
+                                                 str(corpus["dataset"] / BAD_CLASS),
+                                                 "--output", str(output)])
+    assert code == 0 and "Traceback" not in stderr
+    with open(output, newline="", errors="surrogateescape") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    expected = _expected_rows(corpus)
+    good = {f"{BAD_CLASS}_{i:03d}.jpg" for i in range(GOOD_PER_CLASS)}
+    assert set(rows) == set(expected) | good
+    for name, outcome in expected.items():
+        if outcome == "labels":
+            assert rows[name]["label_1"] in CLASSES and not rows[name]["error"], name
+        else:
+            assert not rows[name]["label_1"] and rows[name]["error"].startswith(
+                outcome.removeprefix("error: ")), (name, rows[name]["error"])
+
+
+def test_predictor_answers_or_names_the_file(corpus):
+    predictor = Predictor(corpus["run"].export_path)
+    folder = corpus["dataset"] / BAD_CLASS
+    for case in CASES:
+        if case.predict == "absent":
+            continue
+        path = folder / case.name
+        if case.predict == "labels":
+            (result,) = predictor.predict(path)
+            assert result["labels"][0] in CLASSES, case.name
+        else:
+            with pytest.raises(DataError) as error:
+                predictor.predict(path)
+            assert str(path) in str(error.value) and "\n" not in str(error.value), case.name
+
+
+def test_client_gives_the_predictors_answers_from_tf_servings_bodies(corpus):
+    """The REST body a Client sends for each corpus file, answered as TF Serving answers it
+    (the signature run on the decoded instances), parsed by the Client: the Predictor's results,
+    bad files marked; without per-image errors, TF Serving's HTTP 400 is a one-line error."""
+    from test_serving import decode_rest_instances, encode_rest_predictions, run_signature
+
+    predictor = Predictor(corpus["run"].export_path)
+    folder = corpus["dataset"] / BAD_CLASS
+    cases = [c for c in CASES if c.predict in ("labels", "error: not an image",
+                                               "error: cannot read") and c.name != "loop.jpg"]
+    paths = [folder / c.name for c in cases]
+    encoded, _ = encode_images(paths)
+    body = json.loads(json.dumps(Client.rest_body(encoded, "serving_per_image")))
+    outputs = run_signature(predictor.model, "serving_per_image",
+                            decode_rest_instances(body, ["image_bytes"]))
+    results = results_from_outputs(Client.parse_rest_response(200, encode_rest_predictions(outputs)))
+    local = predictor.predict(paths, per_image_errors=True)
+    for case, got, want in zip(cases, results, local):
+        assert ("error" in got) == (case.predict != "labels"), case.name
+        assert got["labels"] == want["labels"], case.name
+    bad = next(e for c, e in zip(cases, encoded) if c.predict != "labels")
+    try:
+        run_signature(predictor.model, "serving_default", {"image_bytes": [encoded[-1], bad]})
+    except tf.errors.InvalidArgumentError as error:
+        answer = json.dumps({"error": error.message})
+    with pytest.raises(ServingRequestError, match="HTTP 400") as raised:
+        Client.parse_rest_response(400, answer)
+    assert "\n" not in str(raised.value)
+
+
+def test_raw_signatures_mark_the_bytes_they_cannot_decode(corpus):
+    loaded = Predictor(corpus["run"].export_path).model
+    folder = corpus["dataset"] / BAD_CLASS
+    cases = [c for c in CASES if c.raw_valid is not None]
+    data = [(folder / c.name).read_bytes() for c in cases]
+    out = loaded.signatures["serving_per_image"](image_bytes=tf.constant(data))
+    assert out["valid"].numpy().tolist() == [c.raw_valid for c in cases]
+
+
+def test_evaluate_cli_uses_what_the_scan_keeps(corpus, tmp_path):
+    code, stdout, stderr = run_cli(evaluate_cli.main, [
+        "--model", str(corpus["run"].export_path), "--dataset_dir", str(corpus["dataset"]),
+        "--output_dir", str(tmp_path / "eval")])
+    assert code == 0, stderr
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert result["skipped_files"] == len(skipped_names())
+    usable = sum(not c.scan.startswith("skipped") for c in CASES)
+    assert result["num_examples"] == GOOD_PER_CLASS * len(CLASSES) + usable
+    with open(tmp_path / "eval" / "predictions.csv", newline="", errors="surrogateescape") as f:
+        assert f"{BAD_CLASS}/{NOT_UTF8}" in {row["source"] for row in csv.DictReader(f)}
+
+
+# --- the exported signatures and the Python API on odd requests ----------------------------------
+
+def test_no_request_sends_an_empty_batch_to_the_model(corpus):
+    """The tiny backbone fails on a 0-image batch (as TF's kernels do on some CPUs): an empty
+    request, or one of bad images only, must still be answered."""
+    loaded = Predictor(corpus["run"].export_path).model
+    empty = tf.constant([], tf.string)
+    for signature in ("serving_default", "serving_per_image", "embed"):
+        out = loaded.signatures[signature](image_bytes=empty)
+        assert all(v.shape[0] == 0 for v in out.values()), signature
+    nothing = loaded.signatures["serving_per_image"](image_bytes=tf.constant([b"", b"text"]))
+    assert nothing["valid"].numpy().tolist() == [False, False]
+    assert not nothing["probabilities"].numpy().any()
+    out = loaded.signatures["predict_images"](images=tf.zeros([0, 32, 32, 3]))
+    assert out["probabilities"].shape == (0, len(CLASSES))
+
+
+def test_predictor_refuses_what_it_cannot_read_correctly(corpus):
+    predictor = Predictor(corpus["run"].export_path)
+    photo = np.asarray(predictor.crop(np.full((40, 48, 3), 128, np.uint8)))
+    cases = {
+        "0..255 floats": (lambda: predictor.predict(photo * 255.0),
+                          r"values in \[128, 128\]; give float in \[0, 1\]"),
+        "NaN": (lambda: predictor.predict(np.full((40, 48, 3), np.nan, np.float32)), "NaN"),
+        "bad bytes": (lambda: predictor.predict(b"not a photo"), "image #0"),
+        "bad bytes, per-image errors": (lambda: predictor.predict([b""], per_image_errors=True),
+                                        None),
+        "embed of bad bytes": (lambda: predictor.embed([b"not a photo"]), "image #0"),
+        "no images": (lambda: predictor.predict([]), "no images given"),
+        "wrong crop size": (lambda: predictor.probabilities(np.zeros((1, 40, 40, 3), "float32")),
+                            r"\[n, 32, 32, 3\]"),
+        "crops in 0..255": (lambda: predictor.probabilities(photo[None] * 255.0), "give float"),
+    }
+    for name, (call, message) in cases.items():
+        if message is None:
+            assert call() == [{"labels": [], "scores": [], "error": INVALID_IMAGE}], name
+            continue
+        with pytest.raises(DataError, match=message):
+            call()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"images must be \[n, 32, 32, 3\]"):
+        predictor.model.signatures["predict_images"](images=tf.zeros([1, 40, 40, 3]))
+    assert predictor.predict(photo)[0]["labels"][0] in CLASSES  # floats in [0, 1] are fine
+
+
+# --- folders, flags and files that are wrong as a whole ------------------------------------------
+
+def _small_config(corpus, tmp_path, dataset, **overrides) -> list[str]:
+    argv = ["--dataset_dir", str(dataset), "--train_dir", str(tmp_path / "train"),
+            "--hub_handle", str(corpus["hub"]), "--image_size", "32", "--batch_size", "8",
+            "--verbose", "0", "--validation_fraction", "0.25", "--test_fraction", "0.25"]
+    for flag, value in overrides.items():
+        argv += [f"--{flag}", str(value)]
+    return argv
+
+
+def test_bad_folders_and_flags_are_one_line_errors_before_any_training(corpus, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    empty_class = make_image_folder(tmp_path / "empty_class", per_class=4, size=(16, 24))
+    (empty_class / "zebra").mkdir()
+    lonely = make_image_folder(tmp_path / "lonely", per_class=4, size=(16, 24))
+    make_image_folder(lonely, classes=["zebra"], per_class=1, size=(16, 24))
+    plain_module = tmp_path / "plain_module"
+    module = tf.Module()
+    module.v = tf.Variable(1.0)
+    tf.saved_model.save(module, str(plain_module))
+    nan_hub = make_tiny_hub_module(tmp_path / "nan_hub", nan=True)
+    good = corpus["dataset"]
+    cases = [  # (argv overrides or dataset, texts the one line must name)
+        (dict(train_dir=a_file), ["--train_dir", str(a_file)]),
+        (dict(export_dir=a_file), ["--export_dir", str(a_file)]),
+        (dict(train_dir=a_file / "run"), ["--train_dir", str(a_file)]),
+        (dict(unfreeze="blok6", stage2_epochs=1), ["--unfreeze", "blok6"]),
+        (dict(hub_handle=plain_module), [str(plain_module), "not callable"]),
+        (dict(hub_handle=nan_hub), ["NaN"]),
+        (dict(batch_size=0), ["--batch_size"]),
+    ]
+    for overrides, named in cases:
+        argv = _small_config(corpus, tmp_path, good, **overrides)
+        code, _, stderr = run_cli(finetune_cli.main, argv)
+        assert_one_line_error(code, stderr, *named)
+        assert not (tmp_path / "train" / "stage1").exists(), overrides  # refused up front
+    for dataset, named in ((empty_class, [str(empty_class / "zebra"), "empty"]),
+                           (lonely, [str(lonely / "zebra"), "1 usable image"])):
+        code, _, stderr = run_cli(finetune_cli.main, _small_config(corpus, tmp_path, dataset))
+        assert_one_line_error(code, stderr, *named)
+    model = str(corpus["run"].export_path)
+    for main, argv, named in (
+            (predict_cli.main, ["--model", model, str(good), "--output", str(tmp_path)],
+             ["--output", "folder"]),
+            (predict_cli.main, ["--model", model, str(good), "--batch_size", "0"],
+             ["--batch_size 0"]),
+            (evaluate_cli.main, ["--model", model, "--dataset_dir", str(good), "--output_dir",
+                                 str(a_file)], ["--output_dir", str(a_file)]),
+            (evaluate_cli.main, ["--model", model, "--dataset_dir", str(good), "--batch_size",
+                                 "0"], ["--batch_size 0"]),
+            (export_cli.main, ["--train_dir", str(corpus["run"].train_dir), "--export_dir",
+                               str(a_file)], ["--export_dir", str(a_file)])):
+        assert_one_line_error(*run_cli(main, argv)[::2], *named)
+
+
+def test_evaluate_needs_no_split_of_a_one_image_class(corpus, tmp_path):
+    folder = make_image_folder(tmp_path / "eval", CLASSES, per_class=1, size=(40, 48))
+    code, stdout, stderr = run_cli(evaluate_cli.main, [
+        "--model", str(corpus["run"].export_path), "--dataset_dir", str(folder)])
+    assert code == 0, stderr
+    assert "(3 images)" in stdout
+
+
+def test_damaged_run_files_and_exports_are_one_line_errors(corpus, tmp_path):
+    train_dir = tmp_path / "run"
+    shutil.copytree(corpus["run"].train_dir, train_dir, symlinks=True)
+    export = train_dir / "export" / "photos" / "1"
+    metrics = json.loads((train_dir / "metrics.json").read_text())
+    (train_dir / "metrics.json").write_text(json.dumps({**metrics,
+                                                        "export_path": str(export)})[:40])
+    image = str(corpus["dataset"] / "circles" / "circles_000.jpg")
+    code, _, stderr = run_cli(predict_cli.main, ["--model", str(train_dir), image])
+    assert_one_line_error(code, stderr, str(train_dir / "metrics.json"), "damaged")
+    (train_dir / "metrics.json").unlink()  # as the message says; now a damaged stage marker:
+    (train_dir / "stage1" / "done.json").write_text("{\"seconds\": 1")
+    argv = _small_config(corpus, tmp_path, corpus["dataset"])
+    argv[argv.index("--train_dir") + 1] = str(train_dir)
+    code, _, stderr = run_cli(finetune_cli.main, argv + ["--stage2_epochs", "1",
+                                                         "--validation_fraction", "0.2",
+                                                         "--test_fraction", "0.2", "--top_k",
+                                                         "2"])
+    assert_one_line_error(code, stderr, str(train_dir / "stage1" / "done.json"), "delete it")
+    for damage, named in (("no variables", "variables/ is missing"),
+                          ("truncated saved_model.pb", "cannot load it")):
+        broken = tmp_path / damage.replace(" ", "_")
+        shutil.copytree(export, broken)
+        if damage == "no variables":
+            shutil.rmtree(broken / "variables")
+        else:
+            data = (broken / "saved_model.pb").read_bytes()
+            (broken / "saved_model.pb").write_bytes(data[:len(data) // 2])
+        with pytest.raises(CheckpointError, match=named):
+            Predictor(broken)
+        code, _, stderr = run_cli(predict_cli.main, ["--model", str(broken), image])
+        assert_one_line_error(code, stderr, str(broken), named)
+
+
+def test_a_damaged_backup_is_set_aside_and_the_stage_restarts(corpus, tmp_path):
+    train_dir = tmp_path / "run"
+    backup = train_dir / "stage1" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # truncated
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = fine_tune(FinetuneConfig(
+            dataset_dir=str(corpus["dataset"]), train_dir=str(train_dir),
+            hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
+            stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
+            verbose=0))
+    assert f"{backup} is damaged" in printed.getvalue()
+    assert "stage1 restarts from its start" in printed.getvalue()
+    assert len(list((train_dir / "stage1").glob("backup.damaged-*"))) == 1
+    with open(train_dir / "stage1" / "history.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]
+    assert result.export_path is not None
+
+
+def test_resumed_stage_says_so_and_counts_every_process(corpus, tmp_path, monkeypatch):
+    config = FinetuneConfig(
+        dataset_dir=str(corpus["dataset"]), train_dir=str(tmp_path / "run"),
+        hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
+        stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
+        verbose=0)
+    from runway_cnn import trainer
+
+    class Interrupt(Exception):
+        pass
+
+    class StopAtEpoch2(trainer.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise Interrupt
+
+    callbacks = trainer._callbacks
+    monkeypatch.setattr(trainer, "_callbacks", lambda *a: callbacks(*a) + [StopAtEpoch2()])
+    with pytest.raises(Interrupt):
+        fine_tune(config)
+    monkeypatch.setattr(trainer, "_callbacks", callbacks)
+    first = json.loads((tmp_path / "run" / "stage1" / "seconds.json").read_text())["seconds"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = fine_tune(config)
+    assert "resuming stage1 at epoch 3" in printed.getvalue()
+    assert result.metrics["stages"]["stage1"]["seconds"] > first > 0
+
+
+def test_relative_paths_work_from_any_directory(corpus, tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    data = Path(os.path.relpath(corpus["dataset"]))
+    run = fine_tune(FinetuneConfig(dataset_dir=str(data), train_dir="runs/rel",
+                                   hub_handle=os.path.relpath(corpus["hub"]), image_size=32,
+                                   validation_fraction=0.2, test_fraction=0.2, verbose=0))
+    assert run.export_path == tmp_path / "a" / "runs" / "rel" / "export" / "photos" / "1"
+    monkeypatch.chdir(tmp_path / "b")
+    again = export_cli.reexport(tmp_path / "a" / "runs" / "rel")
+    assert again.export_path == run.export_path.parent / "2"
+    from runway_cnn.restore import restore_run
+    assert len(restore_run(tmp_path / "a" / "runs" / "rel").split("validation")) > 0
+
+
+def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
+    config = dict(dataset_dir=str(corpus["dataset"]), train_dir=str(tmp_path / "run"),
+                  hub_handle=str(corpus["hub"]), image_size=32, validation_fraction=0.2,
+                  test_fraction=0.2, verbose=0)
+    first = fine_tune(**config)
+    model_dir = first.export_path.parent
+    abandoned = model_dir / f".tmp-export-{2 ** 22 + 1}-x"  # no such process
+    in_progress = model_dir / f".tmp-export-{os.getpid()}-y"
+    abandoned.mkdir()
+    in_progress.mkdir()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        again = fine_tune(**config)
+    assert "holds this run, finished" in printed.getvalue()
+    assert again.export_path == first.export_path
+    assert again.metrics == first.metrics
+    assert sorted(p.name for p in model_dir.iterdir() if not p.name.startswith(".")) == ["1"]
+    second = fine_tune(**{**config, "top_k": 2})  # another top_k asks for a new export
+    assert second.export_path == model_dir / "2"
+    assert not abandoned.exists() and in_progress.exists()
+
+
+def test_no_input_file_changed(corpus):
+    """Last in this module: after every entry point above, the user's files are as they were."""
+    root = corpus["root"]
+    assert snapshot(root / "photos") | snapshot(root / "outside") == corpus["before"]
