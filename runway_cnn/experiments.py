@@ -34,7 +34,7 @@ import tensorflow as tf
 from runway_cnn import data, pipeline
 from runway_cnn.backbones import Backbone
 from runway_cnn.config import FinetuneConfig
-from runway_cnn.errors import DataError, RunwayError
+from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.runfiles import read_json, write_json
 from runway_cnn.runtime import configure_device
 from runway_cnn.trainer import FineTuner, _check_resume, build_backbone
@@ -134,14 +134,20 @@ def _save_features(path: Path, pool: data.Split, backbone: Backbone, features: n
 
 def _load_features(path: Path, pool: data.Split,
                    backbone: Backbone) -> tuple[np.ndarray | None, float]:
-    """Features saved by an earlier session of this experiment, if they are for these images."""
+    """Features saved by an earlier session of this experiment, if they are for these images;
+    a damaged file is a cache miss (said, and recomputed)."""
     if not path.exists():
         return None, 0.0
-    with np.load(path) as saved:
-        if (saved["sources"].tolist() != list(pool.sources) or str(saved["backbone"])
-                != backbone.name or saved["features"].shape[1] != backbone.feature_dim):
-            return None, 0.0
-        return saved["features"], float(saved["seconds"])
+    try:
+        with np.load(path) as saved:
+            if (saved["sources"].tolist() != list(pool.sources) or str(saved["backbone"])
+                    != backbone.name or saved["features"].shape[1] != backbone.feature_dim):
+                return None, 0.0
+            return saved["features"], float(saved["seconds"])
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign .npz
+        print(f"{path} is damaged ({first_line(error)}): computing the features again",
+              flush=True)
+        return None, 0.0
 
 
 def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:

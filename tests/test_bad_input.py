@@ -429,6 +429,15 @@ def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
     assert not abandoned.exists() and in_progress.exists()
 
 
+def test_a_damaged_feature_cache_is_recomputed(tmp_path, capsys):
+    from runway_cnn import experiments
+
+    path = tmp_path / "features.npz"
+    path.write_bytes(b"PK\x03\x04 cut short by a kill")
+    assert experiments._load_features(path, None, None) == (None, 0.0)
+    assert f"{path} is damaged" in capsys.readouterr().out
+
+
 def test_no_input_file_changed(corpus):
     """Last in this module: after every entry point above, the user's files are as they were."""
     root = corpus["root"]
