@@ -17,8 +17,8 @@ from runway_cnn import data, pipeline, schedule
 from runway_cnn.backbones import Backbone, get_backbone
 from runway_cnn.config import FinetuneConfig
 from runway_cnn.errors import CheckpointError, RunwayError, first_line
-from runway_cnn.runfiles import check_output_dir, read_json, write_json
 from runway_cnn.preprocessing import Augmentation
+from runway_cnn.runfiles import check_output_dir, read_json, write_json
 from runway_cnn.runtime import DeviceSettings, configure_device
 from runway_cnn.tasks import Task, get_task
 
@@ -299,7 +299,8 @@ class FineTuner:
                               verbose=c.verbose)
             _load_best(self.model if c.stage1_augment else self.head, stage_dir)
         self.model.save_weights(str(stage_dir / "final.weights.h5"))
-        return _mark_done(stage_dir, {"seconds": clock.seconds, "features_cached": not c.stage1_augment,
+        return _mark_done(stage_dir, {"seconds": clock.seconds,
+                                      "features_cached": not c.stage1_augment,
                                       "solver": solved or {"solver": "adam"},
                                       "validation": self.evaluate("validation")})
 

@@ -22,7 +22,7 @@ from runway_cnn import export as export_cli
 from runway_cnn import finetune as finetune_cli
 from runway_cnn import predict as predict_cli
 from runway_cnn.data import scan_image_folder
-from runway_cnn.errors import CheckpointError, DataError, RunwayError
+from runway_cnn.errors import CheckpointError, DataError
 from runway_cnn.serving import (INVALID_IMAGE, Client, Predictor, ServingRequestError,
                                 encode_images, results_from_outputs)
 from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF8, make_corpus,
@@ -107,10 +107,6 @@ def test_finetune_trains_on_the_usable_files_and_reports_the_rest(corpus):
     assert (run.export_path / "saved_model.pb").exists()
 
 
-def _expected_rows(corpus) -> dict[str, str]:
-    return {c.name: c.predict for c in CASES if c.predict != "absent"}
-
-
 def test_predict_cli_gives_a_row_per_image_file(corpus, tmp_path):
     output = tmp_path / "preds.csv"
     code, _, stderr = run_cli(predict_cli.main, ["--model", str(corpus["run"].train_dir),
@@ -119,7 +115,7 @@ def test_predict_cli_gives_a_row_per_image_file(corpus, tmp_path):
     assert code == 0 and "Traceback" not in stderr
     with open(output, newline="", errors="surrogateescape") as f:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
-    expected = _expected_rows(corpus)
+    expected = {c.name: c.predict for c in CASES if c.predict != "absent"}
     good = {f"{BAD_CLASS}_{i:03d}.jpg" for i in range(GOOD_PER_CLASS)}
     assert set(rows) == set(expected) | good
     for name, outcome in expected.items():
@@ -161,7 +157,8 @@ def test_client_gives_the_predictors_answers_from_tf_servings_bodies(corpus):
     body = json.loads(json.dumps(Client.rest_body(encoded, "serving_per_image")))
     outputs = run_signature(predictor.model, "serving_per_image",
                             decode_rest_instances(body, ["image_bytes"]))
-    results = results_from_outputs(Client.parse_rest_response(200, encode_rest_predictions(outputs)))
+    answer = encode_rest_predictions(outputs)
+    results = results_from_outputs(Client.parse_rest_response(200, answer))
     local = predictor.predict(paths, per_image_errors=True)
     for case, got, want in zip(cases, results, local):
         assert ("error" in got) == (case.predict != "labels"), case.name
