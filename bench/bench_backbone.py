@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn import checkpoints
+from runway_cnn.backbones import checkpoints
 
 NAME = "efficientnet_lite0"
 

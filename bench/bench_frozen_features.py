@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn import data
-from runway_cnn.backbones import get_backbone
-from runway_cnn.config import FinetuneConfig
-from runway_cnn.pipeline import eval_dataset
-from runway_cnn.preprocessing import PreprocessingSpec, decode_image
-from runway_cnn.trainer import FineTuner
+from runway_cnn.data import folders as data
+from runway_cnn.backbones.factory import get_backbone
+from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.data.preprocessing import PreprocessingSpec, decode_image
+from runway_cnn.training.trainer import FineTuner
 
 
 def squashed(paths: list[str], size: int, batch_size: int) -> tf.data.Dataset:

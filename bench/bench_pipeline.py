@@ -14,12 +14,14 @@ import time
 import keras
 import numpy as np
 
-from runway_cnn import data, pipeline, schedule
-from runway_cnn.backbones import get_backbone
-from runway_cnn.preprocessing import Augmentation
-from runway_cnn.runtime import configure_device
-from runway_cnn.tasks import get_task
-from runway_cnn.trainer import classifier, extract_features
+from runway_cnn.data import folders as data
+from runway_cnn.data import pipeline
+from runway_cnn.training import schedule
+from runway_cnn.backbones.factory import get_backbone
+from runway_cnn.data.preprocessing import Augmentation
+from runway_cnn.training.runtime import configure_device
+from runway_cnn.tasks.single_label import get_task
+from runway_cnn.training.trainer import classifier, extract_features
 
 
 def _images_per_second(ds, batches: int) -> float:

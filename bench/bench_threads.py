@@ -25,7 +25,7 @@ def measure(model_name: str, intra: int, inter: int, repeats: int) -> str:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
-    from runway_cnn.backbones import get_backbone
+    from runway_cnn.backbones.factory import get_backbone
 
     backbone = get_backbone(model_name)
     size = backbone.preprocessing.image_size

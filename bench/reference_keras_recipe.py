@@ -17,7 +17,7 @@ from pathlib import Path
 
 import keras
 
-from runway_cnn.checkpoints import load_keras_model
+from runway_cnn.backbones.checkpoints import load_keras_model
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """runway_cnn: fine-tune ImageNet CNNs on folders of fashion photos and export them for TF Serving.
 
-The path of data reads like the package: ``data`` → ``preprocessing`` / ``pipeline`` →
-``backbones`` → ``tasks`` / ``heads`` → ``trainer`` (the two stages) → ``export``.
+The path of data reads like the package's folders: ``data`` → ``backbones`` → ``tasks`` →
+``training`` (the two stages) → ``export`` → ``inference``, with ``cli`` a thin layer on top.
 """
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from runway_cnn.backbones import BACKBONES, Backbone, get_backbone  # noqa: E402
-from runway_cnn.config import FinetuneConfig  # noqa: E402
-from runway_cnn.data import DATASETS, ImageFolderDataset, scan_image_folder  # noqa: E402
-from runway_cnn.errors import (BackboneError, CheckpointError, DataError,  # noqa: E402
-                               RunwayError)
-from runway_cnn.tasks import TASKS, Task, get_task  # noqa: E402
-from runway_cnn.trainer import RunResult, fine_tune  # noqa: E402
+from runway_cnn.api import fine_tune  # noqa: E402
+from runway_cnn.backbones.factory import BACKBONES, Backbone, get_backbone  # noqa: E402
+from runway_cnn.data.folders import DATASETS, ImageFolderDataset, scan_image_folder  # noqa: E402
+from runway_cnn.errors import BackboneError, CheckpointError, DataError, RunwayError  # noqa: E402
+from runway_cnn.tasks.single_label import TASKS, Task, get_task  # noqa: E402
+from runway_cnn.training.config import FinetuneConfig  # noqa: E402
+from runway_cnn.training.trainer import RunResult  # noqa: E402
 
 __version__ = "0.1.0"
-# imported on first use, so that ``python -m runway_cnn.export`` / ``-m runway_cnn.serving`` run
-# their module once (no runpy "found in sys.modules" warning) and the client loads lazily
-_LAZY = {"export_model": "runway_cnn.export", "load_export": "runway_cnn.export",
-         "resolve_export": "runway_cnn.export", "Predictor": "runway_cnn.serving",
-         "Client": "runway_cnn.serving"}
+# imported on first use: the inference side loads only when asked for
+_LAZY = {"export_model": "runway_cnn.export.saved_model",
+         "load_export": "runway_cnn.export.saved_model",
+         "resolve_export": "runway_cnn.runfiles",
+         "Predictor": "runway_cnn.inference.predictor", "Client": "runway_cnn.inference.client"}
 
 
 def __getattr__(name: str):

@@ -1,61 +1,6 @@
-"""``python -m runway_cnn.finetune``: the two-stage fine-tune from the command line.
-
-Example::
-
-    python -m runway_cnn.finetune --dataset_dir photos/ --train_dir runs/brands \\
-        --export_dir exports/ --model_name efficientnet_lite0
-
-Every flag is a field of :class:`runway_cnn.FinetuneConfig`; the run is
-``runway_cnn.fine_tune(...)``. With ``--num_splits N`` or ``--kfold K`` it runs that many runs on
-stratified splits of all images and summarises them (``runway_cnn.experiments``).
-"""
-from __future__ import annotations
-
-import argparse
-import json
-
+"""``python -m runway_cnn.finetune``: see :mod:`runway_cnn.cli.finetune`."""
 from runway_cnn import cli
-from runway_cnn.backbones import BACKBONES
-from runway_cnn.config import FinetuneConfig
-
-
-class _ListBackbones(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        for name in BACKBONES:
-            entry = BACKBONES.get(name)
-            print(f"{name:22s} {entry.image_size:4d}px  {entry.description}")
-        parser.exit()
-
-
-def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
-    parser = argparse.ArgumentParser(
-        prog="python -m runway_cnn.finetune", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    cli.add_dataclass_flags(parser, FinetuneConfig)
-    parser.add_argument("--list_backbones", nargs=0, action=_ListBackbones,
-                        help="print the backbone registry and exit")
-    args = vars(parser.parse_args(argv))
-    args.pop("list_backbones", None)
-    return FinetuneConfig(**args)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from runway_cnn.trainer import fine_tune
-
-    result = fine_tune(parse_args(argv))
-    if isinstance(result, dict):  # --num_splits / --kfold: an experiment's summary
-        from runway_cnn.experiments import format_summary
-        print(format_summary(result))
-        return
-    lines = [f"{split}: top1 {m['top1']:.3f}  top5 {m['top5']:.3f}  macro-F1 {m['macro_f1']:.3f}"
-             f"  ({m['num_examples']} images)"
-             for split, m in result.metrics.items() if isinstance(m, dict) and "top1" in m]
-    print("\n".join(lines))
-    stages = result.metrics["stages"]
-    print("stage times: " + json.dumps({k: round(v.get("seconds", 0.0), 1)
-                                        for k, v in stages.items()}))
-    print(f"metrics: {result.train_dir / 'metrics.json'}\nexport: {result.export_path}")
-
+from runway_cnn.cli.finetune import main
 
 if __name__ == "__main__":
     cli.run(main)

@@ -1,11 +1,14 @@
-"""The files a run writes. JSON files (config, splits, data report, stage markers, metrics,
-summaries) are written atomically, so a killed process never leaves half a file, and read with a
-one-line error that names the damaged file and says what to do. Output paths given on the command
-line are checked before any work starts."""
+"""The files a run writes, named in one place: the layout of a train dir (:class:`TrainDir`,
+:class:`StageDir`) and of an export (version dirs and their assets), how a train dir or an export
+base is resolved to a version dir, and safe JSON I/O. JSON files are written atomically, so a
+killed process never leaves half a file, and read with a one-line error that names the damaged
+file and says what to do. Output paths given on the command line are checked before any work
+starts. Nothing here imports TensorFlow."""
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from runway_cnn.errors import CheckpointError, RunwayError, first_line
@@ -61,3 +64,122 @@ def _check_parents(path: Path, flag: str) -> None:
             if not parent.is_dir():
                 raise RunwayError(f"{flag} {path}: {parent} is a file, not a folder")
             return
+
+
+# --- the train dir ------------------------------------------------------------------------------
+
+STAGES = ("stage1", "stage2")
+
+
+@dataclass(frozen=True)
+class StageDir:
+    """One stage's files: markers, weights, history, backup, logs."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    done = property(lambda self: self.path / "done.json")  # the stage finished: its summary
+    final_weights = property(lambda self: self.path / "final.weights.h5")
+    best_weights = property(lambda self: self.path / "best.weights.h5")
+    history = property(lambda self: self.path / "history.csv")  # Keras' CSVLogger
+    backup = property(lambda self: self.path / "backup")  # Keras' BackupAndRestore
+    logs = property(lambda self: self.path / "logs")  # TensorBoard
+    seconds = property(lambda self: self.path / "seconds.json")  # time over processes
+
+
+@dataclass(frozen=True)
+class TrainDir:
+    """A run's folder (or an experiment's, or one run of an experiment): every file by name."""
+
+    path: Path
+
+    config = property(lambda self: self.path / "config.json")
+    splits = property(lambda self: self.path / "splits.json")
+    data_report = property(lambda self: self.path / "data_report.json")
+    converted = property(lambda self: self.path / "converted")  # RGB copies of odd images
+    metrics = property(lambda self: self.path / "metrics.json")
+    weights = property(lambda self: self.path / "model.weights.h5")  # the final model
+    curves = property(lambda self: self.path / "training_curves.png")
+    export_base = property(lambda self: self.path / "export")  # the default --export_dir
+    # an experiment's (--num_splits / --kfold) files, and each of its runs' marker
+    features = property(lambda self: self.path / "features.npz")
+    summary = property(lambda self: self.path / "summary.json")
+    summary_csv = property(lambda self: self.path / "summary.csv")
+    split_plot = property(lambda self: self.path / "split_accuracy.png")
+    confusion_plot = property(lambda self: self.path / "confusion_matrix.png")
+    done = property(lambda self: self.path / "done.json")
+
+    def stage(self, name: str) -> StageDir:
+        return StageDir(self.path / name)
+
+    def experiment_run(self, name: str) -> TrainDir:
+        return TrainDir(self.path / name)
+
+    def has_training(self) -> bool:
+        """Whether it holds training that a new run would resume (a stage, or an experiment's
+        run, started there)."""
+        return self.path.is_dir() and any(
+            p.is_dir() and (p.name in STAGES or p.name.startswith(("split_", "fold_")))
+            for p in self.path.iterdir())
+
+
+# --- the export ---------------------------------------------------------------------------------
+# <export base>/<serving name>/<version>/{saved_model.pb, variables/, assets/, assets.extra/}
+
+IMAGE_BYTES = "image_bytes"  # the input of every signature that takes encoded images
+META_FILE = "runway_cnn.json"  # in assets/: backbone, task config, preprocessing, signatures
+LABELS_FILE = "labels.txt"  # in assets/: one label a line
+
+
+def version_dirs(model_dir: Path) -> list[Path]:
+    if not model_dir.is_dir():
+        return []
+    return sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+                  key=lambda p: int(p.name))
+
+
+def next_version(model_dir: Path) -> int:
+    versions = version_dirs(model_dir)
+    return int(versions[-1].name) + 1 if versions else 1
+
+
+def resolve_export(path: str | Path) -> Path:
+    """A version dir as is; a serving-name dir → its newest version; an export base with one
+    model, or a train dir (via its metrics.json or ``export/``) → that model's newest version."""
+    path = Path(os.path.abspath(path))
+    if (path / "saved_model.pb").exists():
+        return path
+    if not path.exists():
+        raise CheckpointError(f"model path {path} does not exist")
+    metrics = TrainDir(path).metrics
+    if metrics.exists():
+        recorded = read_json(metrics, fix="name the export version dir instead, or run the "
+                                          "finetune command again to rewrite it").get("export_path")
+        if recorded and (Path(recorded) / "saved_model.pb").exists():
+            return Path(recorded)
+    versions = version_dirs(path)
+    if versions:
+        return versions[-1]
+    for base in (path, TrainDir(path).export_base):
+        models = [p for p in base.iterdir() if version_dirs(p)] if base.is_dir() else []
+        if len(models) == 1:
+            return version_dirs(models[0])[-1]
+        if len(models) > 1:
+            names = ", ".join(p.name for p in models)
+            raise CheckpointError(f"{base} holds several models ({names}); name one")
+    raise CheckpointError(f"no SavedModel export found under {path}")
+
+
+def read_assets(version_dir: Path) -> tuple[list[str], dict]:
+    """An export's labels and ``runway_cnn.json`` metadata."""
+    assets = version_dir / "assets"
+    try:
+        labels = (assets / LABELS_FILE).read_text().splitlines()
+        meta = json.loads((assets / META_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{version_dir} is not a runway_cnn export (cannot read "
+                              f"assets/{LABELS_FILE} and assets/{META_FILE}: {error})") from error
+    return labels, meta

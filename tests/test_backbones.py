@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from runway_cnn.backbones import BACKBONES, get_backbone
+from runway_cnn.backbones.factory import BACKBONES, get_backbone
 from runway_cnn.errors import BackboneError, UnknownNameError
-from runway_cnn.preprocessing import Normalization, Normalize
+from runway_cnn.data.preprocessing import Normalization, Normalize
 
 REQUIRED = ["inception_v3", "efficientnet_v2_s", "mobilenet_v2", "mobilenet_v3_large", "resnet50",
             "inception_v1", "inception_v3_hub", "efficientnet_lite0"] + [

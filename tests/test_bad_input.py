@@ -17,14 +17,16 @@ import pytest
 import tensorflow as tf
 
 from runway_cnn import FinetuneConfig, cli, fine_tune
-from runway_cnn import evaluate as evaluate_cli
-from runway_cnn import export as export_cli
-from runway_cnn import finetune as finetune_cli
-from runway_cnn import predict as predict_cli
-from runway_cnn.data import scan_image_folder
+from runway_cnn.cli import evaluate as evaluate_cli
+from runway_cnn.cli import export as export_cli
+from runway_cnn.export.reexport import reexport
+from runway_cnn.cli import finetune as finetune_cli
+from runway_cnn.cli import predict as predict_cli
+from runway_cnn.data.folders import scan_image_folder
 from runway_cnn.errors import CheckpointError, DataError
-from runway_cnn.serving import (INVALID_IMAGE, Client, Predictor, ServingRequestError,
-                                encode_images, results_from_outputs)
+from runway_cnn.inference.client import Client, ServingRequestError
+from runway_cnn.inference.predictor import (INVALID_IMAGE, Predictor, encode_images,
+                                            results_from_outputs)
 from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF8, make_corpus,
                               skipped_names, snapshot)
 from conftest import make_image_folder
@@ -365,7 +367,7 @@ def test_resumed_stage_says_so_and_counts_every_process(corpus, tmp_path, monkey
         hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
         stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
         verbose=0)
-    from runway_cnn import trainer
+    from runway_cnn.training import trainer
 
     class Interrupt(Exception):
         pass
@@ -398,10 +400,10 @@ def test_relative_paths_work_from_any_directory(corpus, tmp_path, monkeypatch):
                                    validation_fraction=0.2, test_fraction=0.2, verbose=0))
     assert run.export_path == tmp_path / "a" / "runs" / "rel" / "export" / "photos" / "1"
     monkeypatch.chdir(tmp_path / "b")
-    again = export_cli.reexport(tmp_path / "a" / "runs" / "rel")
+    again = reexport(tmp_path / "a" / "runs" / "rel")
     assert again.export_path == run.export_path.parent / "2"
-    from runway_cnn.restore import restore_run
-    assert len(restore_run(tmp_path / "a" / "runs" / "rel").split("validation")) > 0
+    from runway_cnn.training.restore import restore_run, run_split
+    assert len(run_split(restore_run(tmp_path / "a" / "runs" / "rel").train_dir, "validation"))
 
 
 def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
@@ -427,7 +429,7 @@ def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
 
 
 def test_a_damaged_feature_cache_is_recomputed(tmp_path, capsys):
-    from runway_cnn import experiments
+    from runway_cnn.training import experiments
 
     path = tmp_path / "features.npz"
     path.write_bytes(b"PK\x03\x04 cut short by a kill")

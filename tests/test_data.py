@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from conftest import make_image_folder
-from runway_cnn.data import (DATASETS, SPLITS, ImageFolderDataset, kfold_splits,
+from runway_cnn.data.folders import (DATASETS, SPLITS, ImageFolderDataset, kfold_splits,
                              resolve_dataset_dir, scan_image_folder, stratified_split,
                              write_run_files)
 from runway_cnn.errors import DataError
@@ -346,7 +346,7 @@ def test_shipped_sample_scans_clean():
 
 
 def test_dataset_name_is_the_folder_name_for_names_and_paths(tmp_path):
-    from runway_cnn import data
+    from runway_cnn.data import folders as data
 
     assert data.dataset_name("clothing_sample") == "clothing-sample"
     assert data.dataset_name(str(tmp_path / "brands") + "/") == "brands"
@@ -356,7 +356,7 @@ def test_dataset_name_is_the_folder_name_for_names_and_paths(tmp_path):
 def test_encoded_as_trained_gives_the_bytes_tf_reads_like_training(tmp_path, name):
     import tensorflow as tf
 
-    from runway_cnn import data
+    from runway_cnn.data import folders as data
 
     write, shape, top_left = CONVERSIONS[name]
     write(tmp_path / name)
@@ -367,7 +367,7 @@ def test_encoded_as_trained_gives_the_bytes_tf_reads_like_training(tmp_path, nam
 
 
 def test_encoded_as_trained_keeps_plain_and_unreadable_files_as_they_are(tmp_path):
-    from runway_cnn import data
+    from runway_cnn.data import folders as data
 
     Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "plain.jpg")
     (tmp_path / "text.jpg").write_text("not an image")

@@ -21,9 +21,10 @@ import pytest
 import tensorflow as tf
 
 import runway_cnn
-from runway_cnn import checkpoints, efficientnet_lite
+from runway_cnn.backbones import checkpoints
+from runway_cnn.backbones import efficientnet_lite
 from runway_cnn.errors import BackboneError, CheckpointError
-from runway_cnn.torch_pickle import load_torch_state_dict
+from runway_cnn.backbones.torch_pickle import load_torch_state_dict
 
 NAME = "efficientnet_lite0"
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -12,9 +12,10 @@ from sklearn import metrics as skm
 
 from runway_cnn import FinetuneConfig, cli, fine_tune
 from runway_cnn.errors import DataError
-from runway_cnn.evaluate import default_output_dir, evaluate_model, main
-from runway_cnn.pipeline import eval_dataset
-from runway_cnn.serving import Predictor
+from runway_cnn.cli.evaluate import main
+from runway_cnn.inference.evaluate import default_output_dir, evaluate_model
+from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.inference.predictor import Predictor
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 

@@ -9,12 +9,15 @@ import keras
 import numpy as np
 import pytest
 
-from runway_cnn import FinetuneConfig, data, experiments, report
-from runway_cnn import trainer as trainer_module
+from runway_cnn import FinetuneConfig
+from runway_cnn.data import folders as data
+from runway_cnn.training import experiments
+from runway_cnn.cli import report
+from runway_cnn.training import trainer as trainer_module
 from runway_cnn.errors import RunwayError
-from runway_cnn.finetune import parse_args
-from runway_cnn.pipeline import eval_dataset
-from runway_cnn.trainer import FineTuner
+from runway_cnn.cli.finetune import parse_args
+from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.training.trainer import FineTuner
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 
@@ -56,7 +59,7 @@ def experiment(workspace):
 
     def interrupting(stage_dir, *args):
         callbacks = original_callbacks(stage_dir, *args)
-        if stage_dir.parent.name == "split_01":
+        if stage_dir.path.parent.name == "split_01":
             def stop(epoch, logs):
                 if epoch == 1:
                     raise _Interrupt()

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runway_cnn import export
+from runway_cnn.cli import export as export_cli
+from runway_cnn.export import reexport, saved_model, tflite, warmup
 from runway_cnn.errors import CheckpointError, RunwayError
-from runway_cnn.restore import restore_run
+from runway_cnn.training.restore import restore_run, run_split
 from serving_fixtures import CLASSES, bad_inputs, sample_images, shared_run
 
 SIGNATURES = ("serving_default", "serving_per_image", "predict_images", "embed",
@@ -43,7 +44,7 @@ def reexported(run, tmp_path_factory):
     (base / "looks" / "1.float.tflite").write_bytes(b"stand-in")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        export.main(["--train_dir", str(run.train_dir), "--export_dir", str(base),
+        export_cli.main(["--train_dir", str(run.train_dir), "--export_dir", str(base),
                      "--keep_versions", "2", "--tflite"])
     return base, printed.getvalue()
 
@@ -165,7 +166,7 @@ def test_saved_model_cli_lists_every_signature(fresh_process):
 def test_warmup_records_are_prediction_logs_and_need_no_serving_api():
     from tensorflow_serving.apis import prediction_log_pb2
 
-    records = export.warmup_requests("looks", 32)
+    records = warmup.warmup_requests("looks", 32)
     log = prediction_log_pb2.PredictionLog.FromString(records[1])
     request = log.predict_log.request
     assert request.model_spec.name == "looks"
@@ -175,10 +176,10 @@ def test_warmup_records_are_prediction_logs_and_need_no_serving_api():
     assert [d.size for d in tensor.tensor_shape.dim] == [8]
     assert tf.io.decode_jpeg(tensor.string_val[0]).shape == (40, 48, 3)
     # the hand-written encoding used without tensorflow-serving-api is the same bytes
-    image = export.warmup_image(32)
+    image = warmup.warmup_image(32)
     tensors = {"image_bytes": tf.make_tensor_proto([image] * 3, tf.string).SerializeToString()}
-    assert export._encode_prediction_log("looks", "embed", tensors) == \
-        export.predict_log_record("looks", "embed", {"image_bytes": [image] * 3})
+    assert warmup._encode_prediction_log("looks", "embed", tensors) == \
+        warmup.predict_log_record("looks", "embed", {"image_bytes": [image] * 3})
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +232,9 @@ def test_tflite_files_agree_with_the_saved_model(run, reexported):
     assert quantised.stat().st_size < float_path.stat().st_size
     images = np.asarray(tf.random.stateless_uniform([3, 32, 32, 3], [3, 4]))
     expected = run.task.probabilities(np.asarray(run.model(images)))
-    np.testing.assert_allclose(export.tflite_probabilities(float_path, images), expected,
+    np.testing.assert_allclose(tflite.tflite_probabilities(float_path, images), expected,
                                atol=1e-5)
-    np.testing.assert_allclose(export.tflite_probabilities(quantised, images), expected,
+    np.testing.assert_allclose(tflite.tflite_probabilities(quantised, images), expected,
                                atol=0.05)
 
 
@@ -244,13 +245,13 @@ def test_prune_versions(tmp_path):
     (model_dir / "2.float.tflite").write_bytes(b"x")
     (model_dir / "11.float.tflite").write_bytes(b"x")
     (model_dir / "models.config").write_text("kept")
-    removed = export.prune_versions(model_dir, 2)
+    removed = saved_model.prune_versions(model_dir, 2)
     assert [p.name for p in removed] == ["1", "2"]
     assert sorted(p.name for p in model_dir.iterdir()) == ["10", "11", "11.float.tflite",
                                                            "models.config"]
-    assert export.prune_versions(model_dir, 5) == []
+    assert saved_model.prune_versions(model_dir, 5) == []
     with pytest.raises(RunwayError, match="keep at least 1"):
-        export.prune_versions(model_dir, 0)
+        saved_model.prune_versions(model_dir, 0)
 
 
 def test_restore_run_rebuilds_the_trained_model(run):
@@ -260,13 +261,13 @@ def test_restore_run_rebuilds_the_trained_model(run):
                                atol=1e-6)
     assert restored.serving_name == "looks"
     assert restored.export_base == run.export_path.parent.parent
-    validation = restored.split("validation")
+    validation = run_split(restored.train_dir, "validation")
     assert len(validation) == 8 and all(os.path.isfile(p) for p in validation.paths)
 
 
 def test_reexport_of_an_unfinished_run_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="config.json not found"):
-        export.reexport(tmp_path)
+        reexport.reexport(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_name": "mobilenet_v2"}))
     with pytest.raises(CheckpointError, match="has not finished"):
-        export.reexport(tmp_path)
+        reexport.reexport(tmp_path)

@@ -14,8 +14,9 @@ import pytest
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
-from runway_cnn import trainer as trainer_module
-from runway_cnn.trainer import FineTuner, extract_features
+from runway_cnn.runfiles import StageDir
+from runway_cnn.training import trainer as trainer_module
+from runway_cnn.training.trainer import FineTuner, extract_features
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 
@@ -64,7 +65,7 @@ def test_export_reloads_in_a_fresh_process_with_the_same_predictions(finished_ru
     tuner_paths = json.loads((finished_run.train_dir / "splits.json").read_text())
     root = finished_run.train_dir.parent / "looks"
     files = [str(root / item["source"]) for item in tuner_paths["test"][:6]]
-    from runway_cnn.pipeline import eval_dataset
+    from runway_cnn.data.pipeline import eval_dataset
     images = np.concatenate(list(eval_dataset(files, None, finished_run.backbone.preprocessing,
                                               batch_size=6, cache=False).as_numpy_iterator()))
     expected = finished_run.task.probabilities(np.asarray(finished_run.model(images)))
@@ -101,7 +102,7 @@ def test_stage1_cached_features_equal_uncached(workspace):
     tuner.stage1()
     split = tuner.dataset.splits["validation"]
     cached = tuner.head.predict(extract_features(tuner.backbone, split, 8), verbose=0)
-    from runway_cnn.pipeline import eval_dataset
+    from runway_cnn.data.pipeline import eval_dataset
     uncached = tuner.model.predict(eval_dataset(split.paths, None, tuner.backbone.preprocessing,
                                                 8), verbose=0)
     np.testing.assert_allclose(cached, uncached, atol=1e-5)
@@ -132,7 +133,7 @@ def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace)
 
 def test_two_class_logistic_head_gives_scikit_learns_probabilities():
     from sklearn.linear_model import LogisticRegression
-    from runway_cnn.tasks import get_task
+    from runway_cnn.tasks.single_label import get_task
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)).astype("float32"), rng.integers(0, 2, 60)
@@ -295,11 +296,11 @@ def test_resuming_on_changed_data_is_refused(workspace, tmp_path):
 
 
 def test_a_resumed_stage_keeps_the_best_epoch_logged_before_it_stopped(tmp_path):
-    stage = tmp_path / "stage2"
-    stage.mkdir()
-    (stage / "history.csv").write_text("epoch,val_top1\n0,0.75\n1,0.5\n")
+    stage = StageDir(tmp_path / "stage2")
+    stage.path.mkdir()
+    stage.history.write_text("epoch,val_top1\n0,0.75\n1,0.5\n")
     assert trainer_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.6  # no best file yet
-    (stage / "best.weights.h5").write_bytes(b"")
+    stage.best_weights.write_bytes(b"")
     assert trainer_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.75
     assert trainer_module._best_so_far(stage, "val_top1", "min", 0.6) == 0.5
 

@@ -6,9 +6,9 @@ import keras
 import pytest
 import tensorflow as tf
 
-from runway_cnn.backbones import get_backbone
+from runway_cnn.backbones.factory import get_backbone
 from runway_cnn.errors import BackboneError
-from runway_cnn.hub import HubModule, clean_variable_name, save_hub_module
+from runway_cnn.backbones.hub import HubModule, clean_variable_name, save_hub_module
 from tiny_models import make_tiny_hub_module
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
-from runway_cnn.pipeline import eval_dataset
-from runway_cnn.predict import predict
+from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.inference.predict import predict
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runway_cnn import schedule
+from runway_cnn.training import schedule
 from runway_cnn.errors import RunwayError
 from tiny_models import tiny_backbone_model
 
@@ -56,7 +56,7 @@ def test_warmup_cosine_rises_then_decays():
 
 
 def test_unfreeze_after_a_narrower_unfreeze_restores_every_layer(tmp_path):
-    from runway_cnn.backbones import get_backbone
+    from runway_cnn.backbones.factory import get_backbone
     from tiny_models import make_tiny_hub_module
 
     backbone = get_backbone(hub_handle=str(make_tiny_hub_module(tmp_path / "hub")), image_size=32)

@@ -19,10 +19,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from runway_cnn import cli, serving
+from runway_cnn import cli
+from runway_cnn.cli import serving as serving_cli
 from runway_cnn.errors import DataError, RunwayError
-from runway_cnn.serving import (Client, Predictor, ServingRequestError, ServingTimeout,
-                                ServingUnavailable)
+from runway_cnn.inference import predictor as serving
+from runway_cnn.inference import serving_config
+from runway_cnn.inference.client import (Client, ServingRequestError, ServingTimeout,
+                                         ServingUnavailable)
+from runway_cnn.inference.predictor import Predictor
 from serving_fixtures import CLASSES, bad_inputs, sample_images, shared_run
 
 DATA = Path(__file__).parent / "data" / "serving"
@@ -372,28 +376,28 @@ def test_models_config_serves_every_model_under_the_export_dir(run, tmp_path):
     (second / "brands" / "4" / "saved_model.pb").write_bytes(b"stand-in")
     (second / "notes").mkdir()  # no versions: not a model
     for export_dir, names in ((base, ["looks"]), (second, ["brands"])):
-        path = serving.write_models_config(export_dir)
+        path = serving_config.write_models_config(export_dir)
         assert path == export_dir / "models.config"
         config = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
         models = config.model_config_list.config
         assert [m.name for m in models] == names
         assert [m.base_path for m in models] == [str((export_dir / n).resolve()) for n in names]
         assert {m.model_platform for m in models} == {"tensorflow"}
-    docker = text_format.Parse(serving.models_config(second, base_path="/models/"),
+    docker = text_format.Parse(serving_config.models_config(second, base_path="/models/"),
                                model_server_config_pb2.ModelServerConfig())
     assert docker.model_config_list.config[0].base_path == "/models/brands"
     with pytest.raises(RunwayError, match="holds no exported model"):
-        serving.models_config(tmp_path / "exports" / "notes")
+        serving_config.models_config(tmp_path / "exports" / "notes")
 
 
 def test_cli_config_and_predict(run, files, rest_server, tmp_path, capsys):
     out = io.StringIO()
-    serving.main(["config", "--export_dir", str(run.export_path.parent.parent), "--output",
+    serving_cli.main(["config", "--export_dir", str(run.export_path.parent.parent), "--output",
                   str(tmp_path / "models.config")], out=out)
     assert "looks" in out.getvalue() and (tmp_path / "models.config").exists()
     address, _ = rest_server
     out = io.StringIO()
-    serving.main(["predict", "--host", address, "--model", "looks", "--per_image_errors",
+    serving_cli.main(["predict", "--host", address, "--model", "looks", "--per_image_errors",
                   str(files[0]), str(files[1]), str(tmp_path / "models.config")], out=out)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
@@ -401,7 +405,7 @@ def test_cli_config_and_predict(run, files, rest_server, tmp_path, capsys):
                         lines[0])
     assert lines[2] == f"{tmp_path / 'models.config'}: error: {serving.INVALID_IMAGE}"
     with pytest.raises(SystemExit) as exit_:  # a user error: one line, status 2
-        cli.run(lambda: serving.main(["predict", "--host", f"127.0.0.1:{_free_port()}",
+        cli.run(lambda: serving_cli.main(["predict", "--host", f"127.0.0.1:{_free_port()}",
                                       "--model", "looks", str(files[0])]))
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn.hub import save_hub_module
+from runway_cnn.backbones.hub import save_hub_module
 
 
 class RefuseEmptyBatch(keras.layers.Layer):

@@ -7,8 +7,14 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn.preprocessing import (Augmentation, PreprocessingSpec, central_crop, decode_image,
-                                      random_resized_crop, resize_shorter_side)
+from runway_cnn.data.preprocessing import (
+    Augmentation,
+    PreprocessingSpec,
+    central_crop,
+    decode_image,
+    random_resized_crop,
+    resize_shorter_side,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -12,9 +12,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from runway_cnn.heads import classification_head
 from runway_cnn.registry import Registry
-
+from runway_cnn.tasks.heads import classification_head
 
 WORST_PAIRS = 10  # worst-confused class pairs reported by evaluation
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths stage 1 chooses from

@@ -3,7 +3,7 @@ task and its data splits — what re-exporting, TFLite conversion and later eval
 
     run = restore_run("runs/brands")
     run.model            # keras.Model: [0, 1] images → logits, with model.weights.h5 loaded
-    run.split("validation").paths
+    run_split("runs/brands", "validation").paths
 
 The backbone is rebuilt from ``config.json`` (``model_name`` / ``hub_handle`` / ``init_from_run``
 and ``image_size``) without downloading pre-trained weights, since ``model.weights.h5`` replaces
@@ -11,58 +11,28 @@ them; a TF-Hub handle or parent run the config names must still exist.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from runway_cnn import data
-from runway_cnn.backbones import BACKBONES, Backbone
-from runway_cnn.config import FinetuneConfig
+from runway_cnn.backbones.factory import BACKBONES, Backbone
+from runway_cnn.data import folders as data
 from runway_cnn.errors import CheckpointError, DataError, first_line
-from runway_cnn.runfiles import read_json
-from runway_cnn.tasks import Task, get_task
-from runway_cnn.trainer import (CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, build_backbone,
-                                classifier, load_model_weights)
+from runway_cnn.runfiles import TrainDir, read_json
+from runway_cnn.tasks.single_label import get_task
+from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.training.trainer import (
+    RunResult,
+    build_backbone,
+    classifier,
+    load_model_weights,
+)
 
-SPLITS_FILE, REPORT_FILE = "splits.json", "data_report.json"
 
-
-@dataclass
-class TrainedRun:
-    """A finished run rebuilt from its train dir."""
-
-    train_dir: Path
-    config: dict
-    model: keras.Model
-    backbone: Backbone
-    task: Task
-
-    @property
-    def recorded_export(self) -> Path | None:
-        """The export version dir the run recorded in ``metrics.json`` (it may be gone)."""
-        path = _read_json(self.train_dir / METRICS_FILE, required=False).get("export_path")
-        return Path(path) if path else None
-
-    @property
-    def serving_name(self) -> str:
-        """The model name the run exported under (its recorded export, else the config's
-        ``serving_name``, else the dataset folder's name)."""
-        if self.recorded_export is not None:
-            return self.recorded_export.parent.name
-        return self.config.get("serving_name") or data.dataset_name(self.config["dataset_dir"])
-
-    @property
-    def export_base(self) -> Path:
-        """The base dir the run exported to (``<export_base>/<serving_name>/<version>``)."""
-        if self.recorded_export is not None:
-            return self.recorded_export.parent.parent
-        return Path(self.config.get("export_dir") or self.train_dir / "export")
-
-    def split(self, name: str) -> data.Split:
-        """One split of the run's data (see :func:`run_split`)."""
-        return run_split(self.train_dir, name)
+def recorded_export(metrics: dict) -> Path | None:
+    """The export a run's metrics record, if it still exists."""
+    path = metrics.get("export_path")
+    return Path(path) if path and (Path(path) / "saved_model.pb").exists() else None
 
 
 def _read_json(path: Path, required: bool = True) -> dict:
@@ -74,12 +44,12 @@ def _read_json(path: Path, required: bool = True) -> dict:
 def class_names(train_dir: str | Path) -> list[str]:
     """The run's class names, in label order (from metrics.json, else data_report.json)."""
     train_dir = Path(train_dir)
-    for name in (METRICS_FILE, REPORT_FILE):
-        names = _read_json(train_dir / name, required=False).get("class_names")
+    for path in (TrainDir(train_dir).metrics, TrainDir(train_dir).data_report):
+        names = _read_json(path, required=False).get("class_names")
         if names:
             return list(names)
-    raise CheckpointError(f"{train_dir} records no class names (no {METRICS_FILE} or "
-                          f"{REPORT_FILE})")
+    raise CheckpointError(f"{train_dir} records no class names (no metrics.json or "
+                          "data_report.json)")
 
 
 def rebuild_backbone(config: dict) -> Backbone:
@@ -91,13 +61,13 @@ def rebuild_backbone(config: dict) -> Backbone:
     return build_backbone(FinetuneConfig(**{**config, "weights": weights or "none"}))
 
 
-def restore_run(train_dir: str | Path) -> TrainedRun:
+def restore_run(train_dir: str | Path) -> RunResult:
     """Rebuilds the trained classifier of ``train_dir`` and loads ``model.weights.h5``."""
     train_dir = Path(train_dir)
     if not train_dir.is_dir():
         raise CheckpointError(f"train dir {train_dir} does not exist")
-    config = _read_json(train_dir / CONFIG_FILE)
-    weights = train_dir / WEIGHTS_FILE
+    config = _read_json(TrainDir(train_dir).config)
+    weights = TrainDir(train_dir).weights
     if not weights.exists():
         raise CheckpointError(f"{weights} not found: the run in {train_dir} has not finished "
                               "(run the same finetune command again to resume it)")
@@ -110,19 +80,21 @@ def restore_run(train_dir: str | Path) -> TrainedRun:
     except Exception as error:  # a weights file of another architecture or class count
         raise CheckpointError(f"cannot load {weights} into the model config.json describes: "
                               f"{first_line(error)}") from error
-    return TrainedRun(train_dir, config, model, backbone, task)
+    metrics = _read_json(TrainDir(train_dir).metrics, required=False)
+    return RunResult(train_dir, config, metrics, model, task, backbone,
+                     recorded_export(metrics))
 
 
 def run_split(train_dir: str | Path, name: str) -> data.Split:
     """Split ``name`` as the run used it: ``splits.json`` sources under the dataset root of
     ``data_report.json``, with converted copies where the scan made them."""
     train_dir = Path(train_dir)
-    splits = _read_json(train_dir / SPLITS_FILE)
+    splits = _read_json(TrainDir(train_dir).splits)
     if name not in splits:
-        raise CheckpointError(f"{train_dir / SPLITS_FILE} has no {name!r} split "
+        raise CheckpointError(f"{TrainDir(train_dir).splits} has no {name!r} split "
                               f"(it has {', '.join(splits)})")
-    report = _read_json(train_dir / REPORT_FILE, required=False)
-    config = _read_json(train_dir / CONFIG_FILE, required=False)
+    report = _read_json(TrainDir(train_dir).data_report, required=False)
+    config = _read_json(TrainDir(train_dir).config, required=False)
     root = Path(report.get("root") or config.get("dataset_dir") or ".")
     converted = {c["source"]: c["path"] for c in report.get("converted", [])}
     items = splits[name]

@@ -14,11 +14,17 @@ from typing import Callable
 import keras
 import numpy as np
 
+from runway_cnn.backbones.hub import HubModule
+from runway_cnn.data.preprocessing import (
+    IDENTITY,
+    MINUS_ONE_TO_ONE,
+    ZERO_TO_255,
+    Normalization,
+    PreprocessingSpec,
+)
 from runway_cnn.errors import BackboneError, first_line
-from runway_cnn.hub import HubModule
-from runway_cnn.preprocessing import (IDENTITY, MINUS_ONE_TO_ONE, ZERO_TO_255, Normalization,
-                                      PreprocessingSpec)
 from runway_cnn.registry import Registry
+from runway_cnn.runfiles import read_assets, resolve_export
 
 CAFFE = Normalization(scale=255.0, mean=(103.939, 116.779, 123.68), bgr=True)
 
@@ -121,7 +127,7 @@ def _register_efficientnet_lite() -> None:
     for variant, size in (("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
                           ("efficientnet_lite2", 260)):
         def handle(variant=variant) -> str:
-            from runway_cnn.checkpoints import ensure_converted
+            from runway_cnn.backbones.checkpoints import ensure_converted
             return os.fspath(ensure_converted(variant))
         BACKBONES.register(variant, BackboneEntry(
             _hub(handle), size, IDENTITY, architecture_weights="imagenet",
@@ -186,7 +192,6 @@ def _build(name: str, entry: BackboneEntry, weights, image_size: int | None,
 
 def _from_run(path: Path, image_size: int | None) -> Backbone:
     """A previous run's backbone: the ``feature_vector`` endpoint of its newest export."""
-    from runway_cnn.export import read_assets, resolve_export  # export imports backbones
     export_dir = resolve_export(path)
     meta = read_assets(export_dir)[1]
     spec = meta["preprocessing"]

@@ -13,16 +13,23 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from runway_cnn import data, pipeline, schedule
-from runway_cnn.backbones import Backbone, get_backbone
-from runway_cnn.config import FinetuneConfig
-from runway_cnn.errors import CheckpointError, RunwayError, first_line
-from runway_cnn.preprocessing import Augmentation
-from runway_cnn.runfiles import check_output_dir, read_json, write_json
-from runway_cnn.runtime import DeviceSettings, configure_device
-from runway_cnn.tasks import Task, get_task
+from runway_cnn.backbones.factory import Backbone, get_backbone
+from runway_cnn.data import folders as data
+from runway_cnn.data import pipeline
+from runway_cnn.data.preprocessing import Augmentation
+from runway_cnn.errors import RunwayError, first_line
+from runway_cnn.runfiles import (
+    StageDir,
+    TrainDir,
+    check_output_dir,
+    read_json,
+    write_json,
+)
+from runway_cnn.tasks.single_label import Task, get_task
+from runway_cnn.training import schedule
+from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.training.runtime import DeviceSettings, configure_device
 
-CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE = "config.json", "metrics.json", "model.weights.h5"
 # settings that may differ between a run and its resumption without invalidating it (a train
 # dir may be moved)
 _RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k", "train_dir"}
@@ -30,12 +37,43 @@ _RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k", "train_dir"}
 
 @dataclass
 class RunResult:
+    """A finished run: what :func:`runway_cnn.fine_tune` returns and
+    :func:`runway_cnn.training.restore.restore_run` rebuilds. For an experiment (``--num_splits``
+    / ``--kfold``) ``metrics`` is its summary and there is no model (each run has its folder)."""
+
     train_dir: Path
-    export_path: Path | None
+    config: dict
     metrics: dict
-    model: keras.Model
-    task: Task
-    backbone: Backbone
+    model: keras.Model | None = None
+    task: Task | None = None
+    backbone: Backbone | None = None
+    export_path: Path | None = None
+
+    @property
+    def is_experiment(self) -> bool:
+        return bool(self.config.get("num_splits") or self.config.get("kfold"))
+
+    @property
+    def recorded_export(self) -> Path | None:
+        """The export version dir ``metrics.json`` records (it may be gone)."""
+        recorded = self.metrics.get("export_path")
+        return Path(recorded) if recorded else None
+
+    @property
+    def serving_name(self) -> str:
+        """The model name the run exports under: its recorded export's, else ``--serving_name``,
+        else the dataset folder's name."""
+        if self.recorded_export is not None:
+            return self.recorded_export.parent.name
+        return self.config.get("serving_name") or data.dataset_name(self.config["dataset_dir"])
+
+    @property
+    def export_base(self) -> Path:
+        """The base dir the run exports to: its recorded export's, else ``--export_dir``, else
+        ``<train_dir>/export``."""
+        if self.recorded_export is not None:
+            return self.recorded_export.parent.parent
+        return Path(self.config.get("export_dir") or TrainDir(self.train_dir).export_base)
 
 
 def classifier(backbone: Backbone, head: keras.Model) -> keras.Model:
@@ -62,23 +100,15 @@ def build_backbone(config: FinetuneConfig) -> Backbone:
     return get_backbone(c.model_name, weights=weights, image_size=c.image_size)
 
 
-def has_training_state(train_dir: Path) -> bool:
-    """Whether ``train_dir`` holds training that a new run would resume (a stage or an
-    experiment's run started there)."""
-    return train_dir.is_dir() and any(
-        p.is_dir() and (p.name in ("stage1", "stage2") or p.name.startswith(("split_", "fold_")))
-        for p in train_dir.iterdir())
-
-
 def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     """Refuses output folders that are files and resuming training that was started with other
     settings; a train dir with no training in it yet (say, a run that stopped at a typo in a
     flag) is simply reused."""
     check_output_dir(train_dir, "--train_dir")
     check_output_dir(config.export_dir, "--export_dir")
-    path = train_dir / CONFIG_FILE
+    path = TrainDir(train_dir).config
     new = config.to_dict()
-    if path.exists() and has_training_state(train_dir):
+    if path.exists() and TrainDir(train_dir).has_training():
         old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
         changed = sorted(k for k in new if k not in _RESUMABLE and old.get(k) != new[k])
         if changed:
@@ -90,8 +120,8 @@ def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
 
 def _check_same_data(dataset: data.ImageFolderDataset, train_dir: Path) -> None:
     """A resumed run must see the classes and splits it started with."""
-    path = train_dir / "splits.json"
-    if not (path.exists() and has_training_state(train_dir)):
+    path = TrainDir(train_dir).splits
+    if not (path.exists() and TrainDir(train_dir).has_training()):
         return
     old = read_json(path, fix="use a new --train_dir (the run's images cannot be checked)")
     new = {name: [src for src in split.sources] for name, split in dataset.splits.items()}
@@ -100,13 +130,13 @@ def _check_same_data(dataset: data.ImageFolderDataset, train_dir: Path) -> None:
                           f"{train_dir} started; use a new --train_dir")
 
 
-def _best_so_far(stage_dir: Path, monitor: str, mode: str, baseline: float | None
+def _best_so_far(stage_dir: StageDir, monitor: str, mode: str, baseline: float | None
                  ) -> float | None:
     """The value a stage's best checkpoint must beat: its baseline, or, for a resumed stage, the
     best epoch logged before the interruption (Keras' ModelCheckpoint forgets it on restart)."""
-    history = stage_dir / "history.csv"
+    history = stage_dir.history
     values = [] if baseline is None else [baseline]
-    if history.exists() and (stage_dir / "best.weights.h5").exists():
+    if history.exists() and (stage_dir.best_weights).exists():
         with history.open() as f:
             values += [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
     if not values:
@@ -119,8 +149,8 @@ class ResumingBackup(keras.callbacks.BackupAndRestore):
     aside (with a message; the stage then restarts from its start, the last good state) instead
     of failing every later attempt until ``backup/`` is deleted by hand."""
 
-    def __init__(self, stage_dir: Path):
-        super().__init__(str(stage_dir / "backup"))
+    def __init__(self, stage_dir: StageDir):
+        super().__init__(str(stage_dir.backup))
         self.stage = stage_dir.name
 
     def on_train_begin(self, logs=None):
@@ -151,9 +181,9 @@ class StageClock(keras.callbacks.Callback):
     """A stage's wall time over every process that worked on it: saved at each epoch end, so
     the ``done.json`` of a resumed stage counts the interrupted processes too."""
 
-    def __init__(self, stage_dir: Path):
+    def __init__(self, stage_dir: StageDir):
         super().__init__()
-        self.path = stage_dir / "seconds.json"
+        self.path = stage_dir.seconds
         self.before = float(read_json(self.path, fix=f"delete it (only {stage_dir.name}'s "
                                                      "reported time is lost)", required=False
                                       ).get("seconds", 0.0))
@@ -167,15 +197,15 @@ class StageClock(keras.callbacks.Callback):
         write_json(self.path, {"seconds": self.seconds})
 
 
-def _callbacks(stage_dir: Path, monitor: str, mode: str, baseline: float | None,
+def _callbacks(stage_dir: StageDir, monitor: str, mode: str, baseline: float | None,
                patience: int | None, clock: StageClock) -> list[keras.callbacks.Callback]:
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    stage_dir.path.mkdir(parents=True, exist_ok=True)
     baseline = _best_so_far(stage_dir, monitor, mode, baseline)
     callbacks = [
         ResumingBackup(stage_dir), clock,
-        keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(stage_dir / "logs"), write_graph=False),
-        keras.callbacks.ModelCheckpoint(str(stage_dir / "best.weights.h5"), monitor=monitor,
+        keras.callbacks.CSVLogger(str(stage_dir.history), append=True),
+        keras.callbacks.TensorBoard(str(stage_dir.logs), write_graph=False),
+        keras.callbacks.ModelCheckpoint(str(stage_dir.best_weights), monitor=monitor,
                                         mode=mode, save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=baseline),
     ]
@@ -192,21 +222,21 @@ def load_model_weights(model: keras.Model, path: Path) -> None:
         model.load_weights(str(path))
 
 
-def _load_best(model: keras.Model, stage_dir: Path) -> bool:
+def _load_best(model: keras.Model, stage_dir: StageDir) -> bool:
     """Loads the stage's best weights if it saved any (it beat its baseline); says whether."""
-    best = stage_dir / "best.weights.h5"
+    best = stage_dir.best_weights
     if best.exists():
         load_model_weights(model, best)
     return best.exists()
 
 
-def _mark_done(stage_dir: Path, summary: dict) -> dict:
-    write_json(stage_dir / "done.json", summary, indent=2)
+def _mark_done(stage_dir: StageDir, summary: dict) -> dict:
+    write_json(stage_dir.done, summary, indent=2)
     return summary
 
 
-def _stage_done(stage_dir: Path) -> dict | None:
-    marker = stage_dir / "done.json"
+def _stage_done(stage_dir: StageDir) -> dict | None:
+    marker = stage_dir.done
     if not marker.exists():
         return None
     return read_json(marker, fix=f"delete it to run {stage_dir.name} again")
@@ -232,6 +262,7 @@ class FineTuner:
         self.config = config
         self.dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
         self.train_dir = Path(config.train_dir)
+        self.files = TrainDir(self.train_dir)
         _check_resume(self.train_dir, config)
         self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
                                                        config.seed)
@@ -248,7 +279,7 @@ class FineTuner:
                              label_smoothing=config.label_smoothing, dropout=config.dropout)
         self.head = self.task.build_head(self.backbone.feature_dim)
         self.model = classifier(self.backbone, self.head)
-        if self.stage2_epochs > 0 and not _stage_done(self.train_dir / "stage2"):
+        if self.stage2_epochs > 0 and not _stage_done(self.files.stage("stage2")):
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
 
     # -- stages ------------------------------------------------------------------------------
@@ -270,12 +301,12 @@ class FineTuner:
         """Trains the head on the frozen backbone, on cached features unless stage-1 augmentation
         is on (exact for a frozen backbone, and far cheaper): by default as the task's convex
         problem (logistic regression for single-label), else with Keras and Adam."""
-        c, stage_dir = self.config, self.train_dir / "stage1"
+        c, stage_dir = self.config, self.files.stage("stage1")
         done = _stage_done(stage_dir)
         if done:
-            load_model_weights(self.model, stage_dir / "final.weights.h5")
+            load_model_weights(self.model, stage_dir.final_weights)
             return done
-        stage_dir.mkdir(parents=True, exist_ok=True)
+        stage_dir.path.mkdir(parents=True, exist_ok=True)
         clock = StageClock(stage_dir)
         schedule.freeze(self.backbone.model)
         train, val = self._split("train"), self._split("validation")
@@ -298,7 +329,7 @@ class FineTuner:
                               validation_data=(self._features(val), val.labels),
                               verbose=c.verbose)
             _load_best(self.model if c.stage1_augment else self.head, stage_dir)
-        self.model.save_weights(str(stage_dir / "final.weights.h5"))
+        self.model.save_weights(str(stage_dir.final_weights))
         return _mark_done(stage_dir, {"seconds": clock.seconds,
                                       "features_cached": not c.stage1_augment,
                                       "solver": solved or {"solver": "adam"},
@@ -307,16 +338,16 @@ class FineTuner:
     def stage2(self, baseline: float) -> dict:
         """Fine-tunes the unfrozen top of the backbone at a lower, warmed-up, cosine-decayed
         learning rate; keeps the stage-1 weights unless validation improves on ``baseline``."""
-        c, stage_dir = self.config, self.train_dir / "stage2"
+        c, stage_dir = self.config, self.files.stage("stage2")
         epochs = self.stage2_epochs
         if epochs <= 0:
             return {"skipped": True}
         done = _stage_done(stage_dir)
         if done:
-            load_model_weights(self.model, stage_dir / "final.weights.h5")
+            load_model_weights(self.model, stage_dir.final_weights)
             self._backbone_changed = bool(done.get("improved_on_stage1"))
             return done
-        stage_dir.mkdir(parents=True, exist_ok=True)
+        stage_dir.path.mkdir(parents=True, exist_ok=True)
         clock = StageClock(stage_dir)
         self._backbone_changed = True
         unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
@@ -332,9 +363,9 @@ class FineTuner:
                        verbose=c.verbose)
         improved = _load_best(self.model, stage_dir)
         if not improved:  # stage 2 never beat stage 1 on validation: keep stage 1's weights
-            load_model_weights(self.model, self.train_dir / "stage1" / "final.weights.h5")
+            load_model_weights(self.model, self.files.stage("stage1").final_weights)
         self._backbone_changed = improved
-        self.model.save_weights(str(stage_dir / "final.weights.h5"))
+        self.model.save_weights(str(stage_dir.final_weights))
         return _mark_done(stage_dir, {"seconds": clock.seconds,
                                       "improved_on_stage1": improved,
                                       "unfrozen_weights": len(unfrozen),
@@ -384,51 +415,26 @@ class FineTuner:
         return figures
 
     # -- the whole run ------------------------------------------------------------------------
-    def _finished(self, model_dir: Path | None) -> RunResult | None:
-        """The result of this run if an earlier process finished it — with its export in
-        ``model_dir`` at the same ``top_k`` when one is wanted — saying so; else None. A rerun
-        of a finished command thus adds no identical export version (re-exporting is
-        ``python -m runway_cnn.export``)."""
-        from runway_cnn.export import read_assets
-
-        path = self.train_dir / METRICS_FILE
-        if not (path.exists() and (self.train_dir / WEIGHTS_FILE).exists()):
+    def finished(self) -> RunResult | None:
+        """This run as an earlier process finished it (``metrics.json`` and the final weights
+        are there), the weights loaded; None if it is not finished."""
+        if not (self.files.metrics.exists() and self.files.weights.exists()):
             return None
-        metrics = read_json(path, fix="delete it to evaluate and export the run again")
+        metrics = read_json(self.files.metrics, fix="delete it to evaluate the run again")
+        load_model_weights(self.model, self.files.weights)
         recorded = metrics.get("export_path")
-        export_path = Path(recorded) if model_dir is not None and recorded else None
-        if model_dir is not None:
-            if not (export_path is not None and export_path.parent == model_dir
-                    and (export_path / "saved_model.pb").exists()):
-                return None
-            try:
-                if read_assets(export_path)[1].get("top_k") != self.config.top_k:
-                    return None
-            except CheckpointError:  # a damaged export: make a new one
-                return None
-        load_model_weights(self.model, self.train_dir / WEIGHTS_FILE)
-        print(f"{self.train_dir} holds this run, finished"
-              + (f"; its export is {export_path} (python -m runway_cnn.export --train_dir "
-                 f"{self.train_dir} exports it again)" if export_path else ""), flush=True)
-        return RunResult(self.train_dir, export_path, metrics, self.model, self.task,
-                         self.backbone)
+        return RunResult(self.train_dir, self.config.to_dict(), metrics, self.model, self.task,
+                         self.backbone, Path(recorded) if recorded else None)
 
-    def run(self, export: bool = True) -> RunResult:
-        """Runs the stages not done yet, evaluates, writes ``metrics.json`` and the plots, and
-        exports the model (unless ``export`` is False; ``export_path`` is then None)."""
-        from runway_cnn.export import export_model
-        from runway_cnn.report import plot_training_curves
+    def run(self) -> RunResult:
+        """Runs the stages not done yet, evaluates, writes the final weights, ``metrics.json``
+        and the plots (exporting is :func:`runway_cnn.api.fine_tune`'s)."""
+        from runway_cnn.plots import plot_training_curves
 
-        c = self.config
-        export_base = Path(c.export_dir or self.train_dir / "export")
-        model_dir = export_base / (c.serving_name or data.dataset_name(c.dataset_dir))
-        finished = self._finished(model_dir if export else None)
-        if finished is not None:
-            return finished
         print(self.device.describe(), "| backbone:", self.backbone.name, flush=True)
         stage1 = self.stage1()
         stage2 = self.stage2(stage1["validation"][self.task.monitor.removeprefix("val_")])
-        self.model.save_weights(str(self.train_dir / WEIGHTS_FILE))
+        self.model.save_weights(str(self.files.weights))
         metrics = {split: self.evaluate(split) for split in self.dataset.splits
                    if split != "train"}
         metrics.update({
@@ -436,27 +442,9 @@ class FineTuner:
             "task": self.task.name, "class_names": self.task.class_names,
             "class_counts": self.dataset.class_counts(),
             "stages": {"stage1": stage1, "stage2": stage2},
-            "device": self.device.describe(),
+            "device": self.device.describe(), "export_path": None,
         })
-        export_path = None
-        if export:
-            export_path = export_model(self.model, self.backbone, self.task, model_dir.parent,
-                                       model_dir.name, top_k=c.top_k)
-        metrics["export_path"] = str(export_path) if export_path else None
-        write_json(self.train_dir / METRICS_FILE, metrics, indent=2)
+        write_json(self.files.metrics, metrics, indent=2)
         plot_training_curves(self.train_dir)
-        return RunResult(self.train_dir, export_path, metrics, self.model, self.task,
+        return RunResult(self.train_dir, self.config.to_dict(), metrics, self.model, self.task,
                          self.backbone)
-
-
-def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult | dict:
-    """Runs a whole fine-tune: ``fine_tune(dataset_dir="photos/", train_dir="runs/x")`` or
-    ``fine_tune(FinetuneConfig(...))``. A killed run called again with the same settings resumes.
-
-    With ``num_splits`` or ``kfold`` set it runs that experiment instead and returns its summary
-    dict (:func:`runway_cnn.experiments.run_experiment`)."""
-    config = config or FinetuneConfig(**settings)
-    if config.num_splits or config.kfold:
-        from runway_cnn.experiments import run_experiment
-        return run_experiment(config)
-    return FineTuner(config).run()

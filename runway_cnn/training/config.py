@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from runway_cnn.errors import RunwayError
 
-
 STAGE1_SOLVERS = ("lbfgs", "adam")
 
 
@@ -112,7 +111,7 @@ class FinetuneConfig:
         """Every path made absolute once, here, so that a run's files (config, metrics, export
         records) name the same places from any working directory; a registered dataset name and a
         TF-Hub URL stay as they are. The default train dir is ``runs/<dataset folder name>``."""
-        from runway_cnn.data import DATASETS, dataset_name
+        from runway_cnn.data.folders import DATASETS, dataset_name
 
         if self.dataset_dir not in DATASETS:
             self.dataset_dir = _absolute(self.dataset_dir)

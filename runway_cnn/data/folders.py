@@ -24,11 +24,11 @@ from PIL import Image, ImageFile, ImageOps
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from runway_cnn.errors import DataError
-from runway_cnn.runfiles import write_json
 from runway_cnn.registry import Registry
+from runway_cnn.runfiles import write_json
 
 SPLITS = ("train", "validation", "test")
-REPO_DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
+REPO_DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 DATASETS: Registry[Path] = Registry("dataset")
 DATASETS.register("clothing_sample", REPO_DATASETS_DIR / "clothing-sample")
 

@@ -31,16 +31,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn import data, pipeline
-from runway_cnn.backbones import Backbone
-from runway_cnn.config import FinetuneConfig
+from runway_cnn.backbones.factory import Backbone
+from runway_cnn.data import folders as data
+from runway_cnn.data import pipeline
 from runway_cnn.errors import DataError, RunwayError, first_line
-from runway_cnn.runfiles import read_json, write_json
-from runway_cnn.runtime import configure_device
-from runway_cnn.trainer import FineTuner, _check_resume, build_backbone
+from runway_cnn.runfiles import TrainDir, read_json, write_json
+from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.training.runtime import configure_device
+from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
 
-SUMMARY_JSON, SUMMARY_CSV, FEATURES_FILE, DONE_FILE = ("summary.json", "summary.csv",
-                                                       "features.npz", "done.json")
 TEST_FIGURES = ("top1", "top5", "macro_f1", "loss")  # of each run's test split
 COLUMNS = ("run", "seed", "num_train", "num_validation", "num_test", *TEST_FIGURES,
            "validation_top1", "stage1_seconds", "stage2_seconds", "run_seconds")
@@ -95,12 +94,12 @@ class SharedWork:
         start = time.perf_counter()
         images = eval_images(pool.paths, self.backbone, config.batch_size)
         self.seconds = {"decode": time.perf_counter() - start}
-        features, seconds = _load_features(root / FEATURES_FILE, pool, self.backbone)
+        features, seconds = _load_features(TrainDir(root).features, pool, self.backbone)
         if features is None:
             start = time.perf_counter()
             features = image_features(images, self.backbone, config.batch_size)
             seconds = time.perf_counter() - start
-            _save_features(root / FEATURES_FILE, pool, self.backbone, features, seconds)
+            _save_features(TrainDir(root).features, pool, self.backbone, features, seconds)
         self.seconds["features"] = seconds
         self.images = dict(zip(pool.paths, images))
         self.features = dict(zip(pool.paths, features))
@@ -164,7 +163,7 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     dataset = data.scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                      test_fraction=config.test_fraction, seed=config.seed,
                                      work_dir=root)
-    write_json(root / "data_report.json", dataset.report())
+    write_json(TrainDir(root).data_report, dataset.report())
     pool = dataset.pooled()
     plans = plan_runs(config, pool.labels)
     protocol = (f"{config.num_splits} stratified random splits" if config.num_splits
@@ -174,7 +173,7 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     shared: SharedWork | None = None
     rows = []
     for plan in plans:
-        done = root / plan.name / DONE_FILE
+        done = TrainDir(root).experiment_run(plan.name).done
         if done.exists():
             rows.append(read_json(done, fix=f"delete it to run {plan.name} again"))
             print(f"{plan.name}: finished earlier, skipped", flush=True)
@@ -202,7 +201,7 @@ def _run(config: FinetuneConfig, plan: RunPlan, dataset: data.ImageFolderDataset
     start = time.perf_counter()
     tuner = FineTuner(run_config, dataset=dataset.resplit(plan.indices), backbone=shared.backbone,
                       features=shared.features, images=shared.images)
-    metrics = tuner.run(export=False).metrics
+    metrics = (tuner.finished() or tuner.run()).metrics
     stages = metrics["stages"]
     row = {"run": plan.name, "seed": plan.seed,
            **{f"num_{s}": len(idx) for s, idx in plan.indices.items()},
@@ -213,7 +212,7 @@ def _run(config: FinetuneConfig, plan: RunPlan, dataset: data.ImageFolderDataset
            "run_seconds": time.perf_counter() - start,
            "stage2_improved": stages["stage2"].get("improved_on_stage1"),
            "confusion_matrix": metrics["test"]["confusion_matrix"]}
-    write_json(run_dir / DONE_FILE, row)
+    write_json(TrainDir(run_dir).done, row)
     return row
 
 
@@ -249,8 +248,8 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig,
 
 
 def _read_summary(root: Path) -> dict | None:
-    path = root / SUMMARY_JSON
-    from runway_cnn.report import read_summary
+    path = TrainDir(root).summary
+    from runway_cnn.plots import read_summary
 
     return read_summary(root) if path.exists() else None
 
@@ -258,11 +257,11 @@ def _read_summary(root: Path) -> dict | None:
 def write_summary(summary: dict, root: str | Path) -> None:
     """``summary.json``, ``summary.csv`` (a row per run, then mean / std / min / max rows), the
     box plot of accuracy across runs and the summed test confusion matrix, into ``root``."""
-    from runway_cnn.report import plot_confusion_matrix, plot_split_accuracy
+    from runway_cnn.plots import plot_confusion_matrix, plot_split_accuracy
 
     root = Path(root)
-    write_json(root / SUMMARY_JSON, summary)
-    with (root / SUMMARY_CSV).open("w", newline="") as f:
+    write_json(TrainDir(root).summary, summary)
+    with TrainDir(root).summary_csv.open("w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(summary["runs"])
@@ -272,7 +271,7 @@ def write_summary(summary: dict, root: str | Path) -> None:
     if summary["runs"]:
         plot_split_accuracy(root)
         plot_confusion_matrix(np.asarray(summary["confusion_matrix"]), summary["class_names"],
-                              root / "confusion_matrix.png",
+                              TrainDir(root).confusion_plot,
                               title=f"test confusion, summed over {summary['runs_finished']} "
                                     "runs")
 

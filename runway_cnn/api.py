@@ -1,0 +1,56 @@
+"""The whole job from Python: ``fine_tune`` trains (``training/``) and exports (``export/``).
+
+    result = runway_cnn.fine_tune(dataset_dir="photos/brands", train_dir="runs/brands")
+    result.metrics["test"]["top1"], result.export_path
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runway_cnn.data.folders import dataset_name
+from runway_cnn.errors import CheckpointError
+from runway_cnn.export.saved_model import export_model
+from runway_cnn.runfiles import TrainDir, read_assets, write_json
+from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.training.experiments import run_experiment
+from runway_cnn.training.trainer import FineTuner, RunResult
+
+
+def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
+    """Runs a whole fine-tune and exports it: ``fine_tune(dataset_dir="photos/",
+    train_dir="runs/x")`` or ``fine_tune(FinetuneConfig(...))``. A killed run called again with
+    the same settings resumes; a finished one says so and is not exported again (unless its
+    export is gone or ``top_k`` changed; ``python -m runway_cnn.export`` re-exports on request).
+
+    With ``num_splits`` or ``kfold`` set it runs that experiment instead (not exported); the
+    result's ``metrics`` are then its summary (:func:`runway_cnn.training.experiments.run_experiment`).
+    """
+    config = config or FinetuneConfig(**settings)
+    if config.num_splits or config.kfold:
+        return RunResult(Path(config.train_dir), config.to_dict(), run_experiment(config))
+    tuner = FineTuner(config)
+    model_dir = (Path(config.export_dir or TrainDir(tuner.train_dir).export_base)
+                 / (config.serving_name or dataset_name(config.dataset_dir)))
+    finished = tuner.finished()
+    if finished is not None and _exported(finished.export_path, model_dir, config.top_k):
+        print(f"{tuner.train_dir} holds this run, finished; its export is "
+              f"{finished.export_path} (python -m runway_cnn.export --train_dir "
+              f"{tuner.train_dir} exports it again)", flush=True)
+        return finished
+    result = finished or tuner.run()
+    result.export_path = export_model(result.model, result.backbone, result.task,
+                                      model_dir.parent, model_dir.name, top_k=config.top_k)
+    result.metrics["export_path"] = str(result.export_path)
+    write_json(TrainDir(result.train_dir).metrics, result.metrics, indent=2)
+    return result
+
+
+def _exported(export_path: Path | None, model_dir: Path, top_k: int) -> bool:
+    """Whether ``export_path`` is a readable export in ``model_dir`` with this ``top_k``."""
+    if export_path is None or export_path.parent != model_dir \
+            or not (export_path / "saved_model.pb").exists():
+        return False
+    try:
+        return read_assets(export_path)[1].get("top_k") == top_k
+    except CheckpointError:  # a damaged export: make a new one
+        return False

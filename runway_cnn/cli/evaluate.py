@@ -1,0 +1,63 @@
+"""``python -m runway_cnn.evaluate --model PATH --dataset_dir D [--split test] [--output_dir O]``:
+an exported model's figures on a labelled image folder (TF-Slim's ``eval_image_classifier``).
+
+- PATH: an export version dir, an export base / serving-name dir (its newest version) or a train
+  dir (the export its ``metrics.json`` names).
+- Which images: if D has split folders (``train/``, ``validation/``, ``test/``), those of the
+  ``--split`` folder; otherwise all images of D (the output says so). Files are checked and read
+  as for training (``scan_image_folder``); unusable ones are left out and counted.
+- Labels: D's class folder names are matched to the model's labels by name; a folder name the
+  model does not know is an error naming it. The model may know more classes than D has.
+- Results go to O (default: ``<train dir>/eval/<D name>_<split>/`` for a train dir, else
+  ``<serving-name dir>/eval/<version>/<D name>_<split>/``, beside the model and never the current
+  directory): ``eval.json`` (everything below), ``per_class.csv``, ``predictions.csv``,
+  ``confusion_matrix.csv`` and ``confusion_matrix.png`` (normalised per true class).
+- Figures (scikit-learn): top-1, top-5, macro-F1, per-class precision / recall / F1 / support over
+  the classes that occur in the labels or the predictions, the confusion matrix over all the
+  model's labels (rows: true class), and the worst-confused class pairs.
+"""
+from __future__ import annotations
+
+import argparse
+
+from runway_cnn.inference.evaluate import evaluate_model
+
+
+def format_evaluation(result: dict) -> str:
+    """The figures as text: summary line, per-class table, worst-confused pairs."""
+    width = max([len(c) for c in result["per_class"]] + [5])
+    lines = [f"{result['model']} on {result['dataset_dir']}: {result['images']}"
+             + (f", {result['skipped_files']} unusable files left out"
+                if result["skipped_files"] else ""),
+             f"top1 {result['top1']:.4f}  top{result['top5_k']} {result['top5']:.4f}  "
+             f"macro-F1 {result['macro_f1']:.4f}  ({result['num_examples']} images)", "",
+             f"{'class':{width}s}  precision  recall     f1  support"]
+    for name, m in result["per_class"].items():
+        lines.append(f"{name:{width}s}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
+                     f"{m['f1']:5.3f}  {m['support']:7d}")
+    if result["worst_confusions"]:
+        lines += ["", "most confused (true → predicted: images, share of the true class):"]
+        lines += [f"  {p['true']} → {p['predicted']}: {p['count']} ({p['share_of_true']:.0%})"
+                  for p in result["worst_confusions"]]
+    lines += ["", f"written to {result['output_dir']}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m runway_cnn.evaluate",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True,
+                        help="export version dir, export base / serving-name dir, or train dir")
+    parser.add_argument("--dataset_dir", required=True,
+                        help="labelled image folder (class sub-folders, optionally under "
+                             "split folders) or a registered dataset name")
+    parser.add_argument("--split", default="test",
+                        help="split folder to evaluate when the dataset has split folders")
+    parser.add_argument("--output_dir", help="where the results go (default: eval/ beside the "
+                                             "model)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args(argv)
+    result = evaluate_model(args.model, args.dataset_dir, args.split, args.output_dir,
+                            args.batch_size)
+    print(format_evaluation(result))
+    return result

@@ -1,0 +1,1 @@
+"""Export: SavedModels for TF Serving (signatures, warm-up, versions) and TFLite files."""

@@ -1,0 +1,123 @@
+"""Top-k predictions for image files and folders, one row per image file (unreadable files
+get a row with their ``error``), and the CSV they are written to."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+from runway_cnn.data import folders as data
+from runway_cnn.data.preprocessing import decode_image
+from runway_cnn.errors import RunwayError, first_line
+from runway_cnn.inference.predictor import Predictor
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo",
+                  ".heic", ".heif", ".avif")  # the last three get a row saying they can't be read
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 RGB ``[h, w, 3]`` of an image file as the trainer sees it: TF decodes what it reads
+    right; EXIF-rotated, non-RGB and other formats go through PIL (``scan_image_folder``'s rule).
+    Raises on unreadable files."""
+    with data._strict_decoding(), Image.open(path) as im:
+        if data._conversion_reason(im):
+            im.seek(0)
+            return np.asarray(data._to_rgb(ImageOps.exif_transpose(im)))
+        im.load()  # a truncated file raises here, as it would be skipped for training
+    return decode_image(tf.io.read_file(os.fsencode(path))).numpy()
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not an image"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"image too large: {first_line(error)}"
+    return f"cannot read: {type(error).__name__}: {first_line(error)}"
+
+
+def list_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively (sorted) for image files, hidden ones left
+    out. A folder without any image file is an error naming it."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                       and not p.is_dir() and not any(part.startswith(".")
+                                                   for part in p.relative_to(path).parts))
+        if not found:
+            raise RunwayError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        files += found
+    return files
+
+
+def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: int = 5,
+            batch_size: int = 32, progress: bool = False) -> list[dict]:
+    """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``,
+    ``labels`` and ``scores`` (the top-k, best first) and ``error`` ("" when it was read)."""
+    if batch_size < 1 or top_k < 1:
+        raise RunwayError(f"--batch_size {batch_size} / --top_k {top_k}: each must be at least 1")
+    classifier = model if isinstance(model, Predictor) else Predictor(model)
+    files = list_images(inputs)
+    k = max(1, min(top_k, len(classifier.labels)))
+    rows: list[dict] = []
+    bar = _progress_bar(len(files)) if progress else None
+    for start in range(0, len(files), batch_size):
+        batch, good = files[start:start + batch_size], []
+        for path in batch:
+            row = {"path": str(path), "labels": [], "scores": [], "error": ""}
+            try:
+                good.append((row, classifier.crop(read_image(path))))
+            except Exception as error:  # noqa: BLE001 - any unreadable file becomes a row
+                row["error"] = _error_text(error)
+            rows.append(row)
+        if good:
+            probabilities = classifier.probabilities(np.stack([image for _, image in good]))
+            for (row, _), p in zip(good, probabilities):
+                best = np.argsort(-p, kind="stable")[:k]
+                row["labels"] = [classifier.labels[i] for i in best]
+                row["scores"] = [float(p[i]) for i in best]
+        if bar is not None:
+            with contextlib.redirect_stdout(sys.stderr):
+                bar.add(len(batch))
+    return rows
+
+
+def _progress_bar(total: int):
+    import keras
+
+    return keras.utils.Progbar(total, unit_name="image")
+
+
+def write_csv(rows: Sequence[dict], output, top_k: int) -> None:
+    """``path, label_1, score_1, …, label_k, score_k, error`` per row; ``output`` is a path or an
+    open text file. A file name that is not UTF-8 is written as its own bytes."""
+    header = ["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1)
+                         for kind in ("label", "score")] + ["error"]
+    with contextlib.ExitStack() as stack:
+        if isinstance(output, (str, os.PathLike)):
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            output = stack.enter_context(open(output, "w", newline="",
+                                              errors="surrogateescape"))
+        writer = csv.writer(output)
+        writer.writerow(header)
+        for row in rows:
+            cells = [row["path"]]
+            for i in range(top_k):
+                has = i < len(row["labels"])
+                cells += [row["labels"][i] if has else "",
+                          f"{row['scores'][i]:.6f}" if has else ""]
+            writer.writerow(cells + [row["error"]])

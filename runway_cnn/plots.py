@@ -1,0 +1,129 @@
+"""Plots of a run: training curves of both stages (the stage boundary marked); for an experiment
+(``--num_splits`` / ``--kfold``) a box plot of the test figures across its runs and each run's
+curves; confusion matrices (also used by ``runway_cnn.evaluate``).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from runway_cnn.runfiles import STAGES, TrainDir, read_json  # noqa: E402
+
+
+def read_history(train_dir: str | Path) -> dict[str, list[dict[str, float]]]:
+    """Per stage, the epoch rows Keras' CSVLogger wrote (resumed runs included)."""
+    history = {}
+    for stage in STAGES:
+        path = TrainDir(Path(train_dir)).stage(stage).history
+        if path.exists():
+            with path.open() as f:
+                history[stage] = [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                                  for row in csv.DictReader(f)]
+    return history
+
+
+def plot_training_curves(train_dir: str | Path, output: str | Path | None = None) -> Path | None:
+    """Loss and accuracy per epoch across both stages; returns the PNG path (None: no history)."""
+    history = read_history(train_dir)
+    if not history:
+        return None
+    output = Path(output or TrainDir(Path(train_dir)).curves)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("loss", "top1")):
+        offset = 0
+        for stage, rows in history.items():
+            epochs = [offset + i + 1 for i in range(len(rows))]
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = [row.get(prefix + metric) for row in rows]
+                if any(v is not None for v in values):
+                    ax.plot(epochs, values, style, marker=".",
+                            label=f"{stage} {'validation' if prefix else 'train'}")
+            offset += len(rows)
+            if stage == "stage1" and "stage2" in history:
+                ax.axvline(offset + 0.5, color="grey", linestyle=":", label="unfreeze")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"training curves: {Path(train_dir).name}")
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def read_summary(experiment_dir: str | Path) -> dict:
+    """An experiment's ``summary.json``; a damaged one is a one-line error saying what to do."""
+    return read_json(TrainDir(Path(experiment_dir)).summary,
+                     fix="run the experiment's command again: it rewrites the summary from the "
+                         "runs' done.json files")
+
+
+def plot_split_accuracy(experiment_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Box plot of the test top-1, top-5 and macro-F1 of an experiment's runs (its
+    ``summary.json``), every run drawn as a dot; returns the PNG path."""
+    summary = read_summary(experiment_dir)
+    runs = summary["runs"]
+    keys = ("top1", "top5", "macro_f1")
+    values = [[r[k] for r in runs] for k in keys]
+    output = Path(output or TrainDir(Path(experiment_dir)).split_plot)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.boxplot(values, showmeans=True, widths=0.5)
+    ax.set_xticks(range(1, len(keys) + 1),
+                  [f"{k}\n{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}"
+                   for k, v in zip(keys, values)])
+    jitter = np.random.default_rng(0)
+    for i, v in enumerate(values, start=1):
+        ax.plot(i + jitter.uniform(-0.08, 0.08, len(v)), v, "o", color="tab:blue", alpha=0.6,
+                markersize=4)
+    ax.set_ylabel("test split")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{summary['runs_finished']} runs ({summary['protocol']}): "
+                 f"{Path(summary['dataset_dir']).name}")
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], output: str | Path,
+                          title: str = "confusion matrix") -> Path:
+    """The confusion matrix normalised per true class (each row sums to 1; a row without
+    images stays blank), class names on both axes. Sized and lettered for 2 to 100+ classes:
+    counts are written into the cells up to 25 classes."""
+    counts = np.asarray(matrix, np.float64)
+    n = len(class_names)
+    support = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.where(support > 0, counts / support, np.nan)
+    side = min(max(6.0, 0.32 * n + 2.5), 40.0)
+    font = max(5.0, min(10.0, 300.0 / max(n, 1)))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), [f"{c} ({int(s)})" for c, s in zip(class_names, support[:, 0])],
+                  fontsize=font)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (images)")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
+                            fontsize=font * 0.9,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ax.set_title(title)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return output
