@@ -38,7 +38,7 @@ import tensorflow as tf
 from runway_cnn.export import saved_model, tflite
 from runway_cnn.data import pipeline
 from runway_cnn.backbones.factory import get_backbone
-from runway_cnn.tasks.single_label import get_task
+from runway_cnn.tasks import get_task
 from runway_cnn.training.trainer import classifier
 
 DATA = Path("/work/shared/data/clothing-small")

@@ -12,9 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from runway_cnn.api import fine_tune  # noqa: E402
 from runway_cnn.backbones.factory import BACKBONES, Backbone, get_backbone  # noqa: E402
-from runway_cnn.data.folders import DATASETS, ImageFolderDataset, scan_image_folder  # noqa: E402
+from runway_cnn.data.dataset import ImageDataset  # noqa: E402
+from runway_cnn.data.folders import DATASETS, scan_image_folder  # noqa: E402
 from runway_cnn.errors import BackboneError, CheckpointError, DataError, RunwayError  # noqa: E402
-from runway_cnn.tasks.single_label import TASKS, Task, get_task  # noqa: E402
+from runway_cnn.tasks import TASKS, Task, get_task  # noqa: E402
 from runway_cnn.training.config import FinetuneConfig  # noqa: E402
 from runway_cnn.training.trainer import RunResult  # noqa: E402
 
@@ -35,7 +36,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "BACKBONES", "DATASETS", "TASKS", "Backbone", "BackboneError", "CheckpointError", "Client",
-    "DataError", "FinetuneConfig", "ImageFolderDataset", "Predictor", "RunResult", "RunwayError",
+    "DataError", "FinetuneConfig", "ImageDataset", "Predictor", "RunResult", "RunwayError",
     "Task", "export_model", "fine_tune", "get_backbone", "get_task", "load_export",
     "resolve_export", "scan_image_folder",
 ]

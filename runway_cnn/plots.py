@@ -1,6 +1,6 @@
 """Plots of a run: training curves of both stages (the stage boundary marked); for an experiment
 (``--num_splits`` / ``--kfold``) a box plot of the test figures across its runs and each run's
-curves; confusion matrices (also used by ``runway_cnn.evaluate``).
+curves; confusion matrices (drawn by the single-label task).
 """
 from __future__ import annotations
 
@@ -30,13 +30,16 @@ def read_history(train_dir: str | Path) -> dict[str, list[dict[str, float]]]:
 
 
 def plot_training_curves(train_dir: str | Path, output: str | Path | None = None) -> Path | None:
-    """Loss and accuracy per epoch across both stages; returns the PNG path (None: no history)."""
+    """Loss and the task's first metric (single-label: top-1) per epoch across both stages;
+    returns the PNG path (None: no history)."""
     history = read_history(train_dir)
     if not history:
         return None
     output = Path(output or TrainDir(Path(train_dir)).curves)
+    logged = [k[4:] for rows in history.values() for k in rows[0] if k.startswith("val_")]
+    metric = next((k for k in logged if k != "loss"), "loss")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("loss", "top1")):
+    for ax, metric in zip(axes, ("loss", metric)):
         offset = 0
         for stage, rows in history.items():
             epochs = [offset + i + 1 for i in range(len(rows))]
@@ -67,11 +70,11 @@ def read_summary(experiment_dir: str | Path) -> dict:
 
 
 def plot_split_accuracy(experiment_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Box plot of the test top-1, top-5 and macro-F1 of an experiment's runs (its
-    ``summary.json``), every run drawn as a dot; returns the PNG path."""
+    """Box plot of the test figures of an experiment's runs (its ``summary.json``; single-label:
+    top-1, top-5, macro-F1), every run drawn as a dot; returns the PNG path."""
     summary = read_summary(experiment_dir)
     runs = summary["runs"]
-    keys = ("top1", "top5", "macro_f1")
+    keys = summary.get("plotted_figures") or ("top1", "top5", "macro_f1")
     values = [[r[k] for r in runs] for k in keys]
     output = Path(output or TrainDir(Path(experiment_dir)).split_plot)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

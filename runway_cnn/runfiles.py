@@ -109,7 +109,6 @@ class TrainDir:
     summary = property(lambda self: self.path / "summary.json")
     summary_csv = property(lambda self: self.path / "summary.csv")
     split_plot = property(lambda self: self.path / "split_accuracy.png")
-    confusion_plot = property(lambda self: self.path / "confusion_matrix.png")
     done = property(lambda self: self.path / "done.json")
 
     def stage(self, name: str) -> StageDir:

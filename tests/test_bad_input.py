@@ -25,8 +25,7 @@ from runway_cnn.cli import predict as predict_cli
 from runway_cnn.data.folders import scan_image_folder
 from runway_cnn.errors import CheckpointError, DataError
 from runway_cnn.inference.client import Client, ServingRequestError
-from runway_cnn.inference.predictor import (INVALID_IMAGE, Predictor, encode_images,
-                                            results_from_outputs)
+from runway_cnn.inference.predictor import INVALID_IMAGE, Predictor, encode_images
 from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF8, make_corpus,
                               skipped_names, snapshot)
 from conftest import make_image_folder
@@ -93,8 +92,8 @@ def test_scan_gives_every_file_its_outcome(corpus):
     # nothing else is lost: every good image and every usable case is in a split
     usable = sum(not c.scan.startswith("skipped") for c in CASES)
     assert len(used) == GOOD_PER_CLASS * len(CLASSES) + usable
-    labels = {src: dataset.class_names[label] for split in dataset.splits.values()
-              for src, label in zip(split.sources, split.labels)}
+    labels = {src: dataset.labels[label] for split in dataset.splits.values()
+              for src, label in zip(split.sources, split.targets)}
     assert all(labels[src] == src.split("/")[0] for src in labels)  # never another class's label
 
 
@@ -160,7 +159,7 @@ def test_client_gives_the_predictors_answers_from_tf_servings_bodies(corpus):
     outputs = run_signature(predictor.model, "serving_per_image",
                             decode_rest_instances(body, ["image_bytes"]))
     answer = encode_rest_predictions(outputs)
-    results = results_from_outputs(Client.parse_rest_response(200, answer))
+    results = predictor.task.decode(Client.parse_rest_response(200, answer), INVALID_IMAGE)
     local = predictor.predict(paths, per_image_errors=True)
     for case, got, want in zip(cases, results, local):
         assert ("error" in got) == (case.predict != "labels"), case.name

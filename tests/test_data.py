@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from conftest import make_image_folder
-from runway_cnn.data.folders import (DATASETS, SPLITS, ImageFolderDataset, kfold_splits,
+from runway_cnn.data.dataset import ImageDataset
+from runway_cnn.data.folders import (DATASETS, SPLITS, kfold_splits,
                              resolve_dataset_dir, scan_image_folder, stratified_split,
                              write_run_files)
 from runway_cnn.errors import DataError
@@ -19,7 +20,7 @@ from runway_cnn.errors import DataError
 CLASSES = ["checks", "circles", "hstripes", "vstripes"]
 
 
-def all_sources(ds: ImageFolderDataset) -> list[str]:
+def all_sources(ds: ImageDataset) -> list[str]:
     return sorted(src for s in ds.splits.values() for src in s.sources)
 
 
@@ -33,36 +34,36 @@ def tf_decode(path: str) -> np.ndarray:
 def test_flat_layout(image_folder):
     ds = scan_image_folder(image_folder, seed=0)
     assert ds.root == image_folder.resolve()
-    assert ds.class_names == CLASSES
+    assert ds.labels == CLASSES
     assert list(ds.splits) == list(SPLITS)
     assert len(all_sources(ds)) == 48 and len(set(all_sources(ds))) == 48
     for split in ds.splits.values():
-        assert split.labels.dtype == np.int32
-        for path, src, label in zip(split.paths, split.sources, split.labels):
+        assert split.targets.dtype == np.int32
+        for path, src, label in zip(split.paths, split.sources, split.targets):
             assert os.path.isabs(path) and path == str(ds.root / src)  # plain JPEG: used as is
-            assert src.split("/")[0] == ds.class_names[label]
+            assert src.split("/")[0] == ds.labels[label]
     assert not ds.skipped and not ds.converted
-    counts = ds.class_counts()
+    counts = ds.label_counts()
     assert sum(counts["test"].values()) == 5 and sum(counts["validation"].values()) == 5
     assert all(n >= 1 for split in counts.values() for n in split.values())  # stratified
     assert ds.summary_line().startswith(
-        f"{ds.root}: 38 train, 5 validation, 5 test images, 4 classes, 0 skipped")
+        f"{ds.root}: 38 train, 5 validation, 5 test images, 4 labels, 0 skipped")
 
 
 def test_stratification_keeps_class_proportions(tmp_path):
     root = make_image_folder(tmp_path, classes=["a", "b"], per_class=10, size=(16, 16))
     make_image_folder(tmp_path, classes=["b"], per_class=30, size=(16, 16), seed=1)  # b: 30
-    counts = scan_image_folder(root, validation_fraction=0.2, test_fraction=0.2).class_counts()
+    counts = scan_image_folder(root, validation_fraction=0.2, test_fraction=0.2).label_counts()
     assert counts["test"] == {"a": 2, "b": 6} and counts["validation"] == {"a": 2, "b": 6}
 
 
 def test_presplit_layout_uses_given_splits(tmp_path):
     root = make_image_folder(tmp_path, per_class=3, size=(16, 24), splits=SPLITS)
     ds = scan_image_folder(root, validation_fraction=0.5, seed=3)
-    assert ds.class_names == CLASSES
+    assert ds.labels == CLASSES
     for name in SPLITS:
         assert all(src.startswith(f"{name}/") for src in ds.splits[name].sources)
-        assert ds.class_counts()[name] == dict.fromkeys(CLASSES, 3)
+        assert ds.label_counts()[name] == dict.fromkeys(CLASSES, 3)
     assert ds.split_settings["layout"] == "split folders"
 
 
@@ -71,8 +72,8 @@ def test_presplit_without_validation_carves_it_from_train(tmp_path):
     ds = scan_image_folder(root, validation_fraction=0.2)
     assert list(ds.splits) == list(SPLITS)
     assert all(s.startswith("train/") for s in ds.splits["validation"].sources)
-    assert ds.class_counts()["validation"] == dict.fromkeys(CLASSES, 2)
-    assert ds.class_counts()["test"] == dict.fromkeys(CLASSES, 10)
+    assert ds.label_counts()["validation"] == dict.fromkeys(CLASSES, 2)
+    assert ds.label_counts()["test"] == dict.fromkeys(CLASSES, 10)
     assert not set(ds.splits["train"].sources) & set(ds.splits["validation"].sources)
 
 
@@ -106,18 +107,18 @@ def test_stratified_split_function():
 def test_kfold_splits_are_disjoint_stratified_and_cover(image_folder):
     ds = scan_image_folder(image_folder)
     pool = ds.pooled()
-    folds = kfold_splits(pool.labels, k=4, seed=0, validation_fraction=0.1)
+    folds = kfold_splits(pool.targets, k=4, seed=0, validation_fraction=0.1)
     assert len(folds) == 4
     tests = np.concatenate([f["test"] for f in folds])
     assert np.array_equal(np.sort(tests), np.arange(48))  # test folds partition the data
     for fold in folds:
         parts = [fold["train"], fold["validation"], fold["test"]]
         assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(48))
-        assert np.bincount(pool.labels[fold["test"]]).tolist() == [3, 3, 3, 3]
-        assert len(np.unique(pool.labels[fold["validation"]])) == 4
-    again = kfold_splits(pool.labels, k=4, seed=0, validation_fraction=0.1)
+        assert np.bincount(pool.targets[fold["test"]]).tolist() == [3, 3, 3, 3]
+        assert len(np.unique(pool.targets[fold["validation"]])) == 4
+    again = kfold_splits(pool.targets, k=4, seed=0, validation_fraction=0.1)
     assert all(np.array_equal(f["test"], g["test"]) for f, g in zip(folds, again))
-    other = kfold_splits(pool.labels, k=4, seed=1, validation_fraction=0.1)
+    other = kfold_splits(pool.targets, k=4, seed=1, validation_fraction=0.1)
     assert not np.array_equal(folds[0]["test"], other[0]["test"])
     fold_ds = ds.resplit(folds[2])
     assert fold_ds.splits["test"].sources == [pool.sources[i] for i in folds[2]["test"]]
@@ -313,13 +314,13 @@ def test_write_run_files(image_folder, tmp_path):
     splits = json.loads((tmp_path / "run" / "splits.json").read_text())
     assert list(splits) == list(SPLITS)
     for name, items in splits.items():
-        assert items == [{"source": s, "label": int(l)}
-                         for s, l in zip(ds.splits[name].sources, ds.splits[name].labels)]
+        assert items == [{"source": s, "target": int(t)}
+                         for s, t in zip(ds.splits[name].sources, ds.splits[name].targets)]
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report == json.loads(json.dumps(ds.report()))
-    assert report["class_names"] == CLASSES and report["root"] == str(ds.root)
+    assert report["labels"] == CLASSES and report["root"] == str(ds.root)
     assert report["skipped"] == [{"path": "checks/bad.jpg", "reason": "not an image"}]
-    assert report["counts"]["train"] == ds.class_counts()["train"]
+    assert report["counts"]["train"] == ds.label_counts()["train"]
 
 
 def test_resolve_dataset_dir(tmp_path):
@@ -340,9 +341,9 @@ def test_resolve_dataset_dir_when_sample_is_not_shipped(monkeypatch, tmp_path):
 def test_shipped_sample_scans_clean():
     ds = scan_image_folder(resolve_dataset_dir("clothing_sample"))
     assert not ds.skipped and not ds.converted
-    assert len(ds.class_names) == 6
+    assert len(ds.labels) == 6
     for name, expected in zip(SPLITS, (40, 10, 10)):
-        assert set(ds.class_counts()[name].values()) == {expected}
+        assert set(ds.label_counts()[name].values()) == {expected}
 
 
 def test_dataset_name_is_the_folder_name_for_names_and_paths(tmp_path):

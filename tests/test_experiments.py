@@ -11,6 +11,7 @@ import pytest
 
 from runway_cnn import FinetuneConfig
 from runway_cnn.data import folders as data
+from runway_cnn.tasks import SingleLabelTask
 from runway_cnn.training import experiments
 from runway_cnn.cli import report
 from runway_cnn.training import trainer as trainer_module
@@ -103,7 +104,7 @@ def test_num_splits_writes_every_run_and_a_summary_of_them(experiment, workspace
     assert [r["run"] for r in rows] == names + ["mean", "std", "min", "max"]
     assert float(rows[3]["top1"]) == pytest.approx(np.mean(top1))
     assert json.loads((root / "summary.json").read_text()) == summary
-    counts = np.asarray(summary["confusion_matrix"])
+    counts = np.asarray(summary["combined"]["confusion_matrix"])  # the task sums them
     assert counts.sum() == sum(r["num_test"] for r in summary["runs"])
     for png in ("split_accuracy.png", "confusion_matrix.png"):
         assert (root / png).stat().st_size > 1000
@@ -152,7 +153,7 @@ def test_report_plots_an_experiment(experiment, workspace):
 def test_kfold_folds_are_disjoint_stratified_and_cover_the_data(workspace):
     labels = np.repeat(np.arange(4), 10)
     config = _config(workspace, "kfold", kfold=4)
-    plans = experiments.plan_runs(config, labels)
+    plans = experiments.plan_runs(config, SingleLabelTask(list(CLASSES)), labels)
     assert [p.name for p in plans] == ["fold_00", "fold_01", "fold_02", "fold_03"]
     tests = [p.indices["test"] for p in plans]
     assert sorted(np.concatenate(tests).tolist()) == list(range(40))  # disjoint and covering
@@ -181,7 +182,7 @@ def test_hooks_share_features_images_and_backbone_between_runs(workspace):
     pool = dataset.pooled()
     shared = experiments.SharedWork(config, pool, workspace[0])
     initial = [w.copy() for w in shared.backbone.model.get_weights()]
-    split = dataset.resplit(data.stratified_split(pool.labels, 0.2, 0.2, seed=0))
+    split = dataset.resplit(data.stratified_split(pool.targets, 0.2, 0.2, seed=0))
     tuner = FineTuner(config, dataset=split, backbone=shared.backbone, features=shared.features,
                       images=shared.images)
     test = tuner.dataset.splits["test"]

@@ -221,12 +221,12 @@ def test_per_image_signature_marks_bad_inputs_and_keeps_the_rest(run, loaded):
 def test_tflite_files_agree_with_the_saved_model(run, reexported):
     base, stdout = reexported
     lines = {m.group(1): m for m in re.finditer(
-        r"tflite (float|dynamic_range)\s+([\d.]+) MB\s+top-1 agreement with the SavedModel\s+"
+        r"tflite (float|dynamic_range)\s+([\d.]+) MB\s+agreement with the SavedModel\s+"
         r"([\d.]+)% \((\d+) validation images", stdout)}
     assert set(lines) == {"float", "dynamic_range"}, stdout
     assert float(lines["float"].group(3)) == 100.0
     assert float(lines["dynamic_range"].group(3)) >= 75.0
-    assert int(lines["float"].group(4)) == len(run.metrics["class_names"]) * 2
+    assert int(lines["float"].group(4)) == len(run.metrics["task"]["labels"]) * 2
     float_path = base / "looks" / "3.float.tflite"
     quantised = base / "looks" / "3.dynamic_range.tflite"
     assert quantised.stat().st_size < float_path.stat().st_size

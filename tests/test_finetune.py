@@ -2,7 +2,6 @@
 reload in a fresh process → same predictions; stage rules; resume; CLI."""
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -52,7 +51,7 @@ def test_run_writes_metrics_plots_and_export(finished_run):
         assert (train_dir / name).exists(), name
     metrics = json.loads((train_dir / "metrics.json").read_text())
     assert set(metrics["test"]) >= {"loss", "top1", "top5", "macro_f1", "per_class"}
-    assert metrics["class_counts"]["train"] == {c: 12 for c in CLASSES}
+    assert metrics["label_counts"]["train"] == {c: 12 for c in CLASSES}
     assert metrics["backbone"].startswith("hub:")
     assert metrics["test"]["top1"] >= 0.6  # 4 classes: chance is 0.25
     export = finished_run.export_path
@@ -120,11 +119,11 @@ def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace)
     features = tuner.features
     stack = lambda split: np.stack([features[p] for p in split.paths])
     reference = LogisticRegression(C=done["solver"]["C"], max_iter=2000).fit(stack(train),
-                                                                              train.labels)
+                                                                              train.targets)
     logits = tuner.head.predict(stack(val), verbose=0)
     np.testing.assert_allclose(tuner.task.probabilities(logits),
                                reference.predict_proba(stack(val)), atol=1e-4)
-    assert done["validation"]["top1"] == pytest.approx(reference.score(stack(val), val.labels))
+    assert done["validation"]["top1"] == pytest.approx(reference.score(stack(val), val.targets))
     # the solution is what the stage stores: a new tuner on the same train dir loads it back
     again = FineTuner(_config(workspace, "lbfgs", stage1_solver="lbfgs", stage2_epochs=0))
     again.stage1()
@@ -133,7 +132,7 @@ def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace)
 
 def test_two_class_logistic_head_gives_scikit_learns_probabilities():
     from sklearn.linear_model import LogisticRegression
-    from runway_cnn.tasks.single_label import get_task
+    from runway_cnn.tasks import get_task
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)).astype("float32"), rng.integers(0, 2, 60)

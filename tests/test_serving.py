@@ -246,21 +246,22 @@ def test_rest_body_as_tf_serving_decodes_it_gives_the_local_answer(predictor, fi
     assert inputs == {"image_bytes": [f.read_bytes() for f in files]}
     answer = encode_rest_predictions(run_signature(predictor.model, "serving_default", inputs))
     parsed = Client.parse_rest_response(200, answer)
-    assert serving.results_from_outputs(parsed) == predictor.predict(files)
+    assert predictor.task.decode(parsed, serving.INVALID_IMAGE) == predictor.predict(files)
     np.testing.assert_allclose(parsed["probabilities"],
                                predictor.outputs(files)["probabilities"], atol=1e-6)
 
 
 def test_client_parses_recorded_answers_and_errors():
+    decode = Client("localhost", "looks").task.decode  # the default: single-label answers
     parsed = Client.parse_rest_response(200, (DATA / "predict_response.json").read_text())
-    assert serving.results_from_outputs(parsed) == [
+    assert decode(parsed, serving.INVALID_IMAGE) == [
         {"labels": ["checks", "circles", "hstripes"],
          "scores": [0.843120813, 0.0628561527, 0.0517493673]},
         {"labels": ["vstripes", "hstripes", "checks"],
          "scores": [0.879117131, 0.0536171943, 0.0391725451]}]
     assert parsed["probabilities"].shape == (2, 4)
-    per_image = serving.results_from_outputs(Client.parse_rest_response(
-        200, (DATA / "per_image_response.json").read_text()))
+    per_image = decode(Client.parse_rest_response(
+        200, (DATA / "per_image_response.json").read_text()), serving.INVALID_IMAGE)
     assert per_image[0]["labels"][0] == "circles"
     assert per_image[1] == {"labels": [], "scores": [], "error": serving.INVALID_IMAGE}
     with pytest.raises(ServingRequestError, match=r"HTTP 400: .*Unknown image file format") as e:
@@ -329,7 +330,7 @@ def test_grpc_requests_are_well_formed_predict_requests(predictor, files):
     assert list(tensor.string_val) == [f.read_bytes() for f in files]
     outputs = run_signature(predictor.model, "serving_per_image",
                             {"image_bytes": tf.make_ndarray(tensor).tolist()})
-    assert_same(serving.results_from_outputs(outputs), predictor.predict(files))
+    assert_same(predictor.task.decode(outputs, serving.INVALID_IMAGE), predictor.predict(files))
 
 
 def test_grpc_client_against_a_stand_in_server(predictor, files, grpc_server):

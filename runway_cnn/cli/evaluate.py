@@ -21,25 +21,17 @@ from __future__ import annotations
 import argparse
 
 from runway_cnn.inference.evaluate import evaluate_model
+from runway_cnn.tasks import task_from_config
 
 
 def format_evaluation(result: dict) -> str:
-    """The figures as text: summary line, per-class table, worst-confused pairs."""
-    width = max([len(c) for c in result["per_class"]] + [5])
+    """The figures as text: the summary line, then the task's tables."""
+    task = task_from_config(result["task"])
     lines = [f"{result['model']} on {result['dataset_dir']}: {result['images']}"
              + (f", {result['skipped_files']} unusable files left out"
                 if result["skipped_files"] else ""),
-             f"top1 {result['top1']:.4f}  top{result['top5_k']} {result['top5']:.4f}  "
-             f"macro-F1 {result['macro_f1']:.4f}  ({result['num_examples']} images)", "",
-             f"{'class':{width}s}  precision  recall     f1  support"]
-    for name, m in result["per_class"].items():
-        lines.append(f"{name:{width}s}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
-                     f"{m['f1']:5.3f}  {m['support']:7d}")
-    if result["worst_confusions"]:
-        lines += ["", "most confused (true → predicted: images, share of the true class):"]
-        lines += [f"  {p['true']} → {p['predicted']}: {p['count']} ({p['share_of_true']:.0%})"
-                  for p in result["worst_confusions"]]
-    lines += ["", f"written to {result['output_dir']}"]
+             f"{task.headline(result)}  ({result['num_examples']} images)", "",
+             *task.format_figures(result), "", f"written to {result['output_dir']}"]
     return "\n".join(lines)
 
 

@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top_k", type=int, help="labels per image (default: the run's top_k)")
     parser.add_argument("--tflite", action="store_true",
                         help="also write float and dynamic-range-quantised .tflite files and "
-                             "print their size and top-1 agreement with the SavedModel on the "
+                             "print their size and decision agreement (single-label: top-1) "
+                             "with the SavedModel on the "
                              "validation split")
     return parser.parse_args(argv)
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> ReexportResult:
     for path in result.pruned:
         print(f"pruned: {path}")
     for r in result.tflite:
-        print(f"tflite {r.variant:13s} {_megabytes(r.size_bytes):>9s}  top-1 agreement with the "
-              f"SavedModel {r.top1_agreement:6.1%} ({r.num_images} validation images, max "
+        print(f"tflite {r.variant:13s} {_megabytes(r.size_bytes):>9s}  agreement with the "
+              f"SavedModel {r.agreement:6.1%} ({r.num_images} validation images, max "
               f"|p - p_savedmodel| {r.max_abs_diff:.4f})  {r.path}")
     return result

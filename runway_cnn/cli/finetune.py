@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     if result.is_experiment:
         print(format_summary(result.metrics))
         return
-    lines = [f"{split}: top1 {m['top1']:.3f}  top5 {m['top5']:.3f}  macro-F1 {m['macro_f1']:.3f}"
-             f"  ({m['num_examples']} images)"
-             for split, m in result.metrics.items() if isinstance(m, dict) and "top1" in m]
+    lines = [f"{split}: {result.task.headline(result.metrics[split])}  "
+             f"({result.metrics[split]['num_examples']} images)"
+             for split in ("validation", "test") if split in result.metrics]
     print("\n".join(lines))
     stages = result.metrics["stages"]
     print("stage times: " + json.dumps({k: round(v.get("seconds", 0.0), 1)

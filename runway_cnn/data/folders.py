@@ -15,7 +15,6 @@ import math
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -23,9 +22,10 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.errors import DataError
 from runway_cnn.registry import Registry
-from runway_cnn.runfiles import write_json
+from runway_cnn.runfiles import TrainDir, write_json
 
 SPLITS = ("train", "validation", "test")
 REPO_DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
@@ -37,68 +37,6 @@ _AS_IS_FORMATS = {"JPEG", "MPO", "PNG", "BMP"}  # read by tf.io.decode_image whe
 _AS_IS_BMP_RAWMODES = {"BGR", "BGRX"}  # 24- and 32-bit uncompressed BMP
 MIN_IMAGE_SIDE = 8  # pixels; smaller images (spacer GIFs, 1×N strips) are skipped
 _MAX_CONVERTED_NAME = 255 - 24  # NAME_MAX less the temporary copy's ".<name>.<pid>.tmp"
-
-
-@dataclass
-class Split:
-    """The images of one split, in a fixed order."""
-
-    paths: list[str]  # absolute paths tf.io.decode_image reads as RGB (converted copies if needed)
-    labels: np.ndarray  # int32 class ids (index into class_names)
-    sources: list[str]  # original files, relative to the dataset root
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-@dataclass
-class ImageFolderDataset:
-    """A scanned dataset. Keep it alive while its converted copies (``work_dir=None``) are used."""
-
-    root: Path
-    class_names: list[str]
-    splits: dict[str, Split]
-    skipped: list[dict]  # {"path", "reason"} per unusable file (hidden files included)
-    converted: list[dict] = field(default_factory=list)  # {"source", "path", "reason"}
-    ignored: list[dict] = field(default_factory=list)  # {"path", "reason"}: not in a class folder
-    split_settings: dict = field(default_factory=dict)  # how the splits were made
-    _tmpdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False, compare=False)
-
-    def class_counts(self) -> dict[str, dict[str, int]]:
-        """split → class name → number of images."""
-        return {name: {c: int(n) for c, n in zip(
-                    self.class_names, np.bincount(s.labels, minlength=len(self.class_names)))}
-                for name, s in self.splits.items()}
-
-    def summary_line(self) -> str:
-        sizes = ", ".join(f"{len(s)} {name}" for name, s in self.splits.items())
-        converted = f", {len(self.converted)} converted" if self.converted else ""
-        return (f"{self.root}: {sizes} images, {len(self.class_names)} classes, "
-                f"{len(self.skipped)} skipped{converted} (see data_report.json)")
-
-    def report(self) -> dict:
-        """JSON-able description: classes, counts, every skipped, converted and ignored file."""
-        return {"root": str(self.root), "class_names": list(self.class_names),
-                "split_settings": dict(self.split_settings), "counts": self.class_counts(),
-                "skipped": list(self.skipped), "converted": list(self.converted),
-                "ignored": list(self.ignored)}
-
-    def pooled(self) -> Split:
-        """All images of all splits, ordered by source (the index space of :func:`kfold_splits`)."""
-        items = sorted((src, path, int(lab)) for s in self.splits.values()
-                       for src, path, lab in zip(s.sources, s.paths, s.labels))
-        return Split([p for _, p, _ in items], np.array([lab for *_, lab in items], np.int32),
-                     [src for src, _, _ in items])
-
-    def resplit(self, index_splits: dict[str, np.ndarray]) -> ImageFolderDataset:
-        """A copy split by indices into :meth:`pooled` (e.g. one fold of :func:`kfold_splits`)."""
-        pool = self.pooled()
-        splits = {name: Split([pool.paths[i] for i in idx], pool.labels[idx],
-                              [pool.sources[i] for i in idx])
-                  for name, idx in index_splits.items()}
-        return ImageFolderDataset(self.root, list(self.class_names), splits, self.skipped,
-                                  self.converted, self.ignored,
-                                  {**self.split_settings, "resplit": True}, self._tmpdir)
 
 
 def dataset_name(name_or_path: str) -> str:
@@ -160,20 +98,21 @@ def kfold_splits(labels: np.ndarray, k: int, seed: int,
     return folds
 
 
-def write_run_files(dataset: ImageFolderDataset, train_dir: Path) -> None:
-    """Write ``splits.json`` (split → [{"source", "label"}]) and ``data_report.json``."""
-    train_dir = Path(train_dir)
-    train_dir.mkdir(parents=True, exist_ok=True)
-    splits = {name: [{"source": src, "label": int(lab)} for src, lab in zip(s.sources, s.labels)]
+def write_run_files(dataset: ImageDataset, train_dir: Path) -> None:
+    """Write ``splits.json`` (split → [{"source", "target"}]) and ``data_report.json``."""
+    files = TrainDir(Path(train_dir))
+    files.path.mkdir(parents=True, exist_ok=True)
+    splits = {name: [{"source": src, "target": np.asarray(t).tolist()}
+                     for src, t in zip(s.sources, s.targets)]
               for name, s in dataset.splits.items()}
-    write_json(train_dir / "splits.json", splits)
-    write_json(train_dir / "data_report.json", dataset.report())
+    write_json(files.splits, splits)
+    write_json(files.data_report, dataset.report())
 
 
 def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: float = 0.1,
                       test_fraction: float = 0.1, seed: int = 0,
                       work_dir: Path | None = None, make_splits: bool = True
-                      ) -> ImageFolderDataset:
+                      ) -> ImageDataset:
     """Find, check (decode) and split every image of a dataset folder.
 
     With given ``train/`` (``validation/``, ``test/``) folders those splits are used; a missing
@@ -212,9 +151,18 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
         splits = {s: by_split[s] for s in SPLITS if s in by_split}
         settings = {"layout": walker.layout, "given_splits": (
             list(splits) if walker.layout == "split folders" else [])}
-    return ImageFolderDataset(walker.root, class_names, splits, sorted(skipped, key=_by_path),
-                              sorted(converted, key=lambda d: d["source"]),
-                              sorted(walker.ignored, key=_by_path), settings, tmpdir)
+    return ImageDataset(walker.root, class_names, splits, sorted(skipped, key=_by_path),
+                        sorted(converted, key=lambda d: d["source"]),
+                        sorted(walker.ignored, key=_by_path), settings,
+                        count_labels=class_counter(class_names), _tmpdir=tmpdir)
+
+
+def class_counter(class_names: list[str]):
+    """Counts class ids per class name (the report's counts of a class-folder dataset)."""
+    def count(targets: np.ndarray) -> dict[str, int]:
+        counts = np.bincount(np.asarray(targets, int), minlength=len(class_names))
+        return {name: int(n) for name, n in zip(class_names, counts)}
+    return count
 
 
 def _folder_split(root: Path, folders: dict[str, str], class_names: list[str],
@@ -229,7 +177,7 @@ def _folder_split(root: Path, folders: dict[str, str], class_names: list[str],
         paths += [c.path for c in usable]
         sources += [c.source for c in usable]
         labels += [label] * len(usable)
-    return Split(paths, np.array(labels, np.int32), sources)
+    return Split(paths, np.array(labels, np.int32), sources, [class_names[i] for i in labels])
 
 
 # --- layout ---------------------------------------------------------------------------------
@@ -535,22 +483,21 @@ def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str
         settings["test_fraction"] = test_fraction
     want = ("train", "validation") + (("test",) if fractions[1] > 0 else ())
     where = walker.root / ("train" if walker.layout == "split folders" else "")
-    counts = np.bincount(carve_from.labels, minlength=len(class_names))
+    counts = np.bincount(carve_from.targets, minlength=len(class_names))
     too_few = np.flatnonzero(counts < len(want))
     if too_few.size:
         name = class_names[too_few[0]]
         raise DataError(f"class folder {where / name} has {counts[too_few[0]]} usable image(s), "
                         f"too few for a {'/'.join(want)} split")
     try:
-        index = stratified_split(carve_from.labels, *fractions, seed=seed)
+        index = stratified_split(carve_from.targets, *fractions, seed=seed)
     except ValueError as e:
         raise DataError(f"cannot split {where} stratified ({e}); add images or change "
                         "validation_fraction / test_fraction") from None
     splits = dict(given)
     for name, idx in index.items():
-        splits[name] = Split([carve_from.paths[i] for i in idx], carve_from.labels[idx],
-                             [carve_from.sources[i] for i in idx])
-        missing = sorted(set(range(len(class_names))) - set(splits[name].labels.tolist()))
+        splits[name] = carve_from.subset(idx)
+        missing = sorted(set(range(len(class_names))) - set(splits[name].targets.tolist()))
         if missing:
             raise DataError(f"the {name} split carved from {where} has no image of class(es) "
                             f"{', '.join(class_names[i] for i in missing)}; add images or raise "

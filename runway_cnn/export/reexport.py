@@ -21,7 +21,7 @@ class TFLiteReport:
     variant: str
     path: Path
     size_bytes: int
-    top1_agreement: float  # share of validation images whose top-1 matches the SavedModel's
+    agreement: float  # share of validation images the task decides as the SavedModel does
     num_images: int
     max_abs_diff: float  # largest probability difference to the SavedModel
 
@@ -73,8 +73,8 @@ def reexport(train_dir: str | Path, export_dir: str | Path | None = None,
                                     for i in range(0, len(images), batch_size)])
         for variant, path in paths.items():
             probabilities = tflite_probabilities(path, images)
-            agree = probabilities.argmax(-1) == reference.argmax(-1)
             result.tflite.append(TFLiteReport(
-                variant, path, path.stat().st_size, float(agree.mean()), len(images),
+                variant, path, path.stat().st_size, run.task.agreement(reference, probabilities),
+                len(images),
                 float(np.abs(probabilities - reference).max())))
     return result

@@ -63,7 +63,6 @@ from runway_cnn.export.tflite import TFLITE_VARIANTS, tflite_path
 from runway_cnn.export.warmup import WARMUP_FILE, warmup_requests, write_warmup_file
 from runway_cnn.runfiles import (
     IMAGE_BYTES,
-    LABELS_FILE,
     META_FILE,
     next_version,
     read_assets,
@@ -188,9 +187,10 @@ def export_model(model: keras.Model, backbone, task, export_dir: str | Path, ser
         archive.write_out(str(tmp), verbose=False)
         assets = tmp / "assets"
         assets.mkdir(exist_ok=True)
-        (assets / LABELS_FILE).write_text("\n".join(task.class_names) + "\n")
+        for name, text in task.assets().items():
+            (assets / name).write_text(text)
         meta = {"backbone": backbone.name, "backbone_source": backbone.source,
-                "feature_dim": backbone.feature_dim, "top_k": top_k, **task.config(),
+                "feature_dim": backbone.feature_dim, "top_k": top_k, "task": task.config(),
                 "preprocessing": {"image_size": spec.image_size,
                                   "crop_fraction": spec.crop_fraction},
                 "signatures": {"bytes_input": IMAGE_BYTES, "bytes": list(BYTES_SIGNATURES),

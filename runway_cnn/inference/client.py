@@ -25,11 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from runway_cnn.errors import DataError, RunwayError, first_line
-from runway_cnn.inference.predictor import (
-    _signature,
-    encode_images,
-    results_from_outputs,
-)
+from runway_cnn.inference.predictor import INVALID_IMAGE, _signature, encode_images
+from runway_cnn.tasks import SingleLabelTask, Task
 from runway_cnn.runfiles import IMAGE_BYTES
 
 
@@ -53,11 +50,15 @@ class Client:
 
     ``host`` is ``name``, ``name:port`` or ``http(s)://name:port`` (default ports: REST 8501,
     gRPC 8500); ``version`` pins a model version (default: the newest the server has);
-    ``timeout`` (seconds) bounds every request.
+    ``timeout`` (seconds) bounds every request. ``task`` decodes the answers: the model's task
+    (``Predictor(export).task``, or ``runway_cnn.tasks.task_from_config`` of the export's
+    ``assets/runway_cnn.json``); the default reads single-label answers, whose class names
+    travel in the answer itself.
     """
 
     def __init__(self, host: str, serving_name: str, protocol: str = "rest",
-                 timeout: float = 10.0, version: int | None = None):
+                 timeout: float = 10.0, version: int | None = None, task: Task | None = None):
+        self.task = task or SingleLabelTask([])
         if protocol not in DEFAULT_PORTS:
             raise RunwayError(f"protocol {protocol!r}: use 'rest' or 'grpc'")
         self.protocol, self.serving_name, self.timeout, self.version = (
@@ -172,7 +173,7 @@ class Client:
 
     def predict(self, images, per_image_errors: bool = False) -> list[dict]:
         """One ``{"labels": [...top-k], "scores": [...]}`` per image, like ``Predictor.predict``."""
-        return results_from_outputs(self.outputs(images, per_image_errors))
+        return self.task.decode(self.outputs(images, per_image_errors), INVALID_IMAGE)
 
     def embed(self, images) -> np.ndarray:
         outputs = self.call(images, "embed")

@@ -17,6 +17,7 @@ from runway_cnn.data import folders as data
 from runway_cnn.data.preprocessing import decode_image
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.inference.predictor import Predictor
+from runway_cnn.tasks import Task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo",
                   ".heic", ".heif", ".avif")  # the last three get a row saying they can't be read
@@ -66,30 +67,30 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: int = 5,
             batch_size: int = 32, progress: bool = False) -> list[dict]:
-    """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``,
-    ``labels`` and ``scores`` (the top-k, best first) and ``error`` ("" when it was read)."""
+    """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``, the
+    task's result (single-label: ``labels`` and ``scores``, the top-k best first, at most the
+    export's ``top_k``) and ``error`` ("" when it was read)."""
     if batch_size < 1 or top_k < 1:
         raise RunwayError(f"--batch_size {batch_size} / --top_k {top_k}: each must be at least 1")
     classifier = model if isinstance(model, Predictor) else Predictor(model)
     files = list_images(inputs)
-    k = max(1, min(top_k, len(classifier.labels)))
+    task = classifier.task
     rows: list[dict] = []
     bar = _progress_bar(len(files)) if progress else None
     for start in range(0, len(files), batch_size):
         batch, good = files[start:start + batch_size], []
         for path in batch:
-            row = {"path": str(path), "labels": [], "scores": [], "error": ""}
+            row = {"path": str(path), "error": ""}
             try:
                 good.append((row, classifier.crop(read_image(path))))
             except Exception as error:  # noqa: BLE001 - any unreadable file becomes a row
                 row["error"] = _error_text(error)
+                row.update(task.empty_result())
             rows.append(row)
         if good:
-            probabilities = classifier.probabilities(np.stack([image for _, image in good]))
-            for (row, _), p in zip(good, probabilities):
-                best = np.argsort(-p, kind="stable")[:k]
-                row["labels"] = [classifier.labels[i] for i in best]
-                row["scores"] = [float(p[i]) for i in best]
+            outputs = classifier.crop_outputs(np.stack([image for _, image in good]))
+            for (row, _), result in zip(good, task.decode(outputs, "")):
+                row.update(task.top(result, top_k))
         if bar is not None:
             with contextlib.redirect_stdout(sys.stderr):
                 bar.add(len(batch))
@@ -102,11 +103,11 @@ def _progress_bar(total: int):
     return keras.utils.Progbar(total, unit_name="image")
 
 
-def write_csv(rows: Sequence[dict], output, top_k: int) -> None:
-    """``path, label_1, score_1, …, label_k, score_k, error`` per row; ``output`` is a path or an
-    open text file. A file name that is not UTF-8 is written as its own bytes."""
-    header = ["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1)
-                         for kind in ("label", "score")] + ["error"]
+def write_csv(rows: Sequence[dict], output, top_k: int, task: Task) -> None:
+    """``path``, the task's columns (single-label: ``label_1, score_1, …, label_k, score_k``),
+    ``error`` per row; ``output`` is a path or an open text file. A file name that is not UTF-8
+    is written as its own bytes."""
+    header = ["path"] + task.csv_header(top_k) + ["error"]
     with contextlib.ExitStack() as stack:
         if isinstance(output, (str, os.PathLike)):
             Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +116,4 @@ def write_csv(rows: Sequence[dict], output, top_k: int) -> None:
         writer = csv.writer(output)
         writer.writerow(header)
         for row in rows:
-            cells = [row["path"]]
-            for i in range(top_k):
-                has = i < len(row["labels"])
-                cells += [row["labels"][i] if has else "",
-                          f"{row['scores'][i]:.6f}" if has else ""]
-            writer.writerow(cells + [row["error"]])
+            writer.writerow([row["path"], *task.csv_cells(row, top_k), row["error"]])

@@ -27,6 +27,7 @@ from runway_cnn.data.preprocessing import PreprocessingSpec, central_crop
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.export.saved_model import load_export
 from runway_cnn.runfiles import IMAGE_BYTES
+from runway_cnn.tasks import Task, task_from_config
 
 INVALID_IMAGE = "not a decodable image (JPEG, PNG, GIF or BMP expected; empty or truncated?)"
 
@@ -93,25 +94,6 @@ def encode_images(images: Any) -> tuple[list[bytes], list[str]]:
     return encoded, names
 
 
-def _text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def results_from_outputs(outputs: dict[str, np.ndarray]) -> list[dict]:
-    """Signature outputs (one row per image) → one ``{"labels", "scores"}`` dict per image;
-    rows that ``valid`` marks bad → ``{"labels": [], "scores": [], "error": ...}``."""
-    classes, scores = outputs["classes"], outputs["scores"]
-    valid = outputs.get("valid")
-    results = []
-    for i in range(len(classes)):
-        if valid is not None and not bool(valid[i]):
-            results.append({"labels": [], "scores": [], "error": INVALID_IMAGE})
-        else:
-            results.append({"labels": [_text(c) for c in classes[i]],
-                            "scores": [float(s) for s in scores[i]]})
-    return results
-
-
 def _signature(per_image_errors: bool) -> str:
     return "serving_per_image" if per_image_errors else "serving_default"
 
@@ -125,8 +107,11 @@ class Predictor:
     def __init__(self, path: str | Path, batch_size: int = 32):
         self.model = load_export(path)
         self.version_dir: Path = self.model.version_dir
-        self.labels: list[str] = self.model.labels
         self.meta: dict = self.model.meta
+        recorded = self.meta.get("task")  # exports before tasks were saved whole: a name
+        self.task: Task = task_from_config(recorded if isinstance(recorded, dict) else
+                                           {"task": recorded, "labels": list(self.model.labels)})
+        self.labels: list[str] = self.task.labels
         self.batch_size = batch_size
 
     def _run(self, signature: str, encoded: list[bytes]) -> dict[str, np.ndarray]:
@@ -159,20 +144,18 @@ class Predictor:
             raise DataError(f"{INVALID_IMAGE}: {', '.join(bad)}{hint}") from error
 
     def outputs(self, images, per_image_errors: bool = False) -> dict[str, np.ndarray]:
-        """The raw signature outputs (``probabilities``, ``classes``, ``scores`` [, ``valid``])."""
+        """The raw signature outputs (the task's, e.g. ``probabilities``, ``classes``,
+        ``scores``; with ``per_image_errors`` also ``valid``)."""
         return self._call(_signature(per_image_errors), images)
 
     def predict(self, images, per_image_errors: bool = False) -> list[dict]:
-        """One ``{"labels": [...top-k], "scores": [...]}`` per image, best first."""
-        return results_from_outputs(self.outputs(images, per_image_errors))
+        """One result dict per image, as the export's task decodes it (single-label:
+        ``{"labels": [...top-k], "scores": [...]}``, best first)."""
+        return self.task.decode(self.outputs(images, per_image_errors), INVALID_IMAGE)
 
     def embed(self, images) -> np.ndarray:
         """Pooled backbone features ``[n, feature_dim]`` (the ``embed`` signature)."""
         return self._call("embed", images)["embedding"]
-
-    @property
-    def task(self) -> str:
-        return self.meta.get("task", "single_label")
 
     @property
     def spec(self) -> PreprocessingSpec:
@@ -188,9 +171,9 @@ class Predictor:
         crop = central_crop(tf.constant(image), self.spec).numpy()
         return np.round(crop * 255.0).astype(np.float32) / 255.0
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """float32 ``[n, s, s, 3]`` eval crops in [0, 1] → ``[n, classes]`` probabilities (the
-        ``predict_images`` signature)."""
+    def crop_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 ``[n, s, s, 3]`` eval crops in [0, 1] → the ``predict_images`` signature's
+        outputs (the task's; ``probabilities`` are the scores evaluation uses)."""
         import tensorflow as tf
 
         size = self.spec.image_size
@@ -201,7 +184,11 @@ class Predictor:
         if not len(images):
             raise DataError("no images given")
         out = self.model.signatures["predict_images"](images=tf.constant(images, tf.float32))
-        return out["probabilities"].numpy()
+        return {k: v.numpy() for k, v in out.items()}
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Eval crops → the task's scores (``probabilities``) for evaluation."""
+        return self.crop_outputs(images)["probabilities"]
 
 
 # --- TF Serving client --------------------------------------------------------------------------

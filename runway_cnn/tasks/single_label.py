@@ -1,104 +1,71 @@
-"""Tasks: a head + loss + metrics + evaluation + export outputs behind one interface.
-
-The trainer only talks to a :class:`Task`; single-label classification is the first entry of the
-``TASKS`` registry, and multi-label (ML-GCN) and multi-attribute heads are meant to join it.
-"""
+"""Single-label classification: one class per image (a look's brand, a garment's category),
+softmax over the classes."""
 from __future__ import annotations
 
-from typing import Sequence
+import csv
+from pathlib import Path
+from typing import Any, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from runway_cnn.registry import Registry
+from runway_cnn.data.folders import kfold_splits, stratified_split
+from runway_cnn.errors import DataError
+from runway_cnn.plots import plot_confusion_matrix
+from runway_cnn.tasks.base import Task
 from runway_cnn.tasks.heads import classification_head
+from runway_cnn.tasks.losses import SparseSmoothedCrossentropy
 
 WORST_PAIRS = 10  # worst-confused class pairs reported by evaluation
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths stage 1 chooses from
 
 
-class Task:
-    """What a trainer needs to know about a prediction problem.
-
-    ``monitor`` names the validation metric (Keras log key) used to pick the best weights.
-    """
-
-    name = "task"
-    monitor = "val_loss"
-    monitor_mode = "min"
-
-    def __init__(self, class_names: Sequence[str]):
-        self.class_names = list(class_names)
-
-    def build_head(self, feature_dim: int) -> keras.Model:
-        raise NotImplementedError
-
-    def loss(self) -> keras.losses.Loss:
-        raise NotImplementedError
-
-    def metrics(self) -> list:
-        raise NotImplementedError
-
-    def predict_outputs(self, logits: tf.Tensor, top_k: int) -> dict[str, tf.Tensor]:
-        """Graph-side outputs of the exported serving signature."""
-        raise NotImplementedError
-
-    def evaluate(self, labels: np.ndarray, probabilities: np.ndarray) -> dict:
-        """Figures for ``metrics.json`` (plain JSON types), from labels and predicted scores."""
-        raise NotImplementedError
-
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def fit_head_convex(self, head: keras.Model, features: np.ndarray, labels: np.ndarray,
-                        val_features: np.ndarray, val_labels: np.ndarray) -> dict | None:
-        """Solves the head on fixed features as a convex problem, regularisation chosen on
-        validation, writing the solution into ``head``; returns what was tried and chosen, or
-        None where the task has no such solver (the trainer then trains the head with Keras)."""
-        return None
-
-    def config(self) -> dict:
-        return {"task": self.name, "class_names": self.class_names}
-
-
-@keras.saving.register_keras_serializable(package="runway_cnn")
-class SparseSmoothedCrossentropy(keras.losses.Loss):
-    """Softmax cross-entropy on integer labels with optional label smoothing."""
-
-    def __init__(self, num_classes: int, label_smoothing: float = 0.0, name="crossentropy",
-                 **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.num_classes, self.label_smoothing = int(num_classes), float(label_smoothing)
-
-    def call(self, y_true, y_pred):
-        one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, [-1]), "int32"),
-                                    self.num_classes)
-        return keras.losses.categorical_crossentropy(
-            one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "label_smoothing": self.label_smoothing}
-
-
 class SingleLabelTask(Task):
-    """One class per image (a look's brand, a garment's category): softmax over the classes."""
+    """One class per image: targets are class ids, the head a softmax classifier, the figures
+    top-1 / top-5 / macro-F1, results the top-k classes with their probabilities."""
 
     name = "single_label"
     monitor = "val_top1"
     monitor_mode = "max"
+    summary_figures = ("top1", "top5", "macro_f1", "loss")
+    plotted_figures = ("top1", "top5", "macro_f1")
 
-    def __init__(self, class_names: Sequence[str], label_smoothing: float = 0.1,
+    def __init__(self, labels: Sequence[str], label_smoothing: float = 0.1,
                  dropout: float = 0.2):
-        super().__init__(class_names)
+        super().__init__(labels, label_smoothing=label_smoothing, dropout=dropout)
         self.label_smoothing, self.dropout = label_smoothing, dropout
 
     @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        return len(self.labels)
 
+    # -- labels and targets --
+    @classmethod
+    def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
+        return sorted({str(label) for label in raw_labels})
+
+    def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:
+        index = {name: i for i, name in enumerate(self.labels)}
+        unknown = sorted({str(r) for r in raw_labels} - set(index))
+        if unknown:
+            shown = ", ".join(self.labels[:20]) + (" …" if len(self.labels) > 20 else "")
+            raise DataError(f"class(es) {', '.join(unknown)} of {where} are not labels of the "
+                            f"model (its labels: {shown})")
+        return np.array([index[str(r)] for r in raw_labels], np.int32)
+
+    def label_counts(self, targets: np.ndarray) -> dict[str, int]:
+        counts = np.bincount(np.asarray(targets, int), minlength=self.num_classes)
+        return {name: int(n) for name, n in zip(self.labels, counts)}
+
+    def split(self, targets, validation_fraction, test_fraction, seed):
+        return stratified_split(targets, validation_fraction, test_fraction, seed)
+
+    def kfold(self, targets, k, seed, validation_fraction):
+        return kfold_splits(targets, k, seed, validation_fraction)
+
+    # -- model --
     def build_head(self, feature_dim: int) -> keras.Model:
         return classification_head(feature_dim, self.num_classes, self.dropout)
 
@@ -110,19 +77,7 @@ class SingleLabelTask(Task):
         return [keras.metrics.SparseCategoricalAccuracy(name="top1"),
                 keras.metrics.SparseTopKCategoricalAccuracy(k=k, name="top5")]
 
-    def predict_outputs(self, logits, top_k):
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        k = min(top_k, self.num_classes)
-        scores, indices = tf.math.top_k(probabilities, k=k)
-        classes = tf.gather(tf.constant(self.class_names), indices)
-        return {"probabilities": probabilities, "classes": classes, "scores": scores}
-
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        z = logits - logits.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=-1, keepdims=True)
-
-    def fit_head_convex(self, head, features, labels, val_features, val_labels):
+    def fit_head_convex(self, head, features, targets, val_features, val_targets):
         """scikit-learn's multinomial logistic regression (L-BFGS, L2 penalty ``1 / C``), C from
         ``C_GRID`` by validation accuracy (ties: the stronger penalty), copied into the head's
         dense layer: the head then computes exactly the regression's logits."""
@@ -131,8 +86,8 @@ class SingleLabelTask(Task):
         dense = head.get_layer("logits")
         tried, best = [], None
         for c in C_GRID:
-            model = LogisticRegression(C=c, max_iter=2000).fit(features, labels)
-            accuracy = float(model.score(val_features, val_labels))
+            model = LogisticRegression(C=c, max_iter=2000).fit(features, targets)
+            accuracy = float(model.score(val_features, val_targets))
             tried.append({"C": c, "val_top1": accuracy})
             if best is None or accuracy > best[0]:
                 best = (accuracy, c, model)
@@ -147,13 +102,54 @@ class SingleLabelTask(Task):
         dense.set_weights([kernel, bias])
         return {"solver": "lbfgs", "C": c, "tried": tried}
 
-    def evaluate(self, labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        z = logits - logits.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+    # -- export and inference --
+    def predict_outputs(self, logits, top_k):
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        k = min(top_k, self.num_classes)
+        scores, indices = tf.math.top_k(probabilities, k=k)
+        classes = tf.gather(tf.constant(self.labels), indices)
+        return {"probabilities": probabilities, "classes": classes, "scores": scores}
+
+    def decode(self, outputs: dict[str, np.ndarray], error: str) -> list[dict]:
+        """``{"labels": [top-k classes], "scores": [their probabilities]}`` per image, best
+        first; an undecodable image's ``{"labels": [], "scores": [], "error": ...}``."""
+        classes, scores = outputs["classes"], outputs["scores"]
+        valid = outputs.get("valid")
+        return [{**self.empty_result(), "error": error}
+                if valid is not None and not bool(valid[i]) else
+                {"labels": [_text(c) for c in classes[i]], "scores": [float(s) for s in scores[i]]}
+                for i in range(len(classes))]
+
+    def empty_result(self) -> dict:
+        return {"labels": [], "scores": []}
+
+    def top(self, result: dict, k: int) -> dict:
+        return {**result, "labels": result["labels"][:k], "scores": result["scores"][:k]}
+
+    def csv_header(self, top_k: int) -> list[str]:
+        return [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")]
+
+    def csv_cells(self, result: dict, top_k: int) -> list[str]:
+        cells = []
+        for i in range(top_k):
+            has = i < len(result["labels"])
+            cells += [result["labels"][i] if has else "",
+                      f"{result['scores'][i]:.6f}" if has else ""]
+        return cells
+
+    # -- evaluation --
+    def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
         """scikit-learn's figures: top-1, top-5, macro-F1, loss, per-class precision / recall / F1
         / support over the classes that occur in the labels or predictions (so a model that knows
         more classes than the data holds is not diluted), the confusion matrix over all classes
-        (rows: true class, in ``class_names`` order) and the worst-confused pairs."""
-        labels = np.asarray(labels).astype(int)
-        names, ids = self.class_names, np.arange(self.num_classes)
+        (rows: true class, in label order) and the worst-confused pairs."""
+        labels, probabilities = np.asarray(targets).astype(int), scores
+        names, ids = self.labels, np.arange(self.num_classes)
         predicted = probabilities.argmax(axis=-1)
         k = min(5, self.num_classes)
         present = np.union1d(labels, predicted)
@@ -183,14 +179,61 @@ class SingleLabelTask(Task):
                                  for n, i, j in pairs[:WORST_PAIRS]],
         }
 
-    def config(self) -> dict:
-        return {**super().config(), "label_smoothing": self.label_smoothing,
-                "dropout": self.dropout}
+    def agreement(self, reference, scores):
+        """Top-1 agreement."""
+        return float(np.mean(scores.argmax(-1) == reference.argmax(-1)))
+
+    def predictions(self, sources, targets, scores):
+        predicted = scores.argmax(axis=1)
+        return [{"source": s, "label": self.labels[t], "predicted": self.labels[p],
+                 "score": float(scores[i, p])}
+                for i, (s, t, p) in enumerate(zip(sources, np.asarray(targets, int), predicted))]
+
+    def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
+        """``per_class.csv``, ``confusion_matrix.csv`` and ``confusion_matrix.png`` (normalised
+        per true class, the classes that occur)."""
+        with (output_dir / "per_class.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["class", "precision", "recall", "f1", "support"])
+            for name, m in figures["per_class"].items():
+                writer.writerow([name, m["precision"], m["recall"], m["f1"], m["support"]])
+        with (output_dir / "confusion_matrix.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["true \\ predicted", *self.labels])
+            writer.writerows([name, *row]
+                             for name, row in zip(self.labels, figures["confusion_matrix"]))
+        _plot_confusion(np.asarray(figures["confusion_matrix"]), self.labels,
+                        output_dir / "confusion_matrix.png", f"{title}: top-1 {figures['top1']:.3f}")
+
+    def headline(self, figures: dict) -> str:
+        return (f"top1 {figures['top1']:.3f}  top{figures.get('top5_k', 5)} {figures['top5']:.3f}"
+                f"  macro-F1 {figures['macro_f1']:.3f}")
+
+    def format_figures(self, figures: dict) -> list[str]:
+        """The per-class table and the worst-confused pairs."""
+        width = max([len(c) for c in figures["per_class"]] + [5])
+        lines = [f"{'class':{width}s}  precision  recall     f1  support"]
+        for name, m in figures["per_class"].items():
+            lines.append(f"{name:{width}s}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
+                         f"{m['f1']:5.3f}  {m['support']:7d}")
+        if figures["worst_confusions"]:
+            lines += ["", "most confused (true → predicted: images, share of the true class):"]
+            lines += [f"  {p['true']} → {p['predicted']}: {p['count']} ({p['share_of_true']:.0%})"
+                      for p in figures["worst_confusions"]]
+        return lines
+
+    def combine(self, figures, output_dir, title):
+        """The test confusion matrices summed over an experiment's runs, and their PNG."""
+        confusion = np.sum([f["confusion_matrix"] for f in figures], axis=0)
+        _plot_confusion(confusion, self.labels, output_dir / "confusion_matrix.png", title)
+        return {"confusion_matrix": confusion.tolist()}
 
 
-TASKS: Registry[type[Task]] = Registry("task")
-TASKS.register("single_label", SingleLabelTask)
+def _plot_confusion(matrix: np.ndarray, labels: list[str], output: Path, title: str) -> None:
+    shown = np.flatnonzero(matrix.sum(axis=0) + matrix.sum(axis=1))  # classes that occur
+    plot_confusion_matrix(matrix[np.ix_(shown, shown)], [labels[i] for i in shown], output,
+                          title=title)
 
 
-def get_task(name: str, class_names: Sequence[str], **options) -> Task:
-    return TASKS.get(name)(class_names, **options)
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

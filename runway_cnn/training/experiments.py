@@ -35,15 +35,29 @@ from runway_cnn.backbones.factory import Backbone
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.errors import DataError, RunwayError, first_line
+from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.runfiles import TrainDir, read_json, write_json
+from runway_cnn.tasks import Task, task_for_run
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.runtime import configure_device
 from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
 
-TEST_FIGURES = ("top1", "top5", "macro_f1", "loss")  # of each run's test split
-COLUMNS = ("run", "seed", "num_train", "num_validation", "num_test", *TEST_FIGURES,
-           "validation_top1", "stage1_seconds", "stage2_seconds", "run_seconds")
-AGGREGATED = (*TEST_FIGURES, "validation_top1", "stage1_seconds", "stage2_seconds", "run_seconds")
+TIMES = ("stage1_seconds", "stage2_seconds", "run_seconds")
+
+
+def columns(task: Task) -> tuple[str, ...]:
+    """A run's row in ``summary.csv``: the task's test figures, its validation figure, times."""
+    return ("run", "seed", "num_train", "num_validation", "num_test", *task.summary_figures,
+            _validation_figure(task), *TIMES)
+
+
+def aggregated(task: Task) -> tuple[str, ...]:
+    """What the summary gives mean ± std / min / max of."""
+    return (*task.summary_figures, _validation_figure(task), *TIMES)
+
+
+def _validation_figure(task: Task) -> str:
+    return "validation_" + task.monitor.removeprefix("val_")
 
 
 @dataclass(frozen=True)
@@ -68,16 +82,17 @@ def check_experiment(config: FinetuneConfig) -> None:
                           "their test splits)")
 
 
-def plan_runs(config: FinetuneConfig, labels: np.ndarray) -> list[RunPlan]:
-    """The runs of ``config``'s experiment over images with these ``labels``."""
+def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray) -> list[RunPlan]:
+    """The runs of ``config``'s experiment over images with these targets, split the task's
+    way."""
     check_experiment(config)
     try:
         if config.num_splits:
             return [RunPlan(f"split_{i:02d}", config.seed + i,
-                            data.stratified_split(labels, config.validation_fraction,
-                                                  config.test_fraction, config.seed + i))
+                            task.split(targets, config.validation_fraction,
+                                       config.test_fraction, config.seed + i))
                     for i in range(config.num_splits)]
-        folds = data.kfold_splits(labels, config.kfold, config.seed, config.validation_fraction)
+        folds = task.kfold(targets, config.kfold, config.seed, config.validation_fraction)
     except ValueError as error:  # sklearn: too few images of a class to stratify
         raise DataError(f"cannot make the experiment's stratified splits of {config.dataset_dir} "
                         f"({error}); add images, or lower --kfold or the split fractions") from None
@@ -165,10 +180,11 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
                                      work_dir=root)
     write_json(TrainDir(root).data_report, dataset.report())
     pool = dataset.pooled()
-    plans = plan_runs(config, pool.labels)
+    task = task_for_run(config.task, dataset.labels, config.to_dict())
+    plans = plan_runs(config, task, pool.targets)
     protocol = (f"{config.num_splits} stratified random splits" if config.num_splits
                 else f"stratified {config.kfold}-fold")
-    print(f"{dataset_dir}: {len(pool)} images, {len(dataset.class_names)} classes; "
+    print(f"{dataset_dir}: {len(pool)} images, {len(dataset.labels)} labels; "
           f"{protocol}", flush=True)
     shared: SharedWork | None = None
     rows = []
@@ -182,17 +198,16 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
             shared = SharedWork(config, pool, root)
             print("shared: " + ", ".join(f"{k} {v:.1f} s" for k, v in shared.seconds.items()),
                   flush=True)
-        rows.append(_run(config, plan, dataset, shared, root))
-        print(_row_line(rows[-1]), flush=True)
-        summary = summarise(rows, plans, config, dataset.class_names, shared)
-        write_summary(summary, root)
-    summary = summarise(rows, plans, config, dataset.class_names, shared,
-                        previous=_read_summary(root))
-    write_summary(summary, root)
+        rows.append(_run(config, task, plan, dataset, shared, root))
+        print(f"{plan.name}: test {task.headline(rows[-1])}  ({rows[-1]['run_seconds']:.1f} s)",
+              flush=True)
+        write_summary(summarise(rows, plans, config, task, shared), root, task, rows)
+    summary = summarise(rows, plans, config, task, shared, previous=_read_summary(root))
+    write_summary(summary, root, task, rows)
     return summary
 
 
-def _run(config: FinetuneConfig, plan: RunPlan, dataset: data.ImageFolderDataset,
+def _run(config: FinetuneConfig, task: Task, plan: RunPlan, dataset: ImageDataset,
          shared: SharedWork, root: Path) -> dict:
     run_dir = root / plan.name
     run_config = dataclasses.replace(config, train_dir=str(run_dir), seed=plan.seed,
@@ -205,13 +220,13 @@ def _run(config: FinetuneConfig, plan: RunPlan, dataset: data.ImageFolderDataset
     stages = metrics["stages"]
     row = {"run": plan.name, "seed": plan.seed,
            **{f"num_{s}": len(idx) for s, idx in plan.indices.items()},
-           **{k: metrics["test"][k] for k in TEST_FIGURES},
-           "validation_top1": metrics["validation"]["top1"],
+           **{k: metrics["test"][k] for k in task.summary_figures},
+           _validation_figure(task): metrics["validation"][task.monitor.removeprefix("val_")],
            "stage1_seconds": stages["stage1"].get("seconds", 0.0),
            "stage2_seconds": stages["stage2"].get("seconds", 0.0),
            "run_seconds": time.perf_counter() - start,
            "stage2_improved": stages["stage2"].get("improved_on_stage1"),
-           "confusion_matrix": metrics["test"]["confusion_matrix"]}
+           "test": metrics["test"]}
     write_json(TrainDir(run_dir).done, row)
     return row
 
@@ -222,25 +237,24 @@ def _stats(values: list[float]) -> dict[str, float]:
             "min": float(a.min()), "max": float(a.max())}
 
 
-def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig,
-              class_names: list[str], shared: SharedWork | None = None,
-              previous: dict | None = None) -> dict:
+def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig, task: Task,
+              shared: SharedWork | None = None, previous: dict | None = None) -> dict:
     """The experiment's summary: every run's row, and mean / std (sample, ddof=1) / min / max of
     the test figures and wall times over the finished runs."""
     shared_seconds = (dict(shared.seconds) if shared is not None
                       else (previous or {}).get("shared_seconds", {}))
-    confusion = np.sum([r["confusion_matrix"] for r in rows], axis=0).tolist() if rows else []
     return {
         "protocol": "random_splits" if config.num_splits else "kfold",
         "dataset_dir": str(data.resolve_dataset_dir(config.dataset_dir)),
         "backbone": config.hub_handle or config.init_from_run or config.model_name,
         "seed": config.seed, "runs_planned": len(plans), "runs_finished": len(rows),
-        "complete": len(rows) == len(plans), "class_names": list(class_names),
-        "runs": [{k: r[k] for k in (*COLUMNS, "stage2_improved") if k in r} for r in rows],
-        "aggregate": {k: _stats([r[k] for r in rows]) for k in AGGREGATED} if rows else {},
+        "complete": len(rows) == len(plans), "task": task.config(),
+        "figures": list(task.summary_figures), "plotted_figures": list(task.plotted_figures),
+        "runs": [{k: r[k] for k in (*columns(task), "stage2_improved") if k in r} for r in rows],
+        "aggregate": {k: _stats([r[k] for r in rows]) for k in aggregated(task)} if rows else {},
         "shared_seconds": shared_seconds,
         "total_seconds": float(sum(shared_seconds.values()) + sum(r["run_seconds"] for r in rows)),
-        "confusion_matrix": confusion,  # summed over the runs' test splits; rows: true class
+        "combined": {},  # what the task adds up over the runs' test splits (write_summary)
         "notes": "figures are of each run's test split; std is the sample standard deviation "
                  "(ddof=1); run_seconds is each run's wall time (its last session's, if it was "
                  "resumed); total_seconds adds the shared decode and feature time once",
@@ -254,15 +268,21 @@ def _read_summary(root: Path) -> dict | None:
     return read_summary(root) if path.exists() else None
 
 
-def write_summary(summary: dict, root: str | Path) -> None:
+def write_summary(summary: dict, root: str | Path, task: Task, rows: list[dict] | None = None
+                  ) -> None:
     """``summary.json``, ``summary.csv`` (a row per run, then mean / std / min / max rows), the
-    box plot of accuracy across runs and the summed test confusion matrix, into ``root``."""
-    from runway_cnn.plots import plot_confusion_matrix, plot_split_accuracy
+    box plot of the figures across runs and what the task adds up over the runs' test splits
+    (single-label: the summed confusion matrix and its PNG), into ``root``."""
+    from runway_cnn.plots import plot_split_accuracy
 
     root = Path(root)
+    tests = [r["test"] for r in rows or [] if "test" in r]
+    if tests:
+        summary["combined"] = task.combine(
+            tests, root, title=f"test, summed over {summary['runs_finished']} runs")
     write_json(TrainDir(root).summary, summary)
     with TrainDir(root).summary_csv.open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, columns(task), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(summary["runs"])
         for stat in ("mean", "std", "min", "max"):
@@ -270,15 +290,6 @@ def write_summary(summary: dict, root: str | Path) -> None:
                                              for k, v in summary["aggregate"].items()}})
     if summary["runs"]:
         plot_split_accuracy(root)
-        plot_confusion_matrix(np.asarray(summary["confusion_matrix"]), summary["class_names"],
-                              TrainDir(root).confusion_plot,
-                              title=f"test confusion, summed over {summary['runs_finished']} "
-                                    "runs")
-
-
-def _row_line(row: dict) -> str:
-    return (f"{row['run']}: test top1 {row['top1']:.3f}  top5 {row['top5']:.3f}  macro-F1 "
-            f"{row['macro_f1']:.3f}  ({row['run_seconds']:.1f} s)")
 
 
 def format_summary(summary: dict) -> str:
@@ -286,7 +297,7 @@ def format_summary(summary: dict) -> str:
     agg = summary["aggregate"]
     lines = [f"{summary['runs_finished']}/{summary['runs_planned']} runs "
              f"({summary['protocol']}), test figures, mean ± std [min, max]:"]
-    for key in ("top1", "top5", "macro_f1"):
+    for key in summary["plotted_figures"] or summary["figures"]:
         s = agg[key]
         lines.append(f"  {key:9s} {s['mean']:.3f} ± {s['std']:.3f}  [{s['min']:.3f}, "
                      f"{s['max']:.3f}]")

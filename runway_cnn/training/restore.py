@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from runway_cnn.backbones.factory import BACKBONES, Backbone
-from runway_cnn.data import folders as data
 from runway_cnn.errors import CheckpointError, DataError, first_line
 from runway_cnn.runfiles import TrainDir, read_json
-from runway_cnn.tasks.single_label import get_task
+from runway_cnn.data.dataset import Split
+from runway_cnn.tasks import Task, task_for_run, task_from_config
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.trainer import (
     RunResult,
@@ -41,11 +41,21 @@ def _read_json(path: Path, required: bool = True) -> dict:
                          "run the same finetune command again to rewrite it)")
 
 
+def run_task(train_dir: Path, config: dict) -> Task:
+    """The run's task, from the config ``metrics.json`` records (runs from before tasks were
+    saved whole: their task name, class names and ``config.json`` options)."""
+    recorded = _read_json(TrainDir(train_dir).metrics, required=False).get("task")
+    if isinstance(recorded, dict):
+        return task_from_config(recorded)
+    return task_for_run(config.get("task", "single_label"), class_names(train_dir), config)
+
+
 def class_names(train_dir: str | Path) -> list[str]:
     """The run's class names, in label order (from metrics.json, else data_report.json)."""
     train_dir = Path(train_dir)
     for path in (TrainDir(train_dir).metrics, TrainDir(train_dir).data_report):
-        names = _read_json(path, required=False).get("class_names")
+        recorded = _read_json(path, required=False)
+        names = recorded.get("labels") or recorded.get("class_names")
         if names:
             return list(names)
     raise CheckpointError(f"{train_dir} records no class names (no metrics.json or "
@@ -71,8 +81,7 @@ def restore_run(train_dir: str | Path) -> RunResult:
     if not weights.exists():
         raise CheckpointError(f"{weights} not found: the run in {train_dir} has not finished "
                               "(run the same finetune command again to resume it)")
-    task = get_task(config.get("task", "single_label"), class_names(train_dir),
-                    **{k: config[k] for k in ("label_smoothing", "dropout") if k in config})
+    task = run_task(train_dir, config)
     backbone = rebuild_backbone(config)
     model = classifier(backbone, task.build_head(backbone.feature_dim))
     try:
@@ -85,7 +94,7 @@ def restore_run(train_dir: str | Path) -> RunResult:
                      recorded_export(metrics))
 
 
-def run_split(train_dir: str | Path, name: str) -> data.Split:
+def run_split(train_dir: str | Path, name: str) -> Split:
     """Split ``name`` as the run used it: ``splits.json`` sources under the dataset root of
     ``data_report.json``, with converted copies where the scan made them."""
     train_dir = Path(train_dir)
@@ -103,5 +112,5 @@ def run_split(train_dir: str | Path, name: str) -> data.Split:
     if missing:
         raise DataError(f"{len(missing)} image(s) of the {name} split of {train_dir} are gone, "
                         f"e.g. {missing[0]}")
-    return data.Split(paths, np.array([item["label"] for item in items], np.int32),
-                      [item["source"] for item in items])
+    return Split(paths, np.array([item.get("target", item.get("label")) for item in items]),
+                 [item["source"] for item in items])

@@ -15,6 +15,7 @@ import numpy as np
 
 from runway_cnn.backbones.factory import Backbone, get_backbone
 from runway_cnn.data import folders as data
+from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data import pipeline
 from runway_cnn.data.preprocessing import Augmentation
 from runway_cnn.errors import RunwayError, first_line
@@ -25,7 +26,7 @@ from runway_cnn.runfiles import (
     read_json,
     write_json,
 )
-from runway_cnn.tasks.single_label import Task, get_task
+from runway_cnn.tasks import Task, task_for_run
 from runway_cnn.training import schedule
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.runtime import DeviceSettings, configure_device
@@ -84,7 +85,7 @@ def classifier(backbone: Backbone, head: keras.Model) -> keras.Model:
     return keras.Model(images, head(features), name="classifier")
 
 
-def extract_features(backbone: Backbone, split: data.Split, batch_size: int) -> np.ndarray:
+def extract_features(backbone: Backbone, split: Split, batch_size: int) -> np.ndarray:
     """Pooled features of every image of ``split`` (eval transform), in file order."""
     ds = pipeline.eval_dataset(split.paths, None, backbone.preprocessing, batch_size, cache=False)
     return backbone.model.predict(ds, verbose=0)
@@ -118,7 +119,7 @@ def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     write_json(path, new, indent=2)
 
 
-def _check_same_data(dataset: data.ImageFolderDataset, train_dir: Path) -> None:
+def _check_same_data(dataset: ImageDataset, train_dir: Path) -> None:
     """A resumed run must see the classes and splits it started with."""
     path = TrainDir(train_dir).splits
     if not (path.exists() and TrainDir(train_dir).has_training()):
@@ -248,7 +249,7 @@ class FineTuner:
     The keyword arguments let several runs share work (``runway_cnn.experiments``); left out,
     the run does everything itself:
 
-    - ``dataset``: an already split :class:`~runway_cnn.data.ImageFolderDataset` (not scanned).
+    - ``dataset``: an already split :class:`~runway_cnn.data.dataset.ImageDataset` (not scanned).
     - ``backbone``: an already built backbone, with the weights the run should start from.
     - ``features``: image path → the frozen backbone's pooled features under the eval transform;
       stage 1 trains on them, and evaluation runs only the head while the backbone is unchanged.
@@ -256,7 +257,7 @@ class FineTuner:
       stage-2 validation read them instead of decoding files.
     """
 
-    def __init__(self, config: FinetuneConfig, *, dataset: data.ImageFolderDataset | None = None,
+    def __init__(self, config: FinetuneConfig, *, dataset: ImageDataset | None = None,
                  backbone: Backbone | None = None, features: Mapping[str, np.ndarray] | None = None,
                  images: Mapping[str, np.ndarray] | None = None):
         self.config = config
@@ -275,8 +276,7 @@ class FineTuner:
         self.backbone = backbone if backbone is not None else build_backbone(config)
         self.features, self.images = features, images
         self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
-        self.task = get_task(config.task, self.dataset.class_names,
-                             label_smoothing=config.label_smoothing, dropout=config.dropout)
+        self.task = task_for_run(config.task, self.dataset.labels, config.to_dict())
         self.head = self.task.build_head(self.backbone.feature_dim)
         self.model = classifier(self.backbone, self.head)
         if self.stage2_epochs > 0 and not _stage_done(self.files.stage("stage2")):
@@ -287,7 +287,7 @@ class FineTuner:
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.task.loss(),
                       metrics=self.task.metrics(), jit_compile=self.device.jit_compile)
 
-    def _split(self, name: str) -> data.Split:
+    def _split(self, name: str) -> Split:
         return self.dataset.splits[name]
 
     @property
@@ -312,8 +312,8 @@ class FineTuner:
         train, val = self._split("train"), self._split("validation")
         solved = None
         if not c.stage1_augment and c.stage1_solver == "lbfgs":
-            solved = self.task.fit_head_convex(self.head, self._features(train), train.labels,
-                                               self._features(val), val.labels)
+            solved = self.task.fit_head_convex(self.head, self._features(train), train.targets,
+                                               self._features(val), val.targets)
         if solved is None:
             callbacks = _callbacks(stage_dir, self.task.monitor, self.task.monitor_mode, None,
                                    None, clock)
@@ -324,9 +324,9 @@ class FineTuner:
                                callbacks=callbacks, verbose=c.verbose)
             else:
                 self._compile(self.head, c.learning_rate)
-                self.head.fit(self._features(train), train.labels, batch_size=c.batch_size,
+                self.head.fit(self._features(train), train.targets, batch_size=c.batch_size,
                               epochs=c.stage1_epochs, callbacks=callbacks,
-                              validation_data=(self._features(val), val.labels),
+                              validation_data=(self._features(val), val.targets),
                               verbose=c.verbose)
             _load_best(self.model if c.stage1_augment else self.head, stage_dir)
         self.model.save_weights(str(stage_dir.final_weights))
@@ -372,32 +372,32 @@ class FineTuner:
                                       "validation": self.evaluate("validation")})
 
     # -- data, evaluation ---------------------------------------------------------------------
-    def _train_ds(self, split: data.Split, augment: bool):
-        return pipeline.train_dataset(split.paths, split.labels, self.backbone.preprocessing,
+    def _train_ds(self, split: Split, augment: bool):
+        return pipeline.train_dataset(split.paths, split.targets, self.backbone.preprocessing,
                                       self.config.batch_size, Augmentation() if augment else None,
                                       seed=self.config.seed)
 
-    def _eval_ds(self, split: data.Split):
+    def _eval_ds(self, split: Split):
         if self.images is not None:
-            return self._stored_images(split), split.labels
-        return pipeline.eval_dataset(split.paths, split.labels, self.backbone.preprocessing,
+            return self._stored_images(split), split.targets
+        return pipeline.eval_dataset(split.paths, split.targets, self.backbone.preprocessing,
                                      self.config.batch_size)
 
-    def _stored_images(self, split: data.Split) -> np.ndarray:
+    def _stored_images(self, split: Split) -> np.ndarray:
         """The ``images`` hook's eval crops of ``split``, float32 in [0, 1] as the pipeline's."""
         return np.stack([self.images[p] for p in split.paths]).astype("float32") / 255.0
 
-    def _features(self, split: data.Split) -> np.ndarray:
+    def _features(self, split: Split) -> np.ndarray:
         """The frozen backbone's features of ``split``: from the ``features`` hook, or computed
         for every image of every split in one pass (evaluation then reuses them)."""
         if self.features is None:
             paths = [p for s in self.dataset.splits.values() for p in s.paths]
-            every = data.Split(paths, np.zeros(len(paths), np.int32), paths)
+            every = Split(paths, np.zeros(len(paths), np.int32), paths)
             self.features = dict(zip(paths, extract_features(self.backbone, every,
                                                              self.config.batch_size)))
         return np.stack([self.features[p] for p in split.paths])
 
-    def predict_probabilities(self, split: data.Split) -> np.ndarray:
+    def predict_probabilities(self, split: Split) -> np.ndarray:
         bs = self.config.batch_size
         if self.features is not None and not self._backbone_changed:
             logits = self.head.predict(self._features(split), batch_size=bs, verbose=0)
@@ -411,7 +411,7 @@ class FineTuner:
 
     def evaluate(self, split_name: str) -> dict:
         split = self._split(split_name)
-        figures = self.task.evaluate(split.labels, self.predict_probabilities(split))
+        figures = self.task.evaluate(split.targets, self.predict_probabilities(split))
         return figures
 
     # -- the whole run ------------------------------------------------------------------------
@@ -439,8 +439,7 @@ class FineTuner:
                    if split != "train"}
         metrics.update({
             "backbone": self.backbone.name, "backbone_source": self.backbone.source,
-            "task": self.task.name, "class_names": self.task.class_names,
-            "class_counts": self.dataset.class_counts(),
+            "task": self.task.config(), "label_counts": self.dataset.label_counts(),
             "stages": {"stage1": stage1, "stage2": stage2},
             "device": self.device.describe(), "export_path": None,
         })

@@ -1,0 +1,155 @@
+"""The one interface between a prediction problem's labels and the rest of the package.
+
+A :class:`Task` owns its label space (read from the data), the per-image targets, head, loss,
+Keras metrics and monitored figure, the stage-1 convex solver (or none), the graph outputs of the
+exported signatures, the decoding of those outputs into result dicts (what ``Predictor``,
+``Client`` and ``predict``'s CSV show), its evaluation figures and files, its export assets, its
+splitting rule, and a config that round-trips. Nothing outside ``tasks/`` branches on a task's
+kind: it calls these methods.
+
+Targets are one numpy array per split, one row per image: a class id (single-label), a multi-hot
+vector (multi-label), attribute value ids with -1 for unknown (attributes).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class Task:
+    """What training, export and inference need to know about a prediction problem.
+
+    ``labels`` is the label space in target order (classes, tags, or ``attribute=value``
+    names); ``monitor`` / ``monitor_mode`` name the Keras validation figure that picks the best
+    weights; ``summary_figures`` are the test figures an experiment summarises (mean ± std), the
+    first being the headline.
+    """
+
+    name = "task"
+    monitor = "val_loss"
+    monitor_mode = "min"
+    summary_figures: tuple[str, ...] = ("loss",)
+    plotted_figures: tuple[str, ...] = ()  # summary figures in [0, 1], drawn side by side
+
+    def __init__(self, labels: Sequence[str], **options):
+        self.labels = list(labels)
+        self.options = dict(options)
+
+    # -- labels and targets ------------------------------------------------------------------
+    @classmethod
+    def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
+        """The labels of a dataset, in target order, from every image's raw label (a class
+        name; a tuple of tags; a dict of attribute values)."""
+        raise NotImplementedError
+
+    def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:
+        """Raw labels → targets; a label outside the label space is a
+        :class:`~runway_cnn.errors.DataError` naming ``where`` (a folder, a CSV file)."""
+        raise NotImplementedError
+
+    def label_counts(self, targets: np.ndarray) -> dict[str, int]:
+        """How many images of ``targets`` carry each label (for the data report)."""
+        raise NotImplementedError
+
+    def split(self, targets: np.ndarray, validation_fraction: float, test_fraction: float,
+              seed: int) -> dict[str, np.ndarray]:
+        """Split name → sorted indices of a random split this task's way (stratified); no
+        ``"test"`` when ``test_fraction`` is 0. ``ValueError`` when too few images to split."""
+        raise NotImplementedError
+
+    def kfold(self, targets: np.ndarray, k: int, seed: int,
+              validation_fraction: float) -> list[dict[str, np.ndarray]]:
+        """K folds, fold i testing on the i-th; validation carved from the rest."""
+        raise NotImplementedError
+
+    # -- model -------------------------------------------------------------------------------
+    def build_head(self, feature_dim: int) -> keras.Model:
+        """Pooled backbone features ``[b, feature_dim]`` → logits."""
+        raise NotImplementedError
+
+    def loss(self) -> keras.losses.Loss:
+        raise NotImplementedError
+
+    def metrics(self) -> list:
+        raise NotImplementedError
+
+    def fit_head_convex(self, head: keras.Model, features: np.ndarray, targets: np.ndarray,
+                        val_features: np.ndarray, val_targets: np.ndarray) -> dict | None:
+        """Solves the head on fixed features as a convex problem, regularisation chosen on
+        validation, writing the solution into ``head``; returns what was tried and chosen, or
+        None where the task has no such solver (the trainer then trains the head with Keras)."""
+        return None
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Logits → the scores evaluation works on."""
+        raise NotImplementedError
+
+    # -- export and inference ----------------------------------------------------------------
+    def predict_outputs(self, logits: tf.Tensor, top_k: int) -> dict[str, tf.Tensor]:
+        """Graph-side outputs of the exported signatures, one row per image."""
+        raise NotImplementedError
+
+    def decode(self, outputs: dict[str, np.ndarray], error: str) -> list[dict]:
+        """Signature outputs (one row per image; ``valid`` marks undecodable rows) → one
+        result dict per image; an invalid row's dict carries ``error``."""
+        raise NotImplementedError
+
+    def empty_result(self) -> dict:
+        """The result of an image that could not be read (its ``error`` is added beside)."""
+        raise NotImplementedError
+
+    def top(self, result: dict, k: int) -> dict:
+        """``result`` cut to the ``k`` best answers where the task ranks them (``predict``'s
+        ``--top_k``)."""
+        return result
+
+    def csv_header(self, top_k: int) -> list[str]:
+        """The columns ``predict`` writes for a result (besides path and error)."""
+        raise NotImplementedError
+
+    def csv_cells(self, result: dict, top_k: int) -> list[str]:
+        raise NotImplementedError
+
+    def assets(self) -> dict[str, str]:
+        """Files the export carries in ``assets/`` besides its metadata (vocabulary, …)."""
+        return {"labels.txt": "\n".join(self.labels) + "\n"}
+
+    # -- evaluation --------------------------------------------------------------------------
+    def agreement(self, reference: np.ndarray, scores: np.ndarray) -> float:
+        """Share of images whose decision from ``scores`` equals that from ``reference`` (how
+        far a TFLite file follows its SavedModel)."""
+        raise NotImplementedError
+
+    def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
+        """Figures for ``metrics.json`` and ``eval.json`` (plain JSON types)."""
+        raise NotImplementedError
+
+    def predictions(self, sources: Sequence[str], targets: np.ndarray,
+                    scores: np.ndarray) -> list[dict]:
+        """One row per image for ``predictions.csv``: source, truth, prediction."""
+        raise NotImplementedError
+
+    def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
+        """The task's evaluation files (CSVs, PNGs) beside ``eval.json``."""
+
+    def headline(self, figures: dict) -> str:
+        """The figures in one line, for the terminal."""
+        return "  ".join(f"{k} {figures[k]:.3f}" for k in self.summary_figures if k in figures)
+
+    def format_figures(self, figures: dict) -> list[str]:
+        """The figures as text lines beyond the headline (per-label tables …)."""
+        return []
+
+    def combine(self, figures: Sequence[dict], output_dir: Path, title: str) -> dict:
+        """What an experiment adds up over its runs' test figures (written into ``output_dir``
+        as files too); ``{}`` when nothing is summed."""
+        return {}
+
+    # -- persistence -------------------------------------------------------------------------
+    def config(self) -> dict:
+        """Everything :func:`runway_cnn.tasks.task_from_config` needs to rebuild this task."""
+        return {"task": self.name, "labels": list(self.labels), **self.options}
