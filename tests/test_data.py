@@ -12,9 +12,9 @@ from PIL import Image, ImageFile
 
 from conftest import make_image_folder
 from runway_cnn.data.dataset import ImageDataset
-from runway_cnn.data.folders import (DATASETS, SPLITS, kfold_splits,
-                             resolve_dataset_dir, scan_image_folder, stratified_split,
-                             write_run_files)
+from runway_cnn.data.folders import (DATASETS, SPLITS, resolve_dataset_dir,
+                                     scan_image_folder, write_run_files)
+from runway_cnn.data.splits import kfold_splits, stratified_split
 from runway_cnn.errors import DataError
 
 CLASSES = ["checks", "circles", "hstripes", "vstripes"]
@@ -357,20 +357,20 @@ def test_dataset_name_is_the_folder_name_for_names_and_paths(tmp_path):
 def test_encoded_as_trained_gives_the_bytes_tf_reads_like_training(tmp_path, name):
     import tensorflow as tf
 
-    from runway_cnn.data import folders as data
+    from runway_cnn.data import images
 
     write, shape, top_left = CONVERSIONS[name]
     write(tmp_path / name)
-    image = tf.io.decode_image(data.encoded_as_trained(tmp_path / name), channels=3,
+    image = tf.io.decode_image(images.encoded_as_trained(tmp_path / name), channels=3,
                                expand_animations=False).numpy()
     assert image.shape[:2] == shape
     np.testing.assert_allclose(image[0, 0], top_left, atol=6)
 
 
 def test_encoded_as_trained_keeps_plain_and_unreadable_files_as_they_are(tmp_path):
-    from runway_cnn.data import folders as data
+    from runway_cnn.data import images
 
     Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "plain.jpg")
     (tmp_path / "text.jpg").write_text("not an image")
     for name in ("plain.jpg", "text.jpg"):
-        assert data.encoded_as_trained(tmp_path / name) == (tmp_path / name).read_bytes()
+        assert images.encoded_as_trained(tmp_path / name) == (tmp_path / name).read_bytes()

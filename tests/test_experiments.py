@@ -11,6 +11,7 @@ import pytest
 
 from runway_cnn import FinetuneConfig
 from runway_cnn.data import folders as data
+from runway_cnn.data.splits import stratified_split
 from runway_cnn.tasks import SingleLabelTask
 from runway_cnn.training import experiments
 from runway_cnn.cli import report
@@ -182,7 +183,7 @@ def test_hooks_share_features_images_and_backbone_between_runs(workspace):
     pool = dataset.pooled()
     shared = experiments.SharedWork(config, pool, workspace[0])
     initial = [w.copy() for w in shared.backbone.model.get_weights()]
-    split = dataset.resplit(data.stratified_split(pool.targets, 0.2, 0.2, seed=0))
+    split = dataset.resplit(stratified_split(pool.targets, 0.2, 0.2, seed=0))
     tuner = FineTuner(config, dataset=split, backbone=shared.backbone, features=shared.features,
                       images=shared.images)
     test = tuner.dataset.splits["test"]

@@ -8,21 +8,16 @@ TIFF …) are converted to PNG copies under ``work_dir/converted/``. User files 
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import math
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.images import CheckedImage, check_images
+from runway_cnn.data.splits import stratified_split
 from runway_cnn.errors import DataError
 from runway_cnn.registry import Registry
 from runway_cnn.runfiles import TrainDir, write_json
@@ -31,12 +26,6 @@ SPLITS = ("train", "validation", "test")
 REPO_DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"
 DATASETS: Registry[Path] = Registry("dataset")
 DATASETS.register("clothing_sample", REPO_DATASETS_DIR / "clothing-sample")
-
-_ORIENTATION = 0x0112  # EXIF tag
-_AS_IS_FORMATS = {"JPEG", "MPO", "PNG", "BMP"}  # read by tf.io.decode_image when 8-bit RGB
-_AS_IS_BMP_RAWMODES = {"BGR", "BGRX"}  # 24- and 32-bit uncompressed BMP
-MIN_IMAGE_SIDE = 8  # pixels; smaller images (spacer GIFs, 1×N strips) are skipped
-_MAX_CONVERTED_NAME = 255 - 24  # NAME_MAX less the temporary copy's ".<name>.<pid>.tmp"
 
 
 def dataset_name(name_or_path: str) -> str:
@@ -61,41 +50,6 @@ def resolve_dataset_dir(name_or_path: str) -> Path:
     known = ", ".join(DATASETS.names())
     raise DataError(f"dataset {name_or_path!r} is neither a folder nor a registered dataset "
                     f"(registered: {known})")
-
-
-def stratified_split(labels: np.ndarray, validation_fraction: float, test_fraction: float,
-                     seed: int) -> dict[str, np.ndarray]:
-    """Split → sorted indices. Split sizes are ``ceil(fraction * n)`` but at least one per class.
-
-    Deterministic in ``seed``; no ``"test"`` key when ``test_fraction`` is 0. sklearn's
-    ``ValueError`` comes through when there are too few images to stratify.
-    """
-    labels = np.asarray(labels)
-    index = np.arange(len(labels))
-    out = {}
-    if test_fraction > 0:
-        index, out["test"] = train_test_split(
-            index, test_size=_split_size(test_fraction, labels), stratify=labels,
-            random_state=seed)
-    train, val = train_test_split(index, test_size=_split_size(validation_fraction, labels),
-                                  stratify=labels[index], random_state=seed)
-    out = {"train": train, "validation": val, **out}
-    return {name: np.sort(idx) for name, idx in out.items()}
-
-
-def kfold_splits(labels: np.ndarray, k: int, seed: int,
-                 validation_fraction: float) -> list[dict[str, np.ndarray]]:
-    """Stratified K-fold: fold i tests on the i-th fold; validation is carved (stratified) from
-    the rest, ``validation_fraction`` of the rest. Indices are sorted; deterministic in ``seed``."""
-    labels = np.asarray(labels)
-    folds = []
-    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for rest, test in skf.split(np.zeros(len(labels)), labels):
-        train, val = train_test_split(
-            rest, test_size=_split_size(validation_fraction, labels[rest]),
-            stratify=labels[rest], random_state=seed)
-        folds.append({"train": np.sort(train), "validation": np.sort(val), "test": np.sort(test)})
-    return folds
 
 
 def write_run_files(dataset: ImageDataset, train_dir: Path) -> None:
@@ -166,7 +120,7 @@ def class_counter(class_names: list[str]):
 
 
 def _folder_split(root: Path, folders: dict[str, str], class_names: list[str],
-                  checked: dict[tuple[str, str], list[_Checked]], split: str) -> Split:
+                  checked: dict[tuple[str, str], list[CheckedImage]], split: str) -> Split:
     """The usable images of one split folder (every split has every class folder)."""
     paths, labels, sources = [], [], []
     for label, name in enumerate(class_names):
@@ -298,14 +252,9 @@ class _Walker:
 
 # --- checking and converting --------------------------------------------------------------
 
-class _Checked(NamedTuple):
-    source: str  # relative to the root
-    path: str | None  # what tf reads; None when unusable
-    reason: str  # why skipped / converted; "" for a file used as it is
-
 
 def _check_all(walker: _Walker, classes: dict[str, dict[str, str]],
-               converted_dir: Path) -> dict[tuple[str, str], list[_Checked]]:
+               converted_dir: Path) -> dict[tuple[str, str], list[CheckedImage]]:
     """(split, class) → the checked files, decoded in a thread pool (PIL releases the GIL)."""
     todo = {}
     for split, folders in classes.items():
@@ -313,160 +262,15 @@ def _check_all(walker: _Walker, classes: dict[str, dict[str, str]],
             todo[(split, name)] = list(walker.files(rel))
             if not todo[(split, name)]:
                 raise DataError(f"class folder {walker.root / rel} is empty (no image files)")
-    workers = min(8, max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                         else os.cpu_count() or 2))
     jobs = [(key, src) for key, sources in todo.items() for src in sources]
-    with _strict_decoding(), ThreadPoolExecutor(workers) as pool:
-        results = pool.map(lambda job: _check(walker.root, job[1], converted_dir), jobs)
-        checked: dict[tuple[str, str], list[_Checked]] = {key: [] for key in todo}
-        for (key, _), result in zip(jobs, results):
-            checked[key].append(result)
+    results = check_images(walker.root, [src for _, src in jobs], converted_dir)
+    checked: dict[tuple[str, str], list[CheckedImage]] = {key: [] for key in todo}
+    for (key, _), result in zip(jobs, results):
+        checked[key].append(result)
     return checked
 
 
-@contextlib.contextmanager
-def _strict_decoding() -> Iterator[None]:
-    """Make PIL raise on truncated images while scanning (restores the caller's setting)."""
-    old = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = old
-
-
-def _check(root: Path, source: str, converted_dir: Path) -> _Checked:
-    """Decode one file fully; convert it when tf.io.decode_image would not read it as RGB."""
-    path = root / source
-    try:
-        if path.stat().st_size == 0:
-            return _Checked(source, None, "empty file")
-        with Image.open(path) as im:
-            why, size = _conversion_reason(im), im.size
-            if not why and im.format in ("JPEG", "MPO"):
-                im.draft("RGB", (im.width // 8, im.height // 8))  # still decodes every block
-            im.load()
-    except Image.UnidentifiedImageError:
-        return _Checked(source, None, "not an image")
-    except Image.DecompressionBombError as e:
-        return _Checked(source, None, f"image too large: {e}")
-    except Exception as e:  # noqa: BLE001 - any decoder failure makes the file unusable
-        return _Checked(source, None, f"cannot decode: {type(e).__name__}: {e}")
-    if min(size) < MIN_IMAGE_SIDE:
-        return _Checked(source, None, f"image too small ({size[0]}×{size[1]} px; a side under "
-                                      f"{MIN_IMAGE_SIDE} px is no photo to learn from)")
-    if not why:
-        return _Checked(source, str(path), "")
-    target = _converted_path(converted_dir, source)
-    try:
-        _convert(path, target)
-    except Exception as e:  # noqa: BLE001
-        return _Checked(source, None, f"cannot convert ({why}): {type(e).__name__}: {e}")
-    return _Checked(source, str(target), why)
-
-
-def _converted_path(converted_dir: Path, source: str) -> Path:
-    """``converted/<source>.png``; a name too long for the file system with the suffix and the
-    temporary name's additions (Linux: 255 bytes) becomes a digest of the source."""
-    name = f"{Path(source).name}.png"
-    if len(os.fsencode(name)) > _MAX_CONVERTED_NAME:
-        name = hashlib.sha1(os.fsencode(source)).hexdigest()[:20] + ".png"
-    return converted_dir / Path(source).parent / name
-
-
-def _conversion_reason(im: Image.Image) -> str:
-    """Why tf.io.decode_image(channels=3) would read this image wrongly; "" when it is fine."""
-    if im.format not in _AS_IS_FORMATS:
-        return f"format {im.format}"
-    if im.mode != "RGB":
-        return f"mode {im.mode}"
-    raw = _rawmode(im)
-    if im.format == "PNG" and raw != "RGB":
-        return f"PNG raw mode {raw}"  # 16-bit
-    if im.format == "BMP" and raw not in _AS_IS_BMP_RAWMODES:
-        return f"BMP raw mode {raw}"
-    orientation = _orientation(im)
-    if isinstance(orientation, int) and 2 <= orientation <= 8:
-        return f"EXIF orientation {orientation}"
-    return ""
-
-
-def _rawmode(im: Image.Image) -> str | None:
-    if not getattr(im, "tile", None):
-        return None
-    args = im.tile[0][3]
-    return args[0] if isinstance(args, tuple) else args
-
-
-def _orientation(im: Image.Image) -> int | None:
-    try:
-        return im.getexif().get(_ORIENTATION)
-    except Exception:  # noqa: BLE001 - broken EXIF: treat as unrotated
-        return None
-
-
-def _convert(source: Path, target: Path) -> None:
-    """Write an 8-bit RGB PNG of the first frame, EXIF orientation applied.
-
-    The copy gets the source's mtime; a copy with the same mtime is reused (a rerun in the same
-    ``work_dir``)."""
-    mtime = source.stat().st_mtime_ns
-    if target.exists() and target.stat().st_mtime_ns == mtime:
-        return
-    with Image.open(source) as im:
-        im.seek(0)
-        rgb = _to_rgb(ImageOps.exif_transpose(im))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    rgb.save(tmp, "PNG", compress_level=1)
-    os.utime(tmp, ns=(mtime, mtime))
-    os.replace(tmp, target)
-
-
-def encoded_as_trained(path: str | os.PathLike) -> bytes:
-    """An image file's bytes as training reads it: the file itself when ``tf.io.decode_image``
-    reads it right, else a PNG of its RGB conversion (EXIF orientation applied, transparency on
-    white, 16-bit rescaled, first frame). A file PIL cannot read is returned as it is, so the
-    caller's decoder reports it. A decompression bomb is a :class:`DataError` (decoding it would
-    take gigabytes)."""
-    path = Path(path)
-    try:
-        with _strict_decoding(), Image.open(path) as im:
-            if not _conversion_reason(im):
-                return path.read_bytes()
-            im.seek(0)
-            rgb = _to_rgb(ImageOps.exif_transpose(im))
-    except Image.DecompressionBombError as error:
-        raise DataError(f"{path}: image too large ({error})") from error
-    except (OSError, ValueError):
-        return path.read_bytes()
-    buffer = io.BytesIO()
-    rgb.save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """8-bit RGB; 16/32-bit integer and float greyscale rescaled, transparency put on white."""
-    if im.mode.startswith("I") or im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        if im.mode.startswith("I"):
-            a = a / 257.0  # 16-bit range
-        elif a.size and a.max() <= 1.0:
-            a = a * 255.0
-        im = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
 # --- splits ---------------------------------------------------------------------------------
-
-def _split_size(fraction: float, labels: np.ndarray) -> int:
-    return max(math.ceil(fraction * len(labels)), len(np.unique(labels)))
 
 
 def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str],

@@ -26,8 +26,8 @@ import numpy as np
 
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.inference.predictor import INVALID_IMAGE, _signature, encode_images
-from runway_cnn.tasks import SingleLabelTask, Task
 from runway_cnn.runfiles import IMAGE_BYTES
+from runway_cnn.tasks import SingleLabelTask, Task
 
 
 def _host_port(host: str, default_port: int) -> tuple[str, str, int]:

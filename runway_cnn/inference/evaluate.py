@@ -10,9 +10,9 @@ import numpy as np
 
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
+from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.runfiles import TrainDir, check_output_dir, write_json
 from runway_cnn.tasks import Task
 

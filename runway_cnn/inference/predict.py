@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from runway_cnn.data import folders as data
+from runway_cnn.data import images
 from runway_cnn.data.preprocessing import decode_image
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.inference.predictor import Predictor
@@ -27,10 +27,10 @@ def read_image(path: str | Path) -> np.ndarray:
     """uint8 RGB ``[h, w, 3]`` of an image file as the trainer sees it: TF decodes what it reads
     right; EXIF-rotated, non-RGB and other formats go through PIL (``scan_image_folder``'s rule).
     Raises on unreadable files."""
-    with data._strict_decoding(), Image.open(path) as im:
-        if data._conversion_reason(im):
+    with images.strict_decoding(), Image.open(path) as im:
+        if images.conversion_reason(im):
             im.seek(0)
-            return np.asarray(data._to_rgb(ImageOps.exif_transpose(im)))
+            return np.asarray(images.to_rgb(ImageOps.exif_transpose(im)))
         im.load()  # a truncated file raises here, as it would be skipped for training
     return decode_image(tf.io.read_file(os.fsencode(path))).numpy()
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from runway_cnn.data import folders as data
+from runway_cnn.data.images import encoded_as_trained
 from runway_cnn.data.preprocessing import PreprocessingSpec, central_crop
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.export.saved_model import load_export
@@ -83,7 +83,7 @@ def encode_images(images: Any) -> tuple[list[bytes], list[str]]:
             path = Path(item)
             if not path.is_file():
                 raise DataError(f"image file {path} not found")
-            encoded.append(data.encoded_as_trained(path))  # upright, opaque RGB as in training
+            encoded.append(encoded_as_trained(path))  # upright, opaque RGB as in training
             names.append(str(path))
         elif isinstance(item, np.ndarray):
             encoded.append(_array_to_png(item, f"image #{i}"))

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from runway_cnn.data.folders import kfold_splits, stratified_split
+from runway_cnn.data.splits import kfold_splits, stratified_split
 from runway_cnn.errors import DataError
 from runway_cnn.plots import plot_confusion_matrix
 from runway_cnn.tasks.base import Task

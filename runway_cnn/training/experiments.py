@@ -34,8 +34,8 @@ import tensorflow as tf
 from runway_cnn.backbones.factory import Backbone
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
-from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.data.dataset import ImageDataset
+from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task, task_for_run
 from runway_cnn.training.config import FinetuneConfig

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from runway_cnn.backbones.factory import BACKBONES, Backbone
+from runway_cnn.data.dataset import Split
 from runway_cnn.errors import CheckpointError, DataError, first_line
 from runway_cnn.runfiles import TrainDir, read_json
-from runway_cnn.data.dataset import Split
 from runway_cnn.tasks import Task, task_for_run, task_from_config
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.trainer import (

@@ -15,8 +15,8 @@ import numpy as np
 
 from runway_cnn.backbones.factory import Backbone, get_backbone
 from runway_cnn.data import folders as data
-from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data import pipeline
+from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.preprocessing import Augmentation
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.runfiles import (
