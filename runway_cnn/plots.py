@@ -130,3 +130,24 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], output
     fig.savefig(output, dpi=120)
     plt.close(fig)
     return output
+
+
+def plot_per_label_ap(ap: dict[str, float | None], output: str | Path,
+                      title: str = "average precision per label") -> Path:
+    """A horizontal bar per label, its average precision, best at the top (labels without a
+    positive image are left out)."""
+    shown = sorted(((v, k) for k, v in ap.items() if v is not None), reverse=True)
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(shown) + 1.2)))
+    ax.barh(range(len(shown)), [v for v, _ in shown], color="tab:blue")
+    ax.set_yticks(range(len(shown)), [k for _, k in shown], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("average precision")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output

@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", help="where the results go (default: eval/ beside the "
                                              "model)")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--labels_csv", help="a CSV manifest of D's images and labels (as for "
+                                             "finetune) instead of class folders")
     args = parser.parse_args(argv)
     result = evaluate_model(args.model, args.dataset_dir, args.split, args.output_dir,
-                            args.batch_size)
+                            args.batch_size, args.labels_csv)
     print(format_evaluation(result))
     return result

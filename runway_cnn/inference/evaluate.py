@@ -10,7 +10,8 @@ import numpy as np
 
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
-from runway_cnn.data.dataset import ImageDataset
+from runway_cnn.data.dataset import Split
+from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.runfiles import TrainDir, check_output_dir, write_json
@@ -18,26 +19,38 @@ from runway_cnn.tasks import Task
 
 
 class EvaluationImages(NamedTuple):
-    dataset: ImageDataset  # keep it: its temporary folder holds converted copies
-    images: data.Split
+    keep_alive: object  # the scan: its temporary folder holds converted copies
+    images: Split
     split: str  # the split folder, or "all"
     description: str
+    skipped: int  # unusable files (and bad manifest rows) left out
 
 
-def evaluation_images(dataset_dir: str | Path, split: str = "test") -> EvaluationImages:
-    """The ``split`` folder of a dataset with split folders, else all its images."""
+def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=None,
+                      task: Task | None = None) -> EvaluationImages:
+    """The rows of a ``labels_csv`` manifest (read the ``task``'s way), else the ``split``
+    folder of a dataset with split folders, else all its images."""
+    if labels_csv:
+        rows = scan_labels_csv(data.resolve_dataset_dir(str(dataset_dir)), labels_csv,
+                               task.raw_label)
+        images = Split(rows.paths, np.zeros(len(rows.paths)), rows.sources, rows.raw_labels)
+        return EvaluationImages(rows.tmpdir, images, "all",
+                                f"the {len(images)} usable rows of {rows.csv_path}",
+                                len(rows.bad_rows) + len(rows.skipped))
     dataset = data.scan_image_folder(data.resolve_dataset_dir(str(dataset_dir)),
                                      make_splits=False)
     pool = dataset.pooled()
     if dataset.split_settings.get("layout") != "split folders":
-        return EvaluationImages(dataset, pool, "all", f"all {len(pool)} images (no split folders)")
+        return EvaluationImages(dataset, pool, "all", f"all {len(pool)} images (no split folders)",
+                                len(dataset.skipped))
     given = dataset.split_settings.get("given_splits", [])
     if split not in given:
         raise DataError(f"{dataset.root} has no {split}/ folder (it has {', '.join(given)}); "
                         "choose one with --split")
     images = pool.subset(np.array([i for i, s in enumerate(pool.sources)
                                    if s.startswith(f"{split}/")], int))
-    return EvaluationImages(dataset, images, split, f"the {len(images)} images of {split}/")
+    return EvaluationImages(dataset, images, split, f"the {len(images)} images of {split}/",
+                            len(dataset.skipped))
 
 
 def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | Path,
@@ -52,7 +65,8 @@ def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | 
 
 
 def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "test",
-                   output_dir: str | Path | None = None, batch_size: int = 32) -> dict:
+                   output_dir: str | Path | None = None, batch_size: int = 32,
+                   labels_csv: str | Path | None = None) -> dict:
     """Evaluates an export on a labelled folder (see the module docstring), writes the files and
     returns what ``eval.json`` holds (plain JSON types), plus ``output_dir``."""
     check_output_dir(output_dir, "--output_dir")
@@ -60,16 +74,16 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
         raise RunwayError(f"--batch_size {batch_size}: must be at least 1")
     classifier = Predictor(model)
     task = classifier.task
-    chosen = evaluation_images(dataset_dir, split)
+    chosen = evaluation_images(dataset_dir, split, labels_csv, task)
     images = chosen.images
-    targets = task.targets(images.raw_labels, where=f"{chosen.dataset.root} (the model "
+    targets = task.targets(images.raw_labels, where=f"{labels_csv or dataset_dir} (the model "
                                                     f"{classifier.version_dir})")
     ds = pipeline.eval_dataset(images.paths, None, classifier.spec, batch_size, cache=False)
     scores = np.concatenate([classifier.probabilities(b) for b in ds.as_numpy_iterator()])
     result = {"model": str(classifier.version_dir),
               "dataset_dir": str(data.resolve_dataset_dir(str(dataset_dir))),
               "split": chosen.split, "images": chosen.description,
-              "skipped_files": len(chosen.dataset.skipped), "task": task.config(),
+              "skipped_files": chosen.skipped, "task": task.config(),
               **task.evaluate(targets, scores),
               "predictions": task.predictions(images.sources, targets, scores)}
     out = Path(output_dir) if output_dir else default_output_dir(

@@ -7,10 +7,12 @@ from typing import Sequence
 
 from runway_cnn.registry import Registry
 from runway_cnn.tasks.base import Task
+from runway_cnn.tasks.multi_label import MultiLabelTask
 from runway_cnn.tasks.single_label import SingleLabelTask
 
 TASKS: Registry[type[Task]] = Registry("task")
 TASKS.register("single_label", SingleLabelTask)
+TASKS.register("multi_label", MultiLabelTask)
 
 
 def get_task(name: str, labels: Sequence[str], **options) -> Task:
@@ -38,4 +40,4 @@ def task_from_config(config: dict) -> Task:
     return get_task(name, labels, **config)
 
 
-__all__ = ["TASKS", "SingleLabelTask", "Task", "get_task", "task_for_run", "task_from_config"]
+__all__ = ["TASKS", "MultiLabelTask", "SingleLabelTask", "Task", "get_task", "task_for_run", "task_from_config"]

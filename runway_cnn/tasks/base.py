@@ -41,6 +41,12 @@ class Task:
 
     # -- labels and targets ------------------------------------------------------------------
     @classmethod
+    def raw_label(cls, row: dict) -> Any:
+        """An image's raw label from its ``--labels_csv`` row (``ValueError`` for a cell that
+        cannot be read)."""
+        raise NotImplementedError
+
+    @classmethod
     def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
         """The labels of a dataset, in target order, from every image's raw label (a class
         name; a tuple of tags; a dict of attribute values)."""
@@ -49,6 +55,10 @@ class Task:
     def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:
         """Raw labels → targets; a label outside the label space is a
         :class:`~runway_cnn.errors.DataError` naming ``where`` (a folder, a CSV file)."""
+        raise NotImplementedError
+
+    def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
+        """Label values outside the label space, with how often they occur (data report)."""
         raise NotImplementedError
 
     def label_counts(self, targets: np.ndarray) -> dict[str, int]:
@@ -67,6 +77,10 @@ class Task:
         raise NotImplementedError
 
     # -- model -------------------------------------------------------------------------------
+    def prepare(self, train_targets: np.ndarray) -> None:
+        """Learns what the head needs from the training targets before it is built (ML-GCN's
+        label graph); most tasks need nothing."""
+
     def build_head(self, feature_dim: int) -> keras.Model:
         """Pooled backbone features ``[b, feature_dim]`` → logits."""
         raise NotImplementedError
@@ -87,6 +101,11 @@ class Task:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Logits → the scores evaluation works on."""
         raise NotImplementedError
+
+    def calibrate(self, targets: np.ndarray, scores: np.ndarray) -> dict | None:
+        """Fits the task's decision rule on validation targets and scores after training (per-
+        label thresholds), kept in :meth:`config`; returns what it chose, or None."""
+        return None
 
     # -- export and inference ----------------------------------------------------------------
     def predict_outputs(self, logits: tf.Tensor, top_k: int) -> dict[str, tf.Tensor]:

@@ -22,3 +22,33 @@ class SparseSmoothedCrossentropy(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
                 "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="runway_cnn")
+class AsymmetricLoss(keras.losses.Loss):
+    """ASL (Ridnik et al., ICCV 2021) on multi-hot targets and logits, averaged over labels:
+
+        L+ = (1 - p)^γ+ · log(p),   L- = p_m^γ- · log(1 - p_m),   p_m = max(p - clip, 0)
+
+    (positives focused by γ+, easy negatives down-weighted by γ- and discarded below ``clip``).
+    ``gamma_neg=0, gamma_pos=0, clip=0`` is binary cross-entropy."""
+
+    def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05,
+                 name="asymmetric_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.gamma_neg, self.gamma_pos, self.clip = float(gamma_neg), float(gamma_pos), float(clip)
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        y = ops.cast(y_true, "float32")
+        p = ops.sigmoid(ops.cast(y_pred, "float32"))
+        p_m = ops.maximum(p - self.clip, 0.0) if self.clip > 0 else p
+        eps = 1e-8
+        positive = y * ops.power(1.0 - p, self.gamma_pos) * ops.log(ops.maximum(p, eps))
+        negative = (1.0 - y) * ops.power(p_m, self.gamma_neg) * ops.log(
+            ops.maximum(1.0 - p_m, eps))
+        return -ops.mean(positive + negative, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma_neg": self.gamma_neg,
+                "gamma_pos": self.gamma_pos, "clip": self.clip}

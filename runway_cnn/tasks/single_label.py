@@ -3,6 +3,7 @@ softmax over the classes."""
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +19,7 @@ from runway_cnn.tasks.base import Task
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.losses import SparseSmoothedCrossentropy
 
+LABEL_COLUMN = "label"  # a --labels_csv's class column
 WORST_PAIRS = 10  # worst-confused class pairs reported by evaluation
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # inverse L2 strengths stage 1 chooses from
 
@@ -43,16 +45,27 @@ class SingleLabelTask(Task):
 
     # -- labels and targets --
     @classmethod
+    def raw_label(cls, row: dict) -> str:
+        label = (row.get(LABEL_COLUMN) or "").strip()
+        if not label:
+            raise ValueError(f"no {LABEL_COLUMN!r} value")
+        return label
+
+    @classmethod
     def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
         return sorted({str(label) for label in raw_labels})
+
+    def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
+        known = set(self.labels)
+        return dict(Counter(str(r) for r in raw_labels if str(r) not in known))
 
     def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:
         index = {name: i for i, name in enumerate(self.labels)}
         unknown = sorted({str(r) for r in raw_labels} - set(index))
         if unknown:
             shown = ", ".join(self.labels[:20]) + (" …" if len(self.labels) > 20 else "")
-            raise DataError(f"class(es) {', '.join(unknown)} of {where} are not labels of the "
-                            f"model (its labels: {shown})")
+            raise DataError(f"class(es) {', '.join(unknown)} of {where} are not among the "
+                            f"labels ({shown})")
         return np.array([index[str(r)] for r in raw_labels], np.int32)
 
     def label_counts(self, targets: np.ndarray) -> dict[str, int]:

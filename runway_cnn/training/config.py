@@ -37,7 +37,22 @@ class FinetuneConfig:
     weights: str = _opt("default", "default or imagenet: the backbone's ImageNet weights; none: "
                                    "untrained (Keras applications only); or a weights file "
                                    "(Keras applications) / a TF-Hub handle (TF-Hub entries)")
-    task: str = _opt("single_label", "task registry name")
+    task: str = _opt("single_label", "what to predict: single_label (one class per image: class "
+                                      "folders, or a --labels_csv 'label' column) or multi_label "
+                                      "(a --labels_csv 'labels' column, ';'-separated)")
+    labels_csv: str = _opt(None, "CSV manifest: a 'filename' column (paths relative to "
+                                 "--dataset_dir) and the task's label column(s); without it, "
+                                 "class folders are the labels")
+    labels_file: str = _opt(None, "text file fixing the label vocabulary and its order, one "
+                                  "label a line (default: every label of the data, sorted)")
+    head: str = _opt("sigmoid", "multi_label head: sigmoid (dense) or mlgcn (ML-GCN)",
+                     choices=("sigmoid", "mlgcn"))
+    loss: str = _opt("bce", "multi_label loss: bce or asl (asymmetric loss: gamma- 4, gamma+ 0, "
+                            "clip 0.05)", choices=("bce", "asl"))
+    threshold: float = _opt(None, "multi_label: one decision threshold for every label "
+                                  "(default: per label, the best F1 on validation)")
+    label_embeddings: str = _opt(None, "mlgcn: label word vectors, a GloVe-style text file or "
+                                       "a .npy [labels, d] array (default: one-hot)")
     image_size: int = _opt(None, "input resolution (default: the backbone's)")
     batch_size: int = _opt(32, "images per training step")
     stage1_solver: str = _opt("lbfgs", "stage-1 head training on cached features: lbfgs "
@@ -118,6 +133,9 @@ class FinetuneConfig:
         self.train_dir = _absolute(self.train_dir or os.path.join("runs",
                                                                   dataset_name(self.dataset_dir)))
         self.export_dir = self.export_dir and _absolute(self.export_dir)
+        self.labels_csv = self.labels_csv and _absolute(self.labels_csv)
+        self.labels_file = self.labels_file and _absolute(self.labels_file)
+        self.label_embeddings = self.label_embeddings and _absolute(self.label_embeddings)
         self.init_from_run = self.init_from_run and _absolute(self.init_from_run)
         if self.hub_handle and "://" not in self.hub_handle:
             self.hub_handle = _absolute(self.hub_handle)

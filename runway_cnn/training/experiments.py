@@ -37,7 +37,8 @@ from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.runfiles import TrainDir, read_json, write_json
-from runway_cnn.tasks import Task, task_for_run
+from runway_cnn.tasks import Task
+from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.runtime import configure_device
 from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
@@ -175,12 +176,9 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     root = Path(config.train_dir)
     _check_resume(root, config)
     configure_device(config.jit_compile, config.mixed_precision, config.seed)
-    dataset = data.scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
-                                     test_fraction=config.test_fraction, seed=config.seed,
-                                     work_dir=root)
+    dataset, task = load_dataset(config, root)
     write_json(TrainDir(root).data_report, dataset.report())
     pool = dataset.pooled()
-    task = task_for_run(config.task, dataset.labels, config.to_dict())
     plans = plan_runs(config, task, pool.targets)
     protocol = (f"{config.num_splits} stratified random splits" if config.num_splits
                 else f"stratified {config.kfold}-fold")

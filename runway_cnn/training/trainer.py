@@ -27,6 +27,7 @@ from runway_cnn.runfiles import (
     write_json,
 )
 from runway_cnn.tasks import Task, task_for_run
+from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training import schedule
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.runtime import DeviceSettings, configure_device
@@ -111,7 +112,10 @@ def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     new = config.to_dict()
     if path.exists() and TrainDir(train_dir).has_training():
         old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
-        changed = sorted(k for k in new if k not in _RESUMABLE and old.get(k) != new[k])
+        defaults = {f.name: f.default for f in FinetuneConfig.fields()}
+        # a setting the old run did not know yet counts as its default (flags added later)
+        changed = sorted(k for k in new if k not in _RESUMABLE
+                         and old.get(k, defaults.get(k)) != new[k])
         if changed:
             raise RunwayError(f"{train_dir} holds a run with other settings ({', '.join(changed)}); "
                               "use a new --train_dir or the same flags to resume")
@@ -267,16 +271,18 @@ class FineTuner:
         _check_resume(self.train_dir, config)
         self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
                                                        config.seed)
-        self.dataset = dataset if dataset is not None else data.scan_image_folder(
-            self.dataset_dir, validation_fraction=config.validation_fraction,
-            test_fraction=config.test_fraction, seed=config.seed, work_dir=self.train_dir)
+        if dataset is None:
+            dataset, self.task = load_dataset(config, self.train_dir)
+        else:
+            self.task = task_for_run(config.task, dataset.labels, config.to_dict())
+        self.dataset = dataset
         _check_same_data(self.dataset, self.train_dir)
         data.write_run_files(self.dataset, self.train_dir)
         print(self.dataset.summary_line(), flush=True)
         self.backbone = backbone if backbone is not None else build_backbone(config)
         self.features, self.images = features, images
         self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
-        self.task = task_for_run(config.task, self.dataset.labels, config.to_dict())
+        self.task.prepare(self._split("train").targets)
         self.head = self.task.build_head(self.backbone.feature_dim)
         self.model = classifier(self.backbone, self.head)
         if self.stage2_epochs > 0 and not _stage_done(self.files.stage("stage2")):
@@ -286,6 +292,10 @@ class FineTuner:
     def _compile(self, model: keras.Model, learning_rate) -> None:
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.task.loss(),
                       metrics=self.task.metrics(), jit_compile=self.device.jit_compile)
+
+    def _monitored(self, figures: dict) -> float:
+        """The task's monitored figure (``val_top1`` → ``top1``) of an evaluation."""
+        return figures[self.task.monitor.removeprefix("val_")]
 
     def _split(self, name: str) -> Split:
         return self.dataset.splits[name]
@@ -433,14 +443,16 @@ class FineTuner:
 
         print(self.device.describe(), "| backbone:", self.backbone.name, flush=True)
         stage1 = self.stage1()
-        stage2 = self.stage2(stage1["validation"][self.task.monitor.removeprefix("val_")])
+        stage2 = self.stage2(self._monitored(stage1["validation"]))
+        validation = self._split("validation")
+        decision = self.task.calibrate(validation.targets, self.predict_probabilities(validation))
         self.model.save_weights(str(self.files.weights))
         metrics = {split: self.evaluate(split) for split in self.dataset.splits
                    if split != "train"}
         metrics.update({
             "backbone": self.backbone.name, "backbone_source": self.backbone.source,
             "task": self.task.config(), "label_counts": self.dataset.label_counts(),
-            "stages": {"stage1": stage1, "stage2": stage2},
+            "stages": {"stage1": stage1, "stage2": stage2}, "decision": decision,
             "device": self.device.describe(), "export_path": None,
         })
         write_json(self.files.metrics, metrics, indent=2)

@@ -1,0 +1,367 @@
+"""Multi-label classification: several labels per image (an outfit's styles, a garment's tags),
+one sigmoid per label. Data: ``--labels_csv`` with ``filename,labels``, labels ``;``-separated (an
+empty cell: none of them).
+
+- Splits: iterative stratification (Sechidis et al. 2011, the ``iterative-stratification``
+  package), so every split keeps the label proportions and rare labels reach every split.
+- Heads: ``sigmoid`` (dense logits) or ``mlgcn`` (:mod:`runway_cnn.tasks.mlgcn`); losses ``bce``
+  or ``asl`` (asymmetric loss). Stage 1 solves the sigmoid head on cached features as one-vs-rest
+  logistic regression, C chosen on validation mAP.
+- Decisions: one threshold per label, the one with the best F1 on validation
+  (:meth:`MultiLabelTask.calibrate`), stored with the model; ``--threshold`` sets one for all.
+- Figures (as the ML-GCN paper reports them): mAP (mean over labels of scikit-learn's average
+  precision), per-label AP, and CP, CR, CF1 (per-label precision and recall averaged, their
+  harmonic mean) and OP, OR, OF1 (over all image-label pairs), at the thresholds and for the
+  top-3 labels of each image.
+"""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn import metrics as skm
+
+from runway_cnn.errors import DataError
+from runway_cnn.tasks.base import Task
+from runway_cnn.tasks.heads import classification_head
+from runway_cnn.tasks.losses import AsymmetricLoss
+from runway_cnn.tasks.mlgcn import label_adjacency, label_embeddings, mlgcn_head
+
+LABELS_COLUMN = "labels"
+SEPARATOR = ";"
+TOP = 3  # the paper's top-3 figures
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+HEADS = ("sigmoid", "mlgcn")
+LOSSES = ("bce", "asl")
+
+
+class MultiLabelTask(Task):
+    """Several labels per image: multi-hot targets, sigmoid outputs, mAP and the ML-GCN paper's
+    CP / CR / CF1 / OP / OR / OF1; results are the predicted label sets with their scores."""
+
+    name = "multi_label"
+    monitor = "val_map"
+    monitor_mode = "max"
+    summary_figures = ("map", "cf1", "of1", "loss")
+    plotted_figures = ("map", "cf1", "of1")
+
+    def __init__(self, labels: Sequence[str], head: str = "sigmoid", loss: str = "bce",
+                 dropout: float = 0.2, threshold: float | None = None,
+                 thresholds: Sequence[float] | None = None, adjacency: Any = None,
+                 embeddings: Any = None, label_embeddings: str | None = None):
+        if head not in HEADS:
+            raise DataError(f"--head {head!r}: use one of {', '.join(HEADS)}")
+        if loss not in LOSSES:
+            raise DataError(f"--loss {loss!r}: use one of {', '.join(LOSSES)}")
+        if threshold is not None and not 0 < threshold < 1:
+            raise DataError(f"--threshold {threshold}: must be in (0, 1)")
+        super().__init__(labels, head=head, loss=loss, dropout=dropout, threshold=threshold,
+                         thresholds=None if thresholds is None else list(thresholds),
+                         adjacency=adjacency, embeddings=embeddings,
+                         label_embeddings=label_embeddings)
+        self.head, self.loss_name, self.dropout, self.threshold = head, loss, dropout, threshold
+        self.thresholds = None if thresholds is None else np.asarray(thresholds, np.float32)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    # -- labels and targets --
+    @classmethod
+    def raw_label(cls, row: dict) -> tuple[str, ...]:
+        if LABELS_COLUMN not in row:
+            raise ValueError(f"no {LABELS_COLUMN!r} column")
+        tags = [t.strip() for t in (row[LABELS_COLUMN] or "").split(SEPARATOR)]
+        return tuple(dict.fromkeys(t for t in tags if t))
+
+    @classmethod
+    def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
+        return sorted({tag for tags in raw_labels for tag in tags})
+
+    def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
+        known = set(self.labels)
+        return dict(Counter(t for tags in raw_labels for t in tags if t not in known))
+
+    def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:
+        """Multi-hot float32 ``[n, labels]``; tags outside the label space are left out (the
+        data report counts them: :meth:`unknown_labels`)."""
+        index = {name: i for i, name in enumerate(self.labels)}
+        targets = np.zeros((len(raw_labels), self.num_labels), np.float32)
+        for row, tags in enumerate(raw_labels):
+            targets[row, [index[t] for t in tags if t in index]] = 1.0
+        return targets
+
+    def label_counts(self, targets: np.ndarray) -> dict[str, int]:
+        return {name: int(n) for name, n in zip(self.labels, np.asarray(targets).sum(axis=0))}
+
+    def split(self, targets, validation_fraction, test_fraction, seed):
+        from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+        def carve(index: np.ndarray, fraction: float, seed: int):
+            splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction,
+                                                        random_state=seed)
+            keep, out = next(splitter.split(np.zeros(len(index)), targets[index]))
+            return index[keep], index[out]
+
+        targets = np.asarray(targets)
+        if len(targets) < 3:
+            raise ValueError(f"{len(targets)} images are too few to split")
+        index, out = np.arange(len(targets)), {}
+        if test_fraction > 0:
+            index, out["test"] = carve(index, test_fraction, seed)
+        train, validation = carve(index, validation_fraction / (1 - test_fraction), seed)
+        out = {"train": train, "validation": validation, **out}
+        return {name: np.sort(idx) for name, idx in out.items()}
+
+    def kfold(self, targets, k, seed, validation_fraction):
+        from iterstrat.ml_stratifiers import (MultilabelStratifiedKFold,
+                                              MultilabelStratifiedShuffleSplit)
+
+        targets = np.asarray(targets)
+        folds = []
+        for rest, test in MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed
+                                                    ).split(np.zeros(len(targets)), targets):
+            splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=validation_fraction,
+                                                        random_state=seed)
+            keep, validation = next(splitter.split(np.zeros(len(rest)), targets[rest]))
+            folds.append({"train": np.sort(rest[keep]), "validation": np.sort(rest[validation]),
+                          "test": np.sort(test)})
+        return folds
+
+    # -- model --
+    def build_head(self, feature_dim: int) -> keras.Model:
+        if self.head == "mlgcn":
+            if self.options["adjacency"] is None:
+                raise DataError("the mlgcn head needs its label graph: prepare() the task on "
+                                "the training targets first")
+            return mlgcn_head(feature_dim, self.options["adjacency"], self.options["embeddings"],
+                              self.dropout)
+        return classification_head(feature_dim, self.num_labels, self.dropout)
+
+    def prepare(self, train_targets: np.ndarray) -> None:
+        """ML-GCN's label graph from the training split's co-occurrences and its label vectors
+        (kept in the config, so a restored or exported model has the same graph); the sigmoid
+        head needs nothing."""
+        if self.head == "mlgcn" and self.options["adjacency"] is None:
+            self.options["adjacency"] = label_adjacency(train_targets).tolist()
+            self.options["embeddings"] = label_embeddings(
+                self.options["label_embeddings"], self.labels).tolist()
+
+    def loss(self) -> keras.losses.Loss:
+        if self.loss_name == "asl":
+            return AsymmetricLoss()
+        return keras.losses.BinaryCrossentropy(from_logits=True, name="bce")
+
+    def metrics(self) -> list:
+        return [keras.metrics.AUC(curve="PR", multi_label=True, num_labels=self.num_labels,
+                                  from_logits=True, name="map")]
+
+    def fit_head_convex(self, head, features, targets, val_features, val_targets):
+        """One-vs-rest L2 logistic regression per label (scikit-learn, L-BFGS), the same C for
+        all labels, chosen from ``C_GRID`` by validation mAP (ties: the stronger penalty),
+        copied into the head's dense layer. A label with one class only in training gets a zero
+        weight vector and the bias of its training frequency. The ML-GCN head has no convex
+        form: None (trained with Keras)."""
+        if self.head != "sigmoid":
+            return None
+        from sklearn.linear_model import LogisticRegression
+
+        targets, val_targets = np.asarray(targets) > 0.5, np.asarray(val_targets) > 0.5
+        prior = np.clip(targets.mean(axis=0), 1e-4, 1 - 1e-4)
+        tried, best = [], None
+        for c in C_GRID:
+            kernel = np.zeros((features.shape[1], self.num_labels), np.float32)
+            bias = np.log(prior / (1 - prior)).astype(np.float32)
+            for j in range(self.num_labels):
+                if 0 < targets[:, j].sum() < len(targets):
+                    model = LogisticRegression(C=c, max_iter=2000).fit(features, targets[:, j])
+                    kernel[:, j], bias[j] = model.coef_[0], model.intercept_[0]
+            scores = 1 / (1 + np.exp(-(val_features @ kernel + bias)))
+            figure = _mean_ap(val_targets, scores)
+            tried.append({"C": c, "val_map": figure})
+            if best is None or figure > best[0]:
+                best = (figure, c, kernel, bias)
+        _, c, kernel, bias = best
+        head.get_layer("logits").set_weights([kernel, bias])
+        return {"solver": "lbfgs one-vs-rest", "C": c, "tried": tried}
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+
+    def calibrate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
+        """Per-label thresholds: the one with the best F1 on these (validation) images; 0.5 for
+        a label without positives there; ``--threshold`` when given."""
+        if self.threshold is not None:
+            chosen = np.full(self.num_labels, self.threshold, np.float32)
+        else:
+            chosen = np.array([_best_f1_threshold(np.asarray(targets)[:, j] > 0.5, scores[:, j])
+                               for j in range(self.num_labels)], np.float32)
+        self.thresholds = chosen
+        self.options["thresholds"] = chosen.tolist()
+        return {"thresholds": dict(zip(self.labels, map(float, chosen)))}
+
+    def _cutoffs(self) -> np.ndarray:
+        if self.thresholds is not None:
+            return self.thresholds
+        return np.full(self.num_labels, self.threshold or 0.5, np.float32)
+
+    # -- export and inference --
+    def predict_outputs(self, logits, top_k):
+        probabilities = tf.sigmoid(tf.cast(logits, tf.float32))
+        predicted = probabilities >= tf.constant(self._cutoffs())
+        k = min(top_k, self.num_labels)
+        scores, indices = tf.math.top_k(probabilities, k=k)
+        return {"probabilities": probabilities, "predicted": predicted,
+                "classes": tf.gather(tf.constant(self.labels), indices), "scores": scores}
+
+    def decode(self, outputs: dict[str, np.ndarray], error: str) -> list[dict]:
+        """``{"labels": [the predicted set, best first], "scores": [their probabilities]}`` per
+        image; an undecodable image's ``{"labels": [], "scores": [], "error": ...}``."""
+        probabilities, predicted = outputs["probabilities"], outputs["predicted"]
+        valid = outputs.get("valid")
+        results = []
+        for i in range(len(probabilities)):
+            if valid is not None and not bool(valid[i]):
+                results.append({**self.empty_result(), "error": error})
+                continue
+            order = [j for j in np.argsort(-probabilities[i], kind="stable") if predicted[i][j]]
+            results.append({"labels": [self.labels[j] for j in order],
+                            "scores": [float(probabilities[i][j]) for j in order]})
+        return results
+
+    def empty_result(self) -> dict:
+        return {"labels": [], "scores": []}
+
+    def csv_header(self, top_k: int) -> list[str]:
+        return ["labels", "scores"]
+
+    def csv_cells(self, result: dict, top_k: int) -> list[str]:
+        return [SEPARATOR.join(result["labels"]),
+                SEPARATOR.join(f"{s:.6f}" for s in result["scores"])]
+
+    def assets(self) -> dict[str, str]:
+        lines = [f"{name}\t{t:.6f}" for name, t in zip(self.labels, self._cutoffs())]
+        return {**super().assets(), "thresholds.tsv": "\n".join(lines) + "\n"}
+
+    # -- evaluation --
+    def agreement(self, reference, scores):
+        """Share of images with the same predicted label set."""
+        cut = self._cutoffs()
+        return float(np.mean(np.all((scores >= cut) == (reference >= cut), axis=1)))
+
+    def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
+        truth = np.asarray(targets) > 0.5
+        scores = np.asarray(scores, np.float64)
+        at_threshold = scores >= self._cutoffs()
+        top = np.zeros_like(truth)
+        rows = np.arange(len(scores))[:, None]
+        top[rows, np.argsort(-scores, axis=1, kind="stable")[:, :min(TOP, self.num_labels)]] = True
+        ap = _per_label_ap(truth, scores)
+        p = np.clip(scores, 1e-7, 1 - 1e-7)
+        figures = {
+            "num_examples": int(len(truth)),
+            "map": float(np.mean([v for v in ap if v is not None])) if any(
+                v is not None for v in ap) else 0.0,
+            **_paper_figures(truth, at_threshold),
+            **{f"{k}_top{TOP}": v for k, v in _paper_figures(truth, top).items()},
+            "loss": float(-np.mean(truth * np.log(p) + (~truth) * np.log(1 - p))),
+            "per_label": {name: {"ap": a, "support": int(truth[:, j].sum()),
+                                 "threshold": float(self._cutoffs()[j]),
+                                 **_label_prf(truth[:, j], at_threshold[:, j])}
+                          for j, (name, a) in enumerate(zip(self.labels, ap))},
+        }
+        return figures
+
+    def predictions(self, sources, targets, scores):
+        truth, at_threshold = np.asarray(targets) > 0.5, np.asarray(scores) >= self._cutoffs()
+        return [{"source": s,
+                 "labels": SEPARATOR.join(n for n, t in zip(self.labels, truth[i]) if t),
+                 "predicted": SEPARATOR.join(n for n, t in zip(self.labels, at_threshold[i]) if t),
+                 "scores": SEPARATOR.join(f"{v:.4f}" for v in scores[i])}
+                for i, s in enumerate(sources)]
+
+    def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
+        """``per_label.csv`` (AP, precision, recall, F1, support, threshold) and
+        ``per_label_ap.png``."""
+        from runway_cnn.plots import plot_per_label_ap
+
+        with (output_dir / "per_label.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["label", "ap", "precision", "recall", "f1", "support", "threshold"])
+            for name, m in figures["per_label"].items():
+                writer.writerow([name, m["ap"], m["precision"], m["recall"], m["f1"],
+                                 m["support"], m["threshold"]])
+        plot_per_label_ap({n: m["ap"] for n, m in figures["per_label"].items()},
+                          output_dir / "per_label_ap.png", f"{title}: mAP {figures['map']:.3f}")
+
+    def headline(self, figures: dict) -> str:
+        return (f"mAP {figures['map']:.3f}  CF1 {figures['cf1']:.3f}  OF1 {figures['of1']:.3f}")
+
+    def format_figures(self, figures: dict) -> list[str]:
+        width = max([len(n) for n in figures["per_label"]] + [5])
+        lines = [f"top-{TOP}: CP {figures[f'cp_top{TOP}']:.3f}  CR {figures[f'cr_top{TOP}']:.3f}"
+                 f"  CF1 {figures[f'cf1_top{TOP}']:.3f}  OP {figures[f'op_top{TOP}']:.3f}  OR "
+                 f"{figures[f'or_top{TOP}']:.3f}  OF1 {figures[f'of1_top{TOP}']:.3f}", "",
+                 f"{'label':{width}s}     AP  precision  recall     f1  support"]
+        for name, m in figures["per_label"].items():
+            ap = "    -" if m["ap"] is None else f"{m['ap']:.3f}"
+            lines.append(f"{name:{width}s}  {ap:>5s}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
+                         f"{m['f1']:5.3f}  {m['support']:7d}")
+        return lines
+
+    def config(self) -> dict:
+        return {**super().config(), "thresholds": None if self.thresholds is None
+                else [float(t) for t in self.thresholds]}
+
+
+def _per_label_ap(truth: np.ndarray, scores: np.ndarray) -> list[float | None]:
+    """scikit-learn's average precision per label; None for a label without positives."""
+    return [float(skm.average_precision_score(truth[:, j], scores[:, j]))
+            if truth[:, j].any() else None for j in range(truth.shape[1])]
+
+
+def _mean_ap(truth: np.ndarray, scores: np.ndarray) -> float:
+    values = [v for v in _per_label_ap(truth, scores) if v is not None]
+    return float(np.mean(values)) if values else 0.0
+
+
+def _paper_figures(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """CP, CR, CF1 (per-label precision and recall, averaged over labels; CF1 their harmonic
+    mean) and OP, OR, OF1 (over all image-label pairs), as ML-GCN reports them. A label never
+    predicted has precision 0."""
+    tp = (truth & predicted).sum(axis=0).astype(np.float64)
+    n_predicted, n_true = predicted.sum(axis=0), truth.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cp = float(np.mean(np.where(n_predicted > 0, tp / np.maximum(n_predicted, 1), 0.0)))
+        cr = float(np.mean(np.where(n_true > 0, tp / np.maximum(n_true, 1), 0.0)))
+    op = float(tp.sum() / max(n_predicted.sum(), 1))
+    or_ = float(tp.sum() / max(n_true.sum(), 1))
+    return {"cp": cp, "cr": cr, "cf1": _harmonic(cp, cr), "op": op, "or": or_,
+            "of1": _harmonic(op, or_)}
+
+
+def _label_prf(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    p, r, f, _ = skm.precision_recall_fscore_support(truth, predicted, average="binary",
+                                                     zero_division=0)
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+
+def _harmonic(a: float, b: float) -> float:
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+def _best_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The score cut with the best F1 (midway to the next lower score, so it generalises);
+    0.5 when there is no positive."""
+    if not truth.any():
+        return 0.5
+    precision, recall, cuts = skm.precision_recall_curve(truth, scores)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    best = int(np.argmax(f1))
+    lower = scores[scores < cuts[best]]
+    return float((cuts[best] + lower.max()) / 2) if lower.size else float(cuts[best])

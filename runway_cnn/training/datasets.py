@@ -1,0 +1,73 @@
+"""A run's data and task: class folders, or a CSV manifest read the task's way, turned into the
+task's targets and split the task's way."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.folders import resolve_dataset_dir, scan_image_folder
+from runway_cnn.data.manifest import scan_labels_csv
+from runway_cnn.errors import DataError, first_line
+from runway_cnn.tasks import TASKS, Task, task_for_run
+from runway_cnn.training.config import FinetuneConfig
+
+
+def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDataset, Task]:
+    """The scanned, split dataset of a run and its task. Converted copies go under
+    ``work_dir``."""
+    dataset_dir = resolve_dataset_dir(config.dataset_dir)
+    settings = config.to_dict()
+    if not config.labels_csv:
+        dataset = scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
+                                    test_fraction=config.test_fraction, seed=config.seed,
+                                    work_dir=work_dir)
+        labels = read_labels_file(config.labels_file) if config.labels_file else dataset.labels
+        task = task_for_run(config.task, labels, settings)
+        for split in dataset.splits.values():  # class folder names → the task's targets
+            split.targets = task.targets(split.raw_labels, where=str(dataset.root))
+        dataset.labels, dataset.count_labels = task.labels, task.label_counts
+        return dataset, task
+    rows = scan_labels_csv(dataset_dir, config.labels_csv, TASKS.get(config.task).raw_label,
+                           work_dir)
+    labels = (read_labels_file(config.labels_file) if config.labels_file
+              else TASKS.get(config.task).label_space(rows.raw_labels))
+    task = task_for_run(config.task, labels, settings)
+    targets = task.targets(rows.raw_labels, where=f"--labels_csv {rows.csv_path}")
+    every = Split(rows.paths, targets, rows.sources, rows.raw_labels)
+    try:
+        index = task.split(targets, config.validation_fraction, config.test_fraction,
+                           config.seed)
+    except ValueError as error:
+        raise DataError(f"cannot split the {len(every)} usable rows of {rows.csv_path} "
+                        f"({first_line(error)}); add images or change --validation_fraction / "
+                        "--test_fraction") from None
+    splits = {name: every.subset(idx) for name, idx in index.items()}
+    absent = [name for name, n in task.label_counts(splits["train"].targets).items() if not n]
+    if absent:
+        print(f"warning: label(s) {', '.join(absent)} of {rows.csv_path} have no image in the "
+              "training split (see data_report.json)", flush=True)
+    bad = [{"path": f"{rows.csv_path.name}:{r['line']}", "reason": f"bad row ({r['filename']}): "
+            f"{r['reason']}"} for r in rows.bad_rows]
+    notes = {"labels_csv": str(rows.csv_path), "bad_rows": len(rows.bad_rows),
+             "unknown_labels": task.unknown_labels(rows.raw_labels),
+             "labels_absent_from_train": absent}
+    settings = {"layout": "labels csv", "validation_fraction": config.validation_fraction,
+                "test_fraction": config.test_fraction, "seed": config.seed,
+                "splitter": f"{task.name} task"}
+    return ImageDataset(rows.root, task.labels, splits, bad + rows.skipped, rows.converted, [],
+                        settings, count_labels=task.label_counts, notes=notes,
+                        _tmpdir=rows.tmpdir), task
+
+
+def read_labels_file(path: str | Path) -> list[str]:
+    """A vocabulary file: one label a line, blank lines ignored, no duplicates."""
+    try:
+        labels = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read --labels_file {path}: {first_line(error)}") from error
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    if not labels or duplicates:
+        raise DataError(f"--labels_file {path}: " + (f"labels listed twice: {', '.join(duplicates)}"
+                                                     if duplicates else "no labels"))
+    return labels
+
