@@ -124,12 +124,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], output
                             color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ax.set_title(title)
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+    return _save(fig, output, dpi=120)
 
 
 def plot_per_label_ap(ap: dict[str, float | None], output: str | Path,
@@ -145,9 +140,32 @@ def plot_per_label_ap(ap: dict[str, float | None], output: str | Path,
     ax.set_xlabel("average precision")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title)
-    fig.tight_layout()
+    return _save(fig, output, dpi=100)
+
+
+def plot_label_matrix(matrix: np.ndarray, labels: Sequence[str], output: str | Path,
+                      title: str, colorbar: str = "P(column | row)") -> Path:
+    """A labels × labels heat map (co-occurrence probabilities, a label graph), names on both
+    axes."""
+    matrix = np.asarray(matrix, np.float64)
+    n = len(labels)
+    side = min(max(5.0, 0.28 * n + 2.5), 30.0)
+    font = max(5.0, min(9.0, 260.0 / max(n, 1)))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(1e-9, matrix.max()),
+                      interpolation="nearest")
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), labels, fontsize=font)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar)
+    ax.set_title(title)
+    return _save(fig, output, dpi=100)
+
+
+def _save(fig, output: str | Path, dpi: int = 100) -> Path:
+    """Lays out, writes (creating the folder) and closes a figure; returns the PNG path."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
+    fig.tight_layout()
+    fig.savefig(output, dpi=dpi)
     plt.close(fig)
     return output

@@ -53,3 +53,45 @@ def test_normalize_layer_maps_unit_range_and_round_trips():
     clone = Normalize.from_config(layer.get_config())
     np.testing.assert_allclose(np.asarray(clone(x)), y)
     assert keras.saving.get_registered_object("runway_cnn>Normalize") is Normalize
+
+
+def test_the_feature_map_and_both_poolings_share_the_backbones_weights():
+    backbone = get_backbone("mobilenet_v2", weights=None, image_size=64)
+    images = np.random.default_rng(0).uniform(size=(2, 64, 64, 3)).astype("float32")
+    feature_map = np.asarray(backbone.feature_map(images, training=False))
+    assert feature_map.shape == (2, 2, 2, 1280)
+    np.testing.assert_allclose(np.asarray(backbone.model(images, training=False)),
+                               feature_map.mean(axis=(1, 2)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(backbone.pooled("max")(images, training=False)),
+                               feature_map.max(axis=(1, 2)), atol=1e-6)
+    assert {id(w) for w in backbone.pooled("max").weights} == {id(w) for w in
+                                                              backbone.model.weights}
+    with pytest.raises(BackboneError, match="--pooling 'sum'"):
+        backbone.pooled("sum")
+
+
+def test_a_pooled_only_backbone_refuses_max_pooling(tmp_path):
+    from tiny_models import make_tiny_hub_module
+
+    backbone = get_backbone(hub_handle=str(make_tiny_hub_module(tmp_path / "hub")),
+                            image_size=32)
+    assert backbone.feature_map is None
+    with pytest.raises(BackboneError, match="pooled features only.*--pooling avg"):
+        backbone.pooled("max")
+
+
+def test_max_pooling_trains_and_exports_end_to_end(tmp_path):
+    from conftest import make_image_folder
+    from runway_cnn import FinetuneConfig, fine_tune
+    from runway_cnn.inference.predictor import Predictor
+
+    dataset = make_image_folder(tmp_path / "looks", per_class=6, size=(40, 64))
+    result = fine_tune(FinetuneConfig(
+        dataset_dir=str(dataset), train_dir=str(tmp_path / "run"), model_name="mobilenet_v2",
+        weights="none", image_size=32, pooling="max", validation_fraction=0.25,
+        test_fraction=0.25, verbose=0))
+    images = np.random.default_rng(1).uniform(size=(3, 32, 32, 3)).astype("float32")
+    features = np.asarray(result.backbone.pooled("max")(images, training=False))
+    head = result.task.probabilities(np.asarray(result.model.get_layer("head")(features)))
+    np.testing.assert_allclose(Predictor(result.export_path).probabilities(images), head,
+                               atol=1e-5)

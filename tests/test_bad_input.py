@@ -428,11 +428,11 @@ def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
 
 
 def test_a_damaged_feature_cache_is_recomputed(tmp_path, capsys):
-    from runway_cnn.training import experiments
+    from runway_cnn.training import features
 
     path = tmp_path / "features.npz"
     path.write_bytes(b"PK\x03\x04 cut short by a kill")
-    assert experiments._load_features(path, None, None) == (None, 0.0)
+    assert features.load_features(path, None, None, "avg") == (None, 0.0)
     assert f"{path} is damaged" in capsys.readouterr().out
 
 

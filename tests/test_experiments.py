@@ -55,9 +55,9 @@ def experiment(workspace):
     calls = []
     original_features, original_callbacks = experiments.image_features, trainer_module._callbacks
 
-    def counting_features(*args):
+    def counting_features(*args, **kwargs):
         calls[-1] += 1
-        return original_features(*args)
+        return original_features(*args, **kwargs)
 
     def interrupting(stage_dir, *args):
         callbacks = original_callbacks(stage_dir, *args)

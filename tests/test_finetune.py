@@ -15,7 +15,8 @@ from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
 from runway_cnn.runfiles import StageDir
 from runway_cnn.training import trainer as trainer_module
-from runway_cnn.training.trainer import FineTuner, extract_features
+from runway_cnn.training.features import extract_features
+from runway_cnn.training.trainer import FineTuner
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 
@@ -100,7 +101,7 @@ def test_stage1_cached_features_equal_uncached(workspace):
     tuner = FineTuner(_config(workspace, "cached", stage2_epochs=0, stage1_epochs=2))
     tuner.stage1()
     split = tuner.dataset.splits["validation"]
-    cached = tuner.head.predict(extract_features(tuner.backbone, split, 8), verbose=0)
+    cached = tuner.head.predict(extract_features(tuner.backbone, split.paths, 8), verbose=0)
     from runway_cnn.data.pipeline import eval_dataset
     uncached = tuner.model.predict(eval_dataset(split.paths, None, tuner.backbone.preprocessing,
                                                 8), verbose=0)
@@ -228,8 +229,8 @@ def test_backbone_from_a_previous_run(finished_run, workspace):
     tuner = FineTuner(_config(workspace, "chain", hub_handle=None,
                               init_from_run=str(finished_run.train_dir), stage2_epochs=0))
     split = tuner.dataset.splits["validation"]
-    ours = extract_features(tuner.backbone, split, 8)
-    theirs = extract_features(finished_run.backbone, split, 8)
+    ours = extract_features(tuner.backbone, split.paths, 8)
+    theirs = extract_features(finished_run.backbone, split.paths, 8)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 

@@ -89,12 +89,22 @@ def test_missing_handle_is_a_clear_error(tmp_path):
         get_backbone(hub_handle=str(tmp_path / "empty"))
 
 
-def test_unpooled_module_is_a_clear_error(tmp_path):
+def test_an_unpooled_module_is_a_backbone_with_a_feature_map(tmp_path):
+    """A module that returns a feature map is pooled by the head (average or max); one that
+    returns neither a map nor a vector is a clear error."""
     images = keras.Input((None, None, 3))
     conv = keras.Model(images, keras.layers.Conv2D(4, 3)(images))
     save_hub_module(conv, str(tmp_path / "unpooled"))
+    backbone = get_backbone(hub_handle=str(tmp_path / "unpooled"), image_size=32)
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
+    feature_map = np.asarray(backbone.feature_map(x))
+    assert backbone.feature_dim == 4 and feature_map.shape == (2, 30, 30, 4)
+    np.testing.assert_allclose(np.asarray(backbone.model(x)), feature_map.mean(axis=(1, 2)),
+                               atol=1e-5)
+    flat = keras.Model(images, keras.layers.Reshape((-1, 4))(keras.layers.Conv2D(4, 3)(images)))
+    save_hub_module(flat, str(tmp_path / "rank3"))
     with pytest.raises(BackboneError, match="no pooled feature-vector output"):
-        get_backbone(hub_handle=str(tmp_path / "unpooled"), image_size=32)
+        get_backbone(hub_handle=str(tmp_path / "rank3"), image_size=32)
 
 
 def test_wrong_input_rank_is_a_clear_error(tmp_path):

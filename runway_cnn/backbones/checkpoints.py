@@ -31,6 +31,7 @@ ENV_VAR = "RUNWAY_CNN_CHECKPOINTS"
 USER_CACHE = Path("~/.cache/runway_cnn/checkpoints")
 LABELS_FILE = Path(__file__).resolve().parents[1] / "resources" / "imagenet_labels.txt"
 FEATURE_VECTOR = "feature_vector"
+FEATURE_MAP = "feature_map"
 CLASSIFICATION = "classification"
 
 
@@ -100,6 +101,12 @@ def feature_model(classifier: keras.Model) -> keras.Model:
     return keras.Model(classifier.input, pooled, name=classifier.name)
 
 
+def feature_map_model(classifier: keras.Model) -> keras.Model:
+    """The last feature map of a classifier (before its pooling), sharing its variables."""
+    return keras.Model(classifier.input, classifier.get_layer("avg_pool").input,
+                       name=classifier.name)
+
+
 def _export_readme(name: str, source: TorchWeights) -> str:
     return f"""# {name}
 
@@ -110,6 +117,8 @@ pip package `{source.pip_package}` (Apache-2.0, converted from the TensorFlow TP
   `(255 * x - 127) / 128` is inside the model. Native resolution {source.resolution} px square
   (any size works); ImageNet evaluation uses a centre crop of 87.5% and bicubic resizing.
 - `{FEATURE_VECTOR}/`: `[batch, 1280]` average-pooled features.
+- `{FEATURE_MAP}/`: `[batch, h, w, 1280]`, the last feature map (the same variables; pool it as
+  the task's head wants: average or max).
 - `{CLASSIFICATION}/`: `[batch, 1000]` ImageNet logits (no softmax). **1000 classes**, index
   0 = tench … 999 = toilet tissue (`runway_cnn/resources/imagenet_labels.txt`), unlike tfhub.dev's
   1001-class classifiers whose index 0 is "background".
@@ -135,6 +144,7 @@ def convert(name: str, output: Path | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         _save(feature_model(classifier), staging / FEATURE_VECTOR)
+        _save(feature_map_model(classifier), staging / FEATURE_MAP)
         _save(classifier, staging / CLASSIFICATION)
         (staging / "README.md").write_text(_export_readme(name, source))
         staging.chmod(0o755)  # mkdtemp makes it private
@@ -147,16 +157,18 @@ def convert(name: str, output: Path | None = None) -> Path:
             try:
                 staging.rename(target)
             except OSError:  # another process finished the same conversion first
-                if not (target / FEATURE_VECTOR / "saved_model.pb").exists():
+                if not (target / FEATURE_MAP / "saved_model.pb").exists():
                     raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
-def ensure_converted(name: str) -> Path:
-    """The ``feature_vector`` SavedModel of checkpoint ``name``, converting it first if missing."""
-    directory = checkpoint_root() / name / FEATURE_VECTOR
+def ensure_converted(name: str, endpoint: str = FEATURE_VECTOR) -> Path:
+    """The ``endpoint`` SavedModel (``feature_vector``, ``feature_map``, ``classification``) of
+    checkpoint ``name``, converting it first if missing (a conversion from before feature maps
+    were kept is redone)."""
+    directory = checkpoint_root() / name / endpoint
     if not (directory / "saved_model.pb").exists():
         convert(name)
     return directory

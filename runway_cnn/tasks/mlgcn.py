@@ -24,14 +24,17 @@ P = 0.2  # the weight of a label's neighbours (1 - P stays with the label itself
 HIDDEN = 1024
 
 
-def label_adjacency(targets: np.ndarray, tau: float = TAU, p: float = P) -> np.ndarray:
-    """The re-weighted label graph Â ``[labels, labels]`` of multi-hot training ``targets``."""
+def cooccurrence(targets: np.ndarray) -> np.ndarray:
+    """P(L_j | L_i) = M_ij / N_i over multi-hot ``targets`` (row i; 0 for a label without
+    images)."""
     y = (np.asarray(targets) > 0.5).astype(np.float64)
     counts = y.sum(axis=0)
-    cooccur = y.T @ y
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conditional = np.where(counts[:, None] > 0, cooccur / counts[:, None], 0.0)
-    binary = (conditional >= tau).astype(np.float64)
+    return np.where(counts[:, None] > 0, (y.T @ y) / np.maximum(counts[:, None], 1), 0.0)
+
+
+def label_adjacency(targets: np.ndarray, tau: float = TAU, p: float = P) -> np.ndarray:
+    """The re-weighted label graph Â ``[labels, labels]`` of multi-hot training ``targets``."""
+    binary = (cooccurrence(targets) >= tau).astype(np.float64)
     np.fill_diagonal(binary, 0.0)
     neighbours = binary.sum(axis=1, keepdims=True)
     reweighted = np.where(neighbours > 0, p * binary / np.maximum(neighbours, 1), 0.0)

@@ -30,7 +30,7 @@ from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.losses import AsymmetricLoss
-from runway_cnn.tasks.mlgcn import label_adjacency, label_embeddings, mlgcn_head
+from runway_cnn.tasks.mlgcn import cooccurrence, label_adjacency, label_embeddings, mlgcn_head
 
 LABELS_COLUMN = "labels"
 SEPARATOR = ";"
@@ -270,6 +270,7 @@ class MultiLabelTask(Task):
             **_paper_figures(truth, at_threshold),
             **{f"{k}_top{TOP}": v for k, v in _paper_figures(truth, top).items()},
             "loss": float(-np.mean(truth * np.log(p) + (~truth) * np.log(1 - p))),
+            "cooccurrence": cooccurrence(truth).tolist(),
             "per_label": {name: {"ap": a, "support": int(truth[:, j].sum()),
                                  "threshold": float(self._cutoffs()[j]),
                                  **_label_prf(truth[:, j], at_threshold[:, j])}
@@ -286,9 +287,11 @@ class MultiLabelTask(Task):
                 for i, s in enumerate(sources)]
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
-        """``per_label.csv`` (AP, precision, recall, F1, support, threshold) and
-        ``per_label_ap.png``."""
-        from runway_cnn.plots import plot_per_label_ap
+        """``per_label.csv`` (AP, precision, recall, F1, support, threshold),
+        ``per_label_ap.png``, the labels' co-occurrence in these images as
+        ``label_cooccurrence.png`` (P(column | row)) and, for ML-GCN, its label graph as
+        ``label_graph.png``."""
+        from runway_cnn.plots import plot_label_matrix, plot_per_label_ap
 
         with (output_dir / "per_label.csv").open("w", newline="") as f:
             writer = csv.writer(f)
@@ -298,6 +301,12 @@ class MultiLabelTask(Task):
                                  m["support"], m["threshold"]])
         plot_per_label_ap({n: m["ap"] for n, m in figures["per_label"].items()},
                           output_dir / "per_label_ap.png", f"{title}: mAP {figures['map']:.3f}")
+        plot_label_matrix(np.asarray(figures["cooccurrence"]), self.labels,
+                          output_dir / "label_cooccurrence.png", f"{title}: label co-occurrence")
+        if self.options.get("adjacency") is not None:
+            plot_label_matrix(np.asarray(self.options["adjacency"]), self.labels,
+                              output_dir / "label_graph.png", "ML-GCN label graph (Â)",
+                              colorbar="weight")
 
     def headline(self, figures: dict) -> str:
         return (f"mAP {figures['map']:.3f}  CF1 {figures['cf1']:.3f}  OF1 {figures['of1']:.3f}")

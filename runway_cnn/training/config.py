@@ -45,6 +45,10 @@ class FinetuneConfig:
                                  "class folders are the labels")
     labels_file: str = _opt(None, "text file fixing the label vocabulary and its order, one "
                                   "label a line (default: every label of the data, sorted)")
+    pooling: str = _opt("avg", "how the head pools the backbone's last feature map: avg or max "
+                               "(ML-GCN's global max pooling; needs a backbone with a feature "
+                               "map: Keras applications, EfficientNet-Lite)",
+                        choices=("avg", "max"))
     head: str = _opt("sigmoid", "multi_label head: sigmoid (dense) or mlgcn (ML-GCN)",
                      choices=("sigmoid", "mlgcn"))
     loss: str = _opt("bce", "multi_label loss: bce or asl (asymmetric loss: gamma- 4, gamma+ 0, "

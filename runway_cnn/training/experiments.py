@@ -29,16 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from runway_cnn.backbones.factory import Backbone
 from runway_cnn.data import folders as data
-from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset
-from runway_cnn.errors import DataError, RunwayError, first_line
+from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task
 from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.features import eval_images, image_features, load_features, save_features
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.runtime import configure_device
 from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
@@ -110,12 +109,14 @@ class SharedWork:
         start = time.perf_counter()
         images = eval_images(pool.paths, self.backbone, config.batch_size)
         self.seconds = {"decode": time.perf_counter() - start}
-        features, seconds = _load_features(TrainDir(root).features, pool, self.backbone)
+        cache = TrainDir(root).features
+        features, seconds = load_features(cache, pool, self.backbone, config.pooling)
         if features is None:
             start = time.perf_counter()
-            features = image_features(images, self.backbone, config.batch_size)
+            features = image_features(images, self.backbone, config.batch_size, config.pooling,
+                                      progress=config.verbose > 0)
             seconds = time.perf_counter() - start
-            _save_features(TrainDir(root).features, pool, self.backbone, features, seconds)
+            save_features(cache, pool, self.backbone, config.pooling, features, seconds)
         self.seconds["features"] = seconds
         self.images = dict(zip(pool.paths, images))
         self.features = dict(zip(pool.paths, features))
@@ -123,46 +124,6 @@ class SharedWork:
     def reset_backbone(self) -> None:
         """Back to the pre-trained weights (stage 2 of the previous run may have changed them)."""
         self.backbone.model.set_weights(self._initial_weights)
-
-
-def eval_images(paths: list[str], backbone: Backbone, batch_size: int) -> np.ndarray:
-    """uint8 ``[n, s, s, 3]``: every image decoded and eval-transformed, as the pipeline does."""
-    ds = pipeline.eval_dataset(paths, None, backbone.preprocessing, batch_size, cache=False)
-    return np.concatenate([np.round(batch * 255.0).astype(np.uint8)
-                           for batch in ds.as_numpy_iterator()])
-
-
-def image_features(images: np.ndarray, backbone: Backbone, batch_size: int) -> np.ndarray:
-    """The backbone's pooled features (float32) of uint8 images from :func:`eval_images`."""
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
-        lambda x: tf.cast(x, tf.float32) / 255.0)
-    return np.asarray(backbone.model.predict(ds, verbose=0), np.float32)
-
-
-def _save_features(path: Path, pool: data.Split, backbone: Backbone, features: np.ndarray,
-                   seconds: float) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, sources=np.array(pool.sources), features=features,
-             backbone=np.array(backbone.name), seconds=np.array(seconds))
-    tmp.replace(path)
-
-
-def _load_features(path: Path, pool: data.Split,
-                   backbone: Backbone) -> tuple[np.ndarray | None, float]:
-    """Features saved by an earlier session of this experiment, if they are for these images;
-    a damaged file is a cache miss (said, and recomputed)."""
-    if not path.exists():
-        return None, 0.0
-    try:
-        with np.load(path) as saved:
-            if (saved["sources"].tolist() != list(pool.sources) or str(saved["backbone"])
-                    != backbone.name or saved["features"].shape[1] != backbone.feature_dim):
-                return None, 0.0
-            return saved["features"], float(saved["seconds"])
-    except Exception as error:  # noqa: BLE001 - a truncated or foreign .npz
-        print(f"{path} is damaged ({first_line(error)}): computing the features again",
-              flush=True)
-        return None, 0.0
 
 
 def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:

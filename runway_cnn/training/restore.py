@@ -83,7 +83,8 @@ def restore_run(train_dir: str | Path) -> RunResult:
                               "(run the same finetune command again to resume it)")
     task = run_task(train_dir, config)
     backbone = rebuild_backbone(config)
-    model = classifier(backbone, task.build_head(backbone.feature_dim))
+    model = classifier(backbone, task.build_head(backbone.feature_dim),
+                       config.get("pooling", "avg"))
     try:
         load_model_weights(model, weights)
     except Exception as error:  # a weights file of another architecture or class count

@@ -28,6 +28,7 @@ from runway_cnn.runfiles import (
 )
 from runway_cnn.tasks import Task, task_for_run
 from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.features import extract_features
 from runway_cnn.training import schedule
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.runtime import DeviceSettings, configure_device
@@ -78,18 +79,13 @@ class RunResult:
         return Path(self.config.get("export_dir") or TrainDir(self.train_dir).export_base)
 
 
-def classifier(backbone: Backbone, head: keras.Model) -> keras.Model:
-    """images → backbone (always in inference mode: BatchNorm statistics stay put) → head."""
+def classifier(backbone: Backbone, head: keras.Model, pooling: str = "avg") -> keras.Model:
+    """images → backbone, pooled (always in inference mode: BatchNorm statistics stay put) →
+    head."""
     size = backbone.preprocessing.image_size
     images = keras.Input((size, size, 3), name="images")
-    features = backbone.model(images, training=False)
+    features = backbone.pooled(pooling)(images, training=False)
     return keras.Model(images, head(features), name="classifier")
-
-
-def extract_features(backbone: Backbone, split: Split, batch_size: int) -> np.ndarray:
-    """Pooled features of every image of ``split`` (eval transform), in file order."""
-    ds = pipeline.eval_dataset(split.paths, None, backbone.preprocessing, batch_size, cache=False)
-    return backbone.model.predict(ds, verbose=0)
 
 
 def build_backbone(config: FinetuneConfig) -> Backbone:
@@ -284,7 +280,7 @@ class FineTuner:
         self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
         self.task.prepare(self._split("train").targets)
         self.head = self.task.build_head(self.backbone.feature_dim)
-        self.model = classifier(self.backbone, self.head)
+        self.model = classifier(self.backbone, self.head, config.pooling)
         if self.stage2_epochs > 0 and not _stage_done(self.files.stage("stage2")):
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
 
@@ -402,9 +398,9 @@ class FineTuner:
         for every image of every split in one pass (evaluation then reuses them)."""
         if self.features is None:
             paths = [p for s in self.dataset.splits.values() for p in s.paths]
-            every = Split(paths, np.zeros(len(paths), np.int32), paths)
-            self.features = dict(zip(paths, extract_features(self.backbone, every,
-                                                             self.config.batch_size)))
+            self.features = dict(zip(paths, extract_features(
+                self.backbone, paths, self.config.batch_size, self.config.pooling,
+                progress=self.config.verbose > 0)))
         return np.stack([self.features[p] for p in split.paths])
 
     def predict_probabilities(self, split: Split) -> np.ndarray:
