@@ -23,7 +23,7 @@ from runway_cnn.export.reexport import reexport
 from runway_cnn.cli import finetune as finetune_cli
 from runway_cnn.cli import predict as predict_cli
 from runway_cnn.data.folders import scan_image_folder
-from runway_cnn.errors import CheckpointError, DataError
+from runway_cnn.errors import CheckpointError, DataError, RunwayError
 from runway_cnn.inference.client import Client, ServingRequestError
 from runway_cnn.inference.predictor import INVALID_IMAGE, Predictor, encode_images
 from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF8, make_corpus,
@@ -434,6 +434,19 @@ def test_a_damaged_feature_cache_is_recomputed(tmp_path, capsys):
     path.write_bytes(b"PK\x03\x04 cut short by a kill")
     assert features.load_features(path, None, None, "avg") == (None, 0.0)
     assert f"{path} is damaged" in capsys.readouterr().out
+
+
+def test_diverged_training_is_a_one_line_error(corpus, tmp_path, monkeypatch):
+    from runway_cnn.training.trainer import FineTuner
+
+    tuner = FineTuner(FinetuneConfig(
+        dataset_dir=str(corpus["dataset"]), train_dir=str(tmp_path / "run"),
+        hub_handle=str(corpus["hub"]), image_size=32, validation_fraction=0.2,
+        test_fraction=0.2, verbose=0))
+    monkeypatch.setattr(tuner, "predict_probabilities",
+                        lambda split: np.full((len(split), 3), np.nan))
+    with pytest.raises(RunwayError, match="NaN: training diverged.*lower --learning_rate"):
+        tuner.evaluate("validation")
 
 
 def test_no_input_file_changed(corpus):

@@ -296,3 +296,44 @@ def test_mlgcn_learns_co_occurring_labels_and_travels_with_its_graph(trained, tm
                                               cache=False).as_numpy_iterator()))
     np.testing.assert_allclose(restored.task.probabilities(np.asarray(restored.model(images))),
                                predictor.probabilities(images), atol=1e-5)
+
+
+def test_joint_one_vs_rest_solver_is_scikit_learns_logistic_regression_per_label():
+    from sklearn.linear_model import LogisticRegression
+
+    from runway_cnn.tasks.multi_label import one_vs_rest_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 40))
+    y = x @ rng.normal(size=(40, 5)) / 4 + rng.normal(size=(300, 5)) > 0.3
+    kernel, bias = one_vs_rest_logistic(x, y, c=0.3)
+    for j in range(5):
+        reference = LogisticRegression(C=0.3, max_iter=5000, tol=1e-8).fit(x, y[:, j])
+        np.testing.assert_allclose(1 / (1 + np.exp(-(x @ kernel[:, j] + bias[j]))),
+                                   reference.predict_proba(x)[:, 1], atol=1e-3)
+
+
+def test_tflite_and_client_answers_carry_the_label_sets(trained, tmp_path):
+    from test_serving import decode_rest_instances, encode_rest_predictions, run_signature
+
+    from PIL import Image
+
+    from runway_cnn.export.tflite import export_tflite, tflite_probabilities
+    from runway_cnn.inference.client import Client
+    from runway_cnn.inference.predictor import INVALID_IMAGE, encode_images
+
+    _, photos, _, _, result = trained
+    predictor = Predictor(result.export_path)
+    files = sorted(photos.glob("kind3_0[0-2].jpg"))
+    images = np.stack([predictor.crop(np.asarray(Image.open(f).convert("RGB"))) for f in files])
+    paths = export_tflite(result.model, result.task, 32, tmp_path / "1", ["float"])
+    np.testing.assert_allclose(tflite_probabilities(paths["float"], images),
+                               predictor.probabilities(images), atol=1e-5)
+    encoded, _ = encode_images(files + [b"not a photo"])
+    body = json.loads(json.dumps(Client.rest_body(encoded, "serving_per_image")))
+    answer = encode_rest_predictions(run_signature(
+        predictor.model, "serving_per_image", decode_rest_instances(body, ["image_bytes"])))
+    client = Client("localhost", "styles", task=predictor.task)
+    decoded = client.task.decode(Client.parse_rest_response(200, answer), INVALID_IMAGE)
+    assert decoded[:-1] == predictor.predict(files)
+    assert decoded[-1] == {"labels": [], "scores": [], "error": INVALID_IMAGE}

@@ -40,14 +40,26 @@ class AsymmetricLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         ops = keras.ops
-        y = ops.cast(y_true, "float32")
-        p = ops.sigmoid(ops.cast(y_pred, "float32"))
-        p_m = ops.maximum(p - self.clip, 0.0) if self.clip > 0 else p
         eps = 1e-8
-        positive = y * ops.power(1.0 - p, self.gamma_pos) * ops.log(ops.maximum(p, eps))
-        negative = (1.0 - y) * ops.power(p_m, self.gamma_neg) * ops.log(
-            ops.maximum(1.0 - p_m, eps))
+        y = ops.cast(y_true, "float32")
+        z = ops.cast(y_pred, "float32")
+        p = ops.sigmoid(z)
+        log_p = ops.log_sigmoid(z)  # log(p), stable for any logit
+        if self.clip > 0:
+            p_m = ops.maximum(p - self.clip, 0.0)
+            log_not_p_m = ops.log(ops.maximum(1.0 - p_m, eps))
+        else:
+            p_m, log_not_p_m = p, ops.log_sigmoid(-z)
+        positive = y * self._focus(1.0 - p, self.gamma_pos) * log_p
+        negative = (1.0 - y) * self._focus(p_m, self.gamma_neg) * log_not_p_m
         return -ops.mean(positive + negative, axis=-1)
+
+    @staticmethod
+    def _focus(base, gamma: float):
+        """base^γ, 1 for γ = 0, with a base kept off 0 (the gradient of x^γ at 0 is 0·∞)."""
+        if gamma == 0:
+            return 1.0
+        return keras.ops.power(keras.ops.maximum(base, 1e-8), gamma)
 
     def get_config(self):
         return {**super().get_config(), "gamma_neg": self.gamma_neg,

@@ -203,7 +203,7 @@ def _callbacks(stage_dir: StageDir, monitor: str, mode: str, baseline: float | N
     stage_dir.path.mkdir(parents=True, exist_ok=True)
     baseline = _best_so_far(stage_dir, monitor, mode, baseline)
     callbacks = [
-        ResumingBackup(stage_dir), clock,
+        ResumingBackup(stage_dir), clock, keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(stage_dir.history), append=True),
         keras.callbacks.TensorBoard(str(stage_dir.logs), write_graph=False),
         keras.callbacks.ModelCheckpoint(str(stage_dir.best_weights), monitor=monitor,
@@ -417,8 +417,12 @@ class FineTuner:
 
     def evaluate(self, split_name: str) -> dict:
         split = self._split(split_name)
-        figures = self.task.evaluate(split.targets, self.predict_probabilities(split))
-        return figures
+        scores = self.predict_probabilities(split)
+        if not np.isfinite(scores).all():
+            raise RunwayError(f"the model's outputs on the {split_name} split are NaN: training "
+                              f"diverged (see {self.train_dir}/stage*/history.csv); lower "
+                              "--learning_rate or try another --loss, in a new --train_dir")
+        return self.task.evaluate(split.targets, scores)
 
     # -- the whole run ------------------------------------------------------------------------
     def finished(self) -> RunResult | None:
