@@ -337,3 +337,18 @@ def test_tflite_and_client_answers_carry_the_label_sets(trained, tmp_path):
     decoded = client.task.decode(Client.parse_rest_response(200, answer), INVALID_IMAGE)
     assert decoded[:-1] == predictor.predict(files)
     assert decoded[-1] == {"labels": [], "scores": [], "error": INVALID_IMAGE}
+
+
+def test_a_finished_run_exported_again_keeps_its_thresholds(trained, tmp_path):
+    import shutil
+
+    root, photos, labels_csv, hub, result = trained
+    train_dir = tmp_path / "run"
+    shutil.copytree(result.train_dir, train_dir, ignore=shutil.ignore_patterns("export"))
+    again = fine_tune(FinetuneConfig(
+        dataset_dir=str(photos), labels_csv=str(labels_csv), task="multi_label",
+        train_dir=str(train_dir), hub_handle=str(hub), image_size=32, batch_size=8,
+        validation_fraction=0.25, test_fraction=0.25, verbose=0))
+    assert again.export_path.parent.parent == train_dir / "export"  # exported anew
+    np.testing.assert_allclose(Predictor(again.export_path).task.thresholds,
+                               result.task.config()["thresholds"])

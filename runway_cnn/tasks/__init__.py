@@ -40,4 +40,5 @@ def task_from_config(config: dict) -> Task:
     return get_task(name, labels, **config)
 
 
-__all__ = ["TASKS", "MultiLabelTask", "SingleLabelTask", "Task", "get_task", "task_for_run", "task_from_config"]
+__all__ = ["TASKS", "MultiLabelTask", "SingleLabelTask", "Task", "get_task", "task_for_run",
+           "task_from_config"]

@@ -26,7 +26,7 @@ from runway_cnn.runfiles import (
     read_json,
     write_json,
 )
-from runway_cnn.tasks import Task, task_for_run
+from runway_cnn.tasks import Task, task_for_run, task_from_config
 from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.features import extract_features
 from runway_cnn.training import schedule
@@ -432,6 +432,8 @@ class FineTuner:
             return None
         metrics = read_json(self.files.metrics, fix="delete it to evaluate the run again")
         load_model_weights(self.model, self.files.weights)
+        if isinstance(metrics.get("task"), dict):  # what training decided (thresholds …)
+            self.task = task_from_config(metrics["task"])
         recorded = metrics.get("export_path")
         return RunResult(self.train_dir, self.config.to_dict(), metrics, self.model, self.task,
                          self.backbone, Path(recorded) if recorded else None)
