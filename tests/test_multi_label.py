@@ -354,3 +354,11 @@ def test_a_finished_run_exported_again_keeps_its_thresholds(trained, tmp_path):
     assert again.export_path.parent.parent == train_dir / "export"  # exported anew
     np.testing.assert_allclose(Predictor(again.export_path).task.thresholds,
                                result.task.config()["thresholds"])
+
+
+def test_a_class_folder_is_one_tag_not_its_letters():
+    task = MultiLabelTask(MultiLabelTask.label_space(["dress", ("dress", "red")]))
+    assert task.labels == ["dress", "red"]
+    np.testing.assert_array_equal(task.targets(["dress", ("red",)], "folders"),
+                                  [[1, 0], [0, 1]])
+    assert task.unknown_labels(["skirt"]) == {"skirt": 1}

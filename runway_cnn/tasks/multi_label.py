@@ -81,11 +81,11 @@ class MultiLabelTask(Task):
 
     @classmethod
     def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
-        return sorted({tag for tags in raw_labels for tag in tags})
+        return sorted({tag for tags in raw_labels for tag in _tags(tags)})
 
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
         known = set(self.labels)
-        return dict(Counter(t for tags in raw_labels for t in tags if t not in known))
+        return dict(Counter(t for tags in raw_labels for t in _tags(tags) if t not in known))
 
     def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:
         """Multi-hot float32 ``[n, labels]``; tags outside the label space are left out (the
@@ -93,7 +93,7 @@ class MultiLabelTask(Task):
         index = {name: i for i, name in enumerate(self.labels)}
         targets = np.zeros((len(raw_labels), self.num_labels), np.float32)
         for row, tags in enumerate(raw_labels):
-            targets[row, [index[t] for t in tags if t in index]] = 1.0
+            targets[row, [index[t] for t in _tags(tags) if t in index]] = 1.0
         return targets
 
     def label_counts(self, targets: np.ndarray) -> dict[str, int]:
@@ -330,6 +330,11 @@ class MultiLabelTask(Task):
     def config(self) -> dict:
         return {**super().config(), "thresholds": None if self.thresholds is None
                 else [float(t) for t in self.thresholds]}
+
+
+def _tags(raw: Any) -> tuple[str, ...]:
+    """An image's tags: a manifest's tuple, or a class folder's name as its one tag."""
+    return (raw,) if isinstance(raw, str) else tuple(raw)
 
 
 def one_vs_rest_logistic(features: np.ndarray, targets: np.ndarray, c: float,
