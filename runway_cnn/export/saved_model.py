@@ -3,8 +3,9 @@
 Layout (what ``tensorflow_model_server --model_base_path=<export_dir>/<serving_name>`` watches)::
 
     <serving_name>/<version>/saved_model.pb, variables/
-        assets/labels.txt              one label a line, in class-id order
-        assets/runway_cnn.json         backbone, task, class names, preprocessing, top_k, signatures
+        assets/labels.txt              one label a line, in target order
+        assets/…                       the task's other assets (multi-label: thresholds.tsv)
+        assets/runway_cnn.json         backbone, the task's config, preprocessing, top_k, signatures
         assets.extra/tf_serving_warmup_requests   TFRecord of PredictionLog warm-up requests
     <serving_name>/<version>.float.tflite, <version>.dynamic_range.tflite   (``--tflite`` only)
 
@@ -13,7 +14,7 @@ dir, so TF Serving never sees half a model; ``keep_versions`` then deletes the o
 
 Signatures (preprocessing is inside the graph, so clients send raw encoded images; the graph's
 ``tf.io.decode_image`` ignores EXIF orientation and drops transparency, so clients should send
-upright, opaque RGB, as ``serving.encode_images`` does for files):
+upright, opaque RGB, as ``inference.predictor.encode_images`` does for files):
 
 - ``serving_default``: ``image_bytes`` (tf.string ``[None]``, JPEG / PNG / GIF / BMP; REST clients
   send ``{"b64": ...}``) → the task's outputs (single-label: ``probabilities`` ``[None, classes]``,
@@ -40,11 +41,8 @@ apart; an invalid row has ``valid: false``, zero ``probabilities`` / ``scores`` 
 ``classes``. It is a little slower than ``serving_default`` (10-15 % with EfficientNet-Lite0 on
 CPU, see ``bench/results_serving.md``).
 
-``python -m runway_cnn.export --train_dir T [--export_dir E] [--serving_name N] [--keep_versions K]
-[--tflite]`` re-exports a finished run (rebuilt by :func:`runway_cnn.restore.restore_run`);
-``--tflite`` also writes float and dynamic-range-quantised ``.tflite`` files (float32 images
-``[1, s, s, 3]`` in [0, 1] → ``probabilities``) and prints their size and their top-1 agreement
-with the SavedModel on the run's validation split.
+``python -m runway_cnn.export`` re-exports a finished run (:mod:`runway_cnn.export.reexport`),
+with ``--tflite`` also as ``.tflite`` files (:mod:`runway_cnn.export.tflite`).
 """
 from __future__ import annotations
 
@@ -281,12 +279,3 @@ def load_export(path: str | Path):
     loaded.labels, loaded.meta = labels, meta
     loaded.version_dir = version_dir
     return loaded
-
-
-# --- warm-up requests -------------------------------------------------------------------------
-
-
-# --- TFLite -----------------------------------------------------------------------------------
-
-
-# --- re-export of a finished run ----------------------------------------------------------------

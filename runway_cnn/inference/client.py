@@ -29,6 +29,30 @@ from runway_cnn.inference.predictor import INVALID_IMAGE, _signature, encode_ima
 from runway_cnn.runfiles import IMAGE_BYTES
 from runway_cnn.tasks import SingleLabelTask, Task
 
+DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}
+_GRPC_MESSAGE_LIMIT = 256 * 1024 * 1024
+
+
+class ServingError(RunwayError):
+    """A TF Serving request that did not give predictions."""
+
+    def __init__(self, message: str, status: int | str | None = None):
+        super().__init__(message)
+        self.status = status  # HTTP status (REST) or gRPC status code name
+
+
+class ServingTimeout(ServingError):
+    """No answer within the client's timeout (or the server's own deadline ran out)."""
+
+
+class ServingUnavailable(ServingError):
+    """The server cannot be reached (refused connection, DNS, unavailable)."""
+
+
+class ServingRequestError(ServingError):
+    """The server answered with an error: a bad input (HTTP 400 / INVALID_ARGUMENT), an unknown
+    model or signature (404 / NOT_FOUND), a server failure (5xx)."""
+
 
 def _host_port(host: str, default_port: int) -> tuple[str, str, int]:
     """``host``, ``host:port`` or ``http(s)://host[:port]`` → (scheme, host, port)."""
@@ -93,7 +117,7 @@ class Client:
         if status != 200:
             message = body.get("error") if isinstance(body, dict) else None
             # TF's messages go on with graph node lines: the first line says what went wrong
-            message = (str(message).strip().splitlines() or [""])[0] if message else \
+            message = first_line(message) if message else \
                 (" ".join(text.split())[:300] or "(empty body)")
             kind = {504: ServingTimeout, 503: ServingUnavailable}.get(status, ServingRequestError)
             raise kind(f"{where}HTTP {status}: {message}", status)
@@ -200,30 +224,3 @@ def _serving_api(module: str):
     except ImportError as error:
         raise RunwayError("gRPC needs tensorflow-serving-api: pip install 'runway_cnn[serving]' "
                           "(or use protocol='rest')") from error
-
-
-DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}
-
-
-_GRPC_MESSAGE_LIMIT = 256 * 1024 * 1024
-
-
-class ServingError(RunwayError):
-    """A TF Serving request that did not give predictions."""
-
-    def __init__(self, message: str, status: int | str | None = None):
-        super().__init__(message)
-        self.status = status  # HTTP status (REST) or gRPC status code name
-
-
-class ServingTimeout(ServingError):
-    """No answer within the client's timeout (or the server's own deadline ran out)."""
-
-
-class ServingUnavailable(ServingError):
-    """The server cannot be reached (refused connection, DNS, unavailable)."""
-
-
-class ServingRequestError(ServingError):
-    """The server answered with an error: a bad input (HTTP 400 / INVALID_ARGUMENT), an unknown
-    model or signature (404 / NOT_FOUND), a server failure (5xx)."""

@@ -189,12 +189,3 @@ class Predictor:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Eval crops → the task's scores (``probabilities``) for evaluation."""
         return self.crop_outputs(images)["probabilities"]
-
-
-# --- TF Serving client --------------------------------------------------------------------------
-
-
-# --- models.config ------------------------------------------------------------------------------
-
-
-# --- CLI ----------------------------------------------------------------------------------------
