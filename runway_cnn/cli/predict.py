@@ -38,13 +38,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     files = list_images(args.inputs)
     rows = predict(classifier, files, args.top_k, args.batch_size,
                    progress=len(files) > args.batch_size)
-    k = min(args.top_k, len(classifier.labels))
     if args.output:
-        write_csv(rows, args.output, k, classifier.task)
+        write_csv(rows, args.output, args.top_k, classifier.task)
         failed = sum(bool(r["error"]) for r in rows)
         print(f"{len(rows)} images ({failed} unreadable) → {args.output}", file=sys.stderr)
     else:
         if hasattr(sys.stdout, "reconfigure"):  # file names that are not UTF-8, as their bytes
             sys.stdout.reconfigure(errors="surrogateescape")
-        write_csv(rows, sys.stdout, k, classifier.task)
+        write_csv(rows, sys.stdout, args.top_k, classifier.task)
     return rows

@@ -87,7 +87,7 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
     if work_dir is None:
         tmpdir = tempfile.TemporaryDirectory(prefix="runway_cnn_converted_")
         work_dir = Path(tmpdir.name)
-    checked = _check_all(walker, classes, Path(work_dir) / "converted")
+    checked = _check_all(walker, classes, TrainDir(Path(work_dir)).converted)
     class_names = sorted(classes["train"])
     by_split = {split: _folder_split(walker.root, folders, class_names, checked, split)
                 for split, folders in classes.items()}

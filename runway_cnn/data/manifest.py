@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from runway_cnn.data.images import check_images
 from runway_cnn.errors import DataError, first_line
+from runway_cnn.runfiles import TrainDir
 
 FILENAME = "filename"
 
@@ -75,7 +76,8 @@ def scan_labels_csv(dataset_dir: str | os.PathLike, labels_csv: str | os.PathLik
     if work_dir is None:
         rows.tmpdir = tempfile.TemporaryDirectory(prefix="runway_cnn_converted_")
         work_dir = Path(rows.tmpdir.name)
-    checked = check_images(root, [name for _, name, _ in candidates], work_dir / "converted")
+    checked = check_images(root, [name for _, name, _ in candidates],
+                           TrainDir(Path(work_dir)).converted)
     for (line, name, raw), result in zip(candidates, checked):
         if result.path is None:
             rows.skipped.append({"path": name, "reason": result.reason, "line": line})

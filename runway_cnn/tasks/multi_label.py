@@ -30,7 +30,12 @@ from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.losses import AsymmetricLoss
-from runway_cnn.tasks.mlgcn import cooccurrence, label_adjacency, label_embeddings, mlgcn_head
+from runway_cnn.tasks.mlgcn import (
+    cooccurrence,
+    label_adjacency,
+    label_embeddings,
+    mlgcn_head,
+)
 
 LABELS_COLUMN = "labels"
 SEPARATOR = ";"
@@ -119,8 +124,10 @@ class MultiLabelTask(Task):
         return {name: np.sort(idx) for name, idx in out.items()}
 
     def kfold(self, targets, k, seed, validation_fraction):
-        from iterstrat.ml_stratifiers import (MultilabelStratifiedKFold,
-                                              MultilabelStratifiedShuffleSplit)
+        from iterstrat.ml_stratifiers import (
+            MultilabelStratifiedKFold,
+            MultilabelStratifiedShuffleSplit,
+        )
 
         targets = np.asarray(targets)
         folds = []
@@ -205,8 +212,7 @@ class MultiLabelTask(Task):
         else:
             chosen = np.array([_best_f1_threshold(np.asarray(targets)[:, j] > 0.5, scores[:, j])
                                for j in range(self.num_labels)], np.float32)
-        self.thresholds = chosen
-        self.options["thresholds"] = chosen.tolist()
+        self.thresholds = chosen  # config() carries them
         return {"thresholds": dict(zip(self.labels, map(float, chosen)))}
 
     def _cutoffs(self) -> np.ndarray:

@@ -145,11 +145,13 @@ class SingleLabelTask(Task):
         return {**result, "labels": result["labels"][:k], "scores": result["scores"][:k]}
 
     def csv_header(self, top_k: int) -> list[str]:
-        return [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "score")]
+        """``label_i, score_i`` for the top-k, k at most the number of classes."""
+        k = min(top_k, self.num_classes)
+        return [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "score")]
 
     def csv_cells(self, result: dict, top_k: int) -> list[str]:
         cells = []
-        for i in range(top_k):
+        for i in range(min(top_k, self.num_classes)):
             has = i < len(result["labels"])
             cells += [result["labels"][i] if has else "",
                       f"{result['scores'][i]:.6f}" if has else ""]
@@ -216,7 +218,8 @@ class SingleLabelTask(Task):
             writer.writerows([name, *row]
                              for name, row in zip(self.labels, figures["confusion_matrix"]))
         _plot_confusion(np.asarray(figures["confusion_matrix"]), self.labels,
-                        output_dir / "confusion_matrix.png", f"{title}: top-1 {figures['top1']:.3f}")
+                        output_dir / "confusion_matrix.png",
+                        f"{title}: top-1 {figures['top1']:.3f}")
 
     def headline(self, figures: dict) -> str:
         return (f"top1 {figures['top1']:.3f}  top{figures.get('top5_k', 5)} {figures['top5']:.3f}"

@@ -51,11 +51,11 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
     notes = {"labels_csv": str(rows.csv_path), "bad_rows": len(rows.bad_rows),
              "unknown_labels": task.unknown_labels(rows.raw_labels),
              "labels_absent_from_train": absent}
-    settings = {"layout": "labels csv", "validation_fraction": config.validation_fraction,
-                "test_fraction": config.test_fraction, "seed": config.seed,
-                "splitter": f"{task.name} task"}
+    split_settings = {"layout": "labels csv", "validation_fraction": config.validation_fraction,
+                      "test_fraction": config.test_fraction, "seed": config.seed,
+                      "splitter": f"{task.name} task"}
     return ImageDataset(rows.root, task.labels, splits, bad + rows.skipped, rows.converted, [],
-                        settings, count_labels=task.label_counts, notes=notes,
+                        split_settings, count_labels=task.label_counts, notes=notes,
                         _tmpdir=rows.tmpdir), task
 
 

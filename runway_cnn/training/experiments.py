@@ -32,13 +32,18 @@ import numpy as np
 
 from runway_cnn.backbones.factory import Backbone
 from runway_cnn.data import folders as data
-from runway_cnn.data.dataset import ImageDataset
+from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task
-from runway_cnn.training.datasets import load_dataset
-from runway_cnn.training.features import eval_images, image_features, load_features, save_features
 from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.features import (
+    eval_images,
+    image_features,
+    load_features,
+    save_features,
+)
 from runway_cnn.training.runtime import configure_device
 from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
 
@@ -103,7 +108,7 @@ class SharedWork:
     """What every run of an experiment reuses: the backbone with its pre-trained weights, and
     the eval-transformed uint8 image and frozen features of every image of ``pool``."""
 
-    def __init__(self, config: FinetuneConfig, pool: data.Split, root: Path):
+    def __init__(self, config: FinetuneConfig, pool: Split, root: Path):
         self.backbone: Backbone = build_backbone(config)
         self._initial_weights = self.backbone.model.get_weights()
         start = time.perf_counter()

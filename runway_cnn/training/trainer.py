@@ -27,10 +27,10 @@ from runway_cnn.runfiles import (
     write_json,
 )
 from runway_cnn.tasks import Task, task_for_run, task_from_config
-from runway_cnn.training.datasets import load_dataset
-from runway_cnn.training.features import extract_features
 from runway_cnn.training import schedule
 from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.features import extract_features
 from runway_cnn.training.runtime import DeviceSettings, configure_device
 
 # settings that may differ between a run and its resumption without invalidating it (a train
@@ -261,7 +261,7 @@ class FineTuner:
                  backbone: Backbone | None = None, features: Mapping[str, np.ndarray] | None = None,
                  images: Mapping[str, np.ndarray] | None = None):
         self.config = config
-        self.dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
+        data.resolve_dataset_dir(config.dataset_dir)  # a missing dataset fails before any write
         self.train_dir = Path(config.train_dir)
         self.files = TrainDir(self.train_dir)
         _check_resume(self.train_dir, config)
