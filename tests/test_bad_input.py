@@ -60,6 +60,16 @@ def run_cli(main, argv) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def predict_csv_rows(model, files, output) -> list[dict]:
+    """``python -m runway_cnn.predict --model MODEL FILES --output OUTPUT`` (which must succeed)
+    and the CSV rows it wrote."""
+    code, _, stderr = run_cli(predict_cli.main, ["--model", str(model), *map(str, files),
+                                                 "--output", str(output)])
+    assert code == 0, stderr
+    with open(output, newline="", errors="surrogateescape") as f:
+        return list(csv.DictReader(f))
+
+
 def assert_one_line_error(code: int, stderr: str, *named: str) -> None:
     assert code == 2, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]

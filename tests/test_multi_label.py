@@ -14,14 +14,13 @@ from sklearn import metrics as skm
 from conftest import make_image
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.cli import evaluate as evaluate_cli
-from runway_cnn.cli import predict as predict_cli
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.errors import DataError
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import MultiLabelTask
 from runway_cnn.tasks.losses import AsymmetricLoss
 from runway_cnn.training.restore import restore_run
-from test_bad_input import run_cli
+from test_bad_input import predict_csv_rows, run_cli
 from tiny_models import make_tiny_hub_module
 
 PATTERNS = ("checks", "disc", "hstripes", "vstripes")
@@ -214,12 +213,7 @@ def test_predictor_predict_and_evaluate_give_label_sets(trained, tmp_path):
         chosen = [n for n, s, t in zip(predictor.labels, p, predictor.task.thresholds) if s >= t]
         assert sorted(result_row["labels"]) == sorted(chosen)
         assert result_row["scores"] == sorted(result_row["scores"], reverse=True)
-    code, _, stderr = run_cli(predict_cli.main, ["--model", str(result.export_path),
-                                                 *map(str, files),
-                                                 "--output", str(tmp_path / "p.csv")])
-    assert code == 0, stderr
-    with open(tmp_path / "p.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = predict_csv_rows(result.export_path, files, tmp_path / "p.csv")
     assert list(rows[0]) == ["path", "labels", "scores", "error"]
     assert [r["labels"].split(";") if r["labels"] else [] for r in rows] == \
         [r["labels"] for r in results]

@@ -13,11 +13,10 @@ import tensorflow as tf
 
 from conftest import make_image
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.cli import predict as predict_cli
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import TASKS, Task
 from runway_cnn.training.restore import restore_run
-from test_bad_input import run_cli
+from test_bad_input import predict_csv_rows
 from tiny_models import make_tiny_hub_module
 
 ATTRIBUTES = {"pattern": ("checks", "disc", "hstripes", "vstripes"), "tone": ("light", "dark")}
@@ -213,12 +212,7 @@ def test_a_task_defined_in_a_test_file_trains_exports_and_serves(toy_run, tmp_pa
     hits = [a["pattern"]["value"] == ATTRIBUTES["pattern"][int(f.name[1]) % 4]
             for a, f in zip(answers, files)]
     assert sum(hits) >= 6
-    code, _, stderr = run_cli(predict_cli.main, ["--model", str(result.export_path),
-                                                 *map(str, files),
-                                                 "--output", str(tmp_path / "p.csv")])
-    assert code == 0, stderr
-    with open(tmp_path / "p.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = predict_csv_rows(result.export_path, files, tmp_path / "p.csv")
     assert list(rows[0]) == ["path", "pattern", "tone", "error"]
     assert [r["pattern"] for r in rows] == [a["pattern"]["value"] for a in answers[:-1]]
     restored = restore_run(result.train_dir)
