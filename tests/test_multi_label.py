@@ -184,7 +184,7 @@ def test_thresholds_are_the_best_f1_per_label_and_the_flag_overrides_them():
 def test_stage1_is_one_vs_rest_logistic_regression_and_beats_chance(trained):
     *_, result = trained
     stage1 = result.metrics["stages"]["stage1"]
-    assert stage1["solver"]["solver"] == "lbfgs one-vs-rest"
+    assert stage1["solver"]["solver"] == "newton one-vs-rest"
     chance = np.mean([c / result.metrics["test"]["num_examples"] for c in
                       result.metrics["label_counts"]["test"].values()])
     assert result.metrics["test"]["map"] > chance + 0.2
@@ -292,19 +292,26 @@ def test_mlgcn_learns_co_occurring_labels_and_travels_with_its_graph(trained, tm
                                predictor.probabilities(images), atol=1e-5)
 
 
-def test_joint_one_vs_rest_solver_is_scikit_learns_logistic_regression_per_label():
+@pytest.mark.parametrize("images,dims", [(300, 40), (60, 200)])
+def test_joint_one_vs_rest_solver_is_scikit_learns_logistic_regression_per_label(images, dims):
+    """Along a warm-started C path, with more images than dimensions and (as on real photos)
+    fewer, with a repeated column (rank-deficient) and a large feature mean: every label's
+    probabilities equal a tight scikit-learn fit's."""
     from sklearn.linear_model import LogisticRegression
 
-    from runway_cnn.tasks.multi_label import one_vs_rest_logistic
+    from runway_cnn.tasks.logistic import OneVsRestLogistic
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 40))
-    y = x @ rng.normal(size=(40, 5)) / 4 + rng.normal(size=(300, 5)) > 0.3
-    kernel, bias = one_vs_rest_logistic(x, y, c=0.3)
-    for j in range(5):
-        reference = LogisticRegression(C=0.3, max_iter=5000, tol=1e-8).fit(x, y[:, j])
-        np.testing.assert_allclose(1 / (1 + np.exp(-(x @ kernel[:, j] + bias[j]))),
-                                   reference.predict_proba(x)[:, 1], atol=1e-3)
+    x = rng.normal(size=(images, dims)) + 3.0
+    x[:, 1] = x[:, 0]
+    y = (x - 3.0) @ rng.normal(size=(dims, 5)) / np.sqrt(dims) + rng.normal(size=(images, 5)) > 0.3
+    solver = OneVsRestLogistic(x, y)
+    for c in (0.01, 0.3, 3.0):
+        kernel, bias = solver.fit(c)
+        for j in range(5):
+            reference = LogisticRegression(C=c, max_iter=20000, tol=1e-10).fit(x, y[:, j])
+            np.testing.assert_allclose(1 / (1 + np.exp(-(x @ kernel[:, j] + bias[j]))),
+                                       reference.predict_proba(x)[:, 1], atol=1e-4)
 
 
 def test_tflite_and_client_answers_carry_the_label_sets(trained, tmp_path):

@@ -29,6 +29,7 @@ from sklearn import metrics as skm
 from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task
 from runway_cnn.tasks.heads import classification_head
+from runway_cnn.tasks.logistic import OneVsRestLogistic
 from runway_cnn.tasks.losses import AsymmetricLoss
 from runway_cnn.tasks.mlgcn import (
     cooccurrence,
@@ -171,24 +172,24 @@ class MultiLabelTask(Task):
     def fit_head_convex(self, head, features, targets, val_features, val_targets):
         """One-vs-rest L2 logistic regression, one per label, the same C for all, chosen from
         ``C_GRID`` by validation mAP (ties: the stronger penalty; the path stops once validation
-        mAP has fallen twice in a row, sparing the slow, weakly regularised fits), copied into
-        the head's dense layer. The labels' problems are independent, so they are solved together
-        (:func:`one_vs_rest_logistic`: scikit-learn's objective, one L-BFGS over all labels,
-        warm-started along the C grid) — the same solutions as one scikit-learn
-        ``LogisticRegression`` per label, many times faster. A label with one class only in
-        training gets a zero weight vector and the bias of its training frequency. The ML-GCN
-        head has no convex form: None (trained with Keras)."""
+        mAP has fallen twice in a row, sparing the weakly regularised fits), copied into the
+        head's dense layer. The labels' problems share the features, so they are solved together
+        (:class:`~runway_cnn.tasks.logistic.OneVsRestLogistic`: scikit-learn's objective, a
+        preconditioned Newton method warm-started along the C grid) — the same solutions as one
+        scikit-learn ``LogisticRegression`` per label, many times faster. A label with one
+        class only in training gets a zero weight vector and the bias of its training frequency.
+        The ML-GCN head has no convex form: None (trained with Keras)."""
         if self.head != "sigmoid":
             return None
         targets, val_targets = np.asarray(targets) > 0.5, np.asarray(val_targets) > 0.5
         prior = np.clip(targets.mean(axis=0), 1e-4, 1 - 1e-4)
         both = (targets.sum(axis=0) > 0) & (targets.sum(axis=0) < len(targets))
-        tried, best, start = [], None, None
+        solver = OneVsRestLogistic(features, targets[:, both])
+        tried, best = [], None
         for c in C_GRID:
             kernel = np.zeros((features.shape[1], self.num_labels), np.float32)
             bias = np.log(prior / (1 - prior)).astype(np.float32)
-            start = one_vs_rest_logistic(features, targets[:, both], c, start)
-            kernel[:, both], bias[both] = start[0], start[1]
+            kernel[:, both], bias[both] = solver.fit(c)
             scores = 1 / (1 + np.exp(-(val_features @ kernel + bias)))
             figure = _mean_ap(val_targets, scores)
             tried.append({"C": c, "val_map": figure})
@@ -199,7 +200,7 @@ class MultiLabelTask(Task):
                 break
         _, c, kernel, bias = best
         head.get_layer("logits").set_weights([kernel, bias])
-        return {"solver": "lbfgs one-vs-rest", "C": c, "tried": tried}
+        return {"solver": "newton one-vs-rest", "C": c, "tried": tried}
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
@@ -341,36 +342,6 @@ class MultiLabelTask(Task):
 def _tags(raw: Any) -> tuple[str, ...]:
     """An image's tags: a manifest's tuple, or a class folder's name as its one tag."""
     return (raw,) if isinstance(raw, str) else tuple(raw)
-
-
-def one_vs_rest_logistic(features: np.ndarray, targets: np.ndarray, c: float,
-                         start: tuple[np.ndarray, np.ndarray] | None = None,
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """(kernel ``[d, labels]``, bias ``[labels]``) minimising, for every label at once,
-    scikit-learn's L2 logistic regression objective ½‖w‖² + C Σ log(1 + exp(−y (x·w + b)))
-    (the bias not penalised), with SciPy's L-BFGS; ``start`` warm-starts it."""
-    from scipy.optimize import minimize
-
-    x = np.asarray(features, np.float32)  # the two products in float32: twice as fast
-    y = np.asarray(targets, np.float64)
-    d, labels = x.shape[1], y.shape[1]
-
-    def objective(theta):
-        w, b = theta[:d * labels].reshape(d, labels), theta[d * labels:]
-        z = (x @ w.astype(np.float32)).astype(np.float64) + b
-        # log(1 + exp(z)) - y z, written stably
-        loss = np.logaddexp(0.0, z) - y * z
-        residual = (1.0 / (1.0 + np.exp(-z)) - y) * c
-        grad_w = (x.T @ residual.astype(np.float32)).astype(np.float64) + w
-        return (c * loss.sum() + 0.5 * np.sum(w * w),
-                np.concatenate([grad_w.ravel(), residual.sum(axis=0)]))
-
-    theta = (np.zeros(d * labels + labels) if start is None
-             else np.concatenate([start[0].ravel(), start[1]]))
-    solution = minimize(objective, theta, jac=True, method="L-BFGS-B",
-                        options={"maxiter": 2000, "gtol": 1e-4})  # scikit-learn's tol
-    w = solution.x[:d * labels].reshape(d, labels)
-    return w.astype(np.float32), solution.x[d * labels:].astype(np.float32)
 
 
 def _per_label_ap(truth: np.ndarray, scores: np.ndarray) -> list[float | None]:
