@@ -51,12 +51,15 @@ def eval_dataset(paths: Sequence[str], labels: np.ndarray | None, spec: Preproce
 
 def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingSpec,
                   batch_size: int, augmentation: Augmentation | None, seed: int,
-                  cache: bool = True) -> tf.data.Dataset:
+                  cache: bool = True, weights: np.ndarray | None = None) -> tf.data.Dataset:
     """Shuffled training batches; random resized crop + flip + jitter unless ``augmentation`` is None.
 
     Decoded images are cached at ``spec.cache_size`` (shorter side), so each epoch after the first
-    only crops and augments. The same seed gives the same order and augmentations.
+    only crops and augments. The same seed gives the same order and augmentations. With
+    ``weights`` (one per image), batches are ``(images, labels, weights)``: Keras' sample weights.
     """
+    if weights is not None:
+        labels = (labels, np.asarray(weights, np.float32))
     if augmentation is None:
         ds = eval_dataset(paths, labels, spec, batch_size=1, cache=cache).unbatch()
         return (ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
@@ -71,10 +74,18 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
     ds = tf.data.Dataset.zip(ds, seeds).map(
         lambda xy, s: (random_resized_crop(xy[0], spec, augmentation, s), xy[1]),
         num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return ds.batch(batch_size).map(_flatten_weights).prefetch(AUTOTUNE)
 
 
 def _cast_batch(*batch):
     if len(batch) == 1:
         return _to_float(batch[0])
-    return _to_float(batch[0]), batch[1]
+    return _flatten_weights(_to_float(batch[0]), batch[1])
+
+
+def _flatten_weights(images, labels):
+    """``(images, (labels, weights))`` → ``(images, labels, weights)``, as Keras' ``fit`` takes
+    sample weights."""
+    if isinstance(labels, tuple):
+        return images, labels[0], labels[1]
+    return images, labels

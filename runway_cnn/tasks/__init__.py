@@ -6,6 +6,7 @@ import inspect
 from typing import Sequence
 
 from runway_cnn.registry import Registry
+from runway_cnn.tasks.attributes import AttributeTask
 from runway_cnn.tasks.base import Task
 from runway_cnn.tasks.multi_label import MultiLabelTask
 from runway_cnn.tasks.single_label import SingleLabelTask
@@ -13,6 +14,7 @@ from runway_cnn.tasks.single_label import SingleLabelTask
 TASKS: Registry[type[Task]] = Registry("task")
 TASKS.register("single_label", SingleLabelTask)
 TASKS.register("multi_label", MultiLabelTask)
+TASKS.register("attributes", AttributeTask)
 
 
 def get_task(name: str, labels: Sequence[str], **options) -> Task:
@@ -24,9 +26,20 @@ def task_for_run(name: str, labels: Sequence[str], settings: dict) -> Task:
     """The task ``name`` over ``labels``, with the options its constructor takes picked from a
     run's settings (``FinetuneConfig``'s fields: ``label_smoothing``, ``dropout``, …)."""
     task_class = TASKS.get(name)
-    accepted = inspect.signature(task_class.__init__).parameters
-    return task_class(labels, **{k: v for k, v in settings.items()
-                                 if k in accepted and k not in ("self", "labels")})
+    return task_class(labels, **_accepted(task_class.__init__, settings))
+
+
+def labels_for_run(name: str, raw_labels: Sequence, settings: dict) -> list[str]:
+    """The label space of task ``name`` read from the data, with the options its
+    ``label_space`` takes picked from a run's settings (``--attributes``, ``--min_count``, …)."""
+    task_class = TASKS.get(name)
+    return task_class.label_space(raw_labels, **_accepted(task_class.label_space, settings))
+
+
+def _accepted(function, settings: dict) -> dict:
+    parameters = inspect.signature(function).parameters
+    return {k: v for k, v in settings.items()
+            if k in parameters and k not in ("self", "cls", "labels", "raw_labels")}
 
 
 def task_from_config(config: dict) -> Task:
@@ -40,5 +53,5 @@ def task_from_config(config: dict) -> Task:
     return get_task(name, labels, **config)
 
 
-__all__ = ["TASKS", "MultiLabelTask", "SingleLabelTask", "Task", "get_task", "task_for_run",
-           "task_from_config"]
+__all__ = ["TASKS", "AttributeTask", "MultiLabelTask", "SingleLabelTask", "Task", "get_task",
+           "labels_for_run", "task_for_run", "task_from_config"]

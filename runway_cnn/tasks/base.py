@@ -91,6 +91,10 @@ class Task:
     def metrics(self) -> list:
         raise NotImplementedError
 
+    def sample_weights(self, targets: np.ndarray) -> np.ndarray | None:
+        """Per-image training weights (oversampling of rare values, as weights), or None."""
+        return None
+
     def fit_head_convex(self, head: keras.Model, features: np.ndarray, targets: np.ndarray,
                         val_features: np.ndarray, val_targets: np.ndarray) -> dict | None:
         """Solves the head on fixed features as a convex problem, regularisation chosen on

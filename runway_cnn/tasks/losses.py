@@ -1,6 +1,8 @@
 """Losses of the tasks' heads (serialisable, so a saved model reloads)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import keras
 
 
@@ -64,3 +66,41 @@ class AsymmetricLoss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "gamma_neg": self.gamma_neg,
                 "gamma_pos": self.gamma_pos, "clip": self.clip}
+
+
+@keras.saving.register_keras_serializable(package="runway_cnn")
+class MaskedAttributeCrossentropy(keras.losses.Loss):
+    """Attribute heads side by side in the logits: per image, the sum over attributes of the
+    softmax cross-entropy of its known cells (target ≥ 0; -1 is unknown and weighs nothing),
+    each times its attribute's weight and, when given, its value's weight."""
+
+    def __init__(self, sizes: Sequence[int], attribute_weights: Sequence[float] | None = None,
+                 value_weights: Sequence[float] | None = None, name="masked_crossentropy",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.sizes = [int(n) for n in sizes]
+        self.attribute_weights = ([1.0] * len(self.sizes) if attribute_weights is None
+                                  else [float(w) for w in attribute_weights])
+        self.value_weights = None if value_weights is None else [float(w) for w in value_weights]
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, "int32")
+        total, start = 0.0, 0
+        for i, size in enumerate(self.sizes):
+            target = y_true[:, i]
+            known = keras.ops.cast(target >= 0, y_pred.dtype)
+            safe = keras.ops.maximum(target, 0)
+            cross = keras.ops.sparse_categorical_crossentropy(
+                safe, y_pred[:, start:start + size], from_logits=True)
+            weight = known * self.attribute_weights[i]
+            if self.value_weights is not None:
+                table = keras.ops.convert_to_tensor(self.value_weights[start:start + size],
+                                                    y_pred.dtype)
+                weight = weight * keras.ops.take(table, safe)
+            total = total + cross * weight
+            start += size
+        return total
+
+    def get_config(self):
+        return {**super().get_config(), "sizes": self.sizes,
+                "attribute_weights": self.attribute_weights, "value_weights": self.value_weights}

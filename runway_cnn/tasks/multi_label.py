@@ -106,40 +106,10 @@ class MultiLabelTask(Task):
         return {name: int(n) for name, n in zip(self.labels, np.asarray(targets).sum(axis=0))}
 
     def split(self, targets, validation_fraction, test_fraction, seed):
-        from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
-
-        def carve(index: np.ndarray, fraction: float, seed: int):
-            splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction,
-                                                        random_state=seed)
-            keep, out = next(splitter.split(np.zeros(len(index)), targets[index]))
-            return index[keep], index[out]
-
-        targets = np.asarray(targets)
-        if len(targets) < 3:
-            raise ValueError(f"{len(targets)} images are too few to split")
-        index, out = np.arange(len(targets)), {}
-        if test_fraction > 0:
-            index, out["test"] = carve(index, test_fraction, seed)
-        train, validation = carve(index, validation_fraction / (1 - test_fraction), seed)
-        out = {"train": train, "validation": validation, **out}
-        return {name: np.sort(idx) for name, idx in out.items()}
+        return iterative_split(targets, validation_fraction, test_fraction, seed)
 
     def kfold(self, targets, k, seed, validation_fraction):
-        from iterstrat.ml_stratifiers import (
-            MultilabelStratifiedKFold,
-            MultilabelStratifiedShuffleSplit,
-        )
-
-        targets = np.asarray(targets)
-        folds = []
-        for rest, test in MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed
-                                                    ).split(np.zeros(len(targets)), targets):
-            splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=validation_fraction,
-                                                        random_state=seed)
-            keep, validation = next(splitter.split(np.zeros(len(rest)), targets[rest]))
-            folds.append({"train": np.sort(rest[keep]), "validation": np.sort(rest[validation]),
-                          "test": np.sort(test)})
-        return folds
+        return iterative_kfold(targets, k, seed, validation_fraction)
 
     # -- model --
     def build_head(self, feature_dim: int) -> keras.Model:
@@ -337,6 +307,49 @@ class MultiLabelTask(Task):
     def config(self) -> dict:
         return {**super().config(), "thresholds": None if self.thresholds is None
                 else [float(t) for t in self.thresholds]}
+
+
+def iterative_split(indicators: np.ndarray, validation_fraction: float, test_fraction: float,
+                     seed: int) -> dict[str, np.ndarray]:
+    """A random split by iterative stratification of the 0/1 columns ``indicators`` (labels, or
+    attribute values): every split keeps their proportions."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    def carve(index: np.ndarray, fraction: float, seed: int):
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction,
+                                                    random_state=seed)
+        keep, out = next(splitter.split(np.zeros(len(index)), indicators[index]))
+        return index[keep], index[out]
+
+    indicators = np.asarray(indicators)
+    if len(indicators) < 3:
+        raise ValueError(f"{len(indicators)} images are too few to split")
+    index, out = np.arange(len(indicators)), {}
+    if test_fraction > 0:
+        index, out["test"] = carve(index, test_fraction, seed)
+    train, validation = carve(index, validation_fraction / (1 - test_fraction), seed)
+    out = {"train": train, "validation": validation, **out}
+    return {name: np.sort(idx) for name, idx in out.items()}
+
+
+def iterative_kfold(indicators: np.ndarray, k: int, seed: int,
+                     validation_fraction: float) -> list[dict[str, np.ndarray]]:
+    """K folds by iterative stratification of ``indicators``, validation carved from the rest."""
+    from iterstrat.ml_stratifiers import (
+        MultilabelStratifiedKFold,
+        MultilabelStratifiedShuffleSplit,
+    )
+
+    indicators = np.asarray(indicators)
+    folds = []
+    for rest, test in MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed
+                                                ).split(np.zeros(len(indicators)), indicators):
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=validation_fraction,
+                                                    random_state=seed)
+        keep, validation = next(splitter.split(np.zeros(len(rest)), indicators[rest]))
+        folds.append({"train": np.sort(rest[keep]), "validation": np.sort(rest[validation]),
+                      "test": np.sort(test)})
+    return folds
 
 
 def _tags(raw: Any) -> tuple[str, ...]:

@@ -38,8 +38,10 @@ class FinetuneConfig:
                                    "untrained (Keras applications only); or a weights file "
                                    "(Keras applications) / a TF-Hub handle (TF-Hub entries)")
     task: str = _opt("single_label", "what to predict: single_label (one class per image: class "
-                                      "folders, or a --labels_csv 'label' column) or multi_label "
-                                      "(a --labels_csv 'labels' column, ';'-separated)")
+                                      "folders, or a --labels_csv 'label' column), multi_label "
+                                      "(a --labels_csv 'labels' column, ';'-separated) or "
+                                      "attributes (one --labels_csv column per attribute, an "
+                                      "empty cell unknown)")
     labels_csv: str = _opt(None, "CSV manifest: a 'filename' column (paths relative to "
                                  "--dataset_dir) and the task's label column(s); without it, "
                                  "class folders are the labels")
@@ -57,6 +59,17 @@ class FinetuneConfig:
                                   "(default: per label, the best F1 on validation)")
     label_embeddings: str = _opt(None, "mlgcn: label word vectors, a GloVe-style text file or "
                                        "a .npy [labels, d] array (default: one-hot)")
+    attributes: str = _opt(None, "attributes: the --labels_csv columns to learn, comma-separated "
+                                 "(default: every column but filename)")
+    min_count: int = _opt(5, "attributes: values with fewer images in the CSV are rare (--rare)")
+    rare: str = _opt("merge", "attributes: rare values merged into 'other' (merge) or made "
+                              "unknown cells (drop)", choices=("merge", "drop"))
+    balance: str = _opt("none", "attributes: none; oversample (repeat-factor sampling of images "
+                                "with rare values, as per-image weights); or class_weight (each "
+                                "known cell weighted by its value's balanced weight)",
+                        choices=("none", "oversample", "class_weight"))
+    attribute_weights: str = _opt(None, "attributes: loss weight per attribute, e.g. "
+                                        "'neckline=2,pattern=0.5' (others 1)")
     image_size: int = _opt(None, "input resolution (default: the backbone's)")
     batch_size: int = _opt(32, "images per training step")
     stage1_solver: str = _opt("lbfgs", "stage-1 head training on cached features: lbfgs "

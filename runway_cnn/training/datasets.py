@@ -8,7 +8,7 @@ from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.folders import resolve_dataset_dir, scan_image_folder
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.errors import DataError, first_line
-from runway_cnn.tasks import TASKS, Task, task_for_run
+from runway_cnn.tasks import TASKS, Task, labels_for_run, task_for_run
 from runway_cnn.training.config import FinetuneConfig
 
 
@@ -30,7 +30,7 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
     rows = scan_labels_csv(dataset_dir, config.labels_csv, TASKS.get(config.task).raw_label,
                            work_dir)
     labels = (read_labels_file(config.labels_file) if config.labels_file
-              else TASKS.get(config.task).label_space(rows.raw_labels))
+              else labels_for_run(config.task, rows.raw_labels, settings))
     task = task_for_run(config.task, labels, settings)
     targets = task.targets(rows.raw_labels, where=f"--labels_csv {rows.csv_path}")
     every = Split(rows.paths, targets, rows.sources, rows.raw_labels)

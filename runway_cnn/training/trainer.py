@@ -331,6 +331,7 @@ class FineTuner:
             else:
                 self._compile(self.head, c.learning_rate)
                 self.head.fit(self._features(train), train.targets, batch_size=c.batch_size,
+                              sample_weight=self.task.sample_weights(train.targets),
                               epochs=c.stage1_epochs, callbacks=callbacks,
                               validation_data=(self._features(val), val.targets),
                               verbose=c.verbose)
@@ -381,7 +382,8 @@ class FineTuner:
     def _train_ds(self, split: Split, augment: bool):
         return pipeline.train_dataset(split.paths, split.targets, self.backbone.preprocessing,
                                       self.config.batch_size, Augmentation() if augment else None,
-                                      seed=self.config.seed)
+                                      seed=self.config.seed,
+                                      weights=self.task.sample_weights(split.targets))
 
     def _eval_ds(self, split: Split):
         if self.images is not None:

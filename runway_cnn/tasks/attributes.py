@@ -1,0 +1,497 @@
+"""Garment attributes: several attributes per image (type, pattern, neckline, sleeve length …),
+one softmax per attribute over its values, on one shared backbone. Data: ``--labels_csv`` with a
+``filename`` column and one column per attribute (``--attributes a,b,c`` picks some); an empty
+cell means unknown for that image (a skirt has no sleeve length) and weighs nothing in the loss,
+the stage-1 regression, the metrics or the splits.
+
+- Label space: ``attribute=value`` names, attribute by attribute in CSV column order, values
+  sorted; values with fewer than ``--min_count`` images in the CSV are merged into ``other``
+  (``--rare merge``) or become unknown cells (``--rare drop``); the data report counts both.
+- Splits: iterative stratification of the one-hot attribute values (as for multi-label).
+- Imbalance (``--balance``): ``class_weight`` weighs each known cell by scikit-learn's "balanced"
+  weight of its value; ``oversample`` is repeat-factor sampling (Gupta et al., LVIS, 2019) as
+  per-image weights: an image counts max(1, √(t / f)) times, f the share of its rarest value among
+  the images where that attribute is known and t = 1 / (the attribute's number of values).
+- Stage 1: one multinomial logistic regression per attribute on its known rows (all solved
+  together: :class:`~runway_cnn.tasks.logistic.SoftmaxPerAttribute`), C per attribute chosen on
+  validation accuracy (balanced accuracy when balancing).
+- Figures per attribute: accuracy, macro-F1, balanced accuracy, the confusion matrix, and the same
+  for the majority value of the training split beside them; their means over attributes.
+"""
+from __future__ import annotations
+
+import csv
+import re
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn import metrics as skm
+
+from runway_cnn.errors import DataError
+from runway_cnn.plots import plot_attribute_scores, plot_confusion_matrix
+from runway_cnn.tasks.base import Task
+from runway_cnn.tasks.heads import classification_head
+from runway_cnn.tasks.logistic import SoftmaxPerAttribute
+from runway_cnn.tasks.losses import MaskedAttributeCrossentropy
+from runway_cnn.tasks.multi_label import iterative_kfold, iterative_split
+
+FILENAME_COLUMN = "filename"
+OTHER = "other"
+RARE = ("merge", "drop")
+BALANCE = ("none", "oversample", "class_weight")
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+class AttributeTask(Task):
+    """One softmax per attribute; targets ``[n, attributes]`` value ids, -1 where unknown;
+    results ``{"attributes": {name: {"value": …, "score": …}}}``."""
+
+    name = "attributes"
+    monitor = "val_accuracy"
+    monitor_mode = "max"
+    summary_figures = ("accuracy", "macro_f1", "balanced_accuracy", "majority_accuracy", "loss")
+    plotted_figures = ("accuracy", "macro_f1", "balanced_accuracy", "majority_accuracy")
+
+    def __init__(self, labels: Sequence[str], rare: str = "merge", balance: str = "none",
+                 attribute_weights: str | dict | None = None, dropout: float = 0.2,
+                 majority: Sequence[int] | None = None,
+                 value_weights: Sequence[float] | None = None):
+        if rare not in RARE:
+            raise DataError(f"--rare {rare!r}: use one of {', '.join(RARE)}")
+        if balance not in BALANCE:
+            raise DataError(f"--balance {balance!r}: use one of {', '.join(BALANCE)}")
+        self.attributes = list(dict.fromkeys(_split_label(label)[0] for label in labels))
+        self.values = {a: [] for a in self.attributes}
+        for label in labels:
+            attribute, value = _split_label(label)
+            self.values[attribute].append(value)
+        ordered = [f"{a}={v}" for a in self.attributes for v in self.values[a]]
+        super().__init__(ordered, rare=rare, balance=balance,
+                         attribute_weights=_parse_weights(attribute_weights, self.attributes),
+                         dropout=dropout, majority=None if majority is None else list(majority),
+                         value_weights=None if value_weights is None else list(value_weights))
+        self.rare, self.balance, self.dropout = rare, balance, dropout
+        self.sizes = [len(self.values[a]) for a in self.attributes]
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int)
+
+    # -- labels and targets --
+    @classmethod
+    def raw_label(cls, row: dict) -> dict[str, str | None]:
+        """Every column but ``filename``: its stripped cell, None when empty (unknown)."""
+        return {k: (v or "").strip() or None for k, v in row.items()
+                if k is not None and k != FILENAME_COLUMN}
+
+    @classmethod
+    def label_space(cls, raw_labels: Sequence[dict], attributes: str | None = None,
+                    min_count: int = 5, rare: str = "merge") -> list[str]:
+        """``attribute=value`` names of the chosen attributes (default: every column but
+        ``filename``), values with fewer than ``min_count`` images merged into ``other`` or
+        dropped."""
+        columns = list(raw_labels[0]) if raw_labels else []
+        chosen = ([a.strip() for a in attributes.split(",") if a.strip()]
+                  if isinstance(attributes, str) else list(attributes or columns))
+        missing = [a for a in chosen if a not in columns]
+        if missing or not chosen:
+            raise DataError(f"--attributes {','.join(missing) or '(none)'}: not a column of the "
+                            f"labels CSV (its attribute columns: {', '.join(columns) or 'none'})")
+        bad = [a for a in chosen if "=" in a]
+        if bad:
+            raise DataError(f"attribute column {bad[0]!r}: names may not contain '='")
+        labels = []
+        for attribute in chosen:
+            counts = Counter(r[attribute] for r in raw_labels if r[attribute] is not None)
+            common = sorted(v for v, n in counts.items() if n >= min_count)
+            if rare == "merge" and len(common) < len(counts) and OTHER not in common:
+                common.append(OTHER)
+            if len(common) < 2:
+                raise DataError(
+                    f"attribute {attribute!r} has {len(common)} value(s) with at least "
+                    f"{min_count} images ({dict(counts.most_common(5))}); lower --min_count or "
+                    "leave it out with --attributes")
+            labels += [f"{attribute}={v}" for v in common]
+        return labels
+
+    def _value_id(self, attribute: str, value: str | None) -> int:
+        values = self.values[attribute]
+        if value is None:
+            return -1
+        if value in values:
+            return values.index(value)
+        return values.index(OTHER) if self.rare == "merge" and OTHER in values else -1
+
+    def targets(self, raw_labels: Sequence[dict], where: str) -> np.ndarray:
+        """Value ids ``[n, attributes]`` int32; unknown cells, and values outside the label
+        space that are not merged into ``other``, are -1."""
+        missing = [a for a in self.attributes if raw_labels and a not in raw_labels[0]]
+        if missing:
+            raise DataError(f"{where}: no column {missing[0]!r} (the model's attributes: "
+                            f"{', '.join(self.attributes)})")
+        return np.array([[self._value_id(a, r.get(a)) for a in self.attributes]
+                         for r in raw_labels], np.int32).reshape(len(raw_labels),
+                                                                  len(self.attributes))
+
+    def unknown_labels(self, raw_labels: Sequence[dict]) -> dict[str, int]:
+        """Values outside the label space and what became of them (merged into ``other``, or
+        dropped: an unknown cell), with their image counts."""
+        out = Counter()
+        for r in raw_labels:
+            for a in self.attributes:
+                value = r.get(a)
+                if value is not None and value not in self.values[a]:
+                    fate = OTHER if self._value_id(a, value) >= 0 else "unknown (dropped)"
+                    out[f"{a}={value} → {fate}"] += 1
+        return dict(sorted(out.items()))
+
+    def label_counts(self, targets: np.ndarray) -> dict[str, int]:
+        targets = np.asarray(targets)
+        return {f"{a}={v}": int((targets[:, i] == j).sum())
+                for i, a in enumerate(self.attributes) for j, v in enumerate(self.values[a])}
+
+    def _one_hot(self, targets: np.ndarray) -> np.ndarray:
+        targets = np.asarray(targets)
+        out = np.zeros((len(targets), len(self.labels)), np.int8)
+        rows, columns = np.nonzero(targets >= 0)
+        out[rows, self.starts[columns] + targets[rows, columns]] = 1
+        return out
+
+    def split(self, targets, validation_fraction, test_fraction, seed):
+        return iterative_split(self._one_hot(targets), validation_fraction, test_fraction, seed)
+
+    def kfold(self, targets, k, seed, validation_fraction):
+        return iterative_kfold(self._one_hot(targets), k, seed, validation_fraction)
+
+    # -- model --
+    def prepare(self, train_targets: np.ndarray) -> None:
+        """The training split's majority value per attribute (the baseline) and its balanced
+        value weights (``n_known / (values · count)``, scikit-learn's "balanced")."""
+        counts = self._one_hot(train_targets).sum(axis=0).astype(np.float64)
+        majority, weights = [], []
+        for start, size in zip(self.starts, self.sizes):
+            part = counts[start:start + size]
+            majority.append(int(part.argmax()))
+            weights += list(np.where(part > 0, part.sum() / (size * np.maximum(part, 1)), 0.0))
+        self.options["majority"], self.options["value_weights"] = majority, weights
+
+    def build_head(self, feature_dim: int) -> keras.Model:
+        """Dropout + one dense layer holding every attribute's logits side by side (one softmax
+        per attribute's columns)."""
+        return classification_head(feature_dim, len(self.labels), self.dropout)
+
+    def _attribute_weights(self) -> list[float]:
+        weights = self.options["attribute_weights"] or {}
+        return [float(weights.get(a, 1.0)) for a in self.attributes]
+
+    def loss(self) -> keras.losses.Loss:
+        value_weights = (self.options["value_weights"] if self.balance == "class_weight"
+                         else None)
+        return MaskedAttributeCrossentropy(self.sizes, self._attribute_weights(), value_weights)
+
+    def metrics(self) -> list:
+        return [MaskedAttributeAccuracy(self.sizes, name="accuracy")]
+
+    def sample_weights(self, targets: np.ndarray) -> np.ndarray | None:
+        """``--balance oversample``: each image's repeat factor max(1, √(t / f)) over its known
+        attributes (f its value's share among the images where the attribute is known,
+        t = 1 / values), normalised to mean 1; otherwise None."""
+        if self.balance != "oversample":
+            return None
+        targets = np.asarray(targets)
+        factors = np.ones(len(targets))
+        for i, size in enumerate(self.sizes):
+            known = targets[:, i] >= 0
+            if not known.any():
+                continue
+            share = np.bincount(targets[known, i], minlength=size) / known.sum()
+            repeat = np.maximum(1.0, np.sqrt((1.0 / size) / np.maximum(share, 1e-12)))
+            factors[known] = np.maximum(factors[known], repeat[targets[known, i]])
+        return (factors / factors.mean()).astype(np.float32)
+
+    def _cell_weights(self, targets: np.ndarray) -> np.ndarray | None:
+        """Per-cell weights of the stage-1 regression: the balance's, as the Keras loss has."""
+        targets = np.asarray(targets)
+        if self.balance == "oversample":
+            return np.repeat(self.sample_weights(targets)[:, None], len(self.attributes), axis=1)
+        if self.balance == "class_weight":
+            weights = np.asarray(self.options["value_weights"])
+            return weights[self.starts + np.maximum(targets, 0)]
+        return None
+
+    def fit_head_convex(self, head, features, targets, val_features, val_targets):
+        """One multinomial L2 logistic regression per attribute on its known rows, solved
+        together along ``C_GRID``; each attribute keeps the C with the best validation accuracy
+        (balanced accuracy under ``--balance``; ties: the stronger penalty). An attribute leaves
+        the path once it has gained nothing for two values of C, sparing most of the slow,
+        weakly regularised fits. Per-attribute loss weights do not enter: for independent
+        problems they only rescale C, which validation chooses anyway."""
+        targets, val_targets = np.asarray(targets), np.asarray(val_targets)
+        solver = SoftmaxPerAttribute(features, targets, self.sizes, self._cell_weights(targets))
+        positions = list(range(len(self.attributes)))  # the solver's attributes
+        kernel = np.zeros((features.shape[1], len(self.labels)), np.float32)
+        bias = np.zeros(len(self.labels), np.float32)
+        figure = "balanced_accuracy" if self.balance != "none" else "accuracy"
+        best = [-1.0] * len(self.attributes)
+        chosen, tried, gained = {}, [], [0] * len(self.attributes)
+        active = list(range(len(self.attributes)))
+        for step, c in enumerate(C_GRID):
+            # an attribute that gained nothing for two values of C leaves the path
+            active = [i for i in active if step - gained[i] <= 2]
+            if not active:
+                break
+            if len(active) < solver.targets.shape[1]:
+                solver = solver.subset([positions.index(i) for i in active])
+                positions = active
+            k, b = solver.fit(c)
+            scores, start = {}, 0
+            for i in active:
+                a, columns = self.attributes[i], slice(start, start + self.sizes[i])
+                known = val_targets[:, i] >= 0
+                guess = (val_features @ k[:, columns] + b[columns]).argmax(axis=1)
+                scores[a] = _score(figure, val_targets[known, i], guess[known])
+                if scores[a] > best[i]:
+                    target = slice(self.starts[i], self.starts[i] + self.sizes[i])
+                    kernel[:, target], bias[target] = k[:, columns], b[columns]
+                    best[i], chosen[a], gained[i] = scores[a], c, step
+                start += self.sizes[i]
+            tried.append({"C": c, f"val_{figure}": scores})
+        head.get_layer("logits").set_weights([kernel, bias])
+        return {"solver": "newton softmax per attribute", "C": chosen, "tried": tried}
+
+    def _segments(self, logits):
+        return [logits[:, s:s + n] for s, n in zip(self.starts, self.sizes)]
+
+    def _argmax(self, logits: np.ndarray) -> np.ndarray:
+        return np.stack([part.argmax(axis=1) for part in self._segments(logits)], axis=1)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Each attribute's softmax, side by side ``[n, labels]``."""
+        parts = []
+        for part in self._segments(np.asarray(logits, np.float64)):
+            e = np.exp(part - part.max(axis=1, keepdims=True))
+            parts.append(e / e.sum(axis=1, keepdims=True))
+        return np.concatenate(parts, axis=1)
+
+    # -- export and inference --
+    def predict_outputs(self, logits, top_k):
+        """``probabilities`` ``[b, labels]`` (each attribute's softmax), and per attribute (in
+        ``attributes`` order) the top ``values`` ``[b, attributes]`` and their ``scores``."""
+        logits = tf.cast(logits, tf.float32)
+        parts = [tf.nn.softmax(logits[:, s:s + n], axis=-1)
+                 for s, n in zip(self.starts, self.sizes)]
+        values = [tf.gather(tf.constant(self.values[a]), tf.argmax(p, axis=-1))
+                  for a, p in zip(self.attributes, parts)]
+        return {"probabilities": tf.concat(parts, axis=-1), "values": tf.stack(values, axis=-1),
+                "scores": tf.stack([tf.reduce_max(p, axis=-1) for p in parts], axis=-1)}
+
+    def decode(self, outputs: dict[str, np.ndarray], error: str) -> list[dict]:
+        valid = outputs.get("valid")
+        results = []
+        for i in range(len(outputs["values"])):
+            if valid is not None and not bool(valid[i]):
+                results.append({**self.empty_result(), "error": error})
+                continue
+            results.append({"attributes": {
+                a: {"value": _text(outputs["values"][i][j]),
+                    "score": float(outputs["scores"][i][j])}
+                for j, a in enumerate(self.attributes)}})
+        return results
+
+    def empty_result(self) -> dict:
+        return {"attributes": {}}
+
+    def csv_header(self, top_k: int) -> list[str]:
+        """One column per attribute: its top value."""
+        return list(self.attributes)
+
+    def csv_cells(self, result: dict, top_k: int) -> list[str]:
+        return [result["attributes"][a]["value"] if a in result["attributes"] else ""
+                for a in self.attributes]
+
+    def assets(self) -> dict[str, str]:
+        return {**super().assets(), "attributes.txt": "\n".join(self.attributes) + "\n"}
+
+    # -- evaluation --
+    def agreement(self, reference, scores):
+        """Share of image-attribute cells with the same top value."""
+        return float(np.mean(self._argmax(scores) == self._argmax(reference)))
+
+    def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
+        """Per attribute, on its known cells: accuracy, macro-F1 and balanced accuracy
+        (scikit-learn's), the confusion matrix, and the same three for always answering the
+        training split's majority value; the unweighted means over attributes beside them."""
+        targets, scores = np.asarray(targets), np.asarray(scores, np.float64)
+        predicted = self._argmax(scores)
+        majority = self.options["majority"]
+        per_attribute, losses = {}, []
+        for i, a in enumerate(self.attributes):
+            known = targets[:, i] >= 0
+            truth, guess = targets[known, i], predicted[known, i]
+            constant = np.full_like(truth, majority[i] if majority else
+                                    np.bincount(truth, minlength=1).argmax() if len(truth) else 0)
+            part = scores[known, self.starts[i]:self.starts[i] + self.sizes[i]]
+            losses += list(-np.log(np.clip(part[np.arange(len(truth)), truth], 1e-12, 1.0)))
+            per_attribute[a] = {
+                "support": int(known.sum()),
+                **{figure: _score(figure, truth, guess) for figure in FIGURES},
+                **{f"majority_{figure}": _score(figure, truth, constant) for figure in FIGURES},
+                "majority_value": self.values[a][int(constant[0])] if len(constant) else None,
+                "confusion_matrix": skm.confusion_matrix(
+                    truth, guess, labels=np.arange(self.sizes[i])).tolist()}
+        scored = [m for m in per_attribute.values() if m["support"]]
+        figures = {"num_examples": int(len(targets)),
+                   **{f: float(np.mean([m[f] for m in scored])) if scored else 0.0
+                      for f in FIGURES + tuple(f"majority_{f}" for f in FIGURES)},
+                   "loss": float(np.mean(losses)) if losses else 0.0,
+                   "per_attribute": per_attribute}
+        return figures
+
+    def predictions(self, sources, targets, scores):
+        targets, predicted = np.asarray(targets), self._argmax(np.asarray(scores))
+        rows = []
+        for n, source in enumerate(sources):
+            row = {"source": source}
+            for i, a in enumerate(self.attributes):
+                row[a] = self.values[a][targets[n, i]] if targets[n, i] >= 0 else ""
+                row[f"{a}_predicted"] = self.values[a][predicted[n, i]]
+            rows.append(row)
+        return rows
+
+    def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
+        """``per_attribute.csv``, ``attributes.png`` (each attribute's figures beside its
+        majority baseline) and one ``confusion_<attribute>.png`` per attribute."""
+        _write_table(figures["per_attribute"], output_dir / "per_attribute.csv")
+        plot_attribute_scores(figures["per_attribute"], output_dir / "attributes.png",
+                              f"{title}: mean accuracy {figures['accuracy']:.3f} (majority "
+                              f"{figures['majority_accuracy']:.3f})")
+        for a, m in figures["per_attribute"].items():
+            if m["support"]:
+                plot_confusion_matrix(np.asarray(m["confusion_matrix"]), self.values[a],
+                                      output_dir / f"confusion_{_file_name(a)}.png",
+                                      title=f"{title}: {a} (accuracy {m['accuracy']:.3f})")
+
+    def headline(self, figures: dict) -> str:
+        return (f"accuracy {figures['accuracy']:.3f} (majority {figures['majority_accuracy']:.3f})"
+                f"  macro-F1 {figures['macro_f1']:.3f} ({figures['majority_macro_f1']:.3f})  "
+                f"balanced {figures['balanced_accuracy']:.3f} "
+                f"({figures['majority_balanced_accuracy']:.3f})")
+
+    def format_figures(self, figures: dict) -> list[str]:
+        width = max([len(a) for a in figures["per_attribute"]] + [9])
+        lines = [f"{'attribute':{width}s}  accuracy (majority)  macro-F1 (majority)  "
+                 "balanced (majority)  support"]
+        for a, m in figures["per_attribute"].items():
+            lines.append(f"{a:{width}s}  {m['accuracy']:8.3f} ({m['majority_accuracy']:.3f})  "
+                         f"{m['macro_f1']:8.3f} ({m['majority_macro_f1']:.3f})  "
+                         f"{m['balanced_accuracy']:8.3f} ({m['majority_balanced_accuracy']:.3f})"
+                         f"  {m['support']:7d}")
+        return lines
+
+    def combine(self, figures, output_dir, title):
+        """Per attribute, each figure's mean ± sample std over the runs
+        (``per_attribute.csv`` and ``attributes.png`` of the means)."""
+        names = FIGURES + tuple(f"majority_{f}" for f in FIGURES)
+        combined = {}
+        for a in self.attributes:
+            runs = [f["per_attribute"][a] for f in figures if f["per_attribute"][a]["support"]]
+            combined[a] = {"support": int(sum(m["support"] for m in runs))}
+            for name in names:
+                values = [m[name] for m in runs]
+                combined[a][name] = float(np.mean(values)) if values else 0.0
+                combined[a][f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 \
+                    else 0.0
+        _write_table(combined, output_dir / "per_attribute.csv")
+        plot_attribute_scores(combined, output_dir / "attributes.png", title)
+        return {"per_attribute": combined}
+
+
+class MaskedAttributeAccuracy(keras.metrics.Mean):
+    """Share of known cells (target ≥ 0) whose attribute's top logit is the target value."""
+
+    def __init__(self, sizes: Sequence[int], name: str = "accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.sizes = list(sizes)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.cast(y_true, tf.int32)
+        start, hits, known = 0, [], []
+        for i, size in enumerate(self.sizes):
+            guess = tf.argmax(y_pred[:, start:start + size], axis=-1, output_type=tf.int32)
+            hits.append(tf.cast(tf.equal(guess, y_true[:, i]), tf.float32))
+            known.append(tf.cast(y_true[:, i] >= 0, tf.float32))
+            start += size
+        hits, known = tf.stack(hits, axis=1), tf.stack(known, axis=1)
+        return super().update_state(tf.reshape(hits, [-1]), tf.reshape(known, [-1]))
+
+    def get_config(self):
+        return {**super().get_config(), "sizes": self.sizes}
+
+
+FIGURES = ("accuracy", "macro_f1", "balanced_accuracy")
+
+
+def _score(figure: str, truth: np.ndarray, predicted: np.ndarray) -> float:
+    """scikit-learn's figure over the values that occur in ``truth`` or ``predicted``; 0 for no
+    cells."""
+    if not len(truth):
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # balanced accuracy on a value never true here
+        if figure == "accuracy":
+            return float(skm.accuracy_score(truth, predicted))
+        if figure == "macro_f1":
+            return float(skm.f1_score(truth, predicted, average="macro", zero_division=0,
+                                      labels=np.union1d(truth, predicted)))
+        return float(skm.balanced_accuracy_score(truth, predicted))
+
+
+def _write_table(per_attribute: dict, path: Path) -> None:
+    columns = [k for k in next(iter(per_attribute.values()))
+               if k not in ("confusion_matrix", "majority_value")]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["attribute", *columns])
+        for a, m in per_attribute.items():
+            writer.writerow([a, *(m[k] for k in columns)])
+
+
+def _split_label(label: str) -> tuple[str, str]:
+    attribute, sep, value = label.partition("=")
+    if not sep or not attribute or not value:
+        raise DataError(f"attribute label {label!r}: expected attribute=value")
+    return attribute, value
+
+
+def _parse_weights(weights: str | dict | None, attributes: list[str]) -> dict[str, float] | None:
+    """``--attribute_weights neckline=2,pattern=0.5`` → {name: weight}; unnamed ones weigh 1."""
+    if not weights:
+        return None
+    if isinstance(weights, dict):
+        pairs = list(weights.items())
+    else:
+        pairs = []
+        for item in weights.split(","):
+            name, _, value = item.partition("=")
+            pairs.append((name.strip(), value.strip()))
+    out = {}
+    for name, value in pairs:
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise DataError(f"--attribute_weights {name}={value}: not a number") from None
+        if name not in attributes or not out[name] >= 0:
+            raise DataError(f"--attribute_weights {name}={value}: "
+                            + ("weights must be ≥ 0" if name in attributes else
+                               f"no such attribute (the attributes: {', '.join(attributes)})"))
+    return out
+
+
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "attribute"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,274 @@
+"""Garment attributes (``--task attributes``): a CSV of attribute columns with unknown cells and a
+rare value, trained, exported, served and evaluated end to end on test-made photos; the masked
+loss, the balancing weights, the stage-1 solver and the metrics against hand counts and
+scikit-learn."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import make_image
+from test_bad_input import predict_csv_rows
+from tiny_models import make_tiny_hub_module
+
+from runway_cnn import FinetuneConfig, fine_tune
+from runway_cnn.data import pipeline
+from runway_cnn.data.preprocessing import PreprocessingSpec
+from runway_cnn.errors import DataError
+from runway_cnn.inference.evaluate import evaluate_model
+from runway_cnn.inference.predictor import Predictor
+from runway_cnn.tasks import AttributeTask
+from runway_cnn.tasks.losses import MaskedAttributeCrossentropy
+from runway_cnn.training.restore import restore_run
+
+PATTERNS = ("checks", "disc", "hstripes", "vstripes")
+
+
+def write_attribute_photos(root, per_kind: int = 10, seed: int = 0):
+    """``root/photos/*.jpg`` of 8 kinds (pattern = kind % 4; dark for kinds 4–7) and
+    ``root/attributes.csv``: pattern, tone (unknown for every image numbered 0) and sleeve (a
+    rare value 'cap' on 2 images, unknown for odd kinds)."""
+    photos = root / "photos"
+    photos.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for kind in range(8):
+        for i in range(per_kind):
+            name = f"k{kind}_{i}.jpg"
+            image = make_image(kind, tuple(int(v) for v in rng.integers(40, 73, 2)), rng)
+            if kind >= 4:
+                image = image.point(lambda v: v // 2)
+            image.save(photos / name, quality=90)
+            tone = "" if i == 0 else ("dark" if kind >= 4 else "light")
+            sleeve = "cap" if (kind, i) in ((0, 1), (2, 1)) else (
+                "" if kind % 2 else ("long" if kind < 4 else "short"))
+            rows.append((name, PATTERNS[kind % 4], tone, sleeve))
+    with (root / "attributes.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "pattern", "tone", "sleeve"])
+        writer.writerows(rows)
+    return photos, root / "attributes.csv"
+
+
+@pytest.fixture(scope="module")
+def attribute_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("attributes")
+    photos, labels_csv = write_attribute_photos(root)
+    result = fine_tune(FinetuneConfig(
+        dataset_dir=str(photos), labels_csv=str(labels_csv), task="attributes",
+        train_dir=str(root / "run"), hub_handle=str(make_tiny_hub_module(root / "hub")),
+        image_size=32, batch_size=8, validation_fraction=0.25, test_fraction=0.25, verbose=0))
+    return root, photos, labels_csv, result
+
+
+def test_label_space_merges_or_drops_rare_values_and_reports_them():
+    raw = [{"pattern": p, "sleeve": s} for p, s in
+           [("a", "long")] * 5 + [("b", "short")] * 5 + [("a", "cap")] * 2 + [("b", None)]]
+    merged = AttributeTask.label_space(raw, min_count=5, rare="merge")
+    assert merged == ["pattern=a", "pattern=b", "sleeve=long", "sleeve=short", "sleeve=other"]
+    task = AttributeTask(merged, rare="merge")
+    targets = task.targets(raw, "x.csv")
+    assert targets[-3:, 1].tolist() == [2, 2, -1]  # cap → other; the empty cell unknown
+    assert task.unknown_labels(raw) == {"sleeve=cap → other": 2}
+    dropped = AttributeTask.label_space(raw, min_count=5, rare="drop")
+    task = AttributeTask(dropped, rare="drop")
+    assert task.targets(raw, "x.csv")[-3:, 1].tolist() == [-1, -1, -1]
+    assert task.unknown_labels(raw) == {"sleeve=cap → unknown (dropped)": 2}
+    assert AttributeTask.label_space(raw, attributes="sleeve", min_count=1) == \
+        ["sleeve=cap", "sleeve=long", "sleeve=short"]
+    with pytest.raises(DataError, match="colour"):
+        AttributeTask.label_space(raw, attributes="colour")
+    with pytest.raises(DataError, match="'sleeve' has 1 value"):
+        AttributeTask.label_space(raw, min_count=6)  # only 'other' left: nothing to learn
+
+
+def test_unknown_cells_never_reach_the_loss_and_weights_scale_it():
+    targets = np.array([[0, -1], [2, 1]], np.int32)
+    logits = np.array([[2.0, -1.0, 0.5, 0.3, 0.9], [0.1, 0.4, -2.0, -2.0, 1.0]], np.float32)
+    loss = MaskedAttributeCrossentropy([3, 2])
+    changed = logits.copy()
+    changed[0, 3:] = [9.0, -9.0]  # the unknown second attribute of image 0
+    assert np.allclose(loss.call(targets, logits), loss.call(targets, changed))
+    changed[0, :3] = [-9.0, 9.0, 0.0]  # a known cell does count
+    assert not np.allclose(loss.call(targets, logits), loss.call(targets, changed))
+
+    def cross(row, start, size, target):
+        z = logits[row, start:start + size].astype(np.float64)
+        return np.log(np.exp(z).sum()) - z[target]
+
+    expected = [cross(0, 0, 3, 0), cross(1, 0, 3, 2) + cross(1, 3, 2, 1)]
+    np.testing.assert_allclose(loss.call(targets, logits), expected, rtol=1e-5)
+    weighted = MaskedAttributeCrossentropy([3, 2], attribute_weights=[1.0, 3.0],
+                                           value_weights=[2.0, 1.0, 0.5, 1.0, 4.0])
+    np.testing.assert_allclose(weighted.call(targets, logits),
+                               [2.0 * cross(0, 0, 3, 0),
+                                0.5 * cross(1, 0, 3, 2) + 3.0 * 4.0 * cross(1, 3, 2, 1)],
+                               rtol=1e-5)
+
+
+def test_oversampling_weights_are_repeat_factors_and_reach_the_pipeline(tmp_path):
+    task = AttributeTask(["pattern=a", "pattern=b", "tone=x", "tone=y"], balance="oversample")
+    # pattern: 8 a, 2 b (t = 1/2: b repeats √(0.5 / 0.2));
+    # tone known on 9: 5 x, 4 y (y repeats √(0.5 / (4/9)))
+    targets = np.array([[0, 0]] * 5 + [[0, 1]] * 3 + [[1, 1], [1, -1]], np.int32)
+    weights = task.sample_weights(targets)
+    factors = np.array([1.0] * 5 + [np.sqrt(0.5 / (4 / 9))] * 3 + [np.sqrt(0.5 / 0.2)] * 2)
+    np.testing.assert_allclose(weights, factors / factors.mean(), rtol=1e-6)
+    share = weights[targets[:, 0] == 1].sum() / weights.sum()
+    # the rare pattern now makes 28 % of the weighted draws, not its 20 % of the images
+    assert share == pytest.approx(2 * np.sqrt(2.5) / (5 + 3 * np.sqrt(9 / 8) + 2 * np.sqrt(2.5)))
+    assert AttributeTask(task.labels).sample_weights(targets) is None
+
+    from PIL import Image
+    paths = []
+    for i in range(len(targets)):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (20, 20), (i * 20, 0, 0)).save(paths[-1])
+    spec = PreprocessingSpec(image_size=16)
+    for augmentation in (None, pipeline.Augmentation()):
+        ds = pipeline.train_dataset(paths, targets, spec, batch_size=4,
+                                    augmentation=augmentation, seed=0, weights=weights)
+        seen = {}
+        for images, labels, w in ds:
+            for label, weight in zip(labels.numpy(), w.numpy()):
+                seen.setdefault(tuple(label), set()).add(round(float(weight), 5))
+        assert seen[(1, -1)] == {round(float(weights[-1]), 5)}
+        assert seen[(0, 0)] == {round(float(weights[0]), 5)}
+
+
+def test_stage1_solver_is_scikit_learns_multinomial_regression_per_attribute():
+    from sklearn.linear_model import LogisticRegression
+
+    from runway_cnn.tasks.logistic import SoftmaxPerAttribute
+
+    rng = np.random.default_rng(0)
+    for images, dims in ((300, 40), (60, 200)):
+        x = rng.normal(size=(images, dims)) + 3.0
+        x[:, 1] = x[:, 0]
+        three = np.argmax((x - 3) @ rng.normal(size=(dims, 3)) + rng.normal(size=(images, 3)), 1)
+        two = ((x - 3) @ rng.normal(size=dims) / np.sqrt(dims) + rng.normal(size=images) > 0)
+        targets = np.stack([three, two.astype(int)], 1)
+        targets[rng.random(images) < 0.2, 0] = -1
+        targets[rng.random(images) < 0.3, 1] = -1
+        weights = rng.uniform(0.5, 2.0, size=(images, 2))
+        solver = SoftmaxPerAttribute(x, targets, [3, 2], weights)
+        for c in (0.01, 0.3, 3.0):
+            kernel, bias = solver.fit(c)
+            known = targets[:, 0] >= 0
+            reference = LogisticRegression(C=c, max_iter=20000, tol=1e-10).fit(
+                x[known], targets[known, 0], sample_weight=weights[known, 0])
+            z = x[known] @ kernel[:, :3] + bias[:3]
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            np.testing.assert_allclose(p / p.sum(axis=1, keepdims=True),
+                                       reference.predict_proba(x[known]), atol=1e-4)
+            # two values, one vector each with ½‖w₀‖² + ½‖w₁‖²: scikit-learn's binary at 2C
+            known = targets[:, 1] >= 0
+            reference = LogisticRegression(C=2 * c, max_iter=20000, tol=1e-10).fit(
+                x[known], targets[known, 1], sample_weight=weights[known, 1])
+            z = x[known] @ kernel[:, 3:] + bias[3:]
+            np.testing.assert_allclose(1 / (1 + np.exp(z[:, 0] - z[:, 1])),
+                                       reference.predict_proba(x[known])[:, 1], atol=1e-4)
+
+
+def test_per_attribute_metrics_equal_scikit_learns():
+    from sklearn import metrics as skm
+
+    task = AttributeTask(["a=p", "a=q", "a=r", "b=x", "b=y"])
+    task.prepare(np.array([[0, 0], [0, 1], [1, 1], [2, 1]]))  # majorities: a=p, b=y
+    rng = np.random.default_rng(1)
+    targets = np.stack([rng.integers(0, 3, 40), rng.integers(0, 2, 40)], 1)
+    targets[rng.random(40) < 0.25, 1] = -1
+    scores = task.probabilities(rng.normal(size=(40, 5)))
+    figures = task.evaluate(targets, scores)
+    for i, (a, start, size) in enumerate((("a", 0, 3), ("b", 3, 2))):
+        known = targets[:, i] >= 0
+        truth, guess = targets[known, i], scores[known, start:start + size].argmax(1)
+        m = figures["per_attribute"][a]
+        assert m["support"] == known.sum()
+        assert m["accuracy"] == pytest.approx(skm.accuracy_score(truth, guess))
+        assert m["macro_f1"] == pytest.approx(skm.f1_score(truth, guess, average="macro"))
+        assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(truth, guess))
+        constant = np.full_like(truth, 0 if a == "a" else 1)
+        assert m["majority_accuracy"] == pytest.approx(skm.accuracy_score(truth, constant))
+        assert m["confusion_matrix"] == skm.confusion_matrix(truth, guess,
+                                                             labels=range(size)).tolist()
+    assert figures["accuracy"] == pytest.approx(
+        np.mean([figures["per_attribute"][a]["accuracy"] for a in "ab"]))
+
+
+def test_attributes_train_export_serve_and_restore_end_to_end(attribute_run, tmp_path):
+    root, photos, labels_csv, result = attribute_run
+    task = result.task
+    assert task.attributes == ["pattern", "tone", "sleeve"]
+    assert task.values["sleeve"] == ["long", "short", "other"]  # 'cap' (2 images) merged
+    report = json.loads((result.train_dir / "data_report.json").read_text())
+    assert "sleeve=cap → other" in json.dumps(report, ensure_ascii=False)
+    stage1 = result.metrics["stages"]["stage1"]["solver"]
+    assert stage1["solver"] == "newton softmax per attribute" and set(stage1["C"]) == \
+        set(task.attributes)
+    test = result.metrics["test"]
+    assert test["per_attribute"]["pattern"]["accuracy"] > 0.6  # chance 0.25
+    assert test["per_attribute"]["tone"]["accuracy"] > \
+        test["per_attribute"]["tone"]["majority_accuracy"] - 0.05
+    evaluation = evaluate_model(result.export_path, photos, labels_csv=labels_csv,
+                                output_dir=tmp_path / "eval")
+    assert evaluation["per_attribute"]["pattern"]["support"] == 80  # every photo's pattern
+    assert evaluation["per_attribute"]["tone"]["support"] == 72  # tone unknown on 8 photos
+    for name in ("attributes.png", "confusion_pattern.png", "confusion_sleeve.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 5000
+    with (tmp_path / "eval" / "per_attribute.csv").open() as f:
+        assert [r["attribute"] for r in csv.DictReader(f)] == task.attributes
+
+    predictor = Predictor(result.export_path)
+    assert isinstance(predictor.task, AttributeTask)
+    files = sorted(photos.glob("k*_3.jpg"))
+    answers = predictor.predict(files + [b"not a photo"], per_image_errors=True)
+    assert answers[-1]["error"] and answers[-1]["attributes"] == {}
+    outputs = predictor.outputs(files)
+    for answer, probabilities in zip(answers, outputs["probabilities"]):
+        assert set(answer["attributes"]) == {"pattern", "tone", "sleeve"}
+        for a, start, size in zip(task.attributes, task.starts, task.sizes):
+            part = probabilities[start:start + size]
+            assert answer["attributes"][a]["value"] == task.values[a][int(part.argmax())]
+            assert answer["attributes"][a]["score"] == pytest.approx(float(part.max()), abs=1e-5)
+    hits = [a["attributes"]["pattern"]["value"] == PATTERNS[int(f.name[1]) % 4]
+            for a, f in zip(answers, files)]
+    assert sum(hits) >= 6
+    rows = predict_csv_rows(result.export_path, files, tmp_path / "p.csv")
+    assert list(rows[0]) == ["path", "pattern", "tone", "sleeve", "error"]
+    assert [r["tone"] for r in rows] == [a["attributes"]["tone"]["value"] for a in answers[:-1]]
+    restored = restore_run(result.train_dir)
+    assert isinstance(restored.task, AttributeTask)
+    assert restored.task.config() == task.config()
+
+
+def test_oversample_and_class_weight_runs_train_with_their_weights(attribute_run, tmp_path):
+    root, photos, labels_csv, _ = attribute_run
+    for balance in ("oversample", "class_weight"):
+        result = fine_tune(FinetuneConfig(
+            dataset_dir=str(photos), labels_csv=str(labels_csv), task="attributes",
+            attributes="pattern,sleeve", balance=balance, attribute_weights="sleeve=2",
+            train_dir=str(tmp_path / balance), hub_handle=str(make_tiny_hub_module(tmp_path / "h")),
+            image_size=32, batch_size=8, stage1_solver="adam", stage1_epochs=3,
+            validation_fraction=0.25, test_fraction=0.25, verbose=0))
+        assert result.task.attributes == ["pattern", "sleeve"]
+        assert result.task.config()["attribute_weights"] == {"sleeve": 2.0}
+        assert np.isfinite(result.metrics["test"]["loss"])
+
+
+def test_bad_attribute_flags_are_one_line_errors(attribute_run, tmp_path):
+    from test_bad_input import assert_one_line_error, run_cli
+
+    from runway_cnn.cli import finetune as finetune_cli
+
+    root, photos, labels_csv, _ = attribute_run
+    base = ["--dataset_dir", str(photos), "--labels_csv", str(labels_csv), "--task", "attributes",
+            "--hub_handle", str(make_tiny_hub_module(tmp_path / "h")), "--image_size", "32"]
+    for extra, named in ((["--attributes", "pattern,colour"], "colour"),
+                         (["--attribute_weights", "tone=heavy"], "tone=heavy"),
+                         (["--attribute_weights", "neck=2"], "neck")):
+        code, _, stderr = run_cli(finetune_cli.main,
+                                  base + extra + ["--train_dir", str(tmp_path / extra[1])])
+        assert_one_line_error(code, stderr, named)
