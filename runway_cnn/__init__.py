@@ -24,7 +24,9 @@ __version__ = "0.1.0"
 _LAZY = {"export_model": "runway_cnn.export.saved_model",
          "load_export": "runway_cnn.export.saved_model",
          "resolve_export": "runway_cnn.runfiles",
-         "Predictor": "runway_cnn.inference.predictor", "Client": "runway_cnn.inference.client"}
+         "Predictor": "runway_cnn.inference.predictor", "Client": "runway_cnn.inference.client",
+         "build_index": "runway_cnn.inference.recommend",
+         "query_index": "runway_cnn.inference.recommend"}
 
 
 def __getattr__(name: str):
@@ -37,6 +39,6 @@ def __getattr__(name: str):
 __all__ = [
     "BACKBONES", "DATASETS", "TASKS", "Backbone", "BackboneError", "CheckpointError", "Client",
     "DataError", "FinetuneConfig", "ImageDataset", "Predictor", "RunResult", "RunwayError",
-    "Task", "export_model", "fine_tune", "get_backbone", "get_task", "load_export",
-    "resolve_export", "scan_image_folder",
+    "Task", "build_index", "export_model", "fine_tune", "get_backbone", "get_task", "load_export",
+    "query_index", "resolve_export", "scan_image_folder",
 ]

@@ -5,6 +5,8 @@ curves; confusion matrices (drawn by the single-label task).
 from __future__ import annotations
 
 import csv
+import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -184,6 +186,85 @@ def plot_label_matrix(matrix: np.ndarray, labels: Sequence[str], output: str | P
     ax.set_yticks(range(n), labels, fontsize=font)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar)
     ax.set_title(title)
+    return _save(fig, output, dpi=100)
+
+
+def plot_attribute_map(codes: np.ndarray, colours: Sequence[str], paths: Sequence[str],
+                       output: str | Path, title: str, thumbnails: int = 8) -> Path:
+    """Items as points on a 2-D map, coloured by a label (the legend's most common first), with
+    density contours (a Gaussian KDE) and ``thumbnails`` photos spread over the map (farthest
+    points first)."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+    from PIL import Image
+
+    codes = np.asarray(codes, np.float64)
+    fig, ax = plt.subplots(figsize=(9, 7.5))
+    names = [n for n, _ in Counter(colours).most_common()]
+    palette = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    for i, name in enumerate(names):
+        chosen = np.array([c == name for c in colours])
+        ax.scatter(codes[chosen, 0], codes[chosen, 1], s=10, alpha=0.7,
+                   color=palette(i % palette.N), label=f"{name} ({chosen.sum()})")
+    if len(codes) > 3 and np.linalg.matrix_rank(codes - codes.mean(axis=0)) == 2:
+        from scipy.stats import gaussian_kde
+
+        low, high = codes.min(axis=0), codes.max(axis=0)
+        gx, gy = np.mgrid[low[0]:high[0]:80j, low[1]:high[1]:80j]
+        density = gaussian_kde(codes.T)(np.vstack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
+        ax.contour(gx, gy, density, levels=6, colors="grey", linewidths=0.7, alpha=0.8)
+    for i in _spread(codes, thumbnails):
+        try:
+            with Image.open(paths[i]) as im:
+                im = im.convert("RGB")
+                im.thumbnail((56, 56))
+                ax.add_artist(AnnotationBbox(OffsetImage(np.asarray(im)), codes[i],
+                                             frameon=True, pad=0.15))
+        except OSError:  # a catalog photo moved since: the point stays, without its picture
+            continue
+    ax.margins(0.08)  # room for the thumbnails at the edges
+    ax.legend(fontsize=7, loc="best", markerscale=1.5, ncol=1 + len(names) // 12)
+    ax.set_xlabel("map x")
+    ax.set_ylabel("map y")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, output, dpi=110)
+
+
+def _spread(points: np.ndarray, count: int) -> list[int]:
+    """``count`` indices of points far from each other (greedy farthest-point order)."""
+    if not len(points):
+        return []
+    chosen = [int(np.argmin(np.linalg.norm(points - points.mean(axis=0), axis=1)))]
+    distance = np.linalg.norm(points - points[chosen[0]], axis=1)
+    while len(chosen) < min(count, len(points)):
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(points - points[chosen[-1]], axis=1))
+    return chosen
+
+
+def plot_neighbour_grid(answers: Sequence[dict], describe, output: str | Path,
+                        title: str) -> Path:
+    """One row per query: the photo, then its nearest items, each captioned with
+    ``describe(result)`` (and the distance)."""
+    from PIL import Image
+
+    columns = 1 + max([len(a["neighbours"]) for a in answers] + [0])
+    fig, axes = plt.subplots(max(len(answers), 1), columns, squeeze=False,
+                             figsize=(2.3 * columns, 2.7 * max(len(answers), 1)))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row, answer in enumerate(answers):
+        cells = [(answer["image"], "query: " + describe(answer["result"]))]
+        cells += [(n["path"], f"{n['distance']:.3f}: {describe(n['result'])}")
+                  for n in answer["neighbours"]]
+        for col, (path, caption) in enumerate(cells):
+            ax = axes[row, col]
+            try:
+                with Image.open(path) as im:
+                    ax.imshow(np.asarray(im.convert("RGB")))
+            except OSError:
+                ax.text(0.5, 0.5, "(missing)", ha="center", va="center")
+            ax.set_title("\n".join(textwrap.wrap(caption, 28)[:4]), fontsize=6.5)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, output, dpi=100)
 
 

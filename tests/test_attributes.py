@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
+from conftest import make_image, make_image_folder
 from test_bad_input import predict_csv_rows
 from tiny_models import make_tiny_hub_module
 
@@ -18,6 +19,7 @@ from runway_cnn.data import pipeline
 from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import DataError
 from runway_cnn.inference.evaluate import evaluate_model
+from runway_cnn.inference.predict import predict
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import AttributeTask
 from runway_cnn.tasks.losses import MaskedAttributeCrossentropy
@@ -272,3 +274,108 @@ def test_bad_attribute_flags_are_one_line_errors(attribute_run, tmp_path):
         code, _, stderr = run_cli(finetune_cli.main,
                                   base + extra + ["--train_dir", str(tmp_path / extra[1])])
         assert_one_line_error(code, stderr, named)
+    folders = make_image_folder(tmp_path / "folders", classes=("a", "b"), per_class=6)
+    code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", str(folders), "--task",
+                                                  "attributes", "--train_dir",
+                                                  str(tmp_path / "f")] + base[6:])
+    assert_one_line_error(code, stderr, "--labels_csv")
+
+
+@pytest.fixture(scope="module")
+def catalog_index(attribute_run, tmp_path_factory):
+    """The attribute model's index of its own photos plus one file that is not an image."""
+    from runway_cnn.inference.recommend import build_index
+
+    root, photos, _, result = attribute_run
+    catalog = tmp_path_factory.mktemp("catalog")
+    for path in sorted(photos.glob("*.jpg")):
+        (catalog / path.name).write_bytes(path.read_bytes())
+    (catalog / "broken.jpg").write_bytes(b"not a photo")
+    output = catalog.parent / (catalog.name + "_index")
+    summary = build_index(result.export_path, catalog, output, color_by="pattern", epochs=60,
+                          progress=False)
+    return catalog, output, summary, result
+
+
+def test_index_lists_what_it_skipped_and_writes_data_only_arrays_and_a_map(catalog_index):
+    catalog, output, summary, result = catalog_index
+    assert summary["count"] == 80
+    assert [s["path"] for s in summary["skipped"]] == [str(catalog / "broken.jpg")]
+    with np.load(output / "index.npz", allow_pickle=False) as arrays:
+        assert arrays["vectors"].shape == (80, len(result.task.labels))
+        np.testing.assert_allclose(arrays["vectors"][:, :4].sum(axis=1), 1.0, atol=1e-5)
+        assert arrays["map"].shape == arrays["pca"].shape == (80, 2)
+    for method in ("autoencoder", "pca"):
+        assert 0.0 <= summary["map"][method]["trustworthiness"] <= 1.0
+    assert (output / "map.png").stat().st_size > 20000  # points, contours and thumbnails
+
+
+def test_neighbours_are_the_nearest_score_vectors_and_share_attributes(catalog_index, tmp_path):
+    from runway_cnn.inference.recommend import AttributeIndex, query_index
+
+    catalog, output, _, result = catalog_index
+    task = result.task
+    queries = [catalog / f"k{kind}_5.jpg" for kind in range(8)]
+    answers = query_index(output, queries + [catalog / "broken.jpg"], k=4,
+                          grid=tmp_path / "grid.png")
+    assert answers[-1]["error"] == "not an image" and "neighbours" not in answers[-1]
+    index = AttributeIndex(output)
+    vectors = [r["probabilities"] for r in predict(result.export_path, queries,
+                                                   probabilities=True)]
+    shared = 0
+    for query, answer, vector in zip(queries, answers, vectors):
+        distance = np.linalg.norm(index.vectors - vector, axis=1)
+        expected = np.argsort(distance, kind="stable")[:4]
+        assert [n["path"] for n in answer["neighbours"]] == \
+            [index.items[i]["path"] for i in expected]
+        np.testing.assert_allclose([n["distance"] for n in answer["neighbours"]],
+                                   distance[expected], atol=1e-5)
+        assert answer["neighbours"][0]["path"] == str(query)  # the photo itself, distance 0
+        shared += sum(Path(n["path"]).name[1] in {str(k) for k in range(8)
+                                                  if k % 4 == int(query.name[1]) % 4}
+                      for n in answer["neighbours"][1:])
+    assert shared / (3 * len(queries)) > 0.5  # same pattern; chance 1/4
+    assert (tmp_path / "grid.png").stat().st_size > 10000
+    # on one attribute only: the distance counts that attribute's columns alone
+    columns = task.label_groups()["tone"]
+    answer = query_index(output, queries[:1], k=3, groups=["tone"])[0]
+    distance = np.linalg.norm(index.vectors[:, columns] - vectors[0][columns], axis=1)
+    np.testing.assert_allclose([n["distance"] for n in answer["neighbours"]],
+                               np.sort(distance)[:3], atol=1e-5)
+
+
+def test_damaged_or_foreign_indexes_are_one_line_errors(catalog_index, attribute_run, tmp_path):
+    import shutil
+
+    from runway_cnn.cli import recommend as recommend_cli
+    from test_bad_input import assert_one_line_error, run_cli
+
+    catalog, output, _, result = catalog_index
+    photo = str(catalog / "k0_1.jpg")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(output, truncated)
+    data = (truncated / "index.npz").read_bytes()
+    (truncated / "index.npz").write_bytes(data[:len(data) // 2])
+    code, _, stderr = run_cli(recommend_cli.main, ["query", "--index", str(truncated), photo])
+    assert_one_line_error(code, stderr, "index.npz", "rebuild")
+    foreign = tmp_path / "foreign"
+    shutil.copytree(output, foreign)
+    meta = json.loads((foreign / "index.json").read_text())
+    meta["task"]["labels"][0] = "pattern=zigzag"  # an index of another model's labels
+    (foreign / "index.json").write_text(json.dumps(meta))
+    code, _, stderr = run_cli(recommend_cli.main, ["query", "--index", str(foreign), photo])
+    assert_one_line_error(code, stderr, "another model")
+    meta["items"] = meta["items"][:-1]  # the JSON and the arrays disagree
+    (foreign / "index.json").write_text(json.dumps(meta))
+    code, _, stderr = run_cli(recommend_cli.main, ["query", "--index", str(foreign), photo])
+    assert_one_line_error(code, stderr, "do not match")
+    code, _, stderr = run_cli(recommend_cli.main, ["query", "--index", str(output), photo,
+                                                   "--attributes", "neckline"])
+    assert_one_line_error(code, stderr, "neckline")
+    code, out, stderr = run_cli(recommend_cli.main, ["query", "--index", str(output), photo,
+                                                     "--k", "2", "--grid",
+                                                     str(tmp_path / "g.png")])
+    assert code == 0, stderr
+    lines = out.splitlines()
+    assert lines[0].startswith(photo) and "pattern: " in lines[0] and len(lines) == 3
+    assert (tmp_path / "g.png").exists()

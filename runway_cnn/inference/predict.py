@@ -66,10 +66,12 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: int = 5,
-            batch_size: int = 32, progress: bool = False) -> list[dict]:
+            batch_size: int = 32, progress: bool = False,
+            probabilities: bool = False) -> list[dict]:
     """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``, the
     task's result (single-label: ``labels`` and ``scores``, the top-k best first, at most the
-    export's ``top_k``) and ``error`` ("" when it was read)."""
+    export's ``top_k``) and ``error`` ("" when it was read); with ``probabilities``, also the
+    task's score vector (``probabilities``, None for an unreadable file)."""
     if batch_size < 1 or top_k < 1:
         raise RunwayError(f"--batch_size {batch_size} / --top_k {top_k}: each must be at least 1")
     classifier = model if isinstance(model, Predictor) else Predictor(model)
@@ -81,6 +83,8 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
         batch, good = files[start:start + batch_size], []
         for path in batch:
             row = {"path": str(path), "error": ""}
+            if probabilities:
+                row["probabilities"] = None
             try:
                 good.append((row, classifier.crop(read_image(path))))
             except Exception as error:  # noqa: BLE001 - any unreadable file becomes a row
@@ -89,8 +93,10 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
             rows.append(row)
         if good:
             outputs = classifier.crop_outputs(np.stack([image for _, image in good]))
-            for (row, _), result in zip(good, task.decode(outputs, "")):
+            for i, ((row, _), result) in enumerate(zip(good, task.decode(outputs, ""))):
                 row.update(task.top(result, top_k))
+                if probabilities:
+                    row["probabilities"] = outputs["probabilities"][i]
         if bar is not None:
             with contextlib.redirect_stdout(sys.stderr):
                 bar.add(len(batch))

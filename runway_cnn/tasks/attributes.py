@@ -54,7 +54,8 @@ class AttributeTask(Task):
     name = "attributes"
     monitor = "val_accuracy"
     monitor_mode = "max"
-    summary_figures = ("accuracy", "macro_f1", "balanced_accuracy", "majority_accuracy", "loss")
+    summary_figures = ("accuracy", "macro_f1", "balanced_accuracy", "majority_accuracy",
+                       "majority_macro_f1", "majority_balanced_accuracy", "loss")
     plotted_figures = ("accuracy", "macro_f1", "balanced_accuracy", "majority_accuracy")
 
     def __init__(self, labels: Sequence[str], rare: str = "merge", balance: str = "none",
@@ -303,6 +304,17 @@ class AttributeTask(Task):
     def empty_result(self) -> dict:
         return {"attributes": {}}
 
+    def label_groups(self) -> dict[str, list[int]]:
+        """Each attribute's columns."""
+        return {a: list(range(s, s + n)) for a, s, n in zip(self.attributes, self.starts,
+                                                            self.sizes)}
+
+    def describe(self, result: dict, limit: int = 3, groups: Sequence[str] | None = None) -> str:
+        """``attribute: value`` of the first ``limit`` attributes (of ``groups`` when given)."""
+        shown = [(a, v) for a, v in result.get("attributes", {}).items()
+                 if groups is None or a in groups]
+        return ", ".join(f"{a}: {v['value']}" for a, v in shown[:limit])
+
     def csv_header(self, top_k: int) -> list[str]:
         """One column per attribute: its top value."""
         return list(self.attributes)
@@ -330,15 +342,17 @@ class AttributeTask(Task):
         for i, a in enumerate(self.attributes):
             known = targets[:, i] >= 0
             truth, guess = targets[known, i], predicted[known, i]
-            constant = np.full_like(truth, majority[i] if majority else
-                                    np.bincount(truth, minlength=1).argmax() if len(truth) else 0)
+            # the baseline answers the training split's majority value (these images' own
+            # when the model was not trained here)
+            common = majority[i] if majority else int(np.bincount(truth, minlength=1).argmax())
+            constant = np.full_like(truth, common)
             part = scores[known, self.starts[i]:self.starts[i] + self.sizes[i]]
             losses += list(-np.log(np.clip(part[np.arange(len(truth)), truth], 1e-12, 1.0)))
             per_attribute[a] = {
                 "support": int(known.sum()),
                 **{figure: _score(figure, truth, guess) for figure in FIGURES},
                 **{f"majority_{figure}": _score(figure, truth, constant) for figure in FIGURES},
-                "majority_value": self.values[a][int(constant[0])] if len(constant) else None,
+                "majority_value": self.values[a][common],
                 "confusion_matrix": skm.confusion_matrix(
                     truth, guess, labels=np.arange(self.sizes[i])).tolist()}
         scored = [m for m in per_attribute.values() if m["support"]]
@@ -461,7 +475,8 @@ def _write_table(per_attribute: dict, path: Path) -> None:
 def _split_label(label: str) -> tuple[str, str]:
     attribute, sep, value = label.partition("=")
     if not sep or not attribute or not value:
-        raise DataError(f"attribute label {label!r}: expected attribute=value")
+        raise DataError(f"attribute label {label!r}: expected attribute=value (the attributes "
+                        "task reads --labels_csv, one column per attribute)")
     return attribute, value
 
 

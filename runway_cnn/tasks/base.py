@@ -130,6 +130,16 @@ class Task:
         ``--top_k``)."""
         return result
 
+    def label_groups(self) -> dict[str, list[int]]:
+        """Named groups of score columns a similarity query may restrict itself to (attributes:
+        one group per attribute); by default one group of them all."""
+        return {"all": list(range(len(self.labels)))}
+
+    def describe(self, result: dict, limit: int = 3, groups: Sequence[str] | None = None) -> str:
+        """A result in a few words, for captions: its first ``limit`` labels (of ``groups``
+        only, where the task has groups)."""
+        return ", ".join(result.get("labels", [])[:limit])
+
     def csv_header(self, top_k: int) -> list[str]:
         """The columns ``predict`` writes for a result (besides path and error)."""
         raise NotImplementedError

@@ -163,7 +163,8 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
             print("shared: " + ", ".join(f"{k} {v:.1f} s" for k, v in shared.seconds.items()),
                   flush=True)
         rows.append(_run(config, task, plan, dataset, shared, root))
-        print(f"{plan.name}: test {task.headline(rows[-1])}  ({rows[-1]['run_seconds']:.1f} s)",
+        print(f"{plan.name}: test {task.headline(rows[-1]['test'])}  "
+              f"({rows[-1]['run_seconds']:.1f} s)",
               flush=True)
         write_summary(summarise(rows, plans, config, task, shared), root, task, rows)
     summary = summarise(rows, plans, config, task, shared, previous=_read_summary(root))
