@@ -246,6 +246,51 @@ def test_attributes_train_export_serve_and_restore_end_to_end(attribute_run, tmp
     assert restored.task.config() == task.config()
 
 
+def test_client_and_tflite_answers_carry_every_attribute(attribute_run, tmp_path):
+    from PIL import Image
+    from test_serving import decode_rest_instances, encode_rest_predictions, run_signature
+
+    from runway_cnn.export.tflite import export_tflite, tflite_probabilities
+    from runway_cnn.inference.client import Client
+    from runway_cnn.inference.predictor import INVALID_IMAGE, encode_images
+
+    _, photos, _, result = attribute_run
+    predictor = Predictor(result.export_path)
+    files = sorted(photos.glob("k[0-7]_2.jpg"))
+    images = np.stack([predictor.crop(np.asarray(Image.open(f).convert("RGB"))) for f in files])
+    paths = export_tflite(result.model, result.task, 32, tmp_path / "1", ["float"])
+    np.testing.assert_allclose(tflite_probabilities(paths["float"], images),
+                               predictor.probabilities(images), atol=1e-5)
+    encoded, _ = encode_images(files + [b"not a photo"])
+    body = json.loads(json.dumps(Client.rest_body(encoded, "serving_per_image")))
+    answer = encode_rest_predictions(run_signature(
+        predictor.model, "serving_per_image", decode_rest_instances(body, ["image_bytes"])))
+    client = Client("localhost", "attributes", task=predictor.task)
+    decoded = client.task.decode(Client.parse_rest_response(200, answer), INVALID_IMAGE)
+    for got, want in zip(decoded[:-1], predictor.predict(files)):
+        assert set(got["attributes"]) == set(want["attributes"]) == set(result.task.attributes)
+        for a in want["attributes"]:
+            assert got["attributes"][a]["value"] == want["attributes"][a]["value"]
+            assert got["attributes"][a]["score"] == pytest.approx(
+                want["attributes"][a]["score"], abs=1e-6)
+    assert decoded[-1] == {"attributes": {}, "error": INVALID_IMAGE}
+
+
+def test_kfold_tests_every_image_once_with_every_value_in_every_fold():
+    task = AttributeTask(["a=p", "a=q", "b=x", "b=y", "b=z"])
+    rng = np.random.default_rng(0)
+    targets = np.stack([rng.integers(0, 2, 60), rng.integers(0, 3, 60)], 1)
+    targets[rng.random(60) < 0.2, 1] = -1
+    folds = task.kfold(targets, 3, seed=0, validation_fraction=0.1)
+    tested = np.concatenate([f["test"] for f in folds])
+    assert sorted(tested) == list(range(60))
+    for fold in folds:
+        assert not set(fold["train"]) & set(fold["test"]) | set(fold["validation"]) & \
+            set(fold["test"])
+        counts = task.label_counts(targets[fold["test"]])
+        assert min(counts.values()) > 0
+
+
 def test_oversample_and_class_weight_runs_train_with_their_weights(attribute_run, tmp_path):
     root, photos, labels_csv, _ = attribute_run
     for balance in ("oversample", "class_weight"):
@@ -254,8 +299,9 @@ def test_oversample_and_class_weight_runs_train_with_their_weights(attribute_run
             attributes="pattern,sleeve", balance=balance, attribute_weights="sleeve=2",
             train_dir=str(tmp_path / balance), hub_handle=str(make_tiny_hub_module(tmp_path / "h")),
             image_size=32, batch_size=8, stage1_solver="adam", stage1_epochs=3,
-            validation_fraction=0.25, test_fraction=0.25, verbose=0))
+            stage2_epochs=1, validation_fraction=0.25, test_fraction=0.25, verbose=0))
         assert result.task.attributes == ["pattern", "sleeve"]
+        assert result.metrics["stages"]["stage2"]["unfrozen_weights"] > 0  # stage 2 ran
         assert result.task.config()["attribute_weights"] == {"sleeve": 2.0}
         assert np.isfinite(result.metrics["test"]["loss"])
 
@@ -347,8 +393,9 @@ def test_neighbours_are_the_nearest_score_vectors_and_share_attributes(catalog_i
 def test_damaged_or_foreign_indexes_are_one_line_errors(catalog_index, attribute_run, tmp_path):
     import shutil
 
-    from runway_cnn.cli import recommend as recommend_cli
     from test_bad_input import assert_one_line_error, run_cli
+
+    from runway_cnn.cli import recommend as recommend_cli
 
     catalog, output, _, result = catalog_index
     photo = str(catalog / "k0_1.jpg")

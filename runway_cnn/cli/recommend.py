@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from runway_cnn.inference.recommend import MAP_PNG, AttributeIndex, build_index, query_index
 from runway_cnn.inference.predictor import Predictor
+from runway_cnn.inference.recommend import MAP_PNG, AttributeIndex, build_index, query_index
 from runway_cnn.runfiles import check_output_dir, check_output_file
 
 
@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None):
         print(f"{summary['count']} items indexed, {len(summary['skipped'])} unreadable skipped"
               + "".join(f"\n  skipped {s['path']}: {s['error']}" for s in summary["skipped"]),
               file=sys.stderr)
-        print(f"map: autoencoder reconstruction MSE {figures['autoencoder']['reconstruction_mse']:.4f},"
-              f" trustworthiness {figures['autoencoder']['trustworthiness']:.3f}; PCA "
-              f"{figures['pca']['reconstruction_mse']:.4f}, {figures['pca']['trustworthiness']:.3f}"
-              f" → {Path(args.output) / MAP_PNG}", file=sys.stderr)
+        ae, pca = figures["autoencoder"], figures["pca"]
+        print(f"map: autoencoder reconstruction MSE {ae['reconstruction_mse']:.4f}, "
+              f"trustworthiness {ae['trustworthiness']:.3f}; PCA {pca['reconstruction_mse']:.4f},"
+              f" {pca['trustworthiness']:.3f} → {Path(args.output) / MAP_PNG}", file=sys.stderr)
         return summary
     index = AttributeIndex(args.index)
     grid = args.grid or str(index.path / "neighbours.png")
