@@ -426,3 +426,9 @@ def test_damaged_or_foreign_indexes_are_one_line_errors(catalog_index, attribute
     lines = out.splitlines()
     assert lines[0].startswith(photo) and "pattern: " in lines[0] and len(lines) == 3
     assert (tmp_path / "g.png").exists()
+    code, _, stderr = run_cli(recommend_cli.main, ["build", "--model", str(result.export_path),
+                                                   "--catalog", str(catalog), "--output",
+                                                   str(tmp_path / "cli_index"), "--epochs", "5"])
+    assert code == 0, stderr
+    assert "80 items indexed, 1 unreadable skipped" in stderr and "broken.jpg" in stderr
+    assert (tmp_path / "cli_index" / "map.png").exists()
