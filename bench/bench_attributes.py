@@ -114,7 +114,7 @@ def stage1_ratio(attribute: str = "gender") -> dict:
 
 def recommend_demo(out: Path, docs: Path) -> dict:
     """Train, export, index all photos, query three test photos; the PNGs go to ``docs``."""
-    from runway_cnn import build_index, query_index
+    from runway_cnn import build_attribute_index, query_attribute_index
 
     images, labels_csv, _ = DATASETS["clothing-attributes"]
     result = fine_tune(FinetuneConfig(dataset_dir=str(images), labels_csv=str(labels_csv),
@@ -127,10 +127,11 @@ def recommend_demo(out: Path, docs: Path) -> dict:
     for row in splits["train"] + splits["validation"]:
         (catalog / row["source"]).symlink_to(images / row["source"])
     start = time.perf_counter()
-    summary = build_index(result.export_path, catalog, out / "demo_index", color_by="category")
+    summary = build_attribute_index(result.export_path, catalog, out / "demo_index",
+                                    color_by="category")
     seconds = time.perf_counter() - start
     queries = [images / t["source"] for t in splits["test"][:3]]
-    answers = query_index(out / "demo_index", queries, k=4,
+    answers = query_attribute_index(out / "demo_index", queries, k=4,
                           groups=["category", "neckline", "sleevelength"],
                           grid=out / "demo_index" / "query.png")
     docs.mkdir(exist_ok=True)

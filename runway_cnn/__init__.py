@@ -25,8 +25,11 @@ _LAZY = {"export_model": "runway_cnn.export.saved_model",
          "load_export": "runway_cnn.export.saved_model",
          "resolve_export": "runway_cnn.runfiles",
          "Predictor": "runway_cnn.inference.predictor", "Client": "runway_cnn.inference.client",
-         "build_index": "runway_cnn.inference.recommend",
-         "query_index": "runway_cnn.inference.recommend"}
+         "build_attribute_index": "runway_cnn.inference.recommend",
+         "query_attribute_index": "runway_cnn.inference.recommend",
+         "build_image_index": "runway_cnn.inference.retrieval",
+         "query_image_index": "runway_cnn.inference.retrieval",
+         "evaluate_image_index": "runway_cnn.inference.retrieval"}
 
 
 def __getattr__(name: str):
@@ -39,6 +42,7 @@ def __getattr__(name: str):
 __all__ = [
     "BACKBONES", "DATASETS", "TASKS", "Backbone", "BackboneError", "CheckpointError", "Client",
     "DataError", "FinetuneConfig", "ImageDataset", "Predictor", "RunResult", "RunwayError",
-    "Task", "build_index", "export_model", "fine_tune", "get_backbone", "get_task", "load_export",
-    "query_index", "resolve_export", "scan_image_folder",
+    "Task", "build_attribute_index", "build_image_index", "evaluate_image_index", "export_model",
+    "fine_tune", "get_backbone", "get_task", "load_export", "query_attribute_index",
+    "query_image_index", "resolve_export", "scan_image_folder",
 ]

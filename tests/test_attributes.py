@@ -330,7 +330,7 @@ def test_bad_attribute_flags_are_one_line_errors(attribute_run, tmp_path):
 @pytest.fixture(scope="module")
 def catalog_index(attribute_run, tmp_path_factory):
     """The attribute model's index of its own photos plus one file that is not an image."""
-    from runway_cnn.inference.recommend import build_index
+    from runway_cnn.inference.recommend import build_attribute_index
 
     root, photos, _, result = attribute_run
     catalog = tmp_path_factory.mktemp("catalog")
@@ -338,8 +338,8 @@ def catalog_index(attribute_run, tmp_path_factory):
         (catalog / path.name).write_bytes(path.read_bytes())
     (catalog / "broken.jpg").write_bytes(b"not a photo")
     output = catalog.parent / (catalog.name + "_index")
-    summary = build_index(result.export_path, catalog, output, color_by="pattern", epochs=60,
-                          progress=False)
+    summary = build_attribute_index(result.export_path, catalog, output, color_by="pattern",
+                                    epochs=60, progress=False)
     return catalog, output, summary, result
 
 
@@ -357,12 +357,12 @@ def test_index_lists_what_it_skipped_and_writes_data_only_arrays_and_a_map(catal
 
 
 def test_neighbours_are_the_nearest_score_vectors_and_share_attributes(catalog_index, tmp_path):
-    from runway_cnn.inference.recommend import AttributeIndex, query_index
+    from runway_cnn.inference.recommend import AttributeIndex, query_attribute_index
 
     catalog, output, _, result = catalog_index
     task = result.task
     queries = [catalog / f"k{kind}_5.jpg" for kind in range(8)]
-    answers = query_index(output, queries + [catalog / "broken.jpg"], k=4,
+    answers = query_attribute_index(output, queries + [catalog / "broken.jpg"], k=4,
                           grid=tmp_path / "grid.png")
     assert answers[-1]["error"] == "not an image" and "neighbours" not in answers[-1]
     index = AttributeIndex(output)
@@ -384,7 +384,7 @@ def test_neighbours_are_the_nearest_score_vectors_and_share_attributes(catalog_i
     assert (tmp_path / "grid.png").stat().st_size > 10000
     # on one attribute only: the distance counts that attribute's columns alone
     columns = task.label_groups()["tone"]
-    answer = query_index(output, queries[:1], k=3, groups=["tone"])[0]
+    answer = query_attribute_index(output, queries[:1], k=3, groups=["tone"])[0]
     distance = np.linalg.norm(index.vectors[:, columns] - vectors[0][columns], axis=1)
     np.testing.assert_allclose([n["distance"] for n in answer["neighbours"]],
                                np.sort(distance)[:3], atol=1e-5)

@@ -234,5 +234,16 @@ def _from_run(path: Path, image_size: int | None) -> Backbone:
                                         name="hub_module"),
         spec["image_size"], IDENTITY, default_weights=None, crop_fraction=spec["crop_fraction"])
     backbone = _build(f"run:{export_dir}", entry, None, image_size,
-                      {"from_run": os.fspath(export_dir), "parent": meta.get("backbone")})
+                      {"from_run": os.fspath(export_dir), "parent": meta.get("backbone"),
+                       "parent_source": meta.get("backbone_source")})
     return backbone
+
+
+def backbone_chain(name: str, source: dict | None) -> list[str]:
+    """The pre-training chain behind a backbone, first to last: the ImageNet (or TF-Hub)
+    backbone, then every run export it was fine-tuned through (``run:<export>``)."""
+    chain = [name]
+    while source and source.get("from_run"):
+        name, source = source.get("parent"), source.get("parent_source")
+        chain.insert(0, name or "?")  # exports made before chains were recorded: unknown
+    return chain

@@ -18,6 +18,7 @@ COMMANDS = {  # subcommand → (module with main(argv), one-line help)
     "predict": ("runway_cnn.cli.predict", "predict labels of image files into a CSV"),
     "evaluate": ("runway_cnn.cli.evaluate", "evaluate an export on a labelled folder"),
     "serving": ("runway_cnn.cli.serving", "TF Serving models.config and client"),
+    "index": ("runway_cnn.cli.index", "similar-image retrieval: build, query, evaluate"),
     "recommend": ("runway_cnn.cli.recommend", "attribute index of a catalog; similar items"),
     "report": ("runway_cnn.cli.report", "plot a run's or an experiment's figures"),
     "checkpoints": ("runway_cnn.cli.checkpoints", "convert offline ImageNet checkpoints"),

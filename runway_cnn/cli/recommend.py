@@ -20,7 +20,12 @@ import sys
 from pathlib import Path
 
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.inference.recommend import MAP_PNG, AttributeIndex, build_index, query_index
+from runway_cnn.inference.recommend import (
+    MAP_PNG,
+    AttributeIndex,
+    build_attribute_index,
+    query_attribute_index,
+)
 from runway_cnn.runfiles import check_output_dir, check_output_file
 
 
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None):
     args = parser.parse_args(argv)
     if args.command == "build":
         check_output_dir(args.output, "--output")
-        summary = build_index(args.model, args.catalog, args.output, args.color_by,
+        summary = build_attribute_index(args.model, args.catalog, args.output, args.color_by,
                               epochs=args.epochs, batch_size=args.batch_size)
         figures = summary["map"]
         print(f"{summary['count']} items indexed, {len(summary['skipped'])} unreadable skipped"
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None):
     check_output_file(grid, "--grid")
     groups = [g.strip() for g in args.attributes.split(",") if g.strip()] \
         if args.attributes else None
-    answers = query_index(index, args.images, args.k, groups, args.model, grid)
+    answers = query_attribute_index(index, args.images, args.k, groups, args.model, grid)
     if args.json:
         print(json.dumps(answers, indent=1, ensure_ascii=False))
     else:

@@ -23,7 +23,7 @@ upright, opaque RGB, as ``inference.predictor.encode_images`` does for files):
 - ``predict_images``: float32 ``[None, s, s, 3]`` images in [0, 1] (already resized and cropped)
   → the same outputs as ``serving_default``; another size is an ``InvalidArgument`` error.
 - ``embed``: ``image_bytes`` → ``embedding``, the pooled backbone features (retrieval).
-- ``feature_vector``: float32 images in [0, 1] → features; what ``--init_from_run`` reuses (at
+- ``feature_vector``: float32 images in [0, 1] → features; what ``--init_from`` reuses (at
   any resolution).
 
 No signature runs the model on an empty batch (an empty request, or one whose images are all
@@ -161,7 +161,7 @@ def _archive(model: keras.Model, backbone, task, top_k: int) -> keras.export.Exp
         check_image_size(images, size)), input_signature=[image_spec])
     archive.add_endpoint("embed", lambda image_bytes: {"embedding": features(
         decode_batch(image_bytes, spec))}, input_signature=[bytes_spec])
-    # any size: a convolutional backbone reused by --init_from_run may run at another resolution
+    # any size: a convolutional backbone reused by --init_from may run at another resolution
     archive.add_endpoint("feature_vector", features, input_signature=[image_spec])
     return archive
 

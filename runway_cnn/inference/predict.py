@@ -35,7 +35,8 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(tf.io.read_file(os.fsencode(path))).numpy()
 
 
-def _error_text(error: Exception) -> str:
+def unreadable_reason(error: Exception) -> str:
+    """Why :func:`read_image` failed, in a few words for a CSV cell or a skip list."""
     if isinstance(error, FileNotFoundError):
         return "no such file"
     if isinstance(error, IsADirectoryError):
@@ -78,7 +79,7 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
     files = list_images(inputs)
     task = classifier.task
     rows: list[dict] = []
-    bar = _progress_bar(len(files)) if progress else None
+    bar = progress_bar(len(files)) if progress else None
     for start in range(0, len(files), batch_size):
         batch, good = files[start:start + batch_size], []
         for path in batch:
@@ -88,7 +89,7 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
             try:
                 good.append((row, classifier.crop(read_image(path))))
             except Exception as error:  # noqa: BLE001 - any unreadable file becomes a row
-                row["error"] = _error_text(error)
+                row["error"] = unreadable_reason(error)
                 row.update(task.empty_result())
             rows.append(row)
         if good:
@@ -103,7 +104,8 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
     return rows
 
 
-def _progress_bar(total: int):
+def progress_bar(total: int):
+    """A Keras progress bar counting images (write to it with stdout sent to stderr)."""
     import keras
 
     return keras.utils.Progbar(total, unit_name="image")

@@ -1,14 +1,15 @@
 """Recommendations from predicted attributes (seed 004): a catalog's attribute-probability
 vectors, a 2-D attribute map of them, and the catalog items nearest to a photo.
 
-:func:`build_index` runs an export over a catalog folder, keeps each item's score vector (every
-attribute's probabilities side by side) and its result, fits a small Keras autoencoder from the
-vectors to 2-D (the seed's map) and PCA beside it (both scored by reconstruction error and
-scikit-learn's trustworthiness of the map's neighbourhoods), and writes the index folder:
+:func:`build_attribute_index` runs an export over a catalog folder, keeps each item's score
+vector (every attribute's probabilities side by side) and its result, fits a small Keras
+autoencoder from the vectors to 2-D (the seed's map) and PCA beside it (both scored by
+reconstruction error and scikit-learn's trustworthiness of the map's neighbourhoods), and writes
+the index folder:
 ``index.json`` (model, labels, items, skipped files, map figures), ``index.npz`` (the vectors,
 both maps, the encoder's weights; arrays only, read without pickle) and ``map.png``.
-:func:`query_index` returns the nearest items to photos in attribute space, optionally on some
-attributes only. Any export works; the attribute task's groups are its attributes.
+:func:`query_attribute_index` returns the nearest items to photos in attribute space, optionally
+on some attributes only. Any export works; the attribute task's groups are its attributes.
 """
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ HIDDEN = 32  # the autoencoder's hidden width (vectors → 32 → 2 → 32 → v
 NEIGHBOURS = 10  # trustworthiness is measured on this many neighbours
 
 
-def build_index(model: str | Path, catalog: str | Path, output: str | Path,
-                color_by: str | None = None, epochs: int = 300, seed: int = 0,
-                batch_size: int = 32, progress: bool = True) -> dict:
+def build_attribute_index(model: str | Path, catalog: str | Path, output: str | Path,
+                          color_by: str | None = None, epochs: int = 300, seed: int = 0,
+                          batch_size: int = 32, progress: bool = True) -> dict:
     """Indexes the images under ``catalog`` with ``model``; returns (and writes) the index
     summary: items, skipped files, the map's figures."""
     predictor = Predictor(model)
@@ -158,9 +159,10 @@ class AttributeIndex:
                             f"({len(self.items)} items, {len(self.labels)} labels); rebuild it")
 
 
-def query_index(index: str | Path | AttributeIndex, images: Sequence[str | Path], k: int = 4,
-                groups: Sequence[str] | None = None, model: str | Path | None = None,
-                grid: str | Path | None = None) -> list[dict]:
+def query_attribute_index(index: str | Path | AttributeIndex, images: Sequence[str | Path],
+                          k: int = 4, groups: Sequence[str] | None = None,
+                          model: str | Path | None = None,
+                          grid: str | Path | None = None) -> list[dict]:
     """Per photo: its result, its place on the map and the ``k`` nearest catalog items
     (Euclidean distance between score vectors, on the columns of ``groups`` only when given),
     as plain dicts; an unreadable photo gets ``error`` instead. ``grid``: also a PNG of them."""

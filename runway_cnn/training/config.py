@@ -32,8 +32,11 @@ class FinetuneConfig:
     model_name: str = _opt("efficientnet_lite0", "backbone registry name (see --list_backbones)")
     hub_handle: str = _opt(None, "a TF-Hub image feature-vector handle (URL or local SavedModel "
                                  "dir, [0, 1] inputs); overrides --model_name")
-    init_from_run: str = _opt(None, "reuse the backbone of a previous runway_cnn export or train "
-                                    "dir (domain pre-training chains); overrides --model_name")
+    init_from: str = _opt(None, "start from a previous run's train dir or export, of any task "
+                                "(domain pre-training chains: ImageNet → clothing task → "
+                                "target): its backbone weights and preprocessing are reused, "
+                                "its head is dropped; overrides --model_name")
+    init_from_run: str = _opt(None, "the same as --init_from (its earlier name)")
     weights: str = _opt("default", "default or imagenet: the backbone's ImageNet weights; none: "
                                    "untrained (Keras applications only); or a weights file "
                                    "(Keras applications) / a TF-Hub handle (TF-Hub entries)")
@@ -153,7 +156,12 @@ class FinetuneConfig:
         self.labels_csv = self.labels_csv and _absolute(self.labels_csv)
         self.labels_file = self.labels_file and _absolute(self.labels_file)
         self.label_embeddings = self.label_embeddings and _absolute(self.label_embeddings)
-        self.init_from_run = self.init_from_run and _absolute(self.init_from_run)
+        if self.init_from and self.init_from_run and \
+                _absolute(self.init_from) != _absolute(self.init_from_run):
+            raise RunwayError(f"--init_from {self.init_from} and --init_from_run "
+                              f"{self.init_from_run}: give one (they are the same flag)")
+        start = self.init_from or self.init_from_run
+        self.init_from = self.init_from_run = start and _absolute(start)
         if self.hub_handle and "://" not in self.hub_handle:
             self.hub_handle = _absolute(self.hub_handle)
 

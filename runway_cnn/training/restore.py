@@ -5,7 +5,7 @@ task and its data splits — what re-exporting, TFLite conversion and later eval
     run.model            # keras.Model: [0, 1] images → logits, with model.weights.h5 loaded
     run_split("runs/brands", "validation").paths
 
-The backbone is rebuilt from ``config.json`` (``model_name`` / ``hub_handle`` / ``init_from_run``
+The backbone is rebuilt from ``config.json`` (``model_name`` / ``hub_handle`` / ``init_from``
 and ``image_size``) without downloading pre-trained weights, since ``model.weights.h5`` replaces
 them; a TF-Hub handle or parent run the config names must still exist.
 """
@@ -66,7 +66,7 @@ def rebuild_backbone(config: dict) -> Backbone:
     """The run's backbone architecture from its config, fetching as few pre-trained weights as
     its entry allows (``model.weights.h5`` overwrites every weight anyway)."""
     weights = "default"
-    if not (config.get("hub_handle") or config.get("init_from_run")):
+    if not (config.get("hub_handle") or config.get("init_from") or config.get("init_from_run")):
         weights = BACKBONES.get(config["model_name"]).architecture_weights
     return build_backbone(FinetuneConfig(**{**config, "weights": weights or "none"}))
 

@@ -13,7 +13,7 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from runway_cnn.backbones.factory import Backbone, get_backbone
+from runway_cnn.backbones.factory import Backbone, backbone_chain, get_backbone
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset, Split
@@ -91,8 +91,8 @@ def classifier(backbone: Backbone, head: keras.Model, pooling: str = "avg") -> k
 def build_backbone(config: FinetuneConfig) -> Backbone:
     """The backbone ``config`` asks for (registry name, TF-Hub handle or previous run)."""
     c = config
-    if c.hub_handle or c.init_from_run:
-        return get_backbone(hub_handle=c.hub_handle, from_run=c.init_from_run,
+    if c.hub_handle or c.init_from:
+        return get_backbone(hub_handle=c.hub_handle, from_run=c.init_from,
                             image_size=c.image_size)
     weights = {"none": None}.get(str(c.weights).lower(), c.weights)
     return get_backbone(c.model_name, weights=weights, image_size=c.image_size)
@@ -455,6 +455,7 @@ class FineTuner:
                    if split != "train"}
         metrics.update({
             "backbone": self.backbone.name, "backbone_source": self.backbone.source,
+            "chain": backbone_chain(self.backbone.name, self.backbone.source),
             "task": self.task.config(), "label_counts": self.dataset.label_counts(),
             "stages": {"stage1": stage1, "stage2": stage2}, "decision": decision,
             "device": self.device.describe(), "export_path": None,

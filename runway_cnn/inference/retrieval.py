@@ -1,0 +1,342 @@
+"""Similar-image retrieval on learned features: "a photo in, matching items out" (seeds 000, 003).
+
+:func:`build_image_index` embeds every image under a folder with a model — an export or a train
+dir (its backbone's pooled features, as the ``embed`` signature gives them) or a backbone registry
+name (plain ImageNet features) — L2-normalises the embeddings and writes an index folder:
+``index.json`` (the model, the width, every item's path and, when the folder has class
+sub-folders or an ``--item_ids`` CSV names them, its label / item id; the files it skipped) and
+``embeddings.npy`` (float32, read without pickle). ``append`` embeds only images not yet in the
+index. :func:`query_image_index` gives each photo's top-k items by cosine similarity, exactly
+(numpy) or with FAISS (``faiss-cpu``, the ``[faiss]`` extra: flat inner product, HNSW or IVF);
+:func:`evaluate_image_index` measures recall@k and mAP@10, a hit being the same label (or item id).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from runway_cnn.data.preprocessing import PreprocessingSpec, central_crop
+from runway_cnn.errors import DataError, RunwayError, first_line
+from runway_cnn.inference.predict import list_images, progress_bar, read_image, unreadable_reason
+from runway_cnn.runfiles import read_json, write_json
+
+INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
+FORMAT = "runway_cnn image index"
+BACKENDS = ("auto", "exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
+AUTO_FAISS_FROM = 200_000  # items from which "auto" searches with FAISS HNSW (BENCHMARKS.md)
+RECALL_AT = (1, 5, 10)
+
+
+@dataclass
+class Embedder:
+    """A model as the index sees it: ``name`` (what built the index), the eval transform and
+    crops → features."""
+
+    name: str
+    spec: PreprocessingSpec
+    features: Callable[[np.ndarray], np.ndarray]
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        crop = central_crop(tf.constant(image), self.spec).numpy()
+        return np.round(crop * 255.0).astype(np.float32) / 255.0
+
+
+def load_embedder(model: str | os.PathLike) -> Embedder:
+    """An export / train dir (its ``feature_vector`` endpoint), or a backbone registry name."""
+    from runway_cnn.backbones.factory import BACKBONES, get_backbone
+
+    if str(model) in BACKBONES and not Path(model).exists():
+        backbone = get_backbone(str(model))
+        return Embedder(str(model), backbone.preprocessing,
+                        lambda x: np.asarray(backbone.model(x, training=False)))
+    from runway_cnn.inference.predictor import Predictor
+
+    predictor = Predictor(model)  # the closure keeps the loaded model (and its variables)
+    return Embedder(str(predictor.version_dir), predictor.spec,
+                    lambda x: np.asarray(predictor.model.feature_vector(x)))
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def embed_files(embedder: Embedder, files: Sequence[Path], batch_size: int = 32,
+                progress: bool = False) -> tuple[np.ndarray, list[int], list[dict]]:
+    """(L2-normalised embeddings of the readable files, their positions in ``files``, the
+    unreadable ones with their errors)."""
+    import contextlib
+    import sys
+
+    vectors, kept, skipped = [], [], []
+    bar = progress_bar(len(files)) if progress else None
+    for start in range(0, len(files), batch_size):
+        crops = []
+        for i in range(start, min(start + batch_size, len(files))):
+            try:
+                crops.append(embedder.crop(read_image(files[i])))
+                kept.append(i)
+            except Exception as error:  # noqa: BLE001 - any unreadable file is listed
+                skipped.append({"path": str(files[i]), "error": unreadable_reason(error)})
+        if crops:
+            vectors.append(embedder.features(np.stack(crops)))
+        if bar is not None:
+            with contextlib.redirect_stdout(sys.stderr):
+                bar.add(min(batch_size, len(files) - start))
+    width = vectors[0].shape[1] if vectors else 0
+    return (_normalise(np.concatenate(vectors)) if vectors else np.zeros((0, width), np.float32),
+            kept, skipped)
+
+
+def _labels(root: Path, files: Sequence[Path], item_ids: str | os.PathLike | None
+            ) -> list[dict]:
+    """Per file: ``label`` (its first sub-folder under ``root``, when it has one) and
+    ``item_id`` (from the CSV's ``filename,item_id`` rows, paths relative to ``root``)."""
+    ids = {}
+    if item_ids:
+        try:
+            with open(item_ids, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise DataError(f"--item_ids {item_ids}: {first_line(error)}") from None
+        if rows and not {"filename", "item_id"} <= set(rows[0]):
+            raise DataError(f"--item_ids {item_ids}: needs 'filename' and 'item_id' columns")
+        ids = {os.path.normpath(r["filename"]): r["item_id"] for r in rows if r.get("item_id")}
+    out = []
+    for path in files:
+        try:
+            relative = path.relative_to(root)
+        except ValueError:
+            relative = Path(path.name)
+        item = {"path": str(path)}
+        if len(relative.parts) > 1:
+            item["label"] = relative.parts[0]
+        if os.path.normpath(relative) in ids:
+            item["item_id"] = ids[os.path.normpath(relative)]
+        out.append(item)
+    return out
+
+
+def build_image_index(model: str | os.PathLike, images: str | os.PathLike,
+                      output: str | os.PathLike, item_ids: str | os.PathLike | None = None,
+                      append: bool = False, batch_size: int = 32,
+                      progress: bool = True) -> dict:
+    """Embeds the images under ``images`` into the index folder ``output`` (with ``append``,
+    only those not in it yet, with the model that built it); returns the index summary."""
+    output, root = Path(output), Path(images)
+    old = ImageIndex(output) if append and (output / INDEX_JSON).exists() else None
+    if old is not None and str(model) != old.meta["model"] and \
+            str(load_embedder(model).name) != old.meta["model"]:
+        raise DataError(f"--append to {output}: it was built with {old.meta['model']}, not "
+                        f"{model}")
+    embedder = load_embedder(old.meta["model"] if old else model)
+    files = list_images([root])
+    known = {item["path"] for item in old.items} if old else set()
+    new_files = [f for f in files if str(f) not in known]
+    start = time.perf_counter()
+    vectors, kept, skipped = embed_files(embedder, new_files, batch_size, progress)
+    seconds = time.perf_counter() - start
+    items = _labels(root, [new_files[i] for i in kept], item_ids)
+    if old is not None:
+        if vectors.size and vectors.shape[1] != old.embeddings.shape[1]:
+            raise DataError(f"{output}: width {old.embeddings.shape[1]}, the model gives "
+                            f"{vectors.shape[1]}")
+        vectors = np.concatenate([old.embeddings, vectors]) if len(vectors) else old.embeddings
+        items = old.items + items
+        skipped = [s for s in old.meta["skipped"] if s["path"] not in
+                   {str(f) for f in new_files}] + skipped
+    if not len(items):
+        raise DataError(f"{root}: no readable images to index ({len(skipped)} unreadable)")
+    output.mkdir(parents=True, exist_ok=True)
+    tmp = output / f".{EMBEDDINGS}.{os.getpid()}.tmp.npy"
+    np.save(tmp, vectors.astype(np.float32), allow_pickle=False)
+    os.replace(tmp, output / EMBEDDINGS)
+    meta = {"format": FORMAT, "model": embedder.name, "width": int(vectors.shape[1]),
+            "count": len(items), "items": items, "skipped": skipped,
+            "image_size": embedder.spec.image_size}
+    write_json(output / INDEX_JSON, meta)
+    return {**{k: v for k, v in meta.items() if k != "items"}, "added": len(kept),
+            "embed_seconds": seconds}
+
+
+class ImageIndex:
+    """An index folder, checked: whole arrays of the recorded width and count."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        fix = "rebuild it with `python -m runway_cnn.index build`"
+        if not (self.path / INDEX_JSON).is_file():
+            raise DataError(f"{self.path}: not an image index (no {INDEX_JSON}); {fix}")
+        self.meta = read_json(self.path / INDEX_JSON, fix=fix)
+        if self.meta.get("format") != FORMAT or not all(
+                k in self.meta for k in ("items", "model", "width", "skipped")):
+            raise DataError(f"{self.path / INDEX_JSON}: not a runway_cnn image index")
+        try:
+            self.embeddings = np.load(self.path / EMBEDDINGS, allow_pickle=False)
+        except Exception as error:  # noqa: BLE001 - any damage is one line
+            raise DataError(f"{self.path / EMBEDDINGS}: damaged or missing "
+                            f"({first_line(error)}); {fix}") from None
+        self.items = self.meta["items"]
+        if self.embeddings.dtype != np.float32 or self.embeddings.shape != (
+                len(self.items), self.meta["width"]):
+            raise DataError(f"{self.path}: {EMBEDDINGS} holds {self.embeddings.shape} "
+                            f"{self.embeddings.dtype}, {INDEX_JSON} says {len(self.items)} items "
+                            f"of width {self.meta['width']}; {fix}")
+
+
+# --- search -------------------------------------------------------------------------------------
+
+class Searcher:
+    """Top-k cosine search over L2-normalised ``gallery`` vectors, built once and queried many
+    times. ``exact``: one matrix product (ties: the lower index first); ``faiss-*``: FAISS flat
+    inner product, HNSW (M 32, efSearch 64) or IVF (√n lists, 16 probed); ``auto``: exact below
+    ``AUTO_FAISS_FROM`` items or without FAISS, HNSW from there (BENCHMARKS.md)."""
+
+    def __init__(self, gallery: np.ndarray, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise RunwayError(f"--backend {backend}: use one of {', '.join(BACKENDS)}")
+        if backend == "auto":
+            backend = "faiss-hnsw" if len(gallery) >= AUTO_FAISS_FROM and faiss_available() \
+                else "exact"
+        self.backend, self.size = backend, len(gallery)
+        self.gallery = np.ascontiguousarray(gallery, np.float32)
+        self._faiss = None if backend == "exact" else _faiss_index(
+            self.gallery, backend.removeprefix("faiss-"))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores ``[q, k]``, gallery indices ``[q, k]``), best first."""
+        k = min(k, self.size)
+        queries = np.ascontiguousarray(queries, np.float32)
+        if self._faiss is None:
+            scores = queries @ self.gallery.T
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(scores, top, axis=1), top
+        if self.backend == "faiss-hnsw":
+            self._faiss.hnsw.efSearch = max(64, k)
+        return self._faiss.search(queries, k)
+
+
+def search(gallery: np.ndarray, queries: np.ndarray, k: int, backend: str = "auto"
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """One search: :class:`Searcher` built and queried once."""
+    return Searcher(gallery, backend).search(queries, k)
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _faiss_index(gallery: np.ndarray, kind: str):
+    try:
+        import faiss
+    except ImportError:
+        raise RunwayError("FAISS search needs faiss-cpu: pip install 'runway_cnn[faiss]'") \
+            from None
+    width = gallery.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(width)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(width, 32, faiss.METRIC_INNER_PRODUCT)
+    else:
+        lists = max(1, int(np.sqrt(len(gallery))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(width), width, lists,
+                                   faiss.METRIC_INNER_PRODUCT)
+        index.train(gallery)
+        index.nprobe = min(16, lists)
+    index.add(gallery)
+    return index
+
+
+# --- query and evaluate -------------------------------------------------------------------------
+
+def _embed_queries(index: ImageIndex, images: Sequence[str | os.PathLike], model=None
+                   ) -> tuple[np.ndarray, list[dict], list[dict]]:
+    embedder = load_embedder(model or index.meta["model"])
+    files = list_images(images)
+    vectors, kept, skipped = embed_files(embedder, files)
+    if len(vectors) and vectors.shape[1] != index.meta["width"]:
+        raise DataError(f"{index.path} holds width-{index.meta['width']} embeddings; "
+                        f"{embedder.name} gives width {vectors.shape[1]}")
+    roots = [Path(i) for i in images]
+    root = roots[0] if len(roots) == 1 and roots[0].is_dir() else Path("/")
+    return vectors, _labels(root, [files[i] for i in kept], None), skipped
+
+
+def query_image_index(index: str | os.PathLike | ImageIndex,
+                      images: Sequence[str | os.PathLike], k: int = 10, backend: str = "auto",
+                      model: str | os.PathLike | None = None,
+                      grid: str | os.PathLike | None = None) -> list[dict]:
+    """Per photo: ``{"image", "neighbours": [{"path", "score", "label"?, "item_id"?}]}``, best
+    first; an unreadable photo ``{"image", "error"}``. ``grid``: a PNG of them too."""
+    index = index if isinstance(index, ImageIndex) else ImageIndex(index)
+    if k < 1:
+        raise RunwayError(f"--k {k}: must be at least 1")
+    vectors, queries, skipped = _embed_queries(index, images, model)
+    answers = [{"image": s["path"], "error": s["error"]} for s in skipped]
+    if len(vectors):
+        scores, found = search(index.embeddings, vectors, k, backend)
+        answers = [{"image": q["path"],
+                    "neighbours": [{**index.items[int(j)], "score": float(s)}
+                                   for s, j in zip(row_scores, row) if j >= 0]}
+                   for q, row_scores, row in zip(queries, scores, found)] + answers
+    if grid is not None:
+        from runway_cnn.plots import plot_neighbour_grid
+
+        def caption(item: dict) -> str:
+            return item.get("item_id") or item.get("label") or Path(item["path"]).name
+
+        shown = [{"image": a["image"], "result": {"path": a["image"]},
+                  "neighbours": [{"path": n["path"], "distance": n["score"], "result": n}
+                                 for n in a["neighbours"]]}
+                 for a in answers if "neighbours" in a]
+        plot_neighbour_grid(shown, caption, grid, f"top {k} by cosine similarity "
+                            f"({Path(index.meta['model']).name})")
+    return answers
+
+
+def evaluate_image_index(index: str | os.PathLike | ImageIndex, queries: str | os.PathLike,
+                         backend: str = "auto") -> dict:
+    """recall@1/5/10 (share of queries with a hit among the top k) and mAP@10 (per query
+    Σₖ P@k·hitₖ / min(hits in the gallery, 10)), a hit being the same item id when both have
+    one, else the same label; ``queries`` a folder (embedded with the index's model) or
+    another index. Queries without a label or id, or without any hit in the gallery, are
+    counted and left out."""
+    index = index if isinstance(index, ImageIndex) else ImageIndex(index)
+    if (Path(queries) / INDEX_JSON).exists():
+        other = ImageIndex(queries)
+        if other.meta["width"] != index.meta["width"]:
+            raise DataError(f"{queries} holds width-{other.meta['width']} embeddings, {index.path}"
+                            f" width {index.meta['width']}: built by different models")
+        vectors, items = other.embeddings, other.items
+    else:
+        vectors, items, _ = _embed_queries(index, [queries])
+
+    def key(item: dict) -> str | None:
+        return item.get("item_id") or item.get("label")
+
+    gallery_keys = np.array([key(item) or "" for item in index.items])
+    usable = [i for i, item in enumerate(items) if key(item)
+              and (gallery_keys == key(item)).any()]
+    if not usable:
+        raise DataError(f"no query of {queries} has a label or item id found in {index.path}")
+    depth = max(RECALL_AT)
+    _, found = search(index.embeddings, vectors[usable], depth, backend)
+    hits = gallery_keys[found] == np.array([key(items[i]) for i in usable])[:, None]
+    relevant = np.array([(gallery_keys == key(items[i])).sum() for i in usable])
+    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    average_precision = (precision * hits).sum(axis=1) / np.minimum(relevant, depth)
+    return {"num_queries": len(usable), "left_out": len(items) - len(usable),
+            **{f"recall@{k}": float(hits[:, :k].any(axis=1).mean()) for k in RECALL_AT},
+            "map@10": float(average_precision.mean())}
