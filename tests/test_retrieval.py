@@ -174,3 +174,38 @@ def test_damaged_and_mismatched_indexes_are_one_line_errors(retrieval_data, tmp_
     assert lines[0] == photo and len(lines) == 4 and all(
         line.split()[2] in CLASSES for line in lines[1:])
     assert (tmp_path / "grid.png").stat().st_size > 5000
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    answers = query_image_index(tmp_path / "good", [tmp_path / "broken.jpg", photo], k=2)
+    assert answers[0] == {"image": str(tmp_path / "broken.jpg"), "error": "not an image"}
+    assert answers[1]["image"] == photo and len(answers[1]["neighbours"]) == 2
+
+
+def test_photos_tensorflow_would_misread_are_embedded_as_predict_reads_them(retrieval_data,
+                                                                          tmp_path):
+    """An EXIF-rotated JPEG and a CMYK JPEG take the one-by-one path (read_image), the others
+    the parallel tf.data path; every embedding equals that of the photo read as predict reads
+    it."""
+    from PIL import Image
+
+    from runway_cnn.inference.predict import read_image
+    from runway_cnn.inference.retrieval import embed_files, load_embedder
+
+    _, gallery, _, _ = retrieval_data
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    source = Image.open(next((gallery / "disc").glob("*.jpg"))).convert("RGB")
+    source.save(folder / "plain.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    source.save(folder / "rotated.jpg", quality=95, exif=exif)
+    source.convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    files = sorted(folder.iterdir())
+    embedder = load_embedder(TINY)
+    vectors, kept, skipped = embed_files(embedder, files)
+    assert kept == [0, 1, 2] and skipped == []
+    for i, path in enumerate(files):
+        expected = embedder.features(embedder.crop(read_image(path))[None])[0]
+        np.testing.assert_allclose(vectors[i], expected / np.linalg.norm(expected), atol=1e-5)
+    rotated = files.index(folder / "rotated.jpg")
+    assert not np.allclose(vectors[rotated], vectors[files.index(folder / "plain.jpg")],
+                           atol=1e-3)  # the rotation was applied, not ignored

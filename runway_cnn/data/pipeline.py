@@ -49,6 +49,18 @@ def eval_dataset(paths: Sequence[str], labels: np.ndarray | None, spec: Preproce
     return ds.batch(batch_size).map(_cast_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
+def indexed_eval_dataset(paths: Sequence[str], spec: PreprocessingSpec,
+                         batch_size: int) -> tf.data.Dataset:
+    """Eval crops in file order as ``(positions, images)`` batches, decoded in parallel; a file
+    TensorFlow cannot decode is left out (its position is missing: the caller reads it another
+    way or reports it)."""
+    positions = tf.data.Dataset.from_tensor_slices(np.arange(len(paths), dtype=np.int64))
+    ds = tf.data.Dataset.zip(positions, _paths(paths)).map(
+        lambda i, p: (i, _to_uint8(central_crop(_read(p), spec))), num_parallel_calls=AUTOTUNE)
+    ds = ds.ignore_errors().batch(batch_size)
+    return ds.map(lambda i, x: (i, _to_float(x)), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
 def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingSpec,
                   batch_size: int, augmentation: Augmentation | None, seed: int,
                   cache: bool = True, weights: np.ndarray | None = None) -> tf.data.Dataset:

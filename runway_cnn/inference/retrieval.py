@@ -54,9 +54,12 @@ def load_embedder(model: str | os.PathLike) -> Embedder:
     from runway_cnn.backbones.factory import BACKBONES, get_backbone
 
     if str(model) in BACKBONES and not Path(model).exists():
+        import tensorflow as tf
+
         backbone = get_backbone(str(model))
-        return Embedder(str(model), backbone.preprocessing,
-                        lambda x: np.asarray(backbone.model(x, training=False)))
+        features = tf.function(lambda x: backbone.model(x, training=False),
+                               reduce_retracing=True)
+        return Embedder(str(model), backbone.preprocessing, lambda x: np.asarray(features(x)))
     from runway_cnn.inference.predictor import Predictor
 
     predictor = Predictor(model)  # the closure keeps the loaded model (and its variables)
@@ -72,34 +75,64 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def embed_files(embedder: Embedder, files: Sequence[Path], batch_size: int = 32,
                 progress: bool = False) -> tuple[np.ndarray, list[int], list[dict]]:
     """(L2-normalised embeddings of the readable files, their positions in ``files``, the
-    unreadable ones with their errors)."""
+    unreadable ones with their errors). Files TensorFlow reads as the trainer does are decoded
+    in parallel by tf.data; the others (EXIF-rotated, CMYK, 16-bit, other formats) and those
+    TensorFlow fails on go through :func:`read_image` one by one, as ``predict`` reads them."""
     import contextlib
     import sys
 
-    vectors, kept, skipped = [], [], []
+    from PIL import Image
+
+    from runway_cnn.data import images as image_checks
+    from runway_cnn.data.pipeline import indexed_eval_dataset
+
+    native = []
+    for i, path in enumerate(files):
+        try:
+            with image_checks.strict_decoding(), Image.open(path) as im:
+                if not image_checks.conversion_reason(im):
+                    native.append(i)
+        except Exception:  # noqa: BLE001 - read one by one below, which names the problem
+            pass
     bar = progress_bar(len(files)) if progress else None
-    for start in range(0, len(files), batch_size):
-        crops = []
-        for i in range(start, min(start + batch_size, len(files))):
+    vectors, kept = [], []
+
+    def add(positions: list[int], crops: np.ndarray) -> None:
+        vectors.append(embedder.features(crops))
+        kept.extend(positions)
+        if bar is not None:
+            with contextlib.redirect_stdout(sys.stderr):
+                bar.add(len(positions))
+
+    if native:
+        ds = indexed_eval_dataset([os.fspath(files[i]) for i in native], embedder.spec,
+                                  batch_size)
+        for positions, crops in ds.as_numpy_iterator():
+            add([native[int(p)] for p in positions], crops)
+    skipped, rest = [], sorted(set(range(len(files))) - set(kept))
+    for start in range(0, len(rest), batch_size):
+        positions, crops = [], []
+        for i in rest[start:start + batch_size]:
             try:
                 crops.append(embedder.crop(read_image(files[i])))
-                kept.append(i)
+                positions.append(i)
             except Exception as error:  # noqa: BLE001 - any unreadable file is listed
                 skipped.append({"path": str(files[i]), "error": unreadable_reason(error)})
         if crops:
-            vectors.append(embedder.features(np.stack(crops)))
-        if bar is not None:
+            add(positions, np.stack(crops))
+        if bar is not None and len(rest[start:start + batch_size]) > len(positions):
             with contextlib.redirect_stdout(sys.stderr):
-                bar.add(min(batch_size, len(files) - start))
-    width = vectors[0].shape[1] if vectors else 0
-    return (_normalise(np.concatenate(vectors)) if vectors else np.zeros((0, width), np.float32),
-            kept, skipped)
+                bar.add(len(rest[start:start + batch_size]) - len(positions))
+    if not vectors:
+        return np.zeros((0, 0), np.float32), [], skipped
+    order = np.argsort(kept, kind="stable")
+    return _normalise(np.concatenate(vectors))[order], [kept[i] for i in order], skipped
 
 
-def _labels(root: Path, files: Sequence[Path], item_ids: str | os.PathLike | None
+def _labels(root: Path | None, files: Sequence[Path], item_ids: str | os.PathLike | None
             ) -> list[dict]:
-    """Per file: ``label`` (its first sub-folder under ``root``, when it has one) and
-    ``item_id`` (from the CSV's ``filename,item_id`` rows, paths relative to ``root``)."""
+    """Per file: ``label`` (its first sub-folder under the folder ``root``, when it has one)
+    and ``item_id`` (from the CSV's ``filename,item_id`` rows, paths relative to ``root``)."""
     ids = {}
     if item_ids:
         try:
@@ -113,7 +146,7 @@ def _labels(root: Path, files: Sequence[Path], item_ids: str | os.PathLike | Non
     out = []
     for path in files:
         try:
-            relative = path.relative_to(root)
+            relative = path.relative_to(root) if root is not None else Path(path.name)
         except ValueError:
             relative = Path(path.name)
         item = {"path": str(path)}
@@ -270,7 +303,7 @@ def _embed_queries(index: ImageIndex, images: Sequence[str | os.PathLike], model
         raise DataError(f"{index.path} holds width-{index.meta['width']} embeddings; "
                         f"{embedder.name} gives width {vectors.shape[1]}")
     roots = [Path(i) for i in images]
-    root = roots[0] if len(roots) == 1 and roots[0].is_dir() else Path("/")
+    root = roots[0] if len(roots) == 1 and roots[0].is_dir() else None
     return vectors, _labels(root, [files[i] for i in kept], None), skipped
 
 
@@ -284,13 +317,16 @@ def query_image_index(index: str | os.PathLike | ImageIndex,
     if k < 1:
         raise RunwayError(f"--k {k}: must be at least 1")
     vectors, queries, skipped = _embed_queries(index, images, model)
-    answers = [{"image": s["path"], "error": s["error"]} for s in skipped]
+    found_for = {}
     if len(vectors):
         scores, found = search(index.embeddings, vectors, k, backend)
-        answers = [{"image": q["path"],
-                    "neighbours": [{**index.items[int(j)], "score": float(s)}
-                                   for s, j in zip(row_scores, row) if j >= 0]}
-                   for q, row_scores, row in zip(queries, scores, found)] + answers
+        found_for = {q["path"]: [{**index.items[int(j)], "score": float(s)}
+                                 for s, j in zip(row_scores, row) if j >= 0]
+                     for q, row_scores, row in zip(queries, scores, found)}
+    errors = {s["path"]: s["error"] for s in skipped}
+    answers = [{"image": str(f), "neighbours": found_for[str(f)]} if str(f) in found_for else
+               {"image": str(f), "error": errors.get(str(f), "not embedded")}
+               for f in list_images(images)]
     if grid is not None:
         from runway_cnn.plots import plot_neighbour_grid
 
