@@ -109,6 +109,7 @@ def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     if path.exists() and TrainDir(train_dir).has_training():
         old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
         defaults = {f.name: f.default for f in FinetuneConfig.fields()}
+        old.setdefault("init_from", old.get("init_from_run"))  # the flag's earlier name
         # a setting the old run did not know yet counts as its default (flags added later)
         changed = sorted(k for k in new if k not in _RESUMABLE
                          and old.get(k, defaults.get(k)) != new[k])
