@@ -10,8 +10,9 @@ registry name such as ``efficientnet_lite0`` (plain ImageNet features), so Image
 features compare in two commands. Embeddings are L2-normalised; the score is cosine similarity.
 A folder's class sub-folders are the items' labels; ``--item_ids`` (``filename,item_id``) names
 items, and a hit in ``evaluate`` is the same item id, else the same label. ``--backend`` picks
-exact search (numpy) or FAISS (``pip install 'runway_cnn[faiss]'``); ``auto`` uses FAISS HNSW
-only for large indexes (see BENCHMARKS.md).
+exact search (numpy) or FAISS (``pip install 'runway_cnn[faiss]'``); ``auto`` is exact unless the
+index has 100k+ items and the call 10k+ queries, where building FAISS HNSW pays back (see
+BENCHMARKS.md).
 """
 from __future__ import annotations
 

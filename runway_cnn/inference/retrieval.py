@@ -7,7 +7,8 @@ name (plain ImageNet features) — L2-normalises the embeddings and writes an in
 sub-folders or an ``--item_ids`` CSV names them, its label / item id; the files it skipped) and
 ``embeddings.npy`` (float32, read without pickle). ``append`` embeds only images not yet in the
 index. :func:`query_image_index` gives each photo's top-k items by cosine similarity, exactly
-(numpy) or with FAISS (``faiss-cpu``, the ``[faiss]`` extra: flat inner product, HNSW or IVF);
+(numpy) or with FAISS (``faiss-cpu``, the ``[faiss]`` extra: flat inner product, HNSW or IVF;
+``auto`` picks HNSW only where its build pays back);
 :func:`evaluate_image_index` measures recall@k and mAP@10, a hit being the same label (or item id).
 """
 from __future__ import annotations
@@ -29,7 +30,10 @@ from runway_cnn.runfiles import read_json, write_json
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
 FORMAT = "runway_cnn image index"
 BACKENDS = ("auto", "exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
-AUTO_FAISS_FROM = 200_000  # items from which "auto" searches with FAISS HNSW (BENCHMARKS.md)
+# "auto" builds FAISS HNSW only where it pays back its build (BENCHMARKS.md, issue 13): from
+# 100k items, HNSW answers in 0.3 ms where exact search takes 19 ms (182 ms at 1M), but building
+# it takes 20 s (100k), so it pays from about 10,000 queries against the same searcher
+AUTO_FAISS_FROM, AUTO_FAISS_QUERIES = 100_000, 10_000
 RECALL_AT = (1, 5, 10)
 
 
@@ -229,16 +233,17 @@ class ImageIndex:
 
 class Searcher:
     """Top-k cosine search over L2-normalised ``gallery`` vectors, built once and queried many
-    times. ``exact``: one matrix product (ties: the lower index first); ``faiss-*``: FAISS flat
-    inner product, HNSW (M 32, efSearch 64) or IVF (√n lists, 16 probed); ``auto``: exact below
-    ``AUTO_FAISS_FROM`` items or without FAISS, HNSW from there (BENCHMARKS.md)."""
+    times. ``exact``: one matrix product and a partial sort (ties within the top k: the lower
+    index first); ``faiss-*``: FAISS flat inner product, HNSW (M 32, efSearch 64) or IVF (√n
+    lists, 16 probed); ``auto``: HNSW for at least ``AUTO_FAISS_FROM`` items and
+    ``AUTO_FAISS_QUERIES`` expected queries (a server), when FAISS is installed; else exact."""
 
-    def __init__(self, gallery: np.ndarray, backend: str = "auto"):
+    def __init__(self, gallery: np.ndarray, backend: str = "auto", expected_queries: int = 1):
         if backend not in BACKENDS:
             raise RunwayError(f"--backend {backend}: use one of {', '.join(BACKENDS)}")
         if backend == "auto":
-            backend = "faiss-hnsw" if len(gallery) >= AUTO_FAISS_FROM and faiss_available() \
-                else "exact"
+            pays = len(gallery) >= AUTO_FAISS_FROM and expected_queries >= AUTO_FAISS_QUERIES
+            backend = "faiss-hnsw" if pays and faiss_available() else "exact"
         self.backend, self.size = backend, len(gallery)
         self.gallery = np.ascontiguousarray(gallery, np.float32)
         self._faiss = None if backend == "exact" else _faiss_index(
@@ -250,7 +255,13 @@ class Searcher:
         queries = np.ascontiguousarray(queries, np.float32)
         if self._faiss is None:
             scores = queries @ self.gallery.T
-            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            if k < self.size:  # the k best first, then only those sorted
+                candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            else:
+                candidates = np.broadcast_to(np.arange(self.size), scores.shape)
+            best = np.take_along_axis(scores, candidates, axis=1)
+            order = np.lexsort((candidates, -best), axis=1)  # ties: the lower index first
+            top = np.take_along_axis(candidates, order, axis=1)
             return np.take_along_axis(scores, top, axis=1), top
         if self.backend == "faiss-hnsw":
             self._faiss.hnsw.efSearch = max(64, k)
@@ -260,7 +271,7 @@ class Searcher:
 def search(gallery: np.ndarray, queries: np.ndarray, k: int, backend: str = "auto"
            ) -> tuple[np.ndarray, np.ndarray]:
     """One search: :class:`Searcher` built and queried once."""
-    return Searcher(gallery, backend).search(queries, k)
+    return Searcher(gallery, backend, expected_queries=len(queries)).search(queries, k)
 
 
 def faiss_available() -> bool:
