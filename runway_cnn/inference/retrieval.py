@@ -30,9 +30,9 @@ from runway_cnn.runfiles import read_json, write_json
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
 FORMAT = "runway_cnn image index"
 BACKENDS = ("auto", "exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
-# "auto" builds FAISS HNSW only where it pays back its build (BENCHMARKS.md, issue 13): from
-# 100k items, HNSW answers in 0.3 ms where exact search takes 19 ms (182 ms at 1M), but building
-# it takes 20 s (100k), so it pays from about 10,000 queries against the same searcher
+# "auto" builds FAISS HNSW only where it pays back its build (BENCHMARKS.md, issue 13): at 100k
+# items HNSW answers in 0.3 ms where exact search takes 19 ms (182 ms at 1M), but building it
+# takes 20 s, repaid after ~1,100 single queries or ~12,600 in batches of 100
 AUTO_FAISS_FROM, AUTO_FAISS_QUERIES = 100_000, 10_000
 RECALL_AT = (1, 5, 10)
 
