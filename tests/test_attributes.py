@@ -247,26 +247,13 @@ def test_attributes_train_export_serve_and_restore_end_to_end(attribute_run, tmp
 
 
 def test_client_and_tflite_answers_carry_every_attribute(attribute_run, tmp_path):
-    from PIL import Image
-    from test_serving import decode_rest_instances, encode_rest_predictions, run_signature
+    from test_serving import tflite_and_client_answers
 
-    from runway_cnn.export.tflite import export_tflite, tflite_probabilities
-    from runway_cnn.inference.client import Client
-    from runway_cnn.inference.predictor import INVALID_IMAGE, encode_images
+    from runway_cnn.inference.predictor import INVALID_IMAGE
 
     _, photos, _, result = attribute_run
-    predictor = Predictor(result.export_path)
     files = sorted(photos.glob("k[0-7]_2.jpg"))
-    images = np.stack([predictor.crop(np.asarray(Image.open(f).convert("RGB"))) for f in files])
-    paths = export_tflite(result.model, result.task, 32, tmp_path / "1", ["float"])
-    np.testing.assert_allclose(tflite_probabilities(paths["float"], images),
-                               predictor.probabilities(images), atol=1e-5)
-    encoded, _ = encode_images(files + [b"not a photo"])
-    body = json.loads(json.dumps(Client.rest_body(encoded, "serving_per_image")))
-    answer = encode_rest_predictions(run_signature(
-        predictor.model, "serving_per_image", decode_rest_instances(body, ["image_bytes"])))
-    client = Client("localhost", "attributes", task=predictor.task)
-    decoded = client.task.decode(Client.parse_rest_response(200, answer), INVALID_IMAGE)
+    predictor, decoded = tflite_and_client_answers(result, files, tmp_path, "attributes")
     for got, want in zip(decoded[:-1], predictor.predict(files)):
         assert set(got["attributes"]) == set(want["attributes"]) == set(result.task.attributes)
         for a in want["attributes"]:

@@ -315,27 +315,13 @@ def test_joint_one_vs_rest_solver_is_scikit_learns_logistic_regression_per_label
 
 
 def test_tflite_and_client_answers_carry_the_label_sets(trained, tmp_path):
-    from test_serving import decode_rest_instances, encode_rest_predictions, run_signature
+    from test_serving import tflite_and_client_answers
 
-    from PIL import Image
-
-    from runway_cnn.export.tflite import export_tflite, tflite_probabilities
-    from runway_cnn.inference.client import Client
-    from runway_cnn.inference.predictor import INVALID_IMAGE, encode_images
+    from runway_cnn.inference.predictor import INVALID_IMAGE
 
     _, photos, _, _, result = trained
-    predictor = Predictor(result.export_path)
     files = sorted(photos.glob("kind3_0[0-2].jpg"))
-    images = np.stack([predictor.crop(np.asarray(Image.open(f).convert("RGB"))) for f in files])
-    paths = export_tflite(result.model, result.task, 32, tmp_path / "1", ["float"])
-    np.testing.assert_allclose(tflite_probabilities(paths["float"], images),
-                               predictor.probabilities(images), atol=1e-5)
-    encoded, _ = encode_images(files + [b"not a photo"])
-    body = json.loads(json.dumps(Client.rest_body(encoded, "serving_per_image")))
-    answer = encode_rest_predictions(run_signature(
-        predictor.model, "serving_per_image", decode_rest_instances(body, ["image_bytes"])))
-    client = Client("localhost", "styles", task=predictor.task)
-    decoded = client.task.decode(Client.parse_rest_response(200, answer), INVALID_IMAGE)
+    predictor, decoded = tflite_and_client_answers(result, files, tmp_path, "styles")
     for got, want in zip(decoded[:-1], predictor.predict(files)):  # batch changes last bits
         assert got["labels"] == want["labels"]
         np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-6)

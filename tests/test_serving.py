@@ -79,6 +79,26 @@ def run_signature(loaded, signature: str, inputs: dict[str, list]) -> dict[str, 
     return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
 
 
+def tflite_and_client_answers(result, files, tmp_path, model_name: str) -> tuple[Predictor, list]:
+    """Checks a run's float TFLite file gives its SavedModel's probabilities on ``files``' eval
+    crops; returns the export's Predictor and what a :class:`Client` decodes from TF Serving's
+    ``serving_per_image`` REST answer for ``files`` plus one non-image (last)."""
+    from runway_cnn.export.tflite import export_tflite, tflite_probabilities
+
+    predictor = Predictor(result.export_path)
+    images = np.stack([predictor.crop(np.asarray(Image.open(f).convert("RGB"))) for f in files])
+    paths = export_tflite(result.model, result.task, 32, tmp_path / "1", ["float"])
+    np.testing.assert_allclose(tflite_probabilities(paths["float"], images),
+                               predictor.probabilities(images), atol=1e-5)
+    encoded, _ = serving.encode_images(files + [b"not a photo"])
+    body = json.loads(json.dumps(Client.rest_body(encoded, "serving_per_image")))
+    answer = encode_rest_predictions(run_signature(
+        predictor.model, "serving_per_image", decode_rest_instances(body, ["image_bytes"])))
+    client = Client("localhost", model_name, task=predictor.task)
+    return predictor, client.task.decode(Client.parse_rest_response(200, answer),
+                                         serving.INVALID_IMAGE)
+
+
 def input_names(loaded, signature: str) -> list[str]:
     return sorted(loaded.signatures[signature].structured_input_signature[1])
 

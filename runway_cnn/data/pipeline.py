@@ -49,6 +49,12 @@ def eval_dataset(paths: Sequence[str], labels: np.ndarray | None, spec: Preproce
     return ds.batch(batch_size).map(_cast_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
+def eval_crop(image: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """uint8 ``[h, w, 3]`` → the eval crop as float32 in [0, 1], exactly as :func:`eval_dataset`
+    makes it (including its uint8 rounding)."""
+    return _to_float(_to_uint8(central_crop(tf.constant(image), spec))).numpy()
+
+
 def indexed_eval_dataset(paths: Sequence[str], spec: PreprocessingSpec,
                          batch_size: int) -> tf.data.Dataset:
     """Eval crops in file order as ``(positions, images)`` batches, decoded in parallel; a file

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from runway_cnn.data.images import encoded_as_trained
-from runway_cnn.data.preprocessing import PreprocessingSpec, central_crop
+from runway_cnn.data.pipeline import eval_crop
+from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.export.saved_model import load_export
 from runway_cnn.runfiles import IMAGE_BYTES
@@ -166,10 +167,7 @@ class Predictor:
     def crop(self, image: np.ndarray) -> np.ndarray:
         """uint8 ``[h, w, 3]`` → the eval crop as float32 in [0, 1], exactly as the training
         pipeline makes it (including its uint8 rounding)."""
-        import tensorflow as tf
-
-        crop = central_crop(tf.constant(image), self.spec).numpy()
-        return np.round(crop * 255.0).astype(np.float32) / 255.0
+        return eval_crop(image, self.spec)
 
     def crop_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """float32 ``[n, s, s, 3]`` eval crops in [0, 1] → the ``predict_images`` signature's

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from runway_cnn.data.preprocessing import PreprocessingSpec, central_crop
+from runway_cnn.data.pipeline import eval_crop
+from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.inference.predict import list_images, progress_bar, read_image, unreadable_reason
 from runway_cnn.runfiles import read_json, write_json
@@ -47,10 +48,7 @@ class Embedder:
     features: Callable[[np.ndarray], np.ndarray]
 
     def crop(self, image: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
-        crop = central_crop(tf.constant(image), self.spec).numpy()
-        return np.round(crop * 255.0).astype(np.float32) / 255.0
+        return eval_crop(image, self.spec)
 
 
 def load_embedder(model: str | os.PathLike) -> Embedder:
