@@ -19,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-from runway_cnn.inference.predictor import Predictor
 from runway_cnn.inference.recommend import (
     MAP_PNG,
     AttributeIndex,
@@ -27,6 +26,7 @@ from runway_cnn.inference.recommend import (
     query_attribute_index,
 )
 from runway_cnn.runfiles import check_output_dir, check_output_file
+from runway_cnn.tasks import task_from_config
 
 
 def main(argv: list[str] | None = None):
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None):
     if args.json:
         print(json.dumps(answers, indent=1, ensure_ascii=False))
     else:
-        describe = Predictor(args.model or index.meta["model"]).task.describe
+        describe = task_from_config(index.meta["task"]).describe  # the query checked it
         for answer in answers:
             if "error" in answer:
                 print(f"{answer['image']}: {answer['error']}")

@@ -168,11 +168,10 @@ def build_image_index(model: str | os.PathLike, images: str | os.PathLike,
     only those not in it yet, with the model that built it); returns the index summary."""
     output, root = Path(output), Path(images)
     old = ImageIndex(output) if append and (output / INDEX_JSON).exists() else None
-    if old is not None and str(model) != old.meta["model"] and \
-            str(load_embedder(model).name) != old.meta["model"]:
+    embedder = load_embedder(model)
+    if old is not None and embedder.name != old.meta["model"]:
         raise DataError(f"--append to {output}: it was built with {old.meta['model']}, not "
                         f"{model}")
-    embedder = load_embedder(old.meta["model"] if old else model)
     files = list_images([root])
     known = {item["path"] for item in old.items} if old else set()
     new_files = [f for f in files if str(f) not in known]
