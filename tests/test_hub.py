@@ -81,6 +81,16 @@ def test_backbone_from_local_handle(tiny_hub):
     assert tuple(out.shape) == (2, 16)
 
 
+def test_a_local_handle_does_not_need_tensorflow_hub(tiny_hub, monkeypatch):
+    # tensorflow_hub's import needs setuptools' pkg_resources, which setuptools 81+ removed (and
+    # which installing torch upgraded away here): offline local modules must load without it
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow_hub", None)  # any import of it now fails
+    backbone = get_backbone(hub_handle=str(tiny_hub), image_size=32)
+    assert backbone.model(np.zeros((1, 32, 32, 3), "float32")).shape == (1, backbone.feature_dim)
+
+
 def test_missing_handle_is_a_clear_error(tmp_path):
     with pytest.raises(BackboneError, match="no such directory"):
         get_backbone(hub_handle=str(tmp_path / "nope"))

@@ -26,8 +26,10 @@ def load_saved_model(handle: str):
                            or os.path.exists(os.path.join(handle, "saved_model.pbtxt"))):
         raise BackboneError(f"TF-Hub handle {handle!r}: not a SavedModel (no saved_model.pb)")
     try:
-        import tensorflow_hub as hub
-        path = hub.resolve(handle) if is_url else handle
+        path = handle
+        if is_url:  # only a URL needs tensorflow_hub (whose import needs setuptools' pkg_resources)
+            import tensorflow_hub as hub
+            path = hub.resolve(handle)
         return tf.saved_model.load(path)
     except Exception as error:  # a download failure or a broken SavedModel: one clear line
         raise BackboneError(f"cannot load TF-Hub handle {handle!r}: {first_line(error)}") \
