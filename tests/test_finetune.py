@@ -2,6 +2,7 @@
 reload in a fresh process → same predictions; stage rules; resume; CLI."""
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -110,17 +111,20 @@ def test_stage1_cached_features_equal_uncached(workspace):
 
 def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace):
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     tuner = FineTuner(_config(workspace, "lbfgs", stage1_solver="lbfgs", stage2_epochs=0))
     done = tuner.stage1()
     tried = done["solver"]["tried"]
-    assert done["solver"]["C"] == max(tried, key=lambda t: t["val_top1"])["C"]
+    assert done["solver"]["C"] == max(tried, key=lambda t: (t["val_top1"], -t["val_log_loss"]))["C"]
     assert not (tuner.train_dir / "stage1" / "history.csv").exists()  # no epochs: no Keras fit
     train, val = (tuner.dataset.splits[s] for s in ("train", "validation"))
     features = tuner.features
     stack = lambda split: np.stack([features[p] for p in split.paths])
-    reference = LogisticRegression(C=done["solver"]["C"], max_iter=2000).fit(stack(train),
-                                                                              train.targets)
+    reference = make_pipeline(StandardScaler(),
+                              LogisticRegression(C=done["solver"]["C"], max_iter=2000))
+    reference.fit(stack(train), train.targets)
     logits = tuner.head.predict(stack(val), verbose=0)
     np.testing.assert_allclose(tuner.task.probabilities(logits),
                                reference.predict_proba(stack(val)), atol=1e-4)
@@ -133,6 +137,9 @@ def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace)
 
 def test_two_class_logistic_head_gives_scikit_learns_probabilities():
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     from runway_cnn.tasks import get_task
 
     rng = np.random.default_rng(0)
@@ -141,9 +148,25 @@ def test_two_class_logistic_head_gives_scikit_learns_probabilities():
     task = get_task("single_label", ["a", "b"])
     head = task.build_head(5)
     chosen = task.fit_head_convex(head, x[:40], y[:40], x[40:], y[40:])
-    reference = LogisticRegression(C=chosen["C"], max_iter=2000).fit(x[:40], y[:40])
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=chosen["C"], max_iter=2000))
+    reference.fit(x[:40], y[:40])
     np.testing.assert_allclose(task.probabilities(head.predict(x, verbose=0)),
                                reference.predict_proba(x), atol=1e-5)
+
+
+def test_stage1_breaks_accuracy_ties_by_validation_log_loss():
+    from runway_cnn.tasks import get_task
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(90, 4)).astype("float32"), rng.integers(0, 3, 90)
+    x[np.arange(90), y] += 8.0  # separable: most C get the same validation accuracy
+    task = get_task("single_label", ["a", "b", "c"])
+    chosen = task.fit_head_convex(task.build_head(4), x[:60], y[:60], x[60:], y[60:])
+    best = max(t["val_top1"] for t in chosen["tried"])
+    tied = [t for t in chosen["tried"] if t["val_top1"] == best]
+    assert len(tied) >= 3  # a tie on accuracy along the path
+    assert chosen["C"] == min(tied, key=lambda t: t["val_log_loss"])["C"]
+    assert chosen["C"] != tied[0]["C"]  # not the strongest penalty, as the old rule chose
 
 
 def test_stage2_epochs_default_per_device(workspace):
@@ -151,7 +174,7 @@ def test_stage2_epochs_default_per_device(workspace):
 
     tuner = FineTuner(_config(workspace, "device_default", stage2_epochs=None))
     assert not tuner.device.gpu and tuner.stage2_epochs == 0
-    assert tuner.stage2(baseline=0.0) == {"skipped": True}
+    assert tuner.stage2(baseline=0.0)["skipped"]
     tuner.device = replace(tuner.device, gpu=True)
     assert tuner.stage2_epochs == 2
     assert FineTuner(_config(workspace, "explicit", stage2_epochs=3)).stage2_epochs == 3
@@ -186,8 +209,24 @@ def test_stage2_never_ends_worse_than_stage1(workspace):
     after1 = _snapshot(tuner.model)
     stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
     assert stage2["validation"]["top1"] >= stage1["validation"]["top1"]
+    assert stage2["stage1_val_top1"] == stage1["validation"]["top1"]
     if not stage2["improved_on_stage1"]:
         assert not _changed(after1, tuner.model)
+        assert stage2["validation_gain"] == 0.0
+    else:
+        assert stage2["validation_gain"] == pytest.approx(
+            stage2["best_val_top1"] - stage1["validation"]["top1"]) and stage2["validation_gain"] > 0
+
+
+def test_a_run_says_what_stage2_bought_on_validation(workspace, capsys):
+    tuner = FineTuner(_config(workspace, "bought", stage2_epochs=2, patience=0))
+    tuner.stage1()
+    stage2 = tuner.stage2(baseline=-1.0)  # any validation result beats it: kept
+    with tuner.files.stage("stage2").history.open() as f:
+        best = max(float(row["val_top1"]) for row in csv.DictReader(f))
+    assert stage2["best_val_top1"] == best and stage2["validation_gain"] == best + 1.0
+    said = capsys.readouterr().out
+    assert f"best val_top1 {best:.4f} against stage 1's -1.0000" in said and "kept" in said
 
 
 class _Interrupt(Exception):
