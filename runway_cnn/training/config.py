@@ -83,9 +83,9 @@ class FinetuneConfig:
                               choices=STAGE1_SOLVERS)
     stage1_epochs: int = _opt(40, "epochs of head training on the frozen backbone (adam)")
     stage2_epochs: int = _opt(None, "epochs of fine-tuning the unfrozen top of the backbone; 0 "
-                                    "skips stage 2 (default: 2 on a GPU, 0 on a CPU, where one "
-                                    "epoch costs more than all of stage 1 and bought no "
-                                    "measurable accuracy; see BENCHMARKS.md)")
+                                    "skips stage 2 (default: 2 on a GPU, 0 on a CPU, where only "
+                                    "the whole backbone beat stage 1, after 2 epochs of minutes "
+                                    "each; see BENCHMARKS.md)")
     learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam)")
     stage2_learning_rate: float = _opt(None, "stage-2 peak learning rate after warm-up "
                                              "(default: learning_rate / 10)")

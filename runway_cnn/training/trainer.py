@@ -216,6 +216,23 @@ def _callbacks(stage_dir: StageDir, monitor: str, mode: str, baseline: float | N
     return callbacks
 
 
+def _validation_bought(stage_dir: StageDir, monitor: str, mode: str, baseline: float,
+                       improved: bool) -> dict:
+    """What stage 2 bought on validation: its best epoch's monitored figure against stage 1's
+    (``validation_gain`` > 0 is better, whichever way the figure goes; 0 when stage 2 is not
+    kept), as ``metrics.json`` entries plus the line the run prints."""
+    with stage_dir.history.open() as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    sign = 1.0 if mode == "max" else -1.0
+    best = (max if mode == "max" else min)(values) if values else baseline
+    gain = sign * (best - baseline)
+    kept = "kept" if improved else "not kept: stage 1's weights stay"
+    return {f"stage1_{monitor}": baseline, f"best_{monitor}": best,
+            "validation_gain": gain if improved else 0.0,
+            "said": f"stage 2: best {monitor} {best:.4f} against stage 1's {baseline:.4f} "
+                    f"({gain:+.4f}) in {len(values)} epoch(s), {kept}"}
+
+
 def load_model_weights(model: keras.Model, path: Path) -> None:
     """``model.load_weights``, quiet about optimizer state: weight files are saved before or after
     a stage compiles its optimizer, and only the model's weights matter when loading them."""
@@ -349,7 +366,10 @@ class FineTuner:
         c, stage_dir = self.config, self.files.stage("stage2")
         epochs = self.stage2_epochs
         if epochs <= 0:
-            return {"skipped": True}
+            why = ("--stage2_epochs 0" if self.config.stage2_epochs is not None else
+                   "the CPU default (--stage2_epochs N runs it; BENCHMARKS.md has what it buys)")
+            print(f"stage 2 skipped: {why}", flush=True)
+            return {"skipped": True, "why": why}
         done = _stage_done(stage_dir)
         if done:
             load_model_weights(self.model, stage_dir.final_weights)
@@ -374,9 +394,12 @@ class FineTuner:
             load_model_weights(self.model, self.files.stage("stage1").final_weights)
         self._backbone_changed = improved
         self.model.save_weights(str(stage_dir.final_weights))
+        bought = _validation_bought(stage_dir, self.task.monitor, self.task.monitor_mode,
+                                    baseline, improved)
+        print(bought.pop("said"), flush=True)
         return _mark_done(stage_dir, {"seconds": clock.seconds,
                                       "improved_on_stage1": improved,
-                                      "unfrozen_weights": len(unfrozen),
+                                      "unfrozen_weights": len(unfrozen), **bought,
                                       "validation": self.evaluate("validation")})
 
     # -- data, evaluation ---------------------------------------------------------------------
