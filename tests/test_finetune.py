@@ -169,6 +169,19 @@ def test_stage1_breaks_accuracy_ties_by_validation_log_loss():
     assert chosen["C"] != tied[0]["C"]  # not the strongest penalty, as the old rule chose
 
 
+def test_stage1_fits_when_a_validation_class_has_no_training_image():
+    from runway_cnn.tasks import get_task
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(40, 4)).astype("float32"), rng.integers(0, 2, 40)
+    val_x, val_y = rng.normal(size=(6, 4)).astype("float32"), np.array([0, 1, 2, 0, 1, 2])
+    task = get_task("single_label", ["a", "b", "c"])
+    head = task.build_head(4)
+    chosen = task.fit_head_convex(head, x, y, val_x, val_y)
+    assert all(np.isfinite(t["val_log_loss"]) for t in chosen["tried"])
+    assert task.probabilities(head.predict(val_x, verbose=0))[:, 2].max() < 0.5  # class c unseen
+
+
 def test_stage2_epochs_default_per_device(workspace):
     from dataclasses import replace
 

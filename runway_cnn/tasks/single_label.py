@@ -107,7 +107,10 @@ class SingleLabelTask(Task):
         for c in C_GRID:
             model = LogisticRegression(C=c, max_iter=2000).fit(x, targets)
             accuracy = float(model.score(val_x, val_targets))
-            loss = float(log_loss(val_targets, model.predict_proba(val_x), labels=model.classes_))
+            # over every class: one with no training image (probability 0) may be in validation
+            probabilities = np.zeros((len(val_x), self.num_classes))
+            probabilities[:, model.classes_] = model.predict_proba(val_x)
+            loss = float(log_loss(val_targets, probabilities, labels=np.arange(self.num_classes)))
             tried.append({"C": c, "val_top1": accuracy, "val_log_loss": loss})
             if best is None or (accuracy, -loss) > best[0]:
                 best = ((accuracy, -loss), c, model)
