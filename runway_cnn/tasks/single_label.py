@@ -110,6 +110,7 @@ class SingleLabelTask(Task):
             # over every class: one with no training image (probability 0) may be in validation
             probabilities = np.zeros((len(val_x), self.num_classes))
             probabilities[:, model.classes_] = model.predict_proba(val_x)
+            probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 rows: exactly 1
             loss = float(log_loss(val_targets, probabilities, labels=np.arange(self.num_classes)))
             tried.append({"C": c, "val_top1": accuracy, "val_log_loss": loss})
             if best is None or (accuracy, -loss) > best[0]:
