@@ -132,15 +132,21 @@ def _check_same_data(dataset: ImageDataset, train_dir: Path) -> None:
                           f"{train_dir} started; use a new --train_dir")
 
 
+def _logged(stage_dir: StageDir, monitor: str) -> list[float]:
+    """The figure ``monitor`` of every epoch in the stage's ``history.csv`` (none yet: [])."""
+    if not stage_dir.history.exists():
+        return []
+    with stage_dir.history.open() as f:
+        return [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+
+
 def _best_so_far(stage_dir: StageDir, monitor: str, mode: str, baseline: float | None
                  ) -> float | None:
     """The value a stage's best checkpoint must beat: its baseline, or, for a resumed stage, the
     best epoch logged before the interruption (Keras' ModelCheckpoint forgets it on restart)."""
-    history = stage_dir.history
     values = [] if baseline is None else [baseline]
-    if history.exists() and (stage_dir.best_weights).exists():
-        with history.open() as f:
-            values += [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    if stage_dir.best_weights.exists():
+        values += _logged(stage_dir, monitor)
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
@@ -217,20 +223,19 @@ def _callbacks(stage_dir: StageDir, monitor: str, mode: str, baseline: float | N
 
 
 def _validation_bought(stage_dir: StageDir, monitor: str, mode: str, baseline: float,
-                       improved: bool) -> dict:
+                       improved: bool) -> tuple[dict, str]:
     """What stage 2 bought on validation: its best epoch's monitored figure against stage 1's
     (``validation_gain`` > 0 is better, whichever way the figure goes; 0 when stage 2 is not
-    kept), as ``metrics.json`` entries plus the line the run prints."""
-    with stage_dir.history.open() as f:
-        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    kept), as ``metrics.json`` entries and the line the run prints."""
+    values = _logged(stage_dir, monitor)
     sign = 1.0 if mode == "max" else -1.0
     best = (max if mode == "max" else min)(values) if values else baseline
     gain = sign * (best - baseline)
     kept = "kept" if improved else "not kept: stage 1's weights stay"
-    return {f"stage1_{monitor}": baseline, f"best_{monitor}": best,
-            "validation_gain": gain if improved else 0.0,
-            "said": f"stage 2: best {monitor} {best:.4f} against stage 1's {baseline:.4f} "
-                    f"({gain:+.4f}) in {len(values)} epoch(s), {kept}"}
+    return ({f"stage1_{monitor}": baseline, f"best_{monitor}": best,
+             "validation_gain": gain if improved else 0.0},
+            f"stage 2: best {monitor} {best:.4f} against stage 1's {baseline:.4f} ({gain:+.4f}) "
+            f"in {len(values)} epoch(s), {kept}")
 
 
 def load_model_weights(model: keras.Model, path: Path) -> None:
@@ -394,9 +399,9 @@ class FineTuner:
             load_model_weights(self.model, self.files.stage("stage1").final_weights)
         self._backbone_changed = improved
         self.model.save_weights(str(stage_dir.final_weights))
-        bought = _validation_bought(stage_dir, self.task.monitor, self.task.monitor_mode,
-                                    baseline, improved)
-        print(bought.pop("said"), flush=True)
+        bought, said = _validation_bought(stage_dir, self.task.monitor, self.task.monitor_mode,
+                                          baseline, improved)
+        print(said, flush=True)
         return _mark_done(stage_dir, {"seconds": clock.seconds,
                                       "improved_on_stage1": improved,
                                       "unfrozen_weights": len(unfrozen), **bought,
