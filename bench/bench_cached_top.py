@@ -29,7 +29,13 @@ import tensorflow as tf
 from runway_cnn.backbones.checkpoints import load_keras_model
 from runway_cnn.data import pipeline
 from runway_cnn.data.folders import scan_image_folder
-from runway_cnn.data.preprocessing import Augmentation, PreprocessingSpec, random_resized_crop
+from runway_cnn.data.preprocessing import (
+    Augmentation,
+    PreprocessingSpec,
+    decode_image,
+    random_resized_crop,
+    resize_shorter_side,
+)
 from runway_cnn.data.splits import stratified_split
 from runway_cnn.tasks import get_task
 from runway_cnn.training.schedule import warmup_cosine
@@ -41,9 +47,9 @@ def bottom_activations(bottom: keras.Model, paths: list[str], spec: Preprocessin
                        views: int) -> tuple[np.ndarray, np.ndarray]:
     """float16 activations of the eval crops ``[n, …]`` and of ``views`` augmented views
     ``[views, n, …]`` (view v of image i: stateless seed (i, v))."""
-    crops = bottom.predict(pipeline.eval_dataset(paths, None, spec, 32, cache=False), verbose=0)
-    images = pipeline._paths(paths).map(
-        lambda p: pipeline.resize_shorter_side(pipeline._read(p), spec.cache_size)).cache()
+    crops = pipeline.predict_in_order(bottom.predict_on_batch, paths, spec, 32)
+    images = tf.data.Dataset.from_tensor_slices(paths).map(
+        lambda p: resize_shorter_side(decode_image(tf.io.read_file(p)), spec.cache_size)).cache()
     index = tf.data.Dataset.from_tensor_slices(np.arange(len(paths), dtype=np.int64))
     out = []
     for v in range(views):

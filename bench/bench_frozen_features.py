@@ -28,7 +28,7 @@ import tensorflow as tf
 from runway_cnn.data import folders as data
 from runway_cnn.backbones.factory import get_backbone
 from runway_cnn.training.config import FinetuneConfig
-from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.data.pipeline import predict_in_order
 from runway_cnn.data.preprocessing import PreprocessingSpec, decode_image
 from runway_cnn.training.trainer import FineTuner
 
@@ -65,11 +65,12 @@ def main() -> None:
     spec = PreprocessingSpec(spec.image_size, args.crop_fraction, spec.normalization)
 
     def features(paths: list[str], mirror: bool = False) -> np.ndarray:
-        ds = (squashed(paths, spec.image_size, args.batch_size) if args.squash
-              else eval_dataset(paths, None, spec, args.batch_size, cache=False))
-        if mirror:
-            ds = ds.map(lambda x: x[:, :, ::-1])
-        return backbone.model.predict(ds, verbose=0)
+        def predict(x):
+            return backbone.model.predict_on_batch(x[:, :, ::-1] if mirror else x)
+        if not args.squash:
+            return predict_in_order(predict, paths, spec, args.batch_size)
+        return np.concatenate([predict(x) for x in squashed(paths, spec.image_size,
+                                                            args.batch_size)])
 
     every = [p for s in dataset.splits.values() for p in s.paths]
     if args.features_file and args.features_file.exists():

@@ -55,8 +55,7 @@ def _photos(split: str, per_class: int) -> tuple[list[str], np.ndarray, list[str
 
 
 def _images(paths: list[str], spec) -> np.ndarray:
-    ds = pipeline.eval_dataset(paths, None, spec, batch_size=32, cache=False)
-    return np.concatenate(list(ds.as_numpy_iterator()))
+    return pipeline.eval_crops(paths, spec, batch_size=32)
 
 
 def _seconds(fn: Callable[[], object]) -> float:

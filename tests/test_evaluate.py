@@ -14,7 +14,7 @@ from runway_cnn import FinetuneConfig, cli, fine_tune
 from runway_cnn.errors import DataError
 from runway_cnn.cli.evaluate import main
 from runway_cnn.inference.evaluate import default_output_dir, evaluate_model
-from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.inference.predictor import Predictor
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
@@ -42,7 +42,7 @@ def test_figures_are_sklearns_on_the_same_predictions(trained):
     # the predictions, made independently with the in-memory Keras model of the run
     files = sorted((dataset / "test").rglob("*.jpg"))
     truth = np.array([CLASSES.index(f.parent.name) for f in files])
-    images = eval_dataset([str(f) for f in files], None, run.backbone.preprocessing, 8)
+    images = eval_crops([str(f) for f in files], run.backbone.preprocessing, 8)
     predicted = run.task.probabilities(run.model.predict(images, verbose=0)).argmax(axis=1)
     by_source = {p["source"]: p for p in result["predictions"]}
     assert [by_source[f"test/{f.parent.name}/{f.name}"]["predicted"] for f in files] == \

@@ -66,9 +66,8 @@ def test_export_reloads_in_a_fresh_process_with_the_same_predictions(finished_ru
     tuner_paths = json.loads((finished_run.train_dir / "splits.json").read_text())
     root = finished_run.train_dir.parent / "looks"
     files = [str(root / item["source"]) for item in tuner_paths["test"][:6]]
-    from runway_cnn.data.pipeline import eval_dataset
-    images = np.concatenate(list(eval_dataset(files, None, finished_run.backbone.preprocessing,
-                                              batch_size=6, cache=False).as_numpy_iterator()))
+    from runway_cnn.data.pipeline import eval_crops
+    images = eval_crops(files, finished_run.backbone.preprocessing, batch_size=6)
     expected = finished_run.task.probabilities(np.asarray(finished_run.model(images)))
     np.save(tmp_path / "images.npy", images)
     script = textwrap.dedent(f"""
@@ -103,9 +102,9 @@ def test_stage1_cached_features_equal_uncached(workspace):
     tuner.stage1()
     split = tuner.dataset.splits["validation"]
     cached = tuner.head.predict(extract_features(tuner.backbone, split.paths, 8), verbose=0)
-    from runway_cnn.data.pipeline import eval_dataset
-    uncached = tuner.model.predict(eval_dataset(split.paths, None, tuner.backbone.preprocessing,
-                                                8), verbose=0)
+    from runway_cnn.data.pipeline import eval_crops
+    uncached = tuner.model.predict(eval_crops(split.paths, tuner.backbone.preprocessing, 8),
+                                   verbose=0)
     np.testing.assert_allclose(cached, uncached, atol=1e-5)
 
 

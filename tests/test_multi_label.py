@@ -284,10 +284,8 @@ def test_mlgcn_learns_co_occurring_labels_and_travels_with_its_graph(trained, tm
     restored = restore_run(result.train_dir)
     np.testing.assert_allclose(restored.task.config()["adjacency"], adjacency)
     files = sorted(photos.glob("kind2_0[0-3].jpg"))
-    from runway_cnn.data.pipeline import eval_dataset
-    images = np.concatenate(list(eval_dataset([str(f) for f in files], None,
-                                              restored.backbone.preprocessing, 8,
-                                              cache=False).as_numpy_iterator()))
+    from runway_cnn.data.pipeline import eval_crops
+    images = eval_crops([str(f) for f in files], restored.backbone.preprocessing, 8)
     np.testing.assert_allclose(restored.task.probabilities(np.asarray(restored.model(images))),
                                predictor.probabilities(images), atol=1e-5)
 

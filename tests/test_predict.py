@@ -12,7 +12,7 @@ from PIL import Image
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
-from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.inference.predict import predict
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
@@ -70,7 +70,7 @@ def test_predictions_are_the_models(trained, inputs):
     files = [str(folder / "a0.jpg"), str(folder / "a1.jpg")]
     rows = predict(run.train_dir, files, top_k=10)
     expected = run.task.probabilities(run.model.predict(
-        eval_dataset(files, None, run.backbone.preprocessing, 8), verbose=0))
+        eval_crops(files, run.backbone.preprocessing, 8), verbose=0))
     for row, p in zip(rows, expected):
         assert row["labels"] == [CLASSES[i] for i in np.argsort(-p)]  # top_k capped at 4
         np.testing.assert_allclose(row["scores"], np.sort(p)[::-1], atol=1e-5)

@@ -22,6 +22,7 @@ COMMANDS = {  # subcommand → (module with main(argv), one-line help)
     "recommend": ("runway_cnn.cli.recommend", "attribute index of a catalog; similar items"),
     "report": ("runway_cnn.cli.report", "plot a run's or an experiment's figures"),
     "checkpoints": ("runway_cnn.cli.checkpoints", "convert offline ImageNet checkpoints"),
+    "datasets": ("runway_cnn.cli.datasets", "convert a dataset into sharded TFRecords"),
 }
 
 

@@ -1,8 +1,9 @@
-"""tf.data input pipelines: files → decoded, resized, cached, (augmented) batches of [0, 1] images."""
+"""tf.data input pipelines: image files or TFRecord records → decoded, resized, cached,
+(augmented) batches of [0, 1] images."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -15,18 +16,65 @@ from runway_cnn.data.preprocessing import (
     random_resized_crop,
     resize_shorter_side,
 )
+from runway_cnn.data.tfrecords import RECORD_PREFIX
+from runway_cnn.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
+SHUFFLE_BUFFER = 4096  # images mixed at a time when a training set is not kept in memory
+CACHE_BUDGET = 4 * 2**30  # bytes of decoded images a split may keep in memory
 
 
-def _read(path: tf.Tensor) -> tf.Tensor:
-    return decode_image(tf.io.read_file(path))
+def fits_in_memory(count: int, spec: PreprocessingSpec) -> bool:
+    """Whether ``count`` decoded images (float32 at ``spec.cache_size``, what a training cache
+    holds) fit ``CACHE_BUDGET``; larger splits are streamed and decoded again each epoch."""
+    return count * spec.cache_size ** 2 * 3 * 4 <= CACHE_BUDGET
 
 
-def _paths(paths: Sequence[str]) -> tf.data.Dataset:
-    """File paths as bytes, the file system's own (a name that is not UTF-8 reaches Python as a
-    str with surrogates, which TensorFlow cannot encode)."""
-    return tf.data.Dataset.from_tensor_slices([os.fsencode(p) for p in paths])
+def _encoded(paths: Sequence[str], parallel_reads: bool = False,
+             shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """``(position, encoded image)`` of every image of ``paths``: files (in order, or shuffled
+    before they are read with ``shuffle_seed``), or records of a TFRecord dataset
+    (``tfrecord:<shard>#<n>``, see :mod:`runway_cnn.data.tfrecords`), streamed shard by shard
+    in record order, with ``parallel_reads`` from several shards at once, with ``shuffle_seed``
+    in a shuffled shard order; a record finds its position through a lookup table. Consumers
+    pair results with positions, never with the order of ``paths``."""
+    positions = np.arange(len(paths), dtype=np.int64)
+    records = [p.startswith(RECORD_PREFIX) for p in paths]
+    if not any(records):
+        files = tf.data.Dataset.from_tensor_slices(
+            (positions, [os.fsencode(p) for p in paths]))  # a file system's own bytes
+        if shuffle_seed is not None:
+            files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+        return files.map(lambda i, p: (i, tf.io.read_file(p)), num_parallel_calls=AUTOTUNE)
+    if not all(records):
+        raise ValueError("a split mixes image files and TFRecord records")
+    shards = list(dict.fromkeys(p[len(RECORD_PREFIX):].rpartition("#")[0] for p in paths))
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(paths)), positions), -1)
+
+    def numbered(shard):
+        prefix = tf.strings.join([RECORD_PREFIX, shard, "#"])
+        return tf.data.TFRecordDataset(shard).enumerate().map(
+            lambda n, record: (table.lookup(prefix + tf.strings.as_string(n)), record))
+
+    cycle = min(4, len(shards)) if parallel_reads else 1
+    ds = tf.data.Dataset.from_tensor_slices(shards)
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(shards), seed=shuffle_seed, reshuffle_each_iteration=True)
+    parallel = {"num_parallel_calls": cycle, "deterministic": True} if cycle > 1 else {}
+    ds = ds.interleave(numbered, cycle_length=cycle, **parallel).filter(lambda i, _: i >= 0)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(paths)))  # every one found
+    return ds.map(
+        lambda i, record: (i, tf.io.parse_single_example(record, _IMAGE)["image/encoded"]),
+        num_parallel_calls=AUTOTUNE)
+
+
+_IMAGE = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+
+
+def _gather(labels, position: tf.Tensor):
+    """The labels (or ``(labels, weights)``) of the image at ``position``."""
+    return tf.nest.map_structure(lambda t: tf.gather(t, position), labels)
 
 
 def _to_uint8(x: tf.Tensor) -> tf.Tensor:
@@ -37,15 +85,17 @@ def _to_float(x: tf.Tensor) -> tf.Tensor:
     return tf.cast(x, tf.float32) / 255.0
 
 
-def eval_dataset(paths: Sequence[str], labels: np.ndarray | None, spec: PreprocessingSpec,
-                 batch_size: int, cache: bool = True) -> tf.data.Dataset:
-    """Resize + central crop, in file order; yields ``(images, labels)`` or just images."""
-    ds = _paths(paths)
-    ds = ds.map(lambda p: _to_uint8(central_crop(_read(p), spec)), num_parallel_calls=AUTOTUNE)
+def eval_dataset(paths: Sequence[str], labels, spec: PreprocessingSpec, batch_size: int,
+                 cache: bool = True) -> tf.data.Dataset:
+    """``(images, labels)`` batches of eval crops (resize + central crop), for Keras' ``fit`` /
+    ``evaluate``: the order of images is the stream's, each with its own label. Predictions that
+    must line up with ``paths`` use :func:`indexed_eval_dataset` and :func:`predict_in_order`."""
+    ds = _encoded(paths).map(lambda i, data: (i, _to_uint8(central_crop(decode_image(data),
+                                                                        spec))),
+                             num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
-    if labels is not None:
-        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(labels))
+    ds = ds.map(lambda i, x: (x, _gather(labels, i)))
     return ds.batch(batch_size).map(_cast_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
@@ -55,50 +105,88 @@ def eval_crop(image: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
     return _to_float(_to_uint8(central_crop(tf.constant(image), spec))).numpy()
 
 
-def indexed_eval_dataset(paths: Sequence[str], spec: PreprocessingSpec,
-                         batch_size: int) -> tf.data.Dataset:
-    """Eval crops in file order as ``(positions, images)`` batches, decoded in parallel; a file
-    TensorFlow cannot decode is left out (its position is missing: the caller reads it another
-    way or reports it)."""
-    positions = tf.data.Dataset.from_tensor_slices(np.arange(len(paths), dtype=np.int64))
-    ds = tf.data.Dataset.zip(positions, _paths(paths)).map(
-        lambda i, p: (i, _to_uint8(central_crop(_read(p), spec))), num_parallel_calls=AUTOTUNE)
-    ds = ds.ignore_errors().batch(batch_size)
+def indexed_eval_dataset(paths: Sequence[str], spec: PreprocessingSpec, batch_size: int,
+                         skip_unreadable: bool = False) -> tf.data.Dataset:
+    """Eval crops as ``(positions, images)`` batches, decoded in parallel. With
+    ``skip_unreadable`` an image TensorFlow cannot decode is left out (its position is missing:
+    the caller reads it another way or reports it)."""
+    ds = _encoded(paths).map(lambda i, data: (i, _to_uint8(central_crop(decode_image(data),
+                                                                        spec))),
+                             num_parallel_calls=AUTOTUNE)
+    if skip_unreadable:
+        ds = ds.ignore_errors()
+    ds = ds.batch(batch_size)
     return ds.map(lambda i, x: (i, _to_float(x)), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def predict_in_order(predict: Callable[[np.ndarray], np.ndarray], paths: Sequence[str],
+                     spec: PreprocessingSpec, batch_size: int,
+                     on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """``predict`` (a batch of eval crops → one row each) of every image of ``paths``, rows in
+    the order of ``paths`` whatever order the images were read in; ``on_batch(n)`` after each
+    batch (a progress bar). An image that was not read is an error naming it."""
+    rows, seen = None, np.zeros(len(paths), bool)
+    for positions, images in indexed_eval_dataset(paths, spec, batch_size).as_numpy_iterator():
+        out = np.asarray(predict(images))
+        if rows is None:
+            rows = np.zeros((len(paths), *out.shape[1:]), out.dtype)
+        rows[positions], seen[positions] = out, True
+        if on_batch is not None:
+            on_batch(len(positions))
+    if not seen.all():
+        raise DataError(f"{paths[int(np.argmin(seen))]} was not read (moved or changed since "
+                        "the dataset was scanned?)")
+    return rows
+
+
+def eval_crops(paths: Sequence[str], spec: PreprocessingSpec, batch_size: int) -> np.ndarray:
+    """Every image's eval crop, float32 ``[n, s, s, 3]`` in [0, 1], in the order of ``paths``."""
+    return predict_in_order(lambda images: images, paths, spec, batch_size)
 
 
 def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingSpec,
                   batch_size: int, augmentation: Augmentation | None, seed: int,
                   cache: bool = True, weights: np.ndarray | None = None) -> tf.data.Dataset:
-    """Shuffled training batches; random resized crop + flip + jitter unless ``augmentation`` is None.
+    """Shuffled training batches; random resized crop + flip + jitter unless ``augmentation`` is
+    None. The same seed gives the same order and augmentations.
 
-    Decoded images are cached at ``spec.cache_size`` (shorter side), so each epoch after the first
-    only crops and augments. The same seed gives the same order and augmentations. With
-    ``weights`` (one per image), batches are ``(images, labels, weights)``: Keras' sample weights.
+    With ``cache`` the decoded images are kept in memory at ``spec.cache_size`` (shorter side) and
+    shuffled whole, so each epoch after the first only crops and augments. Without it nothing is
+    kept (memory does not grow with the dataset): files are shuffled before they are read;
+    TFRecord shards are shuffled, read several at once and their records mixed in a bounded
+    buffer, and every image is decoded again each epoch. With ``weights`` (one per image),
+    batches are ``(images, labels, weights)``: Keras' sample weights.
     """
     if weights is not None:
         labels = (labels, np.asarray(weights, np.float32))
-    if augmentation is None:
-        ds = eval_dataset(paths, labels, spec, batch_size=1, cache=cache).unbatch()
-        return (ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-                .batch(batch_size).prefetch(AUTOTUNE))
-    images = _paths(paths).map(
-        lambda p: resize_shorter_side(_read(p), spec.cache_size), num_parallel_calls=AUTOTUNE)
+    if augmentation is None:  # the eval crop, shuffled
+        def prepare(data):
+            return _to_uint8(central_crop(decode_image(data), spec))
+
+        def finish(image, _):
+            return _to_float(image)
+    else:
+        def prepare(data):
+            return resize_shorter_side(decode_image(data), spec.cache_size)
+
+        def finish(image, random_seed):
+            return random_resized_crop(image, spec, augmentation, random_seed)
+    ds = _encoded(paths, parallel_reads=True, shuffle_seed=None if cache else seed)
     if cache:
-        images = images.cache()
-    ds = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
-    ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda i, data: (i, prepare(data)), num_parallel_calls=AUTOTUNE).cache()
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    else:
+        ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda i, data: (i, prepare(data)), num_parallel_calls=AUTOTUNE)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip(ds, seeds).map(
-        lambda xy, s: (random_resized_crop(xy[0], spec, augmentation, s), xy[1]),
+        lambda item, s: (finish(item[1], s), _gather(labels, item[0])),
         num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).map(_flatten_weights).prefetch(AUTOTUNE)
 
 
-def _cast_batch(*batch):
-    if len(batch) == 1:
-        return _to_float(batch[0])
-    return _flatten_weights(_to_float(batch[0]), batch[1])
+def _cast_batch(images, labels):
+    return _flatten_weights(_to_float(images), labels)
 
 
 def _flatten_weights(images, labels):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.errors import RunwayError
 from runway_cnn.export.saved_model import export_model
 from runway_cnn.export.tflite import export_tflite, tflite_probabilities
@@ -64,9 +64,7 @@ def reexport(train_dir: str | Path, export_dir: str | Path | None = None,
         paths = export_tflite(run.model, run.task, run.backbone.preprocessing.image_size,
                               version_dir)
         split = run_split(run.train_dir, "validation")
-        batches = eval_dataset(split.paths, None, run.backbone.preprocessing, batch_size,
-                               cache=False)
-        images = np.concatenate(list(batches.as_numpy_iterator()))
+        images = eval_crops(split.paths, run.backbone.preprocessing, batch_size)
         served = tf.saved_model.load(str(version_dir)).signatures["predict_images"]
         reference = np.concatenate([served(images=tf.constant(images[i:i + batch_size]))
                                     ["probabilities"].numpy()

@@ -78,8 +78,8 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
     images = chosen.images
     targets = task.targets(images.raw_labels, where=f"{labels_csv or dataset_dir} (the model "
                                                     f"{classifier.version_dir})")
-    ds = pipeline.eval_dataset(images.paths, None, classifier.spec, batch_size, cache=False)
-    scores = np.concatenate([classifier.probabilities(b) for b in ds.as_numpy_iterator()])
+    scores = pipeline.predict_in_order(classifier.probabilities, images.paths, classifier.spec,
+                                       batch_size)
     result = {"model": str(classifier.version_dir),
               "dataset_dir": str(data.resolve_dataset_dir(str(dataset_dir))),
               "split": chosen.split, "images": chosen.description,

@@ -108,7 +108,7 @@ def embed_files(embedder: Embedder, files: Sequence[Path], batch_size: int = 32,
 
     if native:
         ds = indexed_eval_dataset([os.fspath(files[i]) for i in native], embedder.spec,
-                                  batch_size)
+                                  batch_size, skip_unreadable=True)
         for positions, crops in ds.as_numpy_iterator():
             add([native[int(p)] for p in positions], crops)
     skipped, rest = [], sorted(set(range(len(files))) - set(kept))

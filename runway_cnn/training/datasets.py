@@ -2,11 +2,14 @@
 task's targets and split the task's way."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.folders import resolve_dataset_dir, scan_image_folder
 from runway_cnn.data.manifest import scan_labels_csv
+from runway_cnn.data.tfrecords import is_tfrecord_dir, read_tfrecord_dataset, write_tfrecords
 from runway_cnn.errors import DataError, first_line
 from runway_cnn.tasks import TASKS, Task, labels_for_run, task_for_run
 from runway_cnn.training.config import FinetuneConfig
@@ -17,6 +20,8 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
     ``work_dir``."""
     dataset_dir = resolve_dataset_dir(config.dataset_dir)
     settings = config.to_dict()
+    if is_tfrecord_dir(dataset_dir):
+        return _tfrecord_dataset(config, dataset_dir)
     if not config.labels_csv:
         dataset = scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                     test_fraction=config.test_fraction, seed=config.seed,
@@ -57,6 +62,35 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
     return ImageDataset(rows.root, task.labels, splits, bad + rows.skipped, rows.converted, [],
                         split_settings, count_labels=task.label_counts, notes=notes,
                         _tmpdir=rows.tmpdir), task
+
+
+def _tfrecord_dataset(config: FinetuneConfig, directory: Path) -> tuple[ImageDataset, Task]:
+    """A directory ``python -m runway_cnn.datasets convert`` wrote: its splits, targets and task
+    as converted (the task must be the run's; ``--labels_csv`` does not apply)."""
+    dataset, descriptor = read_tfrecord_dataset(directory)
+    task_config = descriptor["task"]
+    if task_config.get("task") != config.task:
+        raise DataError(f"{directory} holds a {task_config.get('task')} dataset; run it with "
+                        f"--task {task_config.get('task')} (not {config.task})")
+    if config.labels_csv:
+        raise DataError(f"{directory} is a TFRecord dataset: its labels are in its records, "
+                        "leave out --labels_csv")
+    task = task_for_run(config.task, dataset.labels, {**task_config, **config.to_dict()})
+    dataset.count_labels = task.label_counts
+    return dataset, task
+
+
+def convert_dataset(output_dir: str | Path, num_shards: int = 4,
+                    config: FinetuneConfig | None = None, **settings) -> dict:
+    """Scans a dataset the way a run would (``config`` or its fields: ``dataset_dir``,
+    ``labels_csv``, ``task``, split fractions, ``seed`` …) and writes it as sharded TFRecords
+    into ``output_dir`` (see :mod:`runway_cnn.data.tfrecords`); returns the descriptor."""
+    config = config or FinetuneConfig(**settings)
+    with tempfile.TemporaryDirectory(prefix="runway_cnn_convert_") as work:
+        dataset, task = load_dataset(config, Path(work))
+        print(dataset.summary_line().replace(" (see data_report.json)", ""), flush=True)
+        return write_tfrecords(dataset, output_dir, num_shards, task.config(), seed=config.seed,
+                               workers=len(os.sched_getaffinity(0)))
 
 
 def read_labels_file(path: str | Path) -> list[str]:
