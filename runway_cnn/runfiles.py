@@ -105,7 +105,8 @@ class TrainDir:
     curves = property(lambda self: self.path / "training_curves.png")
     export_base = property(lambda self: self.path / "export")  # the default --export_dir
     # an experiment's (--num_splits / --kfold) files, and each of its runs' marker
-    features = property(lambda self: self.path / "features.npz")
+    features = property(lambda self: self.path / "features.npz")  # what features.npy holds
+    feature_array = property(lambda self: self.path / "features.npy")  # memory-mapped
     summary = property(lambda self: self.path / "summary.json")
     summary_csv = property(lambda self: self.path / "summary.csv")
     split_plot = property(lambda self: self.path / "split_accuracy.png")

@@ -18,7 +18,7 @@ from runway_cnn.cli import report
 from runway_cnn.training import trainer as trainer_module
 from runway_cnn.errors import RunwayError
 from runway_cnn.cli.finetune import parse_args
-from runway_cnn.data.pipeline import eval_dataset
+from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.training.trainer import FineTuner
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
@@ -49,11 +49,11 @@ class _Interrupt(Exception):
 @pytest.fixture(scope="module")
 def experiment(workspace):
     """``num_splits=3``, killed in stage 1 of split_01, then the same command again. Returns
-    (config, summary, split_00's done.json mtime before the resume, image_features calls per
+    (config, summary, split_00's done.json mtime before the resume, extract_features calls per
     session)."""
     config = _config(workspace, "exp", num_splits=3)
     calls = []
-    original_features, original_callbacks = experiments.image_features, trainer_module._callbacks
+    original_features, original_callbacks = experiments.extract_features, trainer_module._callbacks
 
     def counting_features(*args, **kwargs):
         calls[-1] += 1
@@ -69,7 +69,7 @@ def experiment(workspace):
         return callbacks
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(experiments, "image_features", counting_features)
+        mp.setattr(experiments, "extract_features", counting_features)
         mp.setattr(trainer_module, "_callbacks", interrupting)
         calls.append(0)
         with pytest.raises(_Interrupt):
@@ -184,13 +184,12 @@ def test_hooks_share_features_images_and_backbone_between_runs(workspace):
     shared = experiments.SharedWork(config, pool, workspace[0])
     initial = [w.copy() for w in shared.backbone.model.get_weights()]
     split = dataset.resplit(stratified_split(pool.targets, 0.2, 0.2, seed=0))
-    tuner = FineTuner(config, dataset=split, backbone=shared.backbone, features=shared.features,
-                      images=shared.images)
+    tuner = FineTuner(config, dataset=split, backbone=shared.backbone, features=shared.features)
     test = tuner.dataset.splits["test"]
 
     def from_files():
-        logits = tuner.model.predict(eval_dataset(test.paths, None, tuner.backbone.preprocessing,
-                                                  8), verbose=0)
+        logits = tuner.model.predict(eval_crops(test.paths, tuner.backbone.preprocessing, 8),
+                                     verbose=0)
         return tuner.task.probabilities(logits)
 
     tuner.stage1()

@@ -38,12 +38,7 @@ from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
-from runway_cnn.training.features import (
-    eval_images,
-    image_features,
-    load_features,
-    save_features,
-)
+from runway_cnn.training.features import extract_features, load_features, save_features
 from runway_cnn.training.runtime import configure_device
 from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
 
@@ -106,25 +101,24 @@ def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray) -> list[R
 
 class SharedWork:
     """What every run of an experiment reuses: the backbone with its pre-trained weights, and
-    the eval-transformed uint8 image and frozen features of every image of ``pool``."""
+    the frozen features of every image of ``pool`` (on disk, memory-mapped). No image is kept:
+    a run that trains stage 2 reads its images again, so memory does not grow with the pool."""
 
     def __init__(self, config: FinetuneConfig, pool: Split, root: Path):
         self.backbone: Backbone = build_backbone(config)
         self._initial_weights = self.backbone.model.get_weights()
-        start = time.perf_counter()
-        images = eval_images(pool.paths, self.backbone, config.batch_size)
-        self.seconds = {"decode": time.perf_counter() - start}
-        cache = TrainDir(root).features
-        features, seconds = load_features(cache, pool, self.backbone, config.pooling)
+        files = TrainDir(root)
+        features, seconds = load_features(files, pool, self.backbone, config.pooling)
         if features is None:
             start = time.perf_counter()
-            features = image_features(images, self.backbone, config.batch_size, config.pooling,
-                                      progress=config.verbose > 0)
+            computed = extract_features(self.backbone, pool.paths, config.batch_size,
+                                        config.pooling, progress=config.verbose > 0)
             seconds = time.perf_counter() - start
-            save_features(cache, pool, self.backbone, config.pooling, features, seconds)
-        self.seconds["features"] = seconds
-        self.images = dict(zip(pool.paths, images))
-        self.features = dict(zip(pool.paths, features))
+            save_features(files, pool, self.backbone, config.pooling, computed, seconds)
+            del computed
+            features, _ = load_features(files, pool, self.backbone, config.pooling)
+        self.seconds = {"features": seconds}
+        self.features = dict(zip(pool.paths, features))  # rows of the memory-mapped array
 
     def reset_backbone(self) -> None:
         """Back to the pre-trained weights (stage 2 of the previous run may have changed them)."""
@@ -180,7 +174,7 @@ def _run(config: FinetuneConfig, task: Task, plan: RunPlan, dataset: ImageDatase
     shared.reset_backbone()
     start = time.perf_counter()
     tuner = FineTuner(run_config, dataset=dataset.resplit(plan.indices), backbone=shared.backbone,
-                      features=shared.features, images=shared.images)
+                      features=shared.features)
     metrics = (tuner.finished() or tuner.run()).metrics
     stages = metrics["stages"]
     row = {"run": plan.name, "seed": plan.seed,

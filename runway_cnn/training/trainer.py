@@ -276,13 +276,11 @@ class FineTuner:
     - ``backbone``: an already built backbone, with the weights the run should start from.
     - ``features``: image path → the frozen backbone's pooled features under the eval transform;
       stage 1 trains on them, and evaluation runs only the head while the backbone is unchanged.
-    - ``images``: image path → the eval-transformed uint8 image ``[s, s, 3]``; evaluation and
-      stage-2 validation read them instead of decoding files.
     """
 
     def __init__(self, config: FinetuneConfig, *, dataset: ImageDataset | None = None,
-                 backbone: Backbone | None = None, features: Mapping[str, np.ndarray] | None = None,
-                 images: Mapping[str, np.ndarray] | None = None):
+                 backbone: Backbone | None = None, features: Mapping[str, np.ndarray] | None = None
+                 ):
         self.config = config
         data.resolve_dataset_dir(config.dataset_dir)  # a missing dataset fails before any write
         self.train_dir = Path(config.train_dir)
@@ -299,7 +297,7 @@ class FineTuner:
         data.write_run_files(self.dataset, self.train_dir)
         print(self.dataset.summary_line(), flush=True)
         self.backbone = backbone if backbone is not None else build_backbone(config)
-        self.features, self.images = features, images
+        self.features = features
         self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
         self.task.prepare(self._split("train").targets)
         self.head = self.task.build_head(self.backbone.feature_dim)
@@ -409,20 +407,16 @@ class FineTuner:
 
     # -- data, evaluation ---------------------------------------------------------------------
     def _train_ds(self, split: Split, augment: bool):
-        return pipeline.train_dataset(split.paths, split.targets, self.backbone.preprocessing,
-                                      self.config.batch_size, Augmentation() if augment else None,
-                                      seed=self.config.seed,
+        spec = self.backbone.preprocessing
+        return pipeline.train_dataset(split.paths, split.targets, spec, self.config.batch_size,
+                                      Augmentation() if augment else None, seed=self.config.seed,
+                                      cache=pipeline.fits_in_memory(len(split), spec),
                                       weights=self.task.sample_weights(split.targets))
 
     def _eval_ds(self, split: Split):
-        if self.images is not None:
-            return self._stored_images(split), split.targets
-        return pipeline.eval_dataset(split.paths, split.targets, self.backbone.preprocessing,
-                                     self.config.batch_size)
-
-    def _stored_images(self, split: Split) -> np.ndarray:
-        """The ``images`` hook's eval crops of ``split``, float32 in [0, 1] as the pipeline's."""
-        return np.stack([self.images[p] for p in split.paths]).astype("float32") / 255.0
+        spec = self.backbone.preprocessing
+        return pipeline.eval_dataset(split.paths, split.targets, spec, self.config.batch_size,
+                                     cache=pipeline.fits_in_memory(len(split), spec))
 
     def _features(self, split: Split) -> np.ndarray:
         """The frozen backbone's features of ``split``: from the ``features`` hook, or computed
@@ -438,12 +432,9 @@ class FineTuner:
         bs = self.config.batch_size
         if self.features is not None and not self._backbone_changed:
             logits = self.head.predict(self._features(split), batch_size=bs, verbose=0)
-        elif self.images is not None:
-            logits = self.model.predict(self._stored_images(split), batch_size=bs, verbose=0)
         else:
-            ds = pipeline.eval_dataset(split.paths, None, self.backbone.preprocessing, bs,
-                                       cache=False)
-            logits = self.model.predict(ds, verbose=0)
+            logits = pipeline.predict_in_order(self.model.predict_on_batch, split.paths,
+                                               self.backbone.preprocessing, bs)
         return self.task.probabilities(logits)
 
     def evaluate(self, split_name: str) -> dict:
