@@ -16,6 +16,7 @@ from runway_cnn.data import pipeline
 from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.data.tfrecords import read_tfrecord_dataset
 from runway_cnn.errors import DataError
+from runway_cnn.inference.evaluate import evaluate_model
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import convert_dataset, load_dataset
 from test_attributes import write_attribute_photos
@@ -126,6 +127,9 @@ def test_training_on_records_gives_the_folders_figures(tmp_path, folder):
         assert on_records.metrics[split]["top1"] == on_files.metrics[split]["top1"]
         assert on_records.metrics[split]["loss"] == pytest.approx(on_files.metrics[split]["loss"],
                                                                   rel=1e-5)
+    evaluated = evaluate_model(on_records.train_dir, tmp_path / "records")  # its test split
+    assert evaluated["num_examples"] == on_records.metrics["test"]["num_examples"]
+    assert evaluated["top1"] == pytest.approx(on_records.metrics["test"]["top1"])
     stage2 = fine_tune(dataset_dir=str(tmp_path / "records"), train_dir=str(tmp_path / "recs2"),
                        **{**settings, "stage2_epochs": 1, "unfreeze": "all"})
     assert stage2.metrics["stages"]["stage2"]["unfrozen_weights"] > 0  # trained from records

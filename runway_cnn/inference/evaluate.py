@@ -12,6 +12,7 @@ from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import Split
 from runway_cnn.data.manifest import scan_labels_csv
+from runway_cnn.data.tfrecords import is_tfrecord_dir, read_tfrecord_dataset
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.runfiles import TrainDir, check_output_dir, write_json
@@ -28,8 +29,18 @@ class EvaluationImages(NamedTuple):
 
 def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=None,
                       task: Task | None = None) -> EvaluationImages:
-    """The rows of a ``labels_csv`` manifest (read the ``task``'s way), else the ``split``
-    folder of a dataset with split folders, else all its images."""
+    """The rows of a ``labels_csv`` manifest (read the ``task``'s way), else the ``split`` of a
+    TFRecord directory or the ``split`` folder of a dataset with split folders, else all its
+    images."""
+    if is_tfrecord_dir(data.resolve_dataset_dir(str(dataset_dir))):
+        records, _ = read_tfrecord_dataset(data.resolve_dataset_dir(str(dataset_dir)))
+        if split not in records.splits:
+            raise DataError(f"{records.root} has no {split} split (it has "
+                            f"{', '.join(records.splits)}); choose one with --split")
+        images = records.splits[split]
+        return EvaluationImages(records, images, split,
+                                f"the {len(images)} records of its {split} split",
+                                len(records.skipped))
     if labels_csv:
         rows = scan_labels_csv(data.resolve_dataset_dir(str(dataset_dir)), labels_csv,
                                task.raw_label)
