@@ -19,6 +19,7 @@ from runway_cnn.errors import DataError
 from runway_cnn.inference.evaluate import evaluate_model
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import convert_dataset, load_dataset
+from runway_cnn.training.restore import run_split
 from test_attributes import write_attribute_photos
 from test_multi_label import make_multilabel_folder
 from tiny_models import make_tiny_hub_module
@@ -130,6 +131,9 @@ def test_training_on_records_gives_the_folders_figures(tmp_path, folder):
     evaluated = evaluate_model(on_records.train_dir, tmp_path / "records")  # its test split
     assert evaluated["num_examples"] == on_records.metrics["test"]["num_examples"]
     assert evaluated["top1"] == pytest.approx(on_records.metrics["test"]["top1"])
+    restored = run_split(on_records.train_dir, "validation")  # e.g. TFLite's calibration
+    records, _ = read_tfrecord_dataset(tmp_path / "records")
+    assert restored.paths == records.splits["validation"].paths
     stage2 = fine_tune(dataset_dir=str(tmp_path / "records"), train_dir=str(tmp_path / "recs2"),
                        **{**settings, "stage2_epochs": 1, "unfreeze": "all"})
     assert stage2.metrics["stages"]["stage2"]["unfrozen_weights"] > 0  # trained from records

@@ -17,6 +17,7 @@ import numpy as np
 
 from runway_cnn.backbones.factory import BACKBONES, Backbone
 from runway_cnn.data.dataset import Split
+from runway_cnn.data.tfrecords import RECORD_PREFIX, is_tfrecord_dir, read_tfrecord_dataset
 from runway_cnn.errors import CheckpointError, DataError, first_line
 from runway_cnn.runfiles import TrainDir, read_json
 from runway_cnn.tasks import Task, task_for_run, task_from_config
@@ -106,10 +107,15 @@ def run_split(train_dir: str | Path, name: str) -> Split:
     report = _read_json(TrainDir(train_dir).data_report, required=False)
     config = _read_json(TrainDir(train_dir).config, required=False)
     root = Path(report.get("root") or config.get("dataset_dir") or ".")
-    converted = {c["source"]: c["path"] for c in report.get("converted", [])}
     items = splits[name]
-    paths = [converted.get(item["source"], str(root / item["source"])) for item in items]
-    missing = [p for p in paths if not Path(p).exists()]
+    if is_tfrecord_dir(root):  # the records of a TFRecord directory
+        records, _ = read_tfrecord_dataset(root)
+        refs = {src: ref for s in records.splits.values() for src, ref in zip(s.sources, s.paths)}
+        paths = [refs.get(item["source"], str(root / item["source"])) for item in items]
+    else:
+        converted = {c["source"]: c["path"] for c in report.get("converted", [])}
+        paths = [converted.get(item["source"], str(root / item["source"])) for item in items]
+    missing = [p for p in paths if not (p.startswith(RECORD_PREFIX) or Path(p).exists())]
     if missing:
         raise DataError(f"{len(missing)} image(s) of the {name} split of {train_dir} are gone, "
                         f"e.g. {missing[0]}")
