@@ -41,8 +41,9 @@ def _encoded(paths: Sequence[str], parallel_reads: bool = False,
     positions = np.arange(len(paths), dtype=np.int64)
     records = [p.startswith(RECORD_PREFIX) for p in paths]
     if not any(records):
-        files = tf.data.Dataset.from_tensor_slices(
-            (positions, [os.fsencode(p) for p in paths]))  # a file system's own bytes
+        # paths as the file system's own bytes: a name that is not UTF-8 reaches Python as a
+        # str with surrogates, which TensorFlow cannot encode
+        files = tf.data.Dataset.from_tensor_slices((positions, [os.fsencode(p) for p in paths]))
         if shuffle_seed is not None:
             files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
         return files.map(lambda i, p: (i, tf.io.read_file(p)), num_parallel_calls=AUTOTUNE)
