@@ -14,6 +14,7 @@ from runway_cnn.backbones.factory import Backbone
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import Split
 from runway_cnn.errors import first_line
+from runway_cnn.training.runtime import predict
 
 
 def eval_images(paths: list[str], backbone: Backbone, batch_size: int) -> np.ndarray:
@@ -37,8 +38,8 @@ def _predict(model, ds, count: int, progress: bool) -> np.ndarray:
         print(f"backbone features of {count} images (the frozen backbone, once):",
               file=sys.stderr, flush=True)
         with contextlib.redirect_stdout(sys.stderr):
-            return np.asarray(model.predict(ds, verbose=1), np.float32)
-    return np.asarray(model.predict(ds, verbose=0), np.float32)
+            return np.asarray(predict(model, ds, verbose=1), np.float32)
+    return np.asarray(predict(model, ds), np.float32)
 
 
 def save_features(path: Path, pool: Split, backbone: Backbone, pooling: str,
