@@ -460,10 +460,12 @@ class FineTuner:
         that give every worker at least one image)."""
         if self.images is not None:
             return self._stored_images(split), split.targets
-        batch = self.global_batch
-        while self.distribution.multi_worker and 0 < len(split) % batch < \
-                self.distribution.replicas:
-            batch += 1
+        batch, replicas = self.global_batch, self.distribution.replicas
+        if self.distribution.multi_worker and len(split) < replicas:
+            raise RunwayError(f"{len(split)} validation image(s) cannot give each of {replicas} "
+                              "replicas one: raise --validation_fraction or use fewer workers")
+        while self.distribution.multi_worker and 0 < len(split) % batch < replicas:
+            batch += 1  # ends at len(split) at the latest
         return _sharded(pipeline.eval_dataset(split.paths, split.targets,
                                               self.backbone.preprocessing, batch))
 
