@@ -30,8 +30,9 @@ def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
     if config.num_splits or config.kfold:
         return RunResult(Path(config.train_dir), config.to_dict(), run_experiment(config))
     tuner = FineTuner(config)
-    model_dir = (Path(config.export_dir or TrainDir(tuner.train_dir).export_base)
-                 / (config.serving_name or dataset_name(config.dataset_dir)))
+    export_base = (tuner.distribution.work_dir(config.export_dir) if config.export_dir
+                   else TrainDir(tuner.train_dir).export_base)  # a non-chief's: temporary
+    model_dir = export_base / (config.serving_name or dataset_name(config.dataset_dir))
     finished = tuner.finished()
     if finished is not None and _exported(finished.export_path, model_dir, config.top_k):
         print(f"{tuner.train_dir} holds this run, finished; its export is "
@@ -43,6 +44,7 @@ def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
                                       model_dir.parent, model_dir.name, top_k=config.top_k)
     result.metrics["export_path"] = str(result.export_path)
     write_json(TrainDir(result.train_dir).metrics, result.metrics, indent=2)
+    tuner.distribution.remove_temporary()
     return result
 
 

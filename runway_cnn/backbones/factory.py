@@ -13,6 +13,7 @@ from typing import Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from runway_cnn.backbones.hub import HubModule
 from runway_cnn.data.preprocessing import (
@@ -180,9 +181,19 @@ def _wrap(core, normalization: Normalization, image_size: int,
             keras.Model(images, out, name=f"{name}_feature_map"))
 
 
+def _run_once(model: keras.Model, images: np.ndarray):
+    """``model(images)``; under a ``tf.distribute`` strategy's scope, in one replica's context
+    (a TF-Hub module's restored functions refuse a cross-replica call there)."""
+    if not tf.distribute.has_strategy():
+        return model(images, training=False)
+    strategy = tf.distribute.get_strategy()
+    out = strategy.run(lambda x: model(x, training=False), args=(images,))
+    return strategy.experimental_local_results(out)[0]
+
+
 def _feature_dim(model: keras.Model, image_size: int, what: str) -> int:
     try:
-        out = model(np.zeros((1, image_size, image_size, 3), "float32"), training=False)
+        out = _run_once(model, np.zeros((1, image_size, image_size, 3), "float32"))
     except Exception as error:
         raise BackboneError(f"{what} does not take [batch, {image_size}, {image_size}, 3] float32 "
                             f"images: {first_line(error)}") from error

@@ -54,5 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     stages = result.metrics["stages"]
     print("stage times: " + json.dumps({k: round(v.get("seconds", 0.0), 1)
                                         for k, v in stages.items()}))
+    if not (result.train_dir / "metrics.json").exists():  # a multi-worker run's other workers
+        print("this worker's files were temporary: the chief's train dir holds the run")
+        return
     print(f"metrics: {result.train_dir / 'metrics.json'}\nexport: {result.export_path}")
 

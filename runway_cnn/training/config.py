@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from runway_cnn.errors import RunwayError
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
 def _absolute(path: str) -> str:
@@ -74,7 +75,8 @@ class FinetuneConfig:
     attribute_weights: str = _opt(None, "attributes: loss weight per attribute, e.g. "
                                         "'neckline=2,pattern=0.5' (others 1)")
     image_size: int = _opt(None, "input resolution (default: the backbone's)")
-    batch_size: int = _opt(32, "images per training step")
+    batch_size: int = _opt(32, "images per training step on each replica (the global batch is "
+                               "this times the replicas of --strategy)")
     stage1_solver: str = _opt("lbfgs", "stage-1 head training on cached features: lbfgs "
                                        "(scikit-learn's L2-regularised logistic regression, the "
                                        "penalty chosen on validation; deterministic) or adam "
@@ -86,7 +88,9 @@ class FinetuneConfig:
                                     "skips stage 2 (default: 2 on a GPU, 0 on a CPU, where only "
                                     "the whole backbone beat stage 1, after 2 epochs of minutes "
                                     "each; see BENCHMARKS.md)")
-    learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam)")
+    learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam); with several replicas "
+                                      "(--strategy) both stages' rates are multiplied by their "
+                                      "number (the linear scaling rule for the global batch)")
     stage2_learning_rate: float = _opt(None, "stage-2 peak learning rate after warm-up "
                                              "(default: learning_rate / 10)")
     unfreeze: str = _opt("20", "what stage 2 trains: 'all', a number of top layers with weights "
@@ -115,6 +119,11 @@ class FinetuneConfig:
                             choices=("auto", "on", "off"))
     mixed_precision: str = _opt("auto", "mixed_float16: auto (on when a GPU is visible), on or off",
                                 choices=("auto", "on", "off"))
+    strategy: str = _opt("auto", "tf.distribute strategy: auto (mirrored over several visible "
+                                 "GPUs, else the one device), one_device, mirrored (every local "
+                                 "GPU) or multi_worker (MultiWorkerMirroredStrategy over the "
+                                 "cluster in TF_CONFIG; see docs/multi_worker.md)",
+                         choices=STRATEGIES)
     top_k: int = _opt(5, "labels returned by the exported serving signature")
     verbose: int = _opt(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
 
@@ -137,6 +146,7 @@ class FinetuneConfig:
             ("image_size", self.image_size is None or self.image_size >= 16,
              "must be at least 16"),
             ("top_k", self.top_k >= 1, "must be at least 1"),
+            ("strategy", self.strategy in STRATEGIES, f"must be one of {', '.join(STRATEGIES)}"),
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))

@@ -39,7 +39,7 @@ from runway_cnn.tasks import Task
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.features import extract_features, load_features, save_features
-from runway_cnn.training.runtime import configure_device
+from runway_cnn.training.runtime import configure_device, make_distribution
 from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
 
 TIMES = ("stage1_seconds", "stage2_seconds", "run_seconds")
@@ -75,6 +75,9 @@ def check_experiment(config: FinetuneConfig) -> None:
         raise RunwayError("--num_splits and --kfold must not be negative")
     if config.num_splits and config.kfold:
         raise RunwayError("give --num_splits or --kfold, not both")
+    if config.strategy == "multi_worker" and (config.num_splits or config.kfold):
+        raise RunwayError("--strategy multi_worker trains one run; run --num_splits / --kfold "
+                          "experiments on one machine")
     if config.kfold == 1:
         raise RunwayError("--kfold needs at least 2 folds")
     if config.num_splits and config.test_fraction <= 0:
@@ -105,7 +108,8 @@ class SharedWork:
     a run that trains stage 2 reads its images again, so memory does not grow with the pool."""
 
     def __init__(self, config: FinetuneConfig, pool: Split, root: Path):
-        self.backbone: Backbone = build_backbone(config)
+        with make_distribution(config.strategy).scope():  # the runs' strategy's variables
+            self.backbone: Backbone = build_backbone(config)
         self._initial_weights = self.backbone.model.get_weights()
         files = TrainDir(root)
         features, seconds = load_features(files, pool, self.backbone, config.pooling)

@@ -14,6 +14,7 @@ from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import Split
 from runway_cnn.errors import first_line
 from runway_cnn.runfiles import TrainDir
+from runway_cnn.training.runtime import batch_predictor
 
 
 def save_features(files: TrainDir, pool: Split, backbone: Backbone, pooling: str,
@@ -65,6 +66,7 @@ def extract_features(backbone: Backbone, paths: list[str], batch_size: int,
         with contextlib.redirect_stdout(sys.stderr):
             bar.add(n)
 
-    return pipeline.predict_in_order(lambda x: model.predict_on_batch(x).astype(np.float32),
+    run = batch_predictor(model)
+    return pipeline.predict_in_order(lambda x: np.asarray(run(x), np.float32),
                                      paths, backbone.preprocessing, batch_size,
                                      advance if progress else None)

@@ -1,10 +1,22 @@
-"""Per-device decisions (XLA, precision, determinism), made once per run and never forced."""
+"""Per-device decisions (XLA, precision, determinism) and the distribution strategy, made once per
+run and never forced."""
 from __future__ import annotations
 
+import functools
+import json
+import os
+import shutil
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from runway_cnn.errors import RunwayError, first_line
+from runway_cnn.training.config import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -38,3 +50,159 @@ def configure_device(jit_compile: str = "auto", mixed_precision: str = "auto",
         if not gpu:  # cheap on CPU; on GPU it would disable fast non-deterministic kernels
             tf.config.experimental.enable_op_determinism()
     return settings
+
+
+# --- distribution -------------------------------------------------------------------------------
+
+
+def is_chief(cluster: dict, task_type: str | None, task_id: int) -> bool:
+    """The one rule for which process writes a run's files: the ``chief`` task, or worker 0 when
+    the cluster has no chief, or the single process of a run without a cluster."""
+    if not task_type:
+        return True
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and task_id == 0
+
+
+def read_tf_config() -> tuple[dict, str, int]:
+    """The cluster, task type and task index of ``TF_CONFIG``; a missing or unusable one is one
+    clear :class:`RunwayError`."""
+    raw = os.environ.get("TF_CONFIG")
+    fix = ("--strategy multi_worker needs TF_CONFIG, e.g. '{\"cluster\": {\"worker\": "
+           "[\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}' "
+           "(docs/multi_worker.md)")
+    if not raw:
+        raise RunwayError(f"TF_CONFIG is not set: {fix}")
+    try:
+        spec = json.loads(raw)
+    except ValueError as error:
+        raise RunwayError(f"TF_CONFIG is not JSON ({first_line(error)}): {fix}") from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not any(cluster.get(k) for k in ("chief", "worker")):
+        raise RunwayError(f"TF_CONFIG has no 'cluster' with 'worker' (or 'chief') addresses: {fix}")
+    if not isinstance(task, dict) or task.get("type") not in cluster \
+            or not isinstance(task.get("index"), int) \
+            or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise RunwayError(f"TF_CONFIG's 'task' {task!r} names no task of its cluster: {fix}")
+    bad = [a for tasks in cluster.values() for a in tasks
+           if not isinstance(a, str) or ":" not in a]
+    if bad:
+        raise RunwayError(f"TF_CONFIG's cluster addresses {bad!r} are not host:port: {fix}")
+    return cluster, task["type"], task["index"]
+
+
+class Distribution:
+    """A run's ``tf.distribute`` strategy and this process's part in it: how many replicas
+    train in step, the global batch and learning rate that follow, and where this process
+    writes (the chief: the given folders; any other worker: a ``workertemp_<index>`` folder
+    inside them, deleted when the run ends, TF's pattern for files every worker must write)."""
+
+    def __init__(self, name: str, strategy: tf.distribute.Strategy, cluster: dict | None = None,
+                 task_type: str | None = None, task_id: int = 0):
+        self.name, self.strategy = name, strategy
+        self.task_type, self.task_id = task_type, task_id
+        self.is_chief = is_chief(cluster or {}, task_type, task_id)
+        self._temporary: list[Path] = []
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.task_type is not None
+
+    @property
+    def replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync)
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def global_batch(self, per_replica: int) -> int:
+        return per_replica * self.replicas
+
+    def scaled(self, learning_rate: float) -> float:
+        """The linear scaling rule: the learning rate times the number of replicas."""
+        return learning_rate * self.replicas
+
+    def work_dir(self, path: str | os.PathLike) -> Path:
+        """Where this process writes what belongs in ``path``: ``path`` itself on the chief."""
+        path = Path(path)
+        if self.is_chief:
+            return path
+        temporary = path / f"workertemp_{self.task_id}"
+        self._temporary.append(temporary)
+        return temporary
+
+    def remove_temporary(self) -> None:
+        """Deletes a non-chief worker's folders once its run is over (the chief has none)."""
+        for path in self._temporary:
+            shutil.rmtree(path, ignore_errors=True)
+        self._temporary.clear()
+
+    def describe(self) -> str:
+        who = (f"{self.task_type} {self.task_id}{' (chief)' if self.is_chief else ''}, "
+               if self.multi_worker else "")
+        return f"strategy: {self.name}, {who}{self.replicas} replica(s) in sync"
+
+    def record(self, per_replica_batch: int) -> dict:
+        """What ``metrics.json`` says about the distribution."""
+        return {"strategy": self.name, "replicas": self.replicas,
+                "per_replica_batch_size": per_replica_batch,
+                "global_batch_size": self.global_batch(per_replica_batch),
+                "learning_rate_scale": self.replicas, "task_type": self.task_type,
+                "task_index": self.task_id if self.multi_worker else None}
+
+
+@functools.lru_cache(maxsize=None)
+def make_distribution(name: str = "auto") -> Distribution:
+    """The strategy ``--strategy`` asks for, built once per process (TensorFlow allows one
+    multi-worker strategy per process, made before other collective work): ``auto`` is
+    ``MirroredStrategy`` over several visible GPUs, else the default strategy on the one device
+    (exactly the single-device behaviour); ``one_device`` a ``OneDeviceStrategy``; ``mirrored``
+    all local GPUs (or the CPU); ``multi_worker`` a ``MultiWorkerMirroredStrategy`` over the
+    cluster in ``TF_CONFIG``."""
+    if name not in STRATEGIES:
+        raise RunwayError(f"--strategy {name!r}: use one of {', '.join(STRATEGIES)}")
+    gpus = tf.config.list_physical_devices("GPU")  # (logical ones would start the runtime)
+    if name == "multi_worker":
+        cluster, task_type, task_id = read_tf_config()
+        from runway_cnn.training import keras_multi_worker
+
+        keras_multi_worker.patch_keras()
+        ring = tf.distribute.experimental.CommunicationImplementation.RING
+        auto = tf.distribute.experimental.CommunicationImplementation.AUTO
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=auto if gpus else ring)  # RING: the collectives that work on CPUs
+        return Distribution(name, tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=options), cluster, task_type, task_id)
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return Distribution("mirrored", tf.distribute.MirroredStrategy())
+    if name == "one_device":
+        device = "/gpu:0" if gpus else "/cpu:0"
+        return Distribution(name, tf.distribute.OneDeviceStrategy(device))
+    return Distribution("default", tf.distribute.get_strategy())
+
+
+_LOCAL_CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → its tf.function
+
+
+def batch_predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch of inputs → the model's outputs (inference mode) on this process alone. Under a
+    multi-worker strategy Keras' ``predict`` would shard the data over the workers, and a worker
+    whose shard ends first feeds the model an empty batch (which some CPU kernels refuse), so
+    every worker runs the model on all the data itself with no collective ops (the same outputs
+    on every worker, at N times the compute)."""
+    if not isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model.predict_on_batch
+    if model not in _LOCAL_CALLS:
+        _LOCAL_CALLS[model] = tf.function(lambda x: model(x, training=False),
+                                          reduce_retracing=True)
+    call = _LOCAL_CALLS[model]
+    return lambda x: np.asarray(call(x))
+
+
+def predict_rows(model: keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's outputs for every row of ``inputs``, in batches (see :func:`batch_predictor`)."""
+    run = batch_predictor(model)
+    return np.concatenate([np.asarray(run(inputs[i:i + batch_size]))
+                           for i in range(0, len(inputs), batch_size)])

@@ -12,6 +12,7 @@ from typing import Mapping
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from runway_cnn.backbones.factory import Backbone, backbone_chain, get_backbone
 from runway_cnn.data import folders as data
@@ -31,7 +32,14 @@ from runway_cnn.training import schedule
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.features import extract_features
-from runway_cnn.training.runtime import DeviceSettings, configure_device
+from runway_cnn.training.runtime import (
+    DeviceSettings,
+    Distribution,
+    batch_predictor,
+    configure_device,
+    make_distribution,
+    predict_rows,
+)
 
 # settings that may differ between a run and its resumption without invalidating it (a train
 # dir may be moved)
@@ -77,6 +85,15 @@ class RunResult:
         if self.recorded_export is not None:
             return self.recorded_export.parent.parent
         return Path(self.config.get("export_dir") or TrainDir(self.train_dir).export_base)
+
+
+def _sharded(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Each worker of a multi-worker run reads every ``n``-th element (``AutoShardPolicy.DATA``:
+    the file-list pipelines read a list of paths, not files to split; a TFRecord source would
+    shard by ``FILE``). No effect on one worker."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def classifier(backbone: Backbone, head: keras.Model, pooling: str = "avg") -> keras.Model:
@@ -283,7 +300,8 @@ class FineTuner:
                  ):
         self.config = config
         data.resolve_dataset_dir(config.dataset_dir)  # a missing dataset fails before any write
-        self.train_dir = Path(config.train_dir)
+        self.distribution: Distribution = make_distribution(config.strategy)
+        self.train_dir = self.distribution.work_dir(config.train_dir)  # non-chief: a temp dir
         self.files = TrainDir(self.train_dir)
         _check_resume(self.train_dir, config)
         self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
@@ -296,19 +314,39 @@ class FineTuner:
         _check_same_data(self.dataset, self.train_dir)
         data.write_run_files(self.dataset, self.train_dir)
         print(self.dataset.summary_line(), flush=True)
-        self.backbone = backbone if backbone is not None else build_backbone(config)
         self.features = features
         self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
         self.task.prepare(self._split("train").targets)
-        self.head = self.task.build_head(self.backbone.feature_dim)
-        self.model = classifier(self.backbone, self.head, config.pooling)
+        with self.distribution.scope():  # every variable a replica of the strategy's
+            self.backbone = backbone if backbone is not None else build_backbone(config)
+            self.head = self.task.build_head(self.backbone.feature_dim)
+            self.model = classifier(self.backbone, self.head, config.pooling)
         if self.stage2_epochs > 0 and not _stage_done(self.files.stage("stage2")):
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
 
     # -- stages ------------------------------------------------------------------------------
     def _compile(self, model: keras.Model, learning_rate) -> None:
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.task.loss(),
-                      metrics=self.task.metrics(), jit_compile=self.device.jit_compile)
+        with self.distribution.scope():
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.task.loss(),
+                          metrics=self.task.metrics(), jit_compile=self.device.jit_compile)
+
+    @property
+    def global_batch(self) -> int:
+        """``--batch_size`` images on each replica, every step."""
+        return self.distribution.global_batch(self.config.batch_size)
+
+    @property
+    def learning_rates(self) -> dict[str, float]:
+        """Both stages' (peak) learning rates, scaled by the number of replicas."""
+        c = self.config
+        return {"stage1": self.distribution.scaled(c.learning_rate),
+                "stage2": self.distribution.scaled(c.stage2_learning_rate or c.learning_rate / 10)}
+
+    def _drops_remainder(self, count: int) -> bool:
+        """Several workers split each batch; a last batch of fewer images than replicas would
+        leave a worker an empty batch (which some CPU kernels refuse), so it is dropped."""
+        return self.distribution.multi_worker and 0 < count % self.global_batch < \
+            self.distribution.replicas
 
     def _monitored(self, figures: dict) -> float:
         """The task's monitored figure (``val_top1`` → ``top1``) of an evaluation."""
@@ -345,13 +383,13 @@ class FineTuner:
             callbacks = _callbacks(stage_dir, self.task.monitor, self.task.monitor_mode, None,
                                    None, clock)
             if c.stage1_augment:
-                self._compile(self.model, c.learning_rate)
+                self._compile(self.model, self.learning_rates["stage1"])
                 self.model.fit(self._train_ds(train, augment=True), epochs=c.stage1_epochs,
                                shuffle=False, validation_data=self._eval_ds(val),
                                callbacks=callbacks, verbose=c.verbose)
             else:
-                self._compile(self.head, c.learning_rate)
-                self.head.fit(self._features(train), train.targets, batch_size=c.batch_size,
+                self._compile(self.head, self.learning_rates["stage1"])
+                self.head.fit(self._features(train), train.targets, batch_size=self.global_batch,
                               sample_weight=self.task.sample_weights(train.targets),
                               epochs=c.stage1_epochs, callbacks=callbacks,
                               validation_data=(self._features(val), val.targets),
@@ -383,9 +421,10 @@ class FineTuner:
         self._backbone_changed = True
         unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
         train = self._split("train")
-        steps = math.ceil(len(train.paths) / c.batch_size) * epochs
-        peak = c.stage2_learning_rate or c.learning_rate / 10
-        self._compile(self.model, schedule.warmup_cosine(peak, steps, c.warmup_fraction))
+        rounding = math.floor if self._drops_remainder(len(train.paths)) else math.ceil
+        steps = rounding(len(train.paths) / self.global_batch) * epochs
+        self._compile(self.model, schedule.warmup_cosine(self.learning_rates["stage2"], steps,
+                                                         c.warmup_fraction))
         self.model.fit(self._train_ds(train, augment=c.augment), epochs=epochs,
                        shuffle=False,
                        validation_data=self._eval_ds(self._split("validation")),
@@ -408,15 +447,26 @@ class FineTuner:
     # -- data, evaluation ---------------------------------------------------------------------
     def _train_ds(self, split: Split, augment: bool):
         spec = self.backbone.preprocessing
-        return pipeline.train_dataset(split.paths, split.targets, spec, self.config.batch_size,
-                                      Augmentation() if augment else None, seed=self.config.seed,
-                                      cache=pipeline.fits_in_memory(len(split), spec),
-                                      weights=self.task.sample_weights(split.targets))
+        ds = pipeline.train_dataset(split.paths, split.targets, spec, self.global_batch,
+                                    Augmentation() if augment else None, seed=self.config.seed,
+                                    cache=pipeline.fits_in_memory(len(split), spec),
+                                    weights=self.task.sample_weights(split.targets))
+        if self._drops_remainder(len(split.paths)):
+            ds = ds.rebatch(self.global_batch, drop_remainder=True)
+        return _sharded(ds)
 
     def _eval_ds(self, split: Split):
+        """A split's images for the validation of ``fit`` (with several workers, in batches
+        that give every worker at least one image)."""
+        batch, replicas = self.global_batch, self.distribution.replicas
+        if self.distribution.multi_worker and len(split) < replicas:
+            raise RunwayError(f"{len(split)} validation image(s) cannot give each of {replicas} "
+                              "replicas one: raise --validation_fraction or use fewer workers")
+        while self.distribution.multi_worker and 0 < len(split) % batch < replicas:
+            batch += 1  # ends at len(split) at the latest
         spec = self.backbone.preprocessing
-        return pipeline.eval_dataset(split.paths, split.targets, spec, self.config.batch_size,
-                                     cache=pipeline.fits_in_memory(len(split), spec))
+        return _sharded(pipeline.eval_dataset(split.paths, split.targets, spec, batch,
+                                              cache=pipeline.fits_in_memory(len(split), spec)))
 
     def _features(self, split: Split) -> np.ndarray:
         """The frozen backbone's features of ``split``: from the ``features`` hook, or computed
@@ -431,9 +481,9 @@ class FineTuner:
     def predict_probabilities(self, split: Split) -> np.ndarray:
         bs = self.config.batch_size
         if self.features is not None and not self._backbone_changed:
-            logits = self.head.predict(self._features(split), batch_size=bs, verbose=0)
+            logits = predict_rows(self.head, self._features(split), bs)
         else:
-            logits = pipeline.predict_in_order(self.model.predict_on_batch, split.paths,
+            logits = pipeline.predict_in_order(batch_predictor(self.model), split.paths,
                                                self.backbone.preprocessing, bs)
         return self.task.probabilities(logits)
 
@@ -466,6 +516,12 @@ class FineTuner:
         from runway_cnn.plots import plot_training_curves
 
         print(self.device.describe(), "| backbone:", self.backbone.name, flush=True)
+        distribution = {**self.distribution.record(self.config.batch_size),
+                        "learning_rates": self.learning_rates}
+        print(f"{self.distribution.describe()}: global batch {distribution['global_batch_size']},"
+              f" learning rates {', '.join(f'{k} {v:g}' for k, v in self.learning_rates.items())}"
+              + ("" if self.distribution.is_chief else f"; writing only to {self.train_dir}, "
+                 "deleted at the end (the chief writes the run's files)"), flush=True)
         stage1 = self.stage1()
         stage2 = self.stage2(self._monitored(stage1["validation"]))
         validation = self._split("validation")
@@ -478,7 +534,7 @@ class FineTuner:
             "chain": backbone_chain(self.backbone.name, self.backbone.source),
             "task": self.task.config(), "label_counts": self.dataset.label_counts(),
             "stages": {"stage1": stage1, "stage2": stage2}, "decision": decision,
-            "device": self.device.describe(), "export_path": None,
+            "device": self.device.describe(), "distribution": distribution, "export_path": None,
         })
         write_json(self.files.metrics, metrics, indent=2)
         plot_training_curves(self.train_dir)
