@@ -440,10 +440,16 @@ def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
 def test_a_damaged_feature_cache_is_recomputed(tmp_path, capsys):
     from runway_cnn.training import features
 
-    path = tmp_path / "features.npz"
-    path.write_bytes(b"PK\x03\x04 cut short by a kill")
-    assert features.load_features(path, None, None, "avg") == (None, 0.0)
-    assert f"{path} is damaged" in capsys.readouterr().out
+    from runway_cnn.runfiles import TrainDir
+
+    files = TrainDir(tmp_path)
+    np.save(files.feature_array, np.zeros((2, 4), np.float32))
+    files.features.write_bytes(b"PK\x03\x04 cut short by a kill")
+    assert features.load_features(files, None, None, "avg") == (None, 0.0)
+    assert f"{files.features} is damaged" in capsys.readouterr().out
+    files.feature_array.write_bytes(b"\x93NUMPY cut short")  # the array itself damaged
+    assert features.load_features(files, None, None, "avg") == (None, 0.0)
+    assert "is damaged" in capsys.readouterr().out
 
 
 def test_diverged_training_is_a_one_line_error(corpus, tmp_path, monkeypatch):
