@@ -45,7 +45,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 def served(tmp_path_factory):
     """Three tiny exports (single-label, multi-label, attributes) on one tiny backbone, a
     retrieval index of the single-label gallery, an attribute index, loaded once; test photos
-    (a JPEG, an RGBA PNG that needs conversion)."""
+    (a JPEG, a half-transparent PNG that must be converted as training converts it, JPEGs)."""
     root = tmp_path_factory.mktemp("app")
     hub = str(make_tiny_hub_module(root / "hub"))
     common = dict(hub_handle=hub, image_size=32, batch_size=8, verbose=0)
@@ -68,7 +68,11 @@ def served(tmp_path_factory):
     queries = make_image_folder(root / "queries", CLASSES, per_class=1, size=(40, 64), seed=5)
     jpeg = sorted(queries.rglob("*.jpg"))[0]
     png = root / "rgba.png"
-    Image.open(sorted(queries.rglob("*.jpg"))[1]).convert("RGBA").save(png)
+    rgba = Image.open(sorted(queries.rglob("*.jpg"))[1]).convert("RGBA")
+    alpha = Image.new("L", rgba.size, 255)
+    alpha.paste(0, (0, 0, rgba.width // 2, rgba.height))  # half transparent: put on white
+    rgba.putalpha(alpha)
+    rgba.save(png)
     return root, exports, models, [jpeg, png, *sorted(queries.rglob("*.jpg"))[2:]]
 
 
@@ -155,7 +159,7 @@ def test_bad_uploads_are_400_with_a_clear_error(served, client):
     assert _post(client, served[3][0]).status_code == 200  # the app is fine after all of them
 
 
-def test_the_size_cap_stops_reading_the_body(served):
+def test_the_size_cap_stops_reading_the_body():
     read = []
 
     async def chunks():
