@@ -3,7 +3,7 @@
     runway-cnn finetune --dataset_dir photos/ ...     runway-cnn predict --model M IMAGE...
     runway-cnn evaluate --model M --dataset_dir D     runway-cnn export --train_dir T
     runway-cnn serving config --export_dir E          runway-cnn report TRAIN_DIR
-    runway-cnn checkpoints convert efficientnet_lite0
+    runway-cnn checkpoints convert efficientnet_lite0  runway-cnn app --model M [--index I]
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ COMMANDS = {  # subcommand → (module with main(argv), one-line help)
     "report": ("runway_cnn.cli.report", "plot a run's or an experiment's figures"),
     "checkpoints": ("runway_cnn.cli.checkpoints", "convert offline ImageNet checkpoints"),
     "datasets": ("runway_cnn.cli.datasets", "convert a dataset into sharded TFRecords"),
+    "app": ("runway_cnn.cli.app", "a local web page and JSON API: a photo in, answers out"),
 }
 
 

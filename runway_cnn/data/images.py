@@ -138,23 +138,24 @@ def _convert(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def encoded_as_trained(path: str | os.PathLike) -> bytes:
-    """An image file's bytes as training reads it: the file itself when ``tf.io.decode_image``
-    reads it right, else a PNG of its RGB conversion (EXIF orientation applied, transparency on
-    white, 16-bit rescaled, first frame). A file PIL cannot read is returned as it is, so the
-    caller's decoder reports it. A decompression bomb is a :class:`DataError` (decoding it would
-    take gigabytes)."""
-    path = Path(path)
+def encoded_as_trained(source: str | os.PathLike | bytes) -> bytes:
+    """An image file's (or encoded image's) bytes as training reads them: the bytes themselves
+    when ``tf.io.decode_image`` reads them right, else a PNG of their RGB conversion (EXIF
+    orientation applied, transparency on white, 16-bit rescaled, first frame). Bytes PIL cannot
+    read are returned as they are, so the caller's decoder reports them. A decompression bomb is
+    a :class:`DataError` (decoding it would take gigabytes)."""
+    raw = bytes(source) if isinstance(source, (bytes, bytearray)) else None
+    name = "image" if raw is not None else str(source)
     try:
-        with strict_decoding(), Image.open(path) as im:
+        with strict_decoding(), Image.open(io.BytesIO(raw) if raw is not None else source) as im:
             if not conversion_reason(im):
-                return path.read_bytes()
+                return raw if raw is not None else Path(source).read_bytes()
             im.seek(0)
             rgb = to_rgb(ImageOps.exif_transpose(im))
     except Image.DecompressionBombError as error:
-        raise DataError(f"{path}: image too large ({error})") from error
+        raise DataError(f"{name}: image too large ({error})") from error
     except (OSError, ValueError):
-        return path.read_bytes()
+        return raw if raw is not None else Path(source).read_bytes()
     buffer = io.BytesIO()
     rgb.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()

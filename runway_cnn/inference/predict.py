@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import sys
 from pathlib import Path
@@ -23,16 +24,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".ti
                   ".heic", ".heif", ".avif")  # the last three get a row saying they can't be read
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """uint8 RGB ``[h, w, 3]`` of an image file as the trainer sees it: TF decodes what it reads
-    right; EXIF-rotated, non-RGB and other formats go through PIL (``scan_image_folder``'s rule).
-    Raises on unreadable files."""
-    with images.strict_decoding(), Image.open(path) as im:
+def read_image(source: str | Path | bytes) -> np.ndarray:
+    """uint8 RGB ``[h, w, 3]`` of an image file (or encoded bytes) as the trainer sees it: TF
+    decodes what it reads right; EXIF-rotated, non-RGB and other formats go through PIL
+    (``scan_image_folder``'s rule). Raises on unreadable images."""
+    encoded = isinstance(source, (bytes, bytearray))
+    with images.strict_decoding(), Image.open(io.BytesIO(source) if encoded else source) as im:
         if images.conversion_reason(im):
             im.seek(0)
             return np.asarray(images.to_rgb(ImageOps.exif_transpose(im)))
         im.load()  # a truncated file raises here, as it would be skipped for training
-    return decode_image(tf.io.read_file(os.fsencode(path))).numpy()
+    data = tf.constant(bytes(source)) if encoded else tf.io.read_file(os.fsencode(source))
+    return decode_image(data).numpy()
 
 
 def unreadable_reason(error: Exception) -> str:

@@ -159,6 +159,48 @@ class AttributeIndex:
                             f"({len(self.items)} items, {len(self.labels)} labels); rebuild it")
 
 
+class AttributeSearch:
+    """An index, its model and a nearest-neighbour search on the columns of ``groups`` (all by
+    default), built once for many queries (a server)."""
+
+    def __init__(self, index: str | Path | AttributeIndex, k: int = 4,
+                 groups: Sequence[str] | None = None, model: str | Path | None = None):
+        self.index = index if isinstance(index, AttributeIndex) else AttributeIndex(index)
+        if k < 1:
+            raise RunwayError(f"--k {k}: must be at least 1")
+        self.predictor = Predictor(model or self.index.meta["model"])
+        if self.predictor.labels != self.index.labels:
+            raise DataError(f"{self.index.path} was built by another model "
+                            f"({self.index.meta['model']}: {len(self.index.labels)} labels) than "
+                            f"{self.predictor.version_dir} ({len(self.predictor.labels)} labels)")
+        known = self.index.meta["groups"]
+        self.groups = list(groups or known)
+        unknown = [g for g in self.groups if g not in known]
+        if unknown:
+            raise DataError(f"--attributes {','.join(unknown)}: not in the index (its "
+                            f"attributes: {', '.join(known)})")
+        self.columns = sorted({c for g in self.groups for c in known[g]})
+        from sklearn.neighbors import NearestNeighbors
+
+        self.search = NearestNeighbors(n_neighbors=min(k, len(self.index.items))).fit(
+            self.index.vectors[:, self.columns])
+
+    def vector(self, image: np.ndarray) -> np.ndarray:
+        """A uint8 ``[h, w, 3]`` image (as ``read_image`` gives it) → its score vector, as
+        :func:`~runway_cnn.inference.predict.predict` makes the catalog's."""
+        return self.predictor.crop_outputs(self.predictor.crop(image)[None])["probabilities"][0]
+
+    def nearest(self, vector: np.ndarray) -> dict:
+        """A score vector's place on the map and its nearest items, each with its ``position``
+        in the index."""
+        vector = np.asarray(vector, np.float32)
+        distances, found = self.search.kneighbors(vector[self.columns][None])
+        return {"map": [float(x) for x in encode(self.index.encoder, vector[None])[0]],
+                "neighbours": [{"position": int(i), "path": self.index.items[i]["path"],
+                                "distance": float(d), "result": self.index.items[i]["result"]}
+                               for d, i in zip(distances[0], found[0])]}
+
+
 def query_attribute_index(index: str | Path | AttributeIndex, images: Sequence[str | Path],
                           k: int = 4, groups: Sequence[str] | None = None,
                           model: str | Path | None = None,
@@ -166,48 +208,19 @@ def query_attribute_index(index: str | Path | AttributeIndex, images: Sequence[s
     """Per photo: its result, its place on the map and the ``k`` nearest catalog items
     (Euclidean distance between score vectors, on the columns of ``groups`` only when given),
     as plain dicts; an unreadable photo gets ``error`` instead. ``grid``: also a PNG of them."""
-    index = index if isinstance(index, AttributeIndex) else AttributeIndex(index)
-    if k < 1:
-        raise RunwayError(f"--k {k}: must be at least 1")
-    predictor = Predictor(model or index.meta["model"])
-    if predictor.labels != index.labels:
-        raise DataError(f"{index.path} was built by another model ({index.meta['model']}: "
-                        f"{len(index.labels)} labels) than {predictor.version_dir} "
-                        f"({len(predictor.labels)} labels)")
-    known = index.meta["groups"]
-    chosen = list(groups or known)
-    unknown = [g for g in chosen if g not in known]
-    if unknown:
-        raise DataError(f"--attributes {','.join(unknown)}: not in the index (its attributes: "
-                        f"{', '.join(known)})")
-    columns = sorted({c for g in chosen for c in known[g]})
-    from sklearn.neighbors import NearestNeighbors
-
-    search = NearestNeighbors(n_neighbors=min(k, len(index.items))).fit(
-        index.vectors[:, columns])
+    search = AttributeSearch(index, k, groups, model)
+    predictor = search.predictor
     rows = predict(predictor, list_images(images), top_k=len(predictor.labels),
                    progress=False, probabilities=True)
-    answers = []
-    for row in rows:
-        if row["error"]:
-            answers.append({"image": row["path"], "error": row["error"]})
-            continue
-        vector = row["probabilities"].astype(np.float32)
-        distances, found = search.kneighbors(vector[columns][None])
-        answers.append({
-            "image": row["path"], "result": _result(row),
-            "map": [float(x) for x in encode(index.encoder, vector[None])[0]],
-            "neighbours": [{"path": index.items[i]["path"], "distance": float(d),
-                            "result": index.items[i]["result"]}
-                           for d, i in zip(distances[0], found[0])]})
+    answers = [{"image": row["path"], "error": row["error"]} if row["error"] else
+               {"image": row["path"], "result": _result(row),
+                **search.nearest(row["probabilities"])} for row in rows]
     if grid is not None:
         from runway_cnn.plots import plot_neighbour_grid
 
         def describe(result: dict) -> str:
-            return predictor.task.describe(result, limit=4, groups=groups and chosen)
+            return predictor.task.describe(result, limit=4, groups=groups and search.groups)
 
         plot_neighbour_grid([a for a in answers if "neighbours" in a], describe, grid,
-                            f"nearest items on {', '.join(chosen)}")
+                            f"nearest items on {', '.join(search.groups)}")
     return answers
-
-

@@ -300,6 +300,37 @@ def _faiss_index(gallery: np.ndarray, kind: str):
     return index
 
 
+class SimilarItems:
+    """An index with its search built once, for many queries (a server): ``embedder`` (None
+    when the queries come embedded) turns images into query vectors."""
+
+    def __init__(self, index: ImageIndex, embedder: Embedder | None = None,
+                 backend: str = "auto", expected_queries: int = AUTO_FAISS_QUERIES):
+        self.index, self.embedder = index, embedder
+        self.searcher = Searcher(index.embeddings, backend, expected_queries)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 ``[h, w, 3]`` images (as :func:`read_image` gives them) → L2-normalised query
+        vectors, as :func:`embed_files` makes the index's."""
+        vectors = self.embedder.features(np.stack([self.embedder.crop(i) for i in images]))
+        if vectors.shape[1] != self.index.meta["width"]:
+            raise DataError(f"{self.index.path} holds width-{self.index.meta['width']} "
+                            f"embeddings; {self.embedder.name} gives width {vectors.shape[1]}")
+        return _normalise(vectors)
+
+    def search(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """Per query vector: (item position, cosine similarity) of its top ``k``, best first."""
+        scores, found = self.searcher.search(vectors, k)
+        return [[(int(j), float(s)) for s, j in zip(row_scores, row) if j >= 0]
+                for row_scores, row in zip(scores, found)]
+
+    def neighbours(self, vectors: np.ndarray, k: int) -> list[list[dict]]:
+        """Per query vector: its top ``k`` items (``path``, ``label``?, ``item_id``?) with their
+        ``score``."""
+        return [[{**self.index.items[j], "score": s} for j, s in row]
+                for row in self.search(vectors, k)]
+
+
 # --- query and evaluate -------------------------------------------------------------------------
 
 def _embed_queries(index: ImageIndex, images: Sequence[str | os.PathLike], model=None
@@ -327,10 +358,8 @@ def query_image_index(index: str | os.PathLike | ImageIndex,
     vectors, queries, skipped = _embed_queries(index, images, model)
     found_for = {}
     if len(vectors):
-        scores, found = search(index.embeddings, vectors, k, backend)
-        found_for = {q["path"]: [{**index.items[int(j)], "score": float(s)}
-                                 for s, j in zip(row_scores, row) if j >= 0]
-                     for q, row_scores, row in zip(queries, scores, found)}
+        found = SimilarItems(index, None, backend, len(vectors)).neighbours(vectors, k)
+        found_for = {q["path"]: row for q, row in zip(queries, found)}
     errors = {s["path"]: s["error"] for s in skipped}
     answers = [{"image": str(f), "neighbours": found_for[str(f)]} if str(f) in found_for else
                {"image": str(f), "error": errors.get(str(f), "not embedded")}
