@@ -84,6 +84,11 @@ def main() -> None:
     hub = work / "hub"
     if not hub.exists():
         make_tiny_hub_module(hub)
+    package = subprocess.run([sys.executable, "-c",
+                              "import runway_cnn; print(runway_cnn.__file__)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    print(f"measuring the package at {package} (run from another checkout's folder to measure "
+          "that one)", flush=True)
     results = []
     for size in args.sizes:
         folder = make_folder(work / f"data_{size}", size)
@@ -98,7 +103,8 @@ def main() -> None:
                 code += f"; import shutil; shutil.copytree({str(run)!r}, {str(export)!r}, " \
                         "dirs_exist_ok=True)"
             mib, seconds = peak_rss(code)
-            results.append({"images": size, "job": job, "peak_rss_mib": round(mib),
+            results.append({"images": size, "job": job, "package": package,
+                            "peak_rss_mib": round(mib),
                             "seconds": round(seconds, 1)})
             print(json.dumps(results[-1]), flush=True)
             (work / "results.json").write_text(json.dumps(results, indent=1))
