@@ -64,3 +64,33 @@ def make_image_folder(root: Path, classes: Sequence[str] | int = DEFAULT_CLASSES
 def image_folder(tmp_path: Path) -> Path:
     """4 classes × 12 JPEGs (48–96 px), one folder per class."""
     return make_image_folder(tmp_path / "images")
+
+
+class Interrupt(Exception):
+    """What :func:`killed_in_stage2` raises: a run killed mid-stage."""
+
+
+def killed_in_stage2(run, monkeypatch, epoch: int = 1):
+    """Runs ``run()`` with the trainer's callbacks raising :class:`Interrupt` at the end of
+    stage 2's ``epoch`` (as a kill would stop it), then puts the callbacks back."""
+    import keras
+
+    from runway_cnn.training import trainer
+
+    original = trainer._callbacks
+
+    def interrupting(stage_dir, *args):
+        callbacks = original(stage_dir, *args)
+        if stage_dir.name == "stage2":
+            def stop(done_epoch, logs):
+                if done_epoch == epoch:
+                    raise Interrupt()
+            callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop))
+        return callbacks
+
+    monkeypatch.setattr(trainer, "_callbacks", interrupting)
+    try:
+        with pytest.raises(Interrupt):
+            run()
+    finally:
+        monkeypatch.setattr(trainer, "_callbacks", original)

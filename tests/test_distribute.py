@@ -10,16 +10,14 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_image_folder
+from conftest import killed_in_stage2, make_image_folder
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
-from runway_cnn.training import trainer as trainer_module
 from runway_cnn.training.runtime import is_chief, make_distribution, read_tf_config
 
 CLASSES = ("checks", "circles", "hstripes", "vstripes")
@@ -93,28 +91,10 @@ def test_cli_multi_worker_without_tf_config_is_one_line(tmp_path, workspace):
     assert len(errors) == 1 and "TF_CONFIG is not set" in errors[0]
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_stage2_resumes_under_a_strategy(workspace, monkeypatch):
     config = FinetuneConfig(**_settings(workspace, "resume", stage2_epochs=3, patience=0,
                                         strategy="one_device"))
-    original = trainer_module._callbacks
-
-    def interrupting(stage_dir, *args):
-        callbacks = original(stage_dir, *args)
-        if stage_dir.name == "stage2":
-            def stop(epoch, logs):
-                if epoch == 1:
-                    raise _Interrupt()
-            callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop))
-        return callbacks
-
-    monkeypatch.setattr(trainer_module, "_callbacks", interrupting)
-    with pytest.raises(_Interrupt):
-        fine_tune(config)
-    monkeypatch.setattr(trainer_module, "_callbacks", original)
+    killed_in_stage2(lambda: fine_tune(config), monkeypatch)
     result = fine_tune(config)
     assert isinstance(result.model.distribute_strategy, tf.distribute.OneDeviceStrategy)
     epochs = [int(line.split(",")[0]) for line in

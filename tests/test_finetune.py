@@ -11,6 +11,8 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from conftest import killed_in_stage2, make_image_folder
+from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
@@ -18,8 +20,6 @@ from runway_cnn.runfiles import StageDir
 from runway_cnn.training import trainer as trainer_module
 from runway_cnn.training.features import extract_features
 from runway_cnn.training.trainer import FineTuner
-from conftest import make_image_folder
-from tiny_models import make_tiny_hub_module
 
 CLASSES = ("checks", "circles", "hstripes", "vstripes")
 
@@ -241,27 +241,9 @@ def test_a_run_says_what_stage2_bought_on_validation(workspace, capsys):
     assert f"best val_top1 {best:.4f} against stage 1's -1.0000" in said and "kept" in said
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_interrupted_run_resumes_where_it_stopped(workspace, monkeypatch):
     config = _config(workspace, "resume", stage2_epochs=3, patience=0)
-    original = trainer_module._callbacks
-
-    def interrupting(stage_dir, *args):
-        callbacks = original(stage_dir, *args)
-        if stage_dir.name == "stage2":
-            def stop(epoch, logs):
-                if epoch == 1:
-                    raise _Interrupt()
-            callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop))
-        return callbacks
-
-    monkeypatch.setattr(trainer_module, "_callbacks", interrupting)
-    with pytest.raises(_Interrupt):
-        fine_tune(config)
-    monkeypatch.setattr(trainer_module, "_callbacks", original)
+    killed_in_stage2(lambda: fine_tune(config), monkeypatch)
     train_dir = config.train_dir
     stage1_mtime = (workspace[0] / "resume" / "stage1" / "done.json").stat().st_mtime
     result = fine_tune(config)
