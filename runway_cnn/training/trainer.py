@@ -88,9 +88,10 @@ class RunResult:
 
 
 def _sharded(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Each worker of a multi-worker run reads every ``n``-th element (``AutoShardPolicy.DATA``:
-    the file-list pipelines read a list of paths, not files to split; a TFRecord source would
-    shard by ``FILE``). No effect on one worker."""
+    """Each worker of a multi-worker run keeps every ``n``-th element (``AutoShardPolicy.DATA``,
+    for image files and TFRecords alike: ``FILE`` would give workers shards of unequal sizes,
+    hence unequal step counts, and the pipeline expects every record of a split). No effect on
+    one worker."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
@@ -296,8 +297,8 @@ class FineTuner:
     """
 
     def __init__(self, config: FinetuneConfig, *, dataset: ImageDataset | None = None,
-                 backbone: Backbone | None = None, features: Mapping[str, np.ndarray] | None = None
-                 ):
+                 backbone: Backbone | None = None,
+                 features: Mapping[str, np.ndarray] | None = None):
         self.config = config
         data.resolve_dataset_dir(config.dataset_dir)  # a missing dataset fails before any write
         self.distribution: Distribution = make_distribution(config.strategy)
