@@ -32,8 +32,9 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
     """The rows of a ``labels_csv`` manifest (read the ``task``'s way), else the ``split`` of a
     TFRecord directory or the ``split`` folder of a dataset with split folders, else all its
     images."""
-    if is_tfrecord_dir(data.resolve_dataset_dir(str(dataset_dir))):
-        records, _ = read_tfrecord_dataset(data.resolve_dataset_dir(str(dataset_dir)))
+    root = data.resolve_dataset_dir(str(dataset_dir))
+    if is_tfrecord_dir(root):
+        records, _ = read_tfrecord_dataset(root)
         if split not in records.splits:
             raise DataError(f"{records.root} has no {split} split (it has "
                             f"{', '.join(records.splits)}); choose one with --split")
@@ -42,14 +43,12 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
                                 f"the {len(images)} records of its {split} split",
                                 len(records.skipped))
     if labels_csv:
-        rows = scan_labels_csv(data.resolve_dataset_dir(str(dataset_dir)), labels_csv,
-                               task.raw_label)
+        rows = scan_labels_csv(root, labels_csv, task.raw_label)
         images = Split(rows.paths, np.zeros(len(rows.paths)), rows.sources, rows.raw_labels)
         return EvaluationImages(rows.tmpdir, images, "all",
                                 f"the {len(images)} usable rows of {rows.csv_path}",
                                 len(rows.bad_rows) + len(rows.skipped))
-    dataset = data.scan_image_folder(data.resolve_dataset_dir(str(dataset_dir)),
-                                     make_splits=False)
+    dataset = data.scan_image_folder(root, make_splits=False)
     pool = dataset.pooled()
     if dataset.split_settings.get("layout") != "split folders":
         return EvaluationImages(dataset, pool, "all", f"all {len(pool)} images (no split folders)",
