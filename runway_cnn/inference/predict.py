@@ -6,7 +6,6 @@ import contextlib
 import csv
 import io
 import os
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -18,6 +17,7 @@ from runway_cnn.data import images
 from runway_cnn.data.preprocessing import decode_image
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.inference.predictor import Predictor
+from runway_cnn.progress import ImageProgress
 from runway_cnn.tasks import Task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo",
@@ -82,7 +82,7 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
     files = list_images(inputs)
     task = classifier.task
     rows: list[dict] = []
-    bar = progress_bar(len(files)) if progress else None
+    bar = ImageProgress(len(files)) if progress else None
     for start in range(0, len(files), batch_size):
         batch, good = files[start:start + batch_size], []
         for path in batch:
@@ -102,16 +102,8 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
                 if probabilities:
                     row["probabilities"] = outputs["probabilities"][i]
         if bar is not None:
-            with contextlib.redirect_stdout(sys.stderr):
-                bar.add(len(batch))
+            bar.add(len(batch))
     return rows
-
-
-def progress_bar(total: int):
-    """A Keras progress bar counting images (write to it with stdout sent to stderr)."""
-    import keras
-
-    return keras.utils.Progbar(total, unit_name="image")
 
 
 def write_csv(rows: Sequence[dict], output, top_k: int, task: Task) -> None:

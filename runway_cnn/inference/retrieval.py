@@ -25,7 +25,8 @@ import numpy as np
 from runway_cnn.data.pipeline import eval_crop
 from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import DataError, RunwayError, first_line
-from runway_cnn.inference.predict import list_images, progress_bar, read_image, unreadable_reason
+from runway_cnn.inference.predict import list_images, read_image, unreadable_reason
+from runway_cnn.progress import ImageProgress
 from runway_cnn.runfiles import read_json, write_json
 
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
@@ -80,8 +81,6 @@ def embed_files(embedder: Embedder, files: Sequence[Path], batch_size: int = 32,
     unreadable ones with their errors). Files TensorFlow reads as the trainer does are decoded
     in parallel by tf.data; the others (EXIF-rotated, CMYK, 16-bit, other formats) and those
     TensorFlow fails on go through :func:`read_image` one by one, as ``predict`` reads them."""
-    import contextlib
-    import sys
 
     from PIL import Image
 
@@ -96,15 +95,14 @@ def embed_files(embedder: Embedder, files: Sequence[Path], batch_size: int = 32,
                     native.append(i)
         except Exception:  # noqa: BLE001 - read one by one below, which names the problem
             pass
-    bar = progress_bar(len(files)) if progress else None
+    bar = ImageProgress(len(files)) if progress else None
     vectors, kept = [], []
 
     def add(positions: list[int], crops: np.ndarray) -> None:
         vectors.append(embedder.features(crops))
         kept.extend(positions)
         if bar is not None:
-            with contextlib.redirect_stdout(sys.stderr):
-                bar.add(len(positions))
+            bar.add(len(positions))
 
     if native:
         ds = indexed_eval_dataset([os.fspath(files[i]) for i in native], embedder.spec,
@@ -123,8 +121,7 @@ def embed_files(embedder: Embedder, files: Sequence[Path], batch_size: int = 32,
         if crops:
             add(positions, np.stack(crops))
         if bar is not None and len(rest[start:start + batch_size]) > len(positions):
-            with contextlib.redirect_stdout(sys.stderr):
-                bar.add(len(rest[start:start + batch_size]) - len(positions))
+            bar.add(len(rest[start:start + batch_size]) - len(positions))
     if not vectors:
         return np.zeros((0, 0), np.float32), [], skipped
     order = np.argsort(kept, kind="stable")

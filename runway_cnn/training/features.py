@@ -3,16 +3,15 @@ the feature map), with a progress bar (the feature pass is the longest step of a
 streamed (no image is kept) and kept on disk, memory-mapped, for an experiment."""
 from __future__ import annotations
 
-import contextlib
 import sys
 
-import keras
 import numpy as np
 
 from runway_cnn.backbones.factory import Backbone
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import Split
 from runway_cnn.errors import first_line
+from runway_cnn.progress import ImageProgress
 from runway_cnn.runfiles import TrainDir
 from runway_cnn.training.runtime import batch_predictor
 
@@ -55,18 +54,12 @@ def load_features(files: TrainDir, pool: Split, backbone: Backbone,
 def extract_features(backbone: Backbone, paths: list[str], batch_size: int,
                      pooling: str = "avg", progress: bool = False) -> np.ndarray:
     """Pooled features (float32) of image files under the eval transform, in order."""
-    model = backbone.pooled(pooling)
     bar = None
     if progress:
         print(f"backbone features of {len(paths)} images (the frozen backbone, once):",
               file=sys.stderr, flush=True)
-        bar = keras.utils.Progbar(len(paths))
-
-    def advance(n: int) -> None:
-        with contextlib.redirect_stdout(sys.stderr):
-            bar.add(n)
-
-    run = batch_predictor(model)
+        bar = ImageProgress(len(paths))
+    run = batch_predictor(backbone.pooled(pooling))
     return pipeline.predict_in_order(lambda x: np.asarray(run(x), np.float32),
                                      paths, backbone.preprocessing, batch_size,
-                                     advance if progress else None)
+                                     bar.add if bar is not None else None)
