@@ -41,11 +41,17 @@ def strict_decoding() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def check_images(root: Path, sources: list[str], converted_dir: Path) -> list[CheckedImage]:
     """:func:`check_image` of every source (relative to ``root``), in order, decoded in a thread
     pool (PIL releases the GIL)."""
-    workers = min(8, max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                         else os.cpu_count() or 2))
+    workers = min(8, max(2, usable_cores()))
     with strict_decoding(), ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda source: check_image(root, source, converted_dir), sources))
 

@@ -11,21 +11,19 @@ gave it (JSON) and the task's targets (``image/target``; integer targets also ca
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.images import usable_cores
 from runway_cnn.errors import DataError, first_line
+from runway_cnn.progress import ImageProgress
 
 DESCRIPTOR = "dataset.json"
 VOCABULARY = "labels.txt"
@@ -76,12 +74,14 @@ def _ints(values) -> tf.train.Feature:
 
 
 def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: int,
-                    task: dict, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
+                    task: dict, seed: int = 0, workers: int | None = None,
+                    progress: bool = True) -> dict:
     """Writes every split of ``dataset`` into ``min(num_shards, images)`` shards, the vocabulary
     and the descriptor; returns the descriptor. ``task`` is the task's config (name, labels,
     options). Each split's images are shuffled (``seed``) before they are dealt into shards, so
     that a shard holds every class and a bounded shuffle buffer mixes well. Images are read and
-    encoded by ``workers`` threads; a progress bar of images goes to stderr."""
+    encoded by ``workers`` threads (default: one per usable core); a progress bar of images goes
+    to stderr."""
     if num_shards < 1:
         raise DataError(f"--num_shards must be at least 1, not {num_shards}")
     output = Path(output_dir).expanduser().resolve()
@@ -89,10 +89,9 @@ def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: i
         raise DataError(f"--output_dir {output} is not empty: give a new or empty folder")
     output.mkdir(parents=True, exist_ok=True)
     total = sum(len(s) for s in dataset.splits.values())
-    bar = keras.utils.Progbar(total, unit_name="image") if progress and total else None
-    lock = threading.Lock()
+    bar = ImageProgress(total) if progress and total else None
     splits = {}
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with ThreadPoolExecutor(max(1, workers or usable_cores())) as pool:
         for name, split in dataset.splits.items():
             names = shard_names(name, max(1, min(num_shards, len(split))))
             order = np.random.default_rng(seed).permutation(len(split))
@@ -104,8 +103,7 @@ def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: i
                     for record in records:
                         writer.write(record)
                         if bar is not None:
-                            with lock, contextlib.redirect_stdout(sys.stderr):
-                                bar.add(1)
+                            bar.add(1)
             splits[name] = {"count": len(split), "shards": names,
                             "label_counts": dataset.count_labels(split.targets)}
     first = next(iter(dataset.splits.values()))

@@ -2,7 +2,6 @@
 task's targets and split the task's way."""
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -89,8 +88,7 @@ def convert_dataset(output_dir: str | Path, num_shards: int = 4,
     with tempfile.TemporaryDirectory(prefix="runway_cnn_convert_") as work:
         dataset, task = load_dataset(config, Path(work))
         print(dataset.summary_line().replace(" (see data_report.json)", ""), flush=True)
-        return write_tfrecords(dataset, output_dir, num_shards, task.config(), seed=config.seed,
-                               workers=len(os.sched_getaffinity(0)))
+        return write_tfrecords(dataset, output_dir, num_shards, task.config(), seed=config.seed)
 
 
 def read_labels_file(path: str | Path) -> list[str]:
