@@ -308,7 +308,8 @@ class FineTuner:
         self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
                                                        config.seed)
         if dataset is None:
-            dataset, self.task = load_dataset(config, self.train_dir)
+            dataset, self.task = load_dataset(config, self.train_dir,
+                                              self.files.data_report)
         else:
             self.task = task_for_run(config.task, dataset.labels, config.to_dict())
         self.dataset = dataset
