@@ -622,6 +622,25 @@ def test_a_file_name_too_long_is_one_bad_row_and_error_lines_are_cut(tmp_path):
     assert stderr.strip() == "error: a b"
 
 
+def test_a_train_dir_inside_the_dataset_is_refused_up_front(tmp_path, monkeypatch):
+    photos = make_csv_photos(tmp_path)
+    before = snapshot(photos)
+    for train_dir in (photos / "runs" / "x", photos, photos / "red"):
+        code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", str(photos),
+                                                      "--train_dir", str(train_dir)])
+        assert_one_line_error(code, stderr, f"--train_dir {train_dir}",
+                              f"--dataset_dir {photos}")
+    code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", str(photos), "--train_dir",
+                                                  str(tmp_path / "run"), "--export_dir",
+                                                  str(photos / "exports")])
+    assert_one_line_error(code, stderr, f"--export_dir {photos / 'exports'}")
+    monkeypatch.chdir(photos)  # cd photos && finetune --dataset_dir .: the default runs/photos
+    code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", "."])
+    assert_one_line_error(code, stderr, f"--train_dir {photos / 'runs' / 'photos'}",
+                          "--dataset_dir", "without --train_dir")
+    assert snapshot(photos) == before  # nothing written into the photo folder
+
+
 def test_no_input_file_changed(corpus):
     """Last in this module: after every entry point above, the user's files are as they were."""
     root = corpus["root"]
