@@ -24,6 +24,7 @@ from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.images import usable_cores
 from runway_cnn.errors import DataError, first_line
 from runway_cnn.progress import ImageProgress
+from runway_cnn.runfiles import check_output_dir
 
 DESCRIPTOR = "dataset.json"
 VOCABULARY = "labels.txt"
@@ -73,6 +74,19 @@ def _ints(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
+def check_records_output(output_dir: str | Path, num_shards: int) -> Path:
+    """The absolute folder :func:`write_tfrecords` may write into: a new or empty folder, not a
+    file nor under one, with ``num_shards`` ≥ 1; checked before any work (a one-line error
+    naming the flag)."""
+    if num_shards < 1:
+        raise DataError(f"--num_shards must be at least 1, not {num_shards}")
+    check_output_dir(output_dir, "--output_dir")
+    output = Path(output_dir).expanduser().resolve()
+    if output.is_dir() and any(output.iterdir()):
+        raise DataError(f"--output_dir {output} is not empty: give a new or empty folder")
+    return output
+
+
 def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: int,
                     task: dict, seed: int = 0, workers: int | None = None,
                     progress: bool = True) -> dict:
@@ -82,11 +96,7 @@ def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: i
     that a shard holds every class and a bounded shuffle buffer mixes well. Images are read and
     encoded by ``workers`` threads (default: one per usable core); a progress bar of images goes
     to stderr."""
-    if num_shards < 1:
-        raise DataError(f"--num_shards must be at least 1, not {num_shards}")
-    output = Path(output_dir).expanduser().resolve()
-    if output.exists() and any(output.iterdir()):
-        raise DataError(f"--output_dir {output} is not empty: give a new or empty folder")
+    output = check_records_output(output_dir, num_shards)
     output.mkdir(parents=True, exist_ok=True)
     total = sum(len(s) for s in dataset.splits.values())
     bar = ImageProgress(total) if progress and total else None

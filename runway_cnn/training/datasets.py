@@ -8,7 +8,12 @@ from pathlib import Path
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.folders import resolve_dataset_dir, scan_image_folder
 from runway_cnn.data.manifest import scan_labels_csv
-from runway_cnn.data.tfrecords import is_tfrecord_dir, read_tfrecord_dataset, write_tfrecords
+from runway_cnn.data.tfrecords import (
+    check_records_output,
+    is_tfrecord_dir,
+    read_tfrecord_dataset,
+    write_tfrecords,
+)
 from runway_cnn.errors import DataError, first_line
 from runway_cnn.tasks import TASKS, Task, labels_for_run, task_for_run
 from runway_cnn.training.config import FinetuneConfig
@@ -85,6 +90,7 @@ def convert_dataset(output_dir: str | Path, num_shards: int = 4,
     ``labels_csv``, ``task``, split fractions, ``seed`` …) and writes it as sharded TFRecords
     into ``output_dir`` (see :mod:`runway_cnn.data.tfrecords`); returns the descriptor."""
     config = config or FinetuneConfig(**settings)
+    check_records_output(output_dir, num_shards)  # before the scan, which may take hours
     with tempfile.TemporaryDirectory(prefix="runway_cnn_convert_") as work:
         dataset, task = load_dataset(config, Path(work))
         print(dataset.summary_line().replace(" (see data_report.json)", ""), flush=True)
