@@ -33,8 +33,14 @@ FORMAT = "runway_cnn tfrecords"
 
 
 def is_tfrecord_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a directory :func:`write_tfrecords` wrote."""
-    return (Path(path) / DESCRIPTOR).is_file()
+    """Whether ``path`` is a directory :func:`write_tfrecords` wrote: it has the descriptor, or
+    ``*.tfrecord`` shards (whose missing descriptor :func:`read_descriptor` then names)."""
+    path = Path(path)
+    return (path / DESCRIPTOR).is_file() or (path.is_dir() and _has_shards(path))
+
+
+def _has_shards(path: Path) -> bool:
+    return next(path.glob("*.tfrecord"), None) is not None
 
 
 def record_ref(shard: str, number: int) -> str:
@@ -128,7 +134,13 @@ def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: i
 
 
 def read_descriptor(directory: str | Path) -> dict:
+    """A TFRecord directory's ``dataset.json``, with every key reading the records needs; a
+    missing, damaged or incomplete one is a :class:`DataError` naming it (and the key)."""
     path = Path(directory) / DESCRIPTOR
+    if not path.exists() and _has_shards(Path(directory)):
+        raise DataError(f"records folder {Path(directory)} has .tfrecord shards but no "
+                        f"{DESCRIPTOR} (their labels and splits): restore it, or convert the "
+                        "dataset again with: python -m runway_cnn.datasets convert")
     try:
         descriptor = json.loads(path.read_text())
     except (OSError, ValueError) as error:
@@ -136,7 +148,33 @@ def read_descriptor(directory: str | Path) -> dict:
     if not isinstance(descriptor, dict) or descriptor.get("format") != FORMAT:
         raise DataError(f"{path} is not a runway_cnn TFRecord descriptor (convert the dataset "
                         "with: python -m runway_cnn.datasets convert)")
+    _check_keys(descriptor, path)
     return descriptor
+
+
+def _check_keys(descriptor: dict, path: Path) -> None:
+    """Every key (and its type) :func:`read_tfrecord_dataset` and a run use."""
+    def need(mapping: dict, key: str, kind: type, where: str = "") -> Any:
+        if key not in mapping:
+            raise DataError(f"{path} lacks the key {key!r}{where} (restore the file, or convert "
+                            "the dataset again)")
+        if not isinstance(mapping[key], kind) or isinstance(mapping[key], bool):
+            raise DataError(f"{path}: {key!r}{where} is not a {kind.__name__}")
+        return mapping[key]
+
+    need(need(descriptor, "task", dict), "task", str, " of 'task'")
+    need(descriptor, "labels", list)
+    target = need(descriptor, "target", dict)
+    need(target, "shape", list, " of 'target'")
+    try:
+        np.dtype(need(target, "dtype", str, " of 'target'"))
+    except TypeError:
+        raise DataError(f"{path}: 'dtype' of 'target' is {target['dtype']!r}, not a "
+                        "NumPy type") from None
+    for name, info in need(descriptor, "splits", dict).items():
+        need(descriptor["splits"], name, dict, " of 'splits'")
+        need(info, "count", int, f" of split {name!r}")
+        need(info, "shards", list, f" of split {name!r}")
 
 
 def read_tfrecord_dataset(directory: str | Path) -> tuple[ImageDataset, dict]:
