@@ -465,6 +465,61 @@ def test_diverged_training_is_a_one_line_error(corpus, tmp_path, monkeypatch):
         tuner.evaluate("validation")
 
 
+# --- indexes, distribution and the web page (round 3) --------------------------------------------
+
+def _index_command(tool: str, model, images, output, *extra: str) -> tuple[int, str, str]:
+    """``python -m runway_cnn.index build`` (``tool`` "index") or ``recommend build``."""
+    from runway_cnn.cli import index as index_cli
+    from runway_cnn.cli import recommend as recommend_cli
+
+    if tool == "index":
+        return run_cli(index_cli.main, ["build", "--model", str(model), "--images", str(images),
+                                        "--output", str(output), *extra])
+    return run_cli(recommend_cli.main, ["build", "--model", str(model), "--catalog", str(images),
+                                        "--output", str(output), "--epochs", "3", *extra])
+
+
+@pytest.fixture(scope="module")
+def small_catalog(corpus, tmp_path_factory):
+    """Six good photos and an attribute index of them, built with the corpus run's export."""
+    from runway_cnn.inference.recommend import build_attribute_index
+
+    root = tmp_path_factory.mktemp("catalog")
+    photos = make_image_folder(root / "photos", CLASSES, per_class=2, size=(40, 48))
+    build_attribute_index(corpus["run"].export_path, photos, root / "recommend", epochs=3,
+                          progress=False)
+    return photos, root / "recommend"
+
+
+def test_broken_indexes_and_index_flags_are_one_line_errors(corpus, small_catalog, tmp_path):
+    from runway_cnn.cli import index as index_cli
+    from runway_cnn.cli import recommend as recommend_cli
+    from runway_cnn.inference.retrieval import EMBEDDINGS, FORMAT, INDEX_JSON
+
+    photos, recommend = small_catalog
+    photo = str(next(photos.rglob("*.jpg")))
+    no_path = tmp_path / "no_path"
+    no_path.mkdir()
+    np.save(no_path / EMBEDDINGS, np.eye(3, 16, dtype=np.float32))
+    (no_path / INDEX_JSON).write_text(json.dumps({
+        "format": FORMAT, "model": str(corpus["run"].export_path), "width": 16, "count": 3,
+        "items": [{"path": photo}, {"label": "checks"}, {"path": photo}], "skipped": []}))
+    code, _, stderr = run_cli(index_cli.main, ["query", "--index", str(no_path), photo])
+    assert_one_line_error(code, stderr, str(no_path / INDEX_JSON), "item 1", "'path'")
+    code, _, stderr = _index_command("index", corpus["run"].export_path, photos,
+                                     tmp_path / "out", "--batch_size", "0")
+    assert_one_line_error(code, stderr, "--batch_size 0")
+    assert not (tmp_path / "out").exists()
+    nan_row = tmp_path / "nan_row"
+    shutil.copytree(recommend, nan_row)
+    with np.load(nan_row / "index.npz") as saved:
+        arrays = dict(saved)
+    arrays["vectors"][2, 1] = np.nan
+    np.savez(nan_row / "index.npz", **arrays)
+    code, _, stderr = run_cli(recommend_cli.main, ["query", "--index", str(nan_row), photo])
+    assert_one_line_error(code, stderr, str(nan_row / "index.npz"), "row 2", "NaN")
+
+
 def test_no_input_file_changed(corpus):
     """Last in this module: after every entry point above, the user's files are as they were."""
     root = corpus["root"]

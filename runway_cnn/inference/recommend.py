@@ -157,6 +157,15 @@ class AttributeIndex:
             raise DataError(f"{self.path}: the arrays ({self.vectors.shape[0]} vectors of width "
                             f"{self.vectors.shape[-1]}) do not match {INDEX_JSON} "
                             f"({len(self.items)} items, {len(self.labels)} labels); rebuild it")
+        for name, array in (("vectors", self.vectors), ("map", self.map)):
+            bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+            if len(bad):
+                raise DataError(f"{self.path / INDEX_ARRAYS}: row {bad[0]} of '{name}' "
+                                f"({self.items[bad[0]].get('path', 'an item')}) holds NaN or "
+                                f"infinite values ({len(bad)} such row(s)); rebuild the index")
+        if not all(np.isfinite(w).all() for w in self.encoder):
+            raise DataError(f"{self.path / INDEX_ARRAYS}: the encoder's weights hold NaN or "
+                            "infinite values; rebuild the index")
 
 
 class AttributeSearch:

@@ -164,6 +164,8 @@ def build_image_index(model: str | os.PathLike, images: str | os.PathLike,
     """Embeds the images under ``images`` into the index folder ``output`` (with ``append``,
     only those not in it yet, with the model that built it); returns the index summary."""
     output, root = Path(output), Path(images)
+    if batch_size < 1:
+        raise RunwayError(f"--batch_size {batch_size}: must be at least 1")
     old = ImageIndex(output) if append and (output / INDEX_JSON).exists() else None
     embedder = load_embedder(model)
     if old is not None and embedder.name != old.meta["model"]:
@@ -216,11 +218,21 @@ class ImageIndex:
             raise DataError(f"{self.path / EMBEDDINGS}: damaged or missing "
                             f"({first_line(error)}); {fix}") from None
         self.items = self.meta["items"]
+        _check_items(self.path / INDEX_JSON, self.items, fix)
         if self.embeddings.dtype != np.float32 or self.embeddings.shape != (
                 len(self.items), self.meta["width"]):
             raise DataError(f"{self.path}: {EMBEDDINGS} holds {self.embeddings.shape} "
                             f"{self.embeddings.dtype}, {INDEX_JSON} says {len(self.items)} items "
                             f"of width {self.meta['width']}; {fix}")
+
+
+def _check_items(path: Path, items, fix: str) -> None:
+    """Every item of an index's JSON is an object with a ``path`` string."""
+    if not isinstance(items, list):
+        raise DataError(f"{path}: 'items' is not a list; {fix}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise DataError(f"{path}: item {i} has no 'path' ({str(item)[:60]}); {fix}")
 
 
 # --- search -------------------------------------------------------------------------------------
