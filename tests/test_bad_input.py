@@ -520,6 +520,39 @@ def test_broken_indexes_and_index_flags_are_one_line_errors(corpus, small_catalo
     assert_one_line_error(code, stderr, str(nan_row / "index.npz"), "row 2", "NaN")
 
 
+def test_index_builds_refuse_a_folder_of_the_users_files(corpus, small_catalog, tmp_path):
+    photos, _ = small_catalog
+    model = corpus["run"].export_path
+    for tool in ("index", "recommend"):
+        mine = tmp_path / f"{tool}_mine"
+        mine.mkdir()
+        (mine / "index.json").write_text('{"my": "own notes"}')
+        (mine / "map.png").write_bytes(b"my own map")
+        before = snapshot(mine)
+        code, _, stderr = _index_command(tool, model, photos, mine)
+        assert_one_line_error(code, stderr, str(mine), "--overwrite")
+        assert snapshot(mine) == before, tool  # nothing written over
+        own = tmp_path / f"{tool}_own"  # its own earlier output is rebuilt without a word
+        for _ in range(2):
+            code, _, stderr = _index_command(tool, model, photos, own)
+            assert code == 0, stderr
+        code, _, stderr = run_cli(
+            __import__(f"runway_cnn.cli.{tool}", fromlist=["main"]).main,
+            ["query", "--index", str(own), str(next(photos.rglob("*.jpg")))])
+        assert code == 0 and (own / "neighbours.png").exists(), stderr
+        code, _, stderr = _index_command(tool, model, photos, own)  # with its query's grid
+        assert code == 0, stderr
+        (own / "notes.txt").write_text("mine")
+        code, _, stderr = _index_command(tool, model, photos, own)
+        assert_one_line_error(code, stderr, str(own), "notes.txt", "--overwrite")
+        code, _, stderr = _index_command(tool, model, photos, mine, "--overwrite")
+        assert code == 0, stderr
+        assert json.loads((mine / "index.json").read_text())["count"] == 6
+    # an index of the other command is not this command's output either
+    code, _, stderr = _index_command("index", model, photos, tmp_path / "recommend_own")
+    assert_one_line_error(code, stderr, str(tmp_path / "recommend_own"), "--overwrite")
+
+
 def test_no_input_file_changed(corpus):
     """Last in this module: after every entry point above, the user's files are as they were."""
     root = corpus["root"]

@@ -21,19 +21,23 @@ import numpy as np
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.inference.predict import list_images, predict
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.runfiles import read_json, write_json
+from runway_cnn.runfiles import check_own_output, read_json, write_json
 
 INDEX_JSON, INDEX_ARRAYS, MAP_PNG = "index.json", "index.npz", "map.png"
 FORMAT = "runway_cnn attribute index"
+OWN_FILES = (INDEX_JSON, INDEX_ARRAYS, MAP_PNG, "neighbours.png")  # build's, and query's grid
 HIDDEN = 32  # the autoencoder's hidden width (vectors → 32 → 2 → 32 → vectors)
 NEIGHBOURS = 10  # trustworthiness is measured on this many neighbours
 
 
 def build_attribute_index(model: str | Path, catalog: str | Path, output: str | Path,
                           color_by: str | None = None, epochs: int = 300, seed: int = 0,
-                          batch_size: int = 32, progress: bool = True) -> dict:
+                          batch_size: int = 32, progress: bool = True,
+                          overwrite: bool = False) -> dict:
     """Indexes the images under ``catalog`` with ``model``; returns (and writes) the index
-    summary: items, skipped files, the map's figures."""
+    summary: items, skipped files, the map's figures. An ``output`` holding files other than an
+    earlier index's is refused unless ``overwrite``."""
+    check_own_output(output, INDEX_JSON, FORMAT, OWN_FILES, overwrite)
     predictor = Predictor(model)
     groups = predictor.task.label_groups()
     if color_by is not None and color_by not in groups:
