@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -551,6 +552,37 @@ def test_index_builds_refuse_a_folder_of_the_users_files(corpus, small_catalog, 
     # an index of the other command is not this command's output either
     code, _, stderr = _index_command("index", model, photos, tmp_path / "recommend_own")
     assert_one_line_error(code, stderr, str(tmp_path / "recommend_own"), "--overwrite")
+
+
+def test_parameter_servers_and_bad_seeds_are_one_line_errors(corpus, tmp_path, monkeypatch):
+    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn.training import runtime
+
+    def never(*args, **kwargs):
+        raise AssertionError("a MultiWorkerMirroredStrategy was built")
+
+    monkeypatch.setattr(runtime.tf.distribute, "MultiWorkerMirroredStrategy", never)
+    for cluster, task in (({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "worker"),
+                          ({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "ps")):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                    "task": {"type": task, "index": 0}}))
+        code, _, stderr = run_cli(finetune_cli.main, _small_config(
+            corpus, tmp_path, corpus["dataset"], strategy="multi_worker"))
+        assert_one_line_error(code, stderr, "TF_CONFIG", "'ps'", "parameter-server",
+                              "'chief', 'worker'")
+    monkeypatch.delenv("TF_CONFIG")
+    for seed in (-1, 2 ** 32):
+        code, _, stderr = run_cli(finetune_cli.main, _small_config(
+            corpus, tmp_path, corpus["dataset"], seed=seed))
+        assert_one_line_error(code, stderr, f"--seed {seed}")
+        code, _, stderr = run_cli(datasets_cli.main, [
+            "convert", "--dataset_dir", str(corpus["dataset"]), "--output_dir",
+            str(tmp_path / "records"), "--seed", str(seed)])
+        assert_one_line_error(code, stderr, f"--seed {seed}")
+    code, _, stderr = run_cli(finetune_cli.main, _small_config(
+        corpus, tmp_path, corpus["dataset"], seed=2 ** 32 - 3, num_splits=5))
+    assert_one_line_error(code, stderr, "--seed", "--num_splits")
+    assert not (tmp_path / "train").exists() and not (tmp_path / "records").exists()
 
 
 def test_no_input_file_changed(corpus):

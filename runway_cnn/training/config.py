@@ -10,6 +10,7 @@ from runway_cnn.errors import RunwayError
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+MAX_SEED = 2 ** 32 - 1  # numpy's (and so scikit-learn's) largest seed
 
 
 def _absolute(path: str) -> str:
@@ -129,6 +130,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
+        runs = max(self.num_splits, self.kfold, 1)  # an experiment's run i uses seed + i
         problems = [f"--{name} {getattr(self, name)!r}: {rule}" for name, ok, rule in (
             ("dataset_dir", self.dataset_dir is not None, "is required"),
             ("batch_size", self.batch_size >= 1, "must be at least 1"),
@@ -147,6 +149,10 @@ class FinetuneConfig:
              "must be at least 16"),
             ("top_k", self.top_k >= 1, "must be at least 1"),
             ("strategy", self.strategy in STRATEGIES, f"must be one of {', '.join(STRATEGIES)}"),
+            ("seed", 0 <= self.seed <= MAX_SEED - runs + 1,
+             "must be in [0, 2**32 - 1] (numpy's and scikit-learn's seeds)" if runs == 1 else
+             f"must be in [0, 2**32 - {runs}]: the {runs} runs of --num_splits / --kfold use "
+             f"seeds seed to seed + {runs - 1}, and numpy's seeds end at 2**32 - 1"),
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))

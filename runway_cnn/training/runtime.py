@@ -18,6 +18,8 @@ import tensorflow as tf
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.training.config import STRATEGIES
 
+TASK_TYPES = ("chief", "worker")  # what MultiWorkerMirroredStrategy trains with
+
 
 @dataclass(frozen=True)
 class DeviceSettings:
@@ -82,6 +84,13 @@ def read_tf_config() -> tuple[dict, str, int]:
     task = spec.get("task") if isinstance(spec, dict) else None
     if not isinstance(cluster, dict) or not any(cluster.get(k) for k in ("chief", "worker")):
         raise RunwayError(f"TF_CONFIG has no 'cluster' with 'worker' (or 'chief') addresses: {fix}")
+    others = sorted(set(cluster) - set(TASK_TYPES))
+    if others:
+        raise RunwayError(
+            f"TF_CONFIG's cluster has {', '.join(map(repr, others))} tasks: "
+            + ("parameter-server training is not supported; " if "ps" in others else "")
+            + f"--strategy multi_worker takes {', '.join(map(repr, TASK_TYPES))} tasks only "
+            "(docs/multi_worker.md)")
     if not isinstance(task, dict) or task.get("type") not in cluster \
             or not isinstance(task.get("index"), int) \
             or not 0 <= task["index"] < len(cluster[task["type"]]):
