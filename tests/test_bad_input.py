@@ -10,6 +10,10 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -583,6 +587,64 @@ def test_parameter_servers_and_bad_seeds_are_one_line_errors(corpus, tmp_path, m
         corpus, tmp_path, corpus["dataset"], seed=2 ** 32 - 3, num_splits=5))
     assert_one_line_error(code, stderr, "--seed", "--num_splits")
     assert not (tmp_path / "train").exists() and not (tmp_path / "records").exists()
+
+
+def _worker_command(corpus, tmp_path, peer: str, *extra: str) -> tuple[list[str], dict]:
+    """``finetune --strategy multi_worker`` as worker 0 of a loopback port and ``peer``."""
+    from test_distribute import _free_ports
+
+    cluster = {"worker": [f"127.0.0.1:{_free_ports(1)[0]}", peer]}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": 0}}),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parent.parent),
+                                                  os.environ.get("PYTHONPATH")) if p)}
+    argv = [sys.executable, "-m", "runway_cnn.finetune", "--strategy", "multi_worker",
+            *_small_config(corpus, tmp_path, corpus["dataset"]), *extra]
+    return argv, env
+
+
+def test_a_worker_whose_peer_never_answers_ends_in_one_line(corpus, tmp_path):
+    argv, env = _worker_command(corpus, tmp_path, "no-such-host.invalid:2222",
+                                "--worker_timeout", "3")
+    start = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert time.monotonic() - start < 60
+    assert "waiting" in done.stdout and "no-such-host.invalid:2222" in done.stdout, done.stdout
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-2000:]
+    for text in ("worker 1", "no-such-host.invalid:2222", "3 s", "--worker_timeout"):
+        assert text in errors[0], (text, errors[0])
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_end_a_waiting_worker(corpus, tmp_path, signal_number):
+    from test_distribute import _free_ports
+
+    argv, env = _worker_command(corpus, tmp_path, f"127.0.0.1:{_free_ports(1)[0]}")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        waiting = threading.Event()
+
+        def watch() -> None:
+            for line in proc.stdout:
+                if "waiting" in line:
+                    waiting.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        assert waiting.wait(90), "no 'waiting' line"
+        time.sleep(1)
+        proc.send_signal(signal_number)
+        code = proc.wait(timeout=15)
+        stderr = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == (130 if signal_number == signal.SIGINT else -signal.SIGTERM), stderr[-2000:]
+    assert "Traceback" not in stderr
 
 
 def test_no_input_file_changed(corpus):
