@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -645,6 +646,19 @@ def test_ctrl_c_and_sigterm_end_a_waiting_worker(corpus, tmp_path, signal_number
             proc.wait()
     assert code == (130 if signal_number == signal.SIGINT else -signal.SIGTERM), stderr[-2000:]
     assert "Traceback" not in stderr
+
+
+def test_app_on_a_port_in_use_is_one_line(corpus):
+    pytest.importorskip("uvicorn", reason="the [app] extra is not installed")
+    from runway_cnn.cli import app as app_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, stderr = run_cli(app_cli.main, ["--model", str(corpus["run"].export_path),
+                                                 "--port", str(port)])
+    assert_one_line_error(code, stderr, "--port", f"127.0.0.1:{port}", "in use")
 
 
 def test_no_input_file_changed(corpus):
