@@ -58,6 +58,32 @@ def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
             raise RunwayError(f"{flag} {path} is a folder; give a file name")
 
 
+def check_own_output(path: str | os.PathLike, descriptor: str, format: str,
+                     names: tuple[str, ...], overwrite: bool = False) -> None:
+    """An output folder a command writes its files ``names`` into: new, empty, or its own
+    earlier output (``descriptor`` a JSON object whose ``format`` is ``format``, and nothing but
+    ``names`` and its killed writes' hidden temporary files beside it). Any other folder holds
+    files the command did not write, and is refused unless ``overwrite``."""
+    path = Path(path)
+    if overwrite or not path.is_dir():
+        return
+    leftovers = tuple(f".{name}." for name in names)  # write_json's and np.save's temporaries
+    present = sorted(p.name for p in path.iterdir()
+                     if not (p.name.startswith(leftovers) and ".tmp" in p.name))
+    if not present:
+        return
+    try:
+        own = json.loads((path / descriptor).read_text()).get("format") == format
+    except (OSError, ValueError, AttributeError):
+        own = False
+    foreign = [name for name in present if name not in names] or ([] if own else present)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                          else "")
+        raise RunwayError(f"--output {path} holds files this command did not write ({shown}); "
+                          "give a new or empty folder, or --overwrite to write into it anyway")
+
+
 def _check_parents(path: Path, flag: str) -> None:
     for parent in Path(os.path.abspath(path)).parents:
         if parent.exists():

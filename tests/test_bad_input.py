@@ -10,6 +10,12 @@ import io
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -758,6 +764,194 @@ def test_bad_label_vectors_and_attribute_weights_are_named_before_training(corpu
         code, _, stderr = run_cli(finetune_cli.main, argv)
         assert_one_line_error(code, stderr, f"--attribute_weights {weights}")
         assert not (tmp_path / "train" / "stage1").exists(), weights
+# --- indexes, distribution and the web page (round 3) --------------------------------------------
+
+def _index_command(tool: str, model, images, output, *extra: str) -> tuple[int, str, str]:
+    """``python -m runway_cnn.index build`` (``tool`` "index") or ``recommend build``."""
+    from runway_cnn.cli import index as index_cli
+    from runway_cnn.cli import recommend as recommend_cli
+
+    if tool == "index":
+        return run_cli(index_cli.main, ["build", "--model", str(model), "--images", str(images),
+                                        "--output", str(output), *extra])
+    return run_cli(recommend_cli.main, ["build", "--model", str(model), "--catalog", str(images),
+                                        "--output", str(output), "--epochs", "3", *extra])
+
+
+@pytest.fixture(scope="module")
+def small_catalog(corpus, tmp_path_factory):
+    """Six good photos and an attribute index of them, built with the corpus run's export."""
+    from runway_cnn.inference.recommend import build_attribute_index
+
+    root = tmp_path_factory.mktemp("catalog")
+    photos = make_image_folder(root / "photos", CLASSES, per_class=2, size=(40, 48))
+    build_attribute_index(corpus["run"].export_path, photos, root / "recommend", epochs=3,
+                          progress=False)
+    return photos, root / "recommend"
+
+
+def test_broken_indexes_and_index_flags_are_one_line_errors(corpus, small_catalog, tmp_path):
+    from runway_cnn.cli import index as index_cli
+    from runway_cnn.cli import recommend as recommend_cli
+    from runway_cnn.inference.retrieval import EMBEDDINGS, FORMAT, INDEX_JSON
+
+    photos, recommend = small_catalog
+    photo = str(next(photos.rglob("*.jpg")))
+    no_path = tmp_path / "no_path"
+    no_path.mkdir()
+    np.save(no_path / EMBEDDINGS, np.eye(3, 16, dtype=np.float32))
+    (no_path / INDEX_JSON).write_text(json.dumps({
+        "format": FORMAT, "model": str(corpus["run"].export_path), "width": 16, "count": 3,
+        "items": [{"path": photo}, {"label": "checks"}, {"path": photo}], "skipped": []}))
+    code, _, stderr = run_cli(index_cli.main, ["query", "--index", str(no_path), photo])
+    assert_one_line_error(code, stderr, str(no_path / INDEX_JSON), "item 1", "'path'")
+    code, _, stderr = _index_command("index", corpus["run"].export_path, photos,
+                                     tmp_path / "out", "--batch_size", "0")
+    assert_one_line_error(code, stderr, "--batch_size 0")
+    assert not (tmp_path / "out").exists()
+    nan_row = tmp_path / "nan_row"
+    shutil.copytree(recommend, nan_row)
+    with np.load(nan_row / "index.npz") as saved:
+        arrays = dict(saved)
+    arrays["vectors"][2, 1] = np.nan
+    np.savez(nan_row / "index.npz", **arrays)
+    code, _, stderr = run_cli(recommend_cli.main, ["query", "--index", str(nan_row), photo])
+    assert_one_line_error(code, stderr, str(nan_row / "index.npz"), "row 2", "NaN")
+
+
+def test_index_builds_refuse_a_folder_of_the_users_files(corpus, small_catalog, tmp_path):
+    photos, _ = small_catalog
+    model = corpus["run"].export_path
+    for tool in ("index", "recommend"):
+        mine = tmp_path / f"{tool}_mine"
+        mine.mkdir()
+        (mine / "index.json").write_text('{"my": "own notes"}')
+        (mine / "map.png").write_bytes(b"my own map")
+        before = snapshot(mine)
+        code, _, stderr = _index_command(tool, model, photos, mine)
+        assert_one_line_error(code, stderr, str(mine), "--overwrite")
+        assert snapshot(mine) == before, tool  # nothing written over
+        own = tmp_path / f"{tool}_own"  # its own earlier output is rebuilt without a word
+        for _ in range(2):
+            code, _, stderr = _index_command(tool, model, photos, own)
+            assert code == 0, stderr
+        code, _, stderr = run_cli(
+            __import__(f"runway_cnn.cli.{tool}", fromlist=["main"]).main,
+            ["query", "--index", str(own), str(next(photos.rglob("*.jpg")))])
+        assert code == 0 and (own / "neighbours.png").exists(), stderr
+        code, _, stderr = _index_command(tool, model, photos, own)  # with its query's grid
+        assert code == 0, stderr
+        (own / "notes.txt").write_text("mine")
+        code, _, stderr = _index_command(tool, model, photos, own)
+        assert_one_line_error(code, stderr, str(own), "notes.txt", "--overwrite")
+        code, _, stderr = _index_command(tool, model, photos, mine, "--overwrite")
+        assert code == 0, stderr
+        assert json.loads((mine / "index.json").read_text())["count"] == 6
+    # an index of the other command is not this command's output either
+    code, _, stderr = _index_command("index", model, photos, tmp_path / "recommend_own")
+    assert_one_line_error(code, stderr, str(tmp_path / "recommend_own"), "--overwrite")
+
+
+def test_parameter_servers_and_bad_seeds_are_one_line_errors(corpus, tmp_path, monkeypatch):
+    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn.training import runtime
+
+    def never(*args, **kwargs):
+        raise AssertionError("a MultiWorkerMirroredStrategy was built")
+
+    monkeypatch.setattr(runtime.tf.distribute, "MultiWorkerMirroredStrategy", never)
+    for cluster, task in (({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "worker"),
+                          ({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "ps")):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                    "task": {"type": task, "index": 0}}))
+        code, _, stderr = run_cli(finetune_cli.main, _small_config(
+            corpus, tmp_path, corpus["dataset"], strategy="multi_worker"))
+        assert_one_line_error(code, stderr, "TF_CONFIG", "'ps'", "parameter-server",
+                              "'chief', 'worker'")
+    monkeypatch.delenv("TF_CONFIG")
+    for seed in (-1, 2 ** 32):
+        code, _, stderr = run_cli(finetune_cli.main, _small_config(
+            corpus, tmp_path, corpus["dataset"], seed=seed))
+        assert_one_line_error(code, stderr, f"--seed {seed}")
+        code, _, stderr = run_cli(datasets_cli.main, [
+            "convert", "--dataset_dir", str(corpus["dataset"]), "--output_dir",
+            str(tmp_path / "records"), "--seed", str(seed)])
+        assert_one_line_error(code, stderr, f"--seed {seed}")
+    code, _, stderr = run_cli(finetune_cli.main, _small_config(
+        corpus, tmp_path, corpus["dataset"], seed=2 ** 32 - 3, num_splits=5))
+    assert_one_line_error(code, stderr, "--seed", "--num_splits")
+    assert not (tmp_path / "train").exists() and not (tmp_path / "records").exists()
+
+
+def _worker_command(corpus, tmp_path, peer: str, *extra: str) -> tuple[list[str], dict]:
+    """``finetune --strategy multi_worker`` as worker 0 of a loopback port and ``peer``."""
+    from test_distribute import _free_ports
+
+    cluster = {"worker": [f"127.0.0.1:{_free_ports(1)[0]}", peer]}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": 0}}),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parent.parent),
+                                                  os.environ.get("PYTHONPATH")) if p)}
+    argv = [sys.executable, "-m", "runway_cnn.finetune", "--strategy", "multi_worker",
+            *_small_config(corpus, tmp_path, corpus["dataset"]), *extra]
+    return argv, env
+
+
+def test_a_worker_whose_peer_never_answers_ends_in_one_line(corpus, tmp_path):
+    argv, env = _worker_command(corpus, tmp_path, "no-such-host.invalid:2222",
+                                "--worker_timeout", "3")
+    start = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert time.monotonic() - start < 60
+    assert "waiting" in done.stdout and "no-such-host.invalid:2222" in done.stdout, done.stdout
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-2000:]
+    for text in ("worker 1", "no-such-host.invalid:2222", "3 s", "--worker_timeout"):
+        assert text in errors[0], (text, errors[0])
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_end_a_waiting_worker(corpus, tmp_path, signal_number):
+    from test_distribute import _free_ports
+
+    argv, env = _worker_command(corpus, tmp_path, f"127.0.0.1:{_free_ports(1)[0]}")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        waiting = threading.Event()
+
+        def watch() -> None:
+            for line in proc.stdout:
+                if "waiting" in line:
+                    waiting.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        assert waiting.wait(90), "no 'waiting' line"
+        time.sleep(1)
+        proc.send_signal(signal_number)
+        code = proc.wait(timeout=15)
+        stderr = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == (130 if signal_number == signal.SIGINT else -signal.SIGTERM), stderr[-2000:]
+    assert "Traceback" not in stderr
+
+
+def test_app_on_a_port_in_use_is_one_line(corpus):
+    pytest.importorskip("uvicorn", reason="the [app] extra is not installed")
+    from runway_cnn.cli import app as app_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, stderr = run_cli(app_cli.main, ["--model", str(corpus["run"].export_path),
+                                                 "--port", str(port)])
+    assert_one_line_error(code, stderr, "--port", f"127.0.0.1:{port}", "in use")
 
 
 def test_no_input_file_changed(corpus):

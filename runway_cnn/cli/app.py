@@ -7,14 +7,17 @@ Open http://HOST:PORT/ and drop a photo on the page: every model's answer (top-k
 predicted label set, each attribute's value) as bars, and with indexes the most similar catalog
 items and the photo's place on the attribute map. ``POST /api/predict`` (the photo as the
 multipart field ``file`` or the raw body) returns what ``Predictor.predict`` returns per model;
-``/docs`` is the API's OpenAPI page. Binds to 127.0.0.1 unless ``--host`` says otherwise.
+``/docs`` is the API's OpenAPI page. Binds to 127.0.0.1 unless ``--host`` says otherwise; a port
+in use is a one-line error before anything loads.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 
-from runway_cnn.errors import RunwayError
+from runway_cnn.errors import RunwayError, first_line
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,8 +43,34 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError as error:
         raise RunwayError(f"the web app needs {error.name}: pip install 'runway_cnn[app]'") \
             from None
-    app = create_app(args.model, args.index, args.recommend, args.max_mb, args.max_pixels,
-                     args.k)
-    print(f"serving {', '.join(app.state.models.predictors)} on http://{args.host}:{args.port}/",
-          file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    listener = bind(args.host, args.port)  # before loading anything: a port in use is one line
+    try:
+        app = create_app(args.model, args.index, args.recommend, args.max_mb, args.max_pixels,
+                         args.k)
+        print(f"serving {', '.join(app.state.models.predictors)} on "
+              f"http://{args.host}:{args.port}/", file=sys.stderr)
+        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                               log_level="warning"))
+        server.run(sockets=[listener])
+    finally:
+        listener.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (uvicorn then serves on it, so nothing can take the
+    port in between); a port in use or an address this machine does not have is one line."""
+    try:
+        return socket.create_server((host, port), family=_family(host), backlog=2048)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise RunwayError(f"--port {port}: {host}:{port} is in use (another server?); give "
+                              "another --port") from None
+        raise RunwayError(f"--host {host} --port {port}: cannot listen there "
+                          f"({first_line(error)})") from None
+
+
+def _family(host: str) -> socket.AddressFamily:
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][0]
+    except OSError:
+        return socket.AF_INET

@@ -1,7 +1,7 @@
 """``python -m runway_cnn.index build|query|evaluate``: similar-image retrieval on learned features.
 
     python -m runway_cnn.index build --model MODEL --images DIR --output INDEX
-        [--item_ids items.csv] [--append]
+        [--item_ids items.csv] [--append] [--overwrite]
     python -m runway_cnn.index query --index INDEX IMAGE... [--k 10] [--json] [--grid g.png]
     python -m runway_cnn.index evaluate --index INDEX --queries DIR_OR_INDEX
 
@@ -12,7 +12,8 @@ A folder's class sub-folders are the items' labels; ``--item_ids`` (``filename,i
 items, and a hit in ``evaluate`` is the same item id, else the same label. ``--backend`` picks
 exact search (numpy) or FAISS (``pip install 'runway_cnn[faiss]'``); ``auto`` is exact unless the
 index has 100k+ items and the call 10k+ queries, where building FAISS HNSW pays back (see
-BENCHMARKS.md).
+BENCHMARKS.md). ``build`` writes into a new or empty folder or over an index it built; a folder
+holding other files is refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None):
     build.add_argument("--append", action="store_true",
                        help="add the images not yet in the index, keeping the others")
     build.add_argument("--batch_size", type=int, default=32)
+    build.add_argument("--overwrite", action="store_true",
+                       help="write into --output even when it holds files other than an index")
     query = commands.add_parser("query", help="top-k similar items of photos")
     query.add_argument("--index", required=True)
     query.add_argument("images", nargs="+", metavar="IMAGE")
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None):
     if args.command == "build":
         check_output_dir(args.output, "--output")
         summary = build_image_index(args.model, args.images, args.output, args.item_ids,
-                                    args.append, args.batch_size)
+                                    args.append, args.batch_size,
+                                    overwrite=args.overwrite)
         print(f"{summary['added']} images embedded in {summary['embed_seconds']:.1f} s "
               f"({summary['count']} in the index, width {summary['width']}); "
               f"{len(summary['skipped'])} unreadable skipped"

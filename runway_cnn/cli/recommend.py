@@ -1,14 +1,15 @@
 """``python -m runway_cnn.recommend build|query``: similar catalog items from predicted attributes.
 
     python -m runway_cnn.recommend build --model EXPORT --catalog DIR --output INDEX
-        [--color_by ATTRIBUTE]
+        [--color_by ATTRIBUTE] [--overwrite]
     python -m runway_cnn.recommend query --index INDEX IMAGE... [--k 4]
         [--attributes neckline,pattern] [--json] [--grid neighbours.png]
 
 ``build`` runs the export over every image under the catalog folder (a progress bar; unreadable
 files listed and skipped), keeps each item's attribute probabilities, fits a 2-D attribute map
-(a small autoencoder, PCA beside it) and writes the index folder with ``map.png``. ``query``
-prints the k catalog items nearest to each photo in attribute space (optionally on some
+(a small autoencoder, PCA beside it) and writes the index folder with ``map.png``: a new or empty
+folder, or an index it built; a folder holding other files is refused unless ``--overwrite``.
+``query`` prints the k catalog items nearest to each photo in attribute space (optionally on some
 attributes only) with their attributes and distances, or JSON with ``--json``; ``--grid`` also
 draws them (default: ``neighbours.png`` in the index folder).
 """
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None):
     build.add_argument("--color_by", help="attribute that colours the map (default: the first)")
     build.add_argument("--epochs", type=int, default=300, help="autoencoder training epochs")
     build.add_argument("--batch_size", type=int, default=32)
+    build.add_argument("--overwrite", action="store_true",
+                       help="write into --output even when it holds files other than an index")
     query = commands.add_parser("query", help="nearest catalog items to photos")
     query.add_argument("--index", required=True)
     query.add_argument("images", nargs="+", metavar="IMAGE")
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None):
     if args.command == "build":
         check_output_dir(args.output, "--output")
         summary = build_attribute_index(args.model, args.catalog, args.output, args.color_by,
-                              epochs=args.epochs, batch_size=args.batch_size)
+                                        epochs=args.epochs, batch_size=args.batch_size,
+                                        overwrite=args.overwrite)
         figures = summary["map"]
         print(f"{summary['count']} items indexed, {len(summary['skipped'])} unreadable skipped"
               + "".join(f"\n  skipped {s['path']}: {s['error']}" for s in summary["skipped"]),

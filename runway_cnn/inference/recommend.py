@@ -21,19 +21,23 @@ import numpy as np
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.inference.predict import list_images, predict
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.runfiles import read_json, write_json
+from runway_cnn.runfiles import check_own_output, read_json, write_json
 
 INDEX_JSON, INDEX_ARRAYS, MAP_PNG = "index.json", "index.npz", "map.png"
 FORMAT = "runway_cnn attribute index"
+OWN_FILES = (INDEX_JSON, INDEX_ARRAYS, MAP_PNG, "neighbours.png")  # build's, and query's grid
 HIDDEN = 32  # the autoencoder's hidden width (vectors → 32 → 2 → 32 → vectors)
 NEIGHBOURS = 10  # trustworthiness is measured on this many neighbours
 
 
 def build_attribute_index(model: str | Path, catalog: str | Path, output: str | Path,
                           color_by: str | None = None, epochs: int = 300, seed: int = 0,
-                          batch_size: int = 32, progress: bool = True) -> dict:
+                          batch_size: int = 32, progress: bool = True,
+                          overwrite: bool = False) -> dict:
     """Indexes the images under ``catalog`` with ``model``; returns (and writes) the index
-    summary: items, skipped files, the map's figures."""
+    summary: items, skipped files, the map's figures. An ``output`` holding files other than an
+    earlier index's is refused unless ``overwrite``."""
+    check_own_output(output, INDEX_JSON, FORMAT, OWN_FILES, overwrite)
     predictor = Predictor(model)
     groups = predictor.task.label_groups()
     if color_by is not None and color_by not in groups:
@@ -157,6 +161,15 @@ class AttributeIndex:
             raise DataError(f"{self.path}: the arrays ({self.vectors.shape[0]} vectors of width "
                             f"{self.vectors.shape[-1]}) do not match {INDEX_JSON} "
                             f"({len(self.items)} items, {len(self.labels)} labels); rebuild it")
+        for name, array in (("vectors", self.vectors), ("map", self.map)):
+            bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+            if len(bad):
+                raise DataError(f"{self.path / INDEX_ARRAYS}: row {bad[0]} of '{name}' "
+                                f"({self.items[bad[0]].get('path', 'an item')}) holds NaN or "
+                                f"infinite values ({len(bad)} such row(s)); rebuild the index")
+        if not all(np.isfinite(w).all() for w in self.encoder):
+            raise DataError(f"{self.path / INDEX_ARRAYS}: the encoder's weights hold NaN or "
+                            "infinite values; rebuild the index")
 
 
 class AttributeSearch:

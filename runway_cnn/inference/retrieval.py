@@ -27,10 +27,11 @@ from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.inference.predict import list_images, read_image, unreadable_reason
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import read_json, write_json
+from runway_cnn.runfiles import check_own_output, read_json, write_json
 
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
 FORMAT = "runway_cnn image index"
+OWN_FILES = (INDEX_JSON, EMBEDDINGS, "neighbours.png")  # what build and query write (the grid)
 BACKENDS = ("auto", "exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 # "auto" builds FAISS HNSW only where it pays back its build (BENCHMARKS.md, issue 13): at 100k
 # items HNSW answers in 0.3 ms where exact search takes 19 ms (182 ms at 1M), but building it
@@ -160,10 +161,14 @@ def _labels(root: Path | None, files: Sequence[Path], item_ids: str | os.PathLik
 def build_image_index(model: str | os.PathLike, images: str | os.PathLike,
                       output: str | os.PathLike, item_ids: str | os.PathLike | None = None,
                       append: bool = False, batch_size: int = 32,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, overwrite: bool = False) -> dict:
     """Embeds the images under ``images`` into the index folder ``output`` (with ``append``,
-    only those not in it yet, with the model that built it); returns the index summary."""
+    only those not in it yet, with the model that built it); returns the index summary. An
+    ``output`` holding files other than an earlier index's is refused unless ``overwrite``."""
     output, root = Path(output), Path(images)
+    if batch_size < 1:
+        raise RunwayError(f"--batch_size {batch_size}: must be at least 1")
+    check_own_output(output, INDEX_JSON, FORMAT, OWN_FILES, overwrite)
     old = ImageIndex(output) if append and (output / INDEX_JSON).exists() else None
     embedder = load_embedder(model)
     if old is not None and embedder.name != old.meta["model"]:
@@ -216,11 +221,21 @@ class ImageIndex:
             raise DataError(f"{self.path / EMBEDDINGS}: damaged or missing "
                             f"({first_line(error)}); {fix}") from None
         self.items = self.meta["items"]
+        _check_items(self.path / INDEX_JSON, self.items, fix)
         if self.embeddings.dtype != np.float32 or self.embeddings.shape != (
                 len(self.items), self.meta["width"]):
             raise DataError(f"{self.path}: {EMBEDDINGS} holds {self.embeddings.shape} "
                             f"{self.embeddings.dtype}, {INDEX_JSON} says {len(self.items)} items "
                             f"of width {self.meta['width']}; {fix}")
+
+
+def _check_items(path: Path, items, fix: str) -> None:
+    """Every item of an index's JSON is an object with a ``path`` string."""
+    if not isinstance(items, list):
+        raise DataError(f"{path}: 'items' is not a list; {fix}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise DataError(f"{path}: item {i} has no 'path' ({str(item)[:60]}); {fix}")
 
 
 # --- search -------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from runway_cnn.errors import RunwayError
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+MAX_SEED = 2 ** 32 - 1  # numpy's (and so scikit-learn's) largest seed
+WORKER_TIMEOUT = 300.0  # seconds, the default --worker_timeout
 
 
 def _absolute(path: str) -> str:
@@ -130,11 +132,15 @@ class FinetuneConfig:
                                  "GPU) or multi_worker (MultiWorkerMirroredStrategy over the "
                                  "cluster in TF_CONFIG; see docs/multi_worker.md)",
                          choices=STRATEGIES)
+    worker_timeout: float = _opt(WORKER_TIMEOUT, "multi_worker: seconds to wait at start-up "
+                                                 "for the other workers of TF_CONFIG to answer "
+                                                 "before giving up, naming those that did not")
     top_k: int = _opt(5, "labels returned by the exported serving signature")
     verbose: int = _opt(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
 
     def __post_init__(self):
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
+        runs = max(self.num_splits, self.kfold, 1)  # an experiment's run i uses seed + i
         problems = [f"--{name} {getattr(self, name)!r}: {rule}" for name, ok, rule in (
             ("dataset_dir", self.dataset_dir is not None, "is required"),
             ("batch_size", self.batch_size >= 1, "must be at least 1"),
@@ -153,6 +159,11 @@ class FinetuneConfig:
              "must be at least 16"),
             ("top_k", self.top_k >= 1, "must be at least 1"),
             ("strategy", self.strategy in STRATEGIES, f"must be one of {', '.join(STRATEGIES)}"),
+            ("worker_timeout", self.worker_timeout > 0, "must be positive"),
+            ("seed", 0 <= self.seed <= MAX_SEED - runs + 1,
+             "must be in [0, 2**32 - 1] (numpy's and scikit-learn's seeds)" if runs == 1 else
+             f"must be in [0, 2**32 - {runs}]: the {runs} runs of --num_splits / --kfold use "
+             f"seeds seed to seed + {runs - 1}, and numpy's seeds end at 2**32 - 1"),
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))

@@ -2,10 +2,14 @@
 run and never forced."""
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import shutil
+import socket
+import threading
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from runway_cnn.errors import RunwayError, first_line
-from runway_cnn.training.config import STRATEGIES
+from runway_cnn.training.config import STRATEGIES, WORKER_TIMEOUT
+
+TASK_TYPES = ("chief", "worker")  # what MultiWorkerMirroredStrategy trains with
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,13 @@ def read_tf_config() -> tuple[dict, str, int]:
     task = spec.get("task") if isinstance(spec, dict) else None
     if not isinstance(cluster, dict) or not any(cluster.get(k) for k in ("chief", "worker")):
         raise RunwayError(f"TF_CONFIG has no 'cluster' with 'worker' (or 'chief') addresses: {fix}")
+    others = sorted(set(cluster) - set(TASK_TYPES))
+    if others:
+        raise RunwayError(
+            f"TF_CONFIG's cluster has {', '.join(map(repr, others))} tasks: "
+            + ("parameter-server training is not supported; " if "ps" in others else "")
+            + f"--strategy multi_worker takes {', '.join(map(repr, TASK_TYPES))} tasks only "
+            "(docs/multi_worker.md)")
     if not isinstance(task, dict) or task.get("type") not in cluster \
             or not isinstance(task.get("index"), int) \
             or not 0 <= task["index"] < len(cluster[task["type"]]):
@@ -153,19 +166,26 @@ class Distribution:
                 "task_index": self.task_id if self.multi_worker else None}
 
 
-@functools.lru_cache(maxsize=None)
-def make_distribution(name: str = "auto") -> Distribution:
+def make_distribution(name: str = "auto", worker_timeout: float = WORKER_TIMEOUT
+                      ) -> Distribution:
     """The strategy ``--strategy`` asks for, built once per process (TensorFlow allows one
     multi-worker strategy per process, made before other collective work): ``auto`` is
     ``MirroredStrategy`` over several visible GPUs, else the default strategy on the one device
     (exactly the single-device behaviour); ``one_device`` a ``OneDeviceStrategy``; ``mirrored``
     all local GPUs (or the CPU); ``multi_worker`` a ``MultiWorkerMirroredStrategy`` over the
-    cluster in ``TF_CONFIG``."""
+    cluster in ``TF_CONFIG``, once every other worker answers (:func:`wait_for_workers`, up to
+    ``worker_timeout`` seconds)."""
+    return _make_distribution(name, worker_timeout if name == "multi_worker" else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _make_distribution(name: str, worker_timeout: float | None) -> Distribution:
     if name not in STRATEGIES:
         raise RunwayError(f"--strategy {name!r}: use one of {', '.join(STRATEGIES)}")
     gpus = tf.config.list_physical_devices("GPU")  # (logical ones would start the runtime)
     if name == "multi_worker":
         cluster, task_type, task_id = read_tf_config()
+        wait_for_workers(cluster, task_type, task_id, worker_timeout)
         from runway_cnn.training import keras_multi_worker
 
         keras_multi_worker.patch_keras()
@@ -181,6 +201,95 @@ def make_distribution(name: str = "auto") -> Distribution:
         device = "/gpu:0" if gpus else "/cpu:0"
         return Distribution(name, tf.distribute.OneDeviceStrategy(device))
     return Distribution("default", tf.distribute.get_strategy())
+
+
+def wait_for_workers(cluster: dict, task_type: str, task_id: int, timeout: float) -> None:
+    """Returns once every other task of ``cluster`` accepts a TCP connection on its address.
+
+    TensorFlow's own start-up blocks in C++ for minutes on a peer that is not there, deaf to
+    Ctrl-C and SIGTERM; this wait says whom it waits for, honours both signals (it runs in
+    Python, one short step at a time) and ends after ``timeout`` seconds in a one-line
+    :class:`RunwayError` naming the tasks that did not answer. Meanwhile this task's own port
+    listens (then is freed for TensorFlow), so that peers waiting the same way see it."""
+    mine = cluster[task_type][task_id]
+    peers = [_Peer(f"{kind} {i}", address) for kind in TASK_TYPES
+             for i, address in enumerate(cluster.get(kind) or [])
+             if (kind, i) != (task_type, task_id)]
+    if not peers:
+        return
+    print(f"waiting up to {timeout:g} s (--worker_timeout) for the other workers: "
+          + ", ".join(f"{p.name} at {p.address}" for p in peers), flush=True)
+    own = _listen(mine, f"TF_CONFIG's {task_type} {task_id} ({mine})")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            peers = [p for p in peers if not p.answers(deadline)]
+            if not peers:
+                return
+            if time.monotonic() >= deadline:
+                missing = "; ".join(f"{p.name} at {p.address} ({p.reason})" for p in peers)
+                raise RunwayError(f"no answer within {timeout:g} s from {missing}: check "
+                                  "TF_CONFIG and that every worker is running, or raise "
+                                  "--worker_timeout")
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.0)))
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _host_port(address: str) -> tuple[str, int | None]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else None
+
+
+def _listen(address: str, what: str) -> socket.socket | None:
+    """A socket listening on ``address``'s port, all interfaces (as TensorFlow's server will);
+    None when it cannot be held for another reason than the port being taken."""
+    _, port = _host_port(address)
+    if port is None:
+        return None
+    try:
+        return socket.create_server(("", port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise RunwayError(f"{what}: port {port} is in use on this machine") from None
+        return None
+
+
+class _Peer:
+    """Another task of the cluster: its host name looked up in a daemon thread (a lookup can
+    block for long in C, where no signal reaches Python), then a TCP connect."""
+
+    def __init__(self, name: str, address: str):
+        self.name, self.address = name, address
+        self.host, self.port = _host_port(address)
+        self.reason = "no answer yet"
+        self._found: list | None = None
+        self._lookup: threading.Thread | None = None
+
+    def _resolve(self) -> None:
+        try:
+            self._found = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            self.reason = f"its host name does not resolve: {first_line(error)}"
+
+    def answers(self, deadline: float) -> bool:
+        if self._found is None:
+            if self._lookup is None or not self._lookup.is_alive():
+                self._lookup = threading.Thread(target=self._resolve, daemon=True)
+                self._lookup.start()
+            self._lookup.join(max(min(0.5, deadline - time.monotonic()), 0.0))
+            if self._found is None:
+                return False
+        for family, kind, proto, _, address in self._found:
+            try:
+                with socket.socket(family, kind, proto) as connection:
+                    connection.settimeout(max(min(1.0, deadline - time.monotonic()), 0.05))
+                    connection.connect(address)
+                return True
+            except OSError as error:
+                self.reason = first_line(error)
+        return False
 
 
 _LOCAL_CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → its tf.function

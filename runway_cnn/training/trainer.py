@@ -43,7 +43,8 @@ from runway_cnn.training.runtime import (
 
 # settings that may differ between a run and its resumption without invalidating it (a train
 # dir may be moved)
-_RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k", "train_dir"}
+_RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k", "train_dir",
+              "worker_timeout"}
 
 
 @dataclass
@@ -302,7 +303,8 @@ class FineTuner:
                  features: Mapping[str, np.ndarray] | None = None):
         self.config = config
         data.resolve_dataset_dir(config.dataset_dir)  # a missing dataset fails before any write
-        self.distribution: Distribution = make_distribution(config.strategy)
+        self.distribution: Distribution = make_distribution(config.strategy,
+                                                            config.worker_timeout)
         self.train_dir = self.distribution.work_dir(config.train_dir)  # non-chief: a temp dir
         self.files = TrainDir(self.train_dir)
         _check_resume(self.train_dir, config)
