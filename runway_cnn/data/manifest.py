@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from runway_cnn.data.images import check_images
 from runway_cnn.errors import DataError, first_line
@@ -35,36 +35,40 @@ class ManifestRows:
     bad_rows: list[dict] = field(default_factory=list)  # {"line", "filename", "reason"}
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: not an image
     converted: list[dict] = field(default_factory=list)  # {"source", "path", "reason"}
+    columns: dict[str, list[str]] = field(default_factory=dict)  # kept column → cell per row
     tmpdir: tempfile.TemporaryDirectory | None = None
 
 
 def scan_labels_csv(dataset_dir: str | os.PathLike, labels_csv: str | os.PathLike,
-                    raw_label: Callable[[dict], Any], work_dir: Path | None = None
-                    ) -> ManifestRows:
+                    raw_label: Callable[[dict], Any], work_dir: Path | None = None,
+                    keep_columns: Sequence[str] = ()) -> ManifestRows:
     """Reads ``labels_csv``, checks every named image of ``dataset_dir`` (decoding it once) and
     returns the usable rows with ``raw_label(row)`` of each (it raises ``ValueError`` for a cell
-    it cannot read). A manifest without a ``filename`` column, unreadable, or with no usable row
-    is a :class:`~runway_cnn.errors.DataError` naming it."""
+    it cannot read) and the cells of ``keep_columns``. A manifest without a ``filename`` column
+    (or one of ``keep_columns``), unreadable, or with no usable row is a
+    :class:`~runway_cnn.errors.DataError` naming it."""
     root = Path(dataset_dir).expanduser().resolve()
     csv_path = Path(labels_csv).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist or is not a folder")
-    rows = ManifestRows(root, csv_path)
-    candidates: list[tuple[int, str, Any]] = []
+    rows = ManifestRows(root, csv_path, columns={name: [] for name in keep_columns})
+    candidates: list[tuple[int, str, Any, list[str]]] = []
     seen: dict[str, int] = {}
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = reader.fieldnames or []
-            if FILENAME not in header:
-                raise DataError(f"--labels_csv {csv_path} has no {FILENAME!r} column (its "
-                                f"columns: {', '.join(header) or 'none'})")
+            for column in (FILENAME, *keep_columns):
+                if column not in header:
+                    raise DataError(f"--labels_csv {csv_path} has no {column!r} column (its "
+                                    f"columns: {', '.join(header) or 'none'})")
             for row in reader:
                 line = reader.line_num
                 reason, name = _row_problem(row, root, seen, line)
                 if reason is None:
                     try:
-                        candidates.append((line, name, raw_label(row)))
+                        candidates.append((line, name, raw_label(row),
+                                           [row[column] for column in keep_columns]))
                         seen[name] = line
                         continue
                     except (ValueError, KeyError) as error:
@@ -76,9 +80,9 @@ def scan_labels_csv(dataset_dir: str | os.PathLike, labels_csv: str | os.PathLik
     if work_dir is None:
         rows.tmpdir = tempfile.TemporaryDirectory(prefix="runway_cnn_converted_")
         work_dir = Path(rows.tmpdir.name)
-    checked = check_images(root, [name for _, name, _ in candidates],
+    checked = check_images(root, [name for _, name, _, _ in candidates],
                            TrainDir(Path(work_dir)).converted)
-    for (line, name, raw), result in zip(candidates, checked):
+    for (line, name, raw, kept), result in zip(candidates, checked):
         if result.path is None:
             rows.skipped.append({"path": name, "reason": result.reason, "line": line})
             continue
@@ -87,6 +91,8 @@ def scan_labels_csv(dataset_dir: str | os.PathLike, labels_csv: str | os.PathLik
         rows.sources.append(name)
         rows.paths.append(result.path)
         rows.raw_labels.append(raw)
+        for column, cell in zip(keep_columns, kept):
+            rows.columns[column].append(cell)
     if not rows.sources:
         raise DataError(f"--labels_csv {csv_path} names no usable image of {root} "
                         f"({len(rows.bad_rows)} bad rows, {len(rows.skipped)} unusable files; "

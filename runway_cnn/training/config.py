@@ -108,6 +108,13 @@ class FinetuneConfig:
                                            "validation/ folder")
     test_fraction: float = _opt(0.1, "test share when the dataset has no split folders")
     seed: int = _opt(0, "seed of splits, shuffling, augmentation and initialisation")
+    group_by: str = _opt(None, "photos that must stay in one split (one runway show, shoot or "
+                               "product): 'folder' (the file's folder) or 'folder:N' (its first "
+                               "N folder levels), 'column:NAME' (a --labels_csv column), or a "
+                               "regular expression searched in the file's path relative to "
+                               "--dataset_dir, its first group the key (e.g. "
+                               "'^([^/]+/[A-Za-z]+[0-9]+)_' for brand/Fall24_look_012.jpg); "
+                               "every split, --num_splits and --kfold honour it")
     num_splits: int = _opt(0, "experiment: N runs on stratified random train/validation/test "
                               "splits of all images (given split folders are pooled), run i "
                               "with seed seed+i, in <train_dir>/split_NN/; writes summary.json "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.folders import resolve_dataset_dir, scan_image_folder
+from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.tfrecords import is_tfrecord_dir, read_tfrecord_dataset, write_tfrecords
 from runway_cnn.errors import DataError, first_line
@@ -24,23 +25,30 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
     if not config.labels_csv:
         dataset = scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                     test_fraction=config.test_fraction, seed=config.seed,
-                                    work_dir=work_dir)
+                                    work_dir=work_dir, group_by=config.group_by)
         labels = read_labels_file(config.labels_file) if config.labels_file else dataset.labels
         task = task_for_run(config.task, labels, settings)
         for split in dataset.splits.values():  # class folder names → the task's targets
             split.targets = task.targets(split.raw_labels, where=str(dataset.root))
         dataset.labels, dataset.count_labels = task.labels, task.label_counts
         return dataset, task
+    group_by = GroupBy(config.group_by) if config.group_by else None
     rows = scan_labels_csv(dataset_dir, config.labels_csv, TASKS.get(config.task).raw_label,
-                           work_dir)
+                           work_dir, keep_columns=[group_by.column] if group_by and
+                           group_by.column else [])
     labels = (read_labels_file(config.labels_file) if config.labels_file
               else labels_for_run(config.task, rows.raw_labels, settings))
     task = task_for_run(config.task, labels, settings)
     targets = task.targets(rows.raw_labels, where=f"--labels_csv {rows.csv_path}")
     every = Split(rows.paths, targets, rows.sources, rows.raw_labels)
+    grouping = None
+    if group_by is not None:
+        if group_by.column:
+            group_by.column_values = dict(zip(rows.sources, rows.columns[group_by.column]))
+        grouping = group_splits({"all": every}, group_by)
     try:
         index = task.split(targets, config.validation_fraction, config.test_fraction,
-                           config.seed)
+                           config.seed, groups=every.groups)
     except ValueError as error:
         raise DataError(f"cannot split the {len(every)} usable rows of {rows.csv_path} "
                         f"({first_line(error)}); add images or change --validation_fraction / "
@@ -58,6 +66,8 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
     split_settings = {"layout": "labels csv", "validation_fraction": config.validation_fraction,
                       "test_fraction": config.test_fraction, "seed": config.seed,
                       "splitter": f"{task.name} task"}
+    if grouping is not None:
+        split_settings["grouping"] = {**grouping, **describe_split_groups(splits)}
     return ImageDataset(rows.root, task.labels, splits, bad + rows.skipped, rows.converted, [],
                         split_settings, count_labels=task.label_counts, notes=notes,
                         _tmpdir=rows.tmpdir), task

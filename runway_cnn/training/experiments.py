@@ -85,18 +85,20 @@ def check_experiment(config: FinetuneConfig) -> None:
                           "their test splits)")
 
 
-def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray) -> list[RunPlan]:
+def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray,
+              groups: np.ndarray | None = None) -> list[RunPlan]:
     """The runs of ``config``'s experiment over images with these targets, split the task's
-    way."""
+    way (no group in two parts of a run's split)."""
     check_experiment(config)
     try:
         if config.num_splits:
             return [RunPlan(f"split_{i:02d}", config.seed + i,
                             task.split(targets, config.validation_fraction,
-                                       config.test_fraction, config.seed + i))
+                                       config.test_fraction, config.seed + i, groups=groups))
                     for i in range(config.num_splits)]
-        folds = task.kfold(targets, config.kfold, config.seed, config.validation_fraction)
-    except ValueError as error:  # sklearn: too few images of a class to stratify
+        folds = task.kfold(targets, config.kfold, config.seed, config.validation_fraction,
+                           groups=groups)
+    except ValueError as error:  # sklearn: too few images (or groups) of a class to stratify
         raise DataError(f"cannot make the experiment's stratified splits of {config.dataset_dir} "
                         f"({error}); add images, or lower --kfold or the split fractions") from None
     return [RunPlan(f"fold_{i:02d}", config.seed + i, fold) for i, fold in enumerate(folds)]
@@ -143,9 +145,11 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     dataset, task = load_dataset(config, root)
     write_json(TrainDir(root).data_report, dataset.report())
     pool = dataset.pooled()
-    plans = plan_runs(config, task, pool.targets)
+    plans = plan_runs(config, task, pool.targets, pool.groups)
     protocol = (f"{config.num_splits} stratified random splits" if config.num_splits
                 else f"stratified {config.kfold}-fold")
+    if config.group_by:
+        protocol += f", by group (--group_by {config.group_by})"
     print(f"{dataset_dir}: {len(pool)} images, {len(dataset.labels)} labels; "
           f"{protocol}", flush=True)
     shared: SharedWork | None = None
@@ -210,7 +214,7 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig, ta
         "protocol": "random_splits" if config.num_splits else "kfold",
         "dataset_dir": str(data.resolve_dataset_dir(config.dataset_dir)),
         "backbone": config.hub_handle or config.init_from or config.model_name,
-        "seed": config.seed, "runs_planned": len(plans), "runs_finished": len(rows),
+        "seed": config.seed, "group_by": config.group_by, "runs_planned": len(plans), "runs_finished": len(rows),
         "complete": len(rows) == len(plans), "task": task.config(),
         "figures": list(task.summary_figures), "plotted_figures": list(task.plotted_figures),
         "runs": [{k: r[k] for k in (*columns(task), "stage2_improved") if k in r} for r in rows],

@@ -1,0 +1,212 @@
+"""Splits by group (``--group_by``): photos of one show, shoot or product never land in two
+splits, for every task and every split maker; what a grouped split cannot do is said."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_image_folder
+from runway_cnn import FinetuneConfig
+from runway_cnn.data.folders import scan_image_folder, write_run_files
+from runway_cnn.data.groups import GroupBy
+from runway_cnn.errors import DataError
+from runway_cnn.tasks import AttributeTask, MultiLabelTask, SingleLabelTask
+from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.experiments import plan_runs
+
+
+def shows(seed: int = 0, classes: int = 8, single: int = 2):
+    """Single-label targets and group keys: ``single`` classes in one show each, the others in
+    2–5 shows of 4–20 looks."""
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for c in range(classes):
+        for show in range(1 if c < single else int(rng.integers(2, 6))):
+            n = int(rng.integers(4, 21))
+            labels += [c] * n
+            groups += [f"brand{c}/season{show}"] * n
+    return np.array(labels), np.array(groups, dtype=object)
+
+
+def tasks_and_targets(labels: np.ndarray):
+    """Each task with targets derived from the same images (so groups mean the same)."""
+    rng = np.random.default_rng(1)
+    tags = [f"t{i}" for i in range(6)]
+    multi = np.zeros((len(labels), len(tags)), np.float32)
+    multi[np.arange(len(labels)), labels % len(tags)] = 1
+    multi[rng.random((len(labels), len(tags))) < 0.15] = 1
+    attributes = np.stack([labels % 2, labels % 3], 1)
+    attributes[rng.random(len(labels)) < 0.1, 1] = -1
+    return [(SingleLabelTask([f"c{i}" for i in range(labels.max() + 1)]), labels),
+            (MultiLabelTask(tags), multi),
+            (AttributeTask(["a=p", "a=q", "b=x", "b=y", "b=z"]), attributes)]
+
+
+def assert_no_shared_group(split: dict[str, np.ndarray], groups: np.ndarray) -> None:
+    members = {name: set(groups[idx].tolist()) for name, idx in split.items()}
+    for a in members:
+        for b in members:
+            assert a == b or not members[a] & members[b], (a, b, members[a] & members[b])
+    every = np.concatenate(list(split.values()))
+    assert len(every) == len(set(every.tolist()))  # no image in two splits
+
+
+@pytest.mark.parametrize("task_index", [0, 1, 2], ids=["single_label", "multi_label",
+                                                        "attributes"])
+def test_no_group_is_in_two_splits_for_any_task_or_split_maker(task_index):
+    labels, groups = shows()
+    task, targets = tasks_and_targets(labels)[task_index]
+    for seed in range(4):  # the plain split; --num_splits draws these with seed + i
+        split = task.split(targets, 0.1, 0.1, seed, groups=groups)
+        assert set(split) == {"train", "validation", "test"}
+        assert all(len(idx) for idx in split.values())
+        assert_no_shared_group(split, groups)
+        assert sum(map(len, split.values())) == len(labels)  # nothing lost
+    folds = task.kfold(targets, 3, seed=0, validation_fraction=0.1, groups=groups)
+    assert len(folds) == 3
+    for fold in folds:
+        assert_no_shared_group(fold, groups)
+    tested = np.concatenate([f["test"] for f in folds])
+    assert len(tested) == len(set(tested.tolist()))  # each image tested at most once
+    # without groups the same splitter mixes shows (the leak the grouping exists to stop)
+    random = task.split(targets, 0.1, 0.1, 0)
+    with pytest.raises(AssertionError):
+        assert_no_shared_group(random, groups)
+
+
+def test_experiment_plans_keep_groups_apart():
+    labels, groups = shows(seed=3)
+    task = SingleLabelTask([f"c{i}" for i in range(labels.max() + 1)])
+    for flags in (dict(num_splits=3), dict(kfold=3)):
+        config = FinetuneConfig(dataset_dir=".", group_by="x", **flags)
+        plans = plan_runs(config, task, labels, groups)
+        assert len(plans) == 3
+        for plan in plans:
+            assert_no_shared_group(plan.indices, groups)
+        assert len({tuple(p.indices["test"]) for p in plans}) == 3  # the runs differ
+
+
+def test_a_class_of_one_group_is_trained_on_never_tested_and_every_class_is_trained():
+    labels, groups = shows(single=3)
+    for seed in range(5):
+        split = SingleLabelTask([f"c{i}" for i in range(8)]).split(labels, 0.2, 0.2, seed,
+                                                                   groups=groups)
+        assert set(labels[split["train"]].tolist()) == set(range(8))
+        held_out = set(labels[split["validation"]].tolist()) | set(labels[split["test"]].tolist())
+        assert held_out.isdisjoint({0, 1, 2})  # one show each: training only
+        assert set(labels[split["test"]].tolist()) == set(range(3, 8))  # every other class tested
+
+
+def test_folder_scan_splits_by_pattern_and_says_what_it_did(tmp_path):
+    root = tmp_path / "runway"
+    for season in ("Fall24", "Spring25", "Fall25"):  # three shows per brand, 4 looks each
+        make_image_folder(root, ["chanel", "dior", "prada"], per_class=4, size=(24, 32),
+                          seed=len(season))
+        for folder in root.iterdir():
+            for image in folder.glob(f"{folder.name}_*.jpg"):
+                image.rename(folder / f"{season}_look_{image.stem[-3:]}.jpg")
+    make_image_folder(root, ["margiela"], per_class=6, size=(24, 32))  # one show
+    for image in (root / "margiela").glob("*.jpg"):
+        image.rename(root / "margiela" / f"Fall24_look_{image.stem[-3:]}.jpg")
+    dataset = scan_image_folder(root, validation_fraction=0.2, test_fraction=0.2, seed=0,
+                                group_by=r"^([^/]+/[A-Za-z]+[0-9]+)_")
+    show = {name: {s.split("_")[0] for s in split.sources}
+            for name, split in dataset.splits.items()}
+    assert not show["train"] & show["test"] and not show["train"] & show["validation"]
+    assert not show["validation"] & show["test"]
+    grouping = dataset.split_settings["grouping"]
+    assert grouping["groups"] == 10 and grouping["groups_in_several_splits"] == 0
+    assert dataset.labels_only_in_training() == ["margiela"]
+    assert "margiela" in dataset.summary_line() and "none in two splits" in \
+        dataset.summary_line()
+    write_run_files(dataset, tmp_path / "run")
+    items = json.loads((tmp_path / "run" / "splits.json").read_text())
+    assert {item["group"] for item in items["test"]} <= {
+        f"{b}/{s}" for b in ("chanel", "dior", "prada") for s in ("Fall24", "Spring25", "Fall25")}
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report["labels_only_in_training"] == ["margiela"]
+    assert report["split_settings"]["grouping"]["group_by"] == r"^([^/]+/[A-Za-z]+[0-9]+)_"
+
+
+def test_given_split_folders_that_share_a_group_are_counted(tmp_path):
+    root = make_image_folder(tmp_path / "given", ["a", "b"], per_class=3, size=(24, 32),
+                             splits=["train", "validation"])
+    dataset = scan_image_folder(root, group_by="folder:1")  # the class folder: one group each
+    grouping = dataset.split_settings["grouping"]
+    assert grouping["groups_in_several_splits"] == 0  # train/a and validation/a differ
+    dataset = scan_image_folder(root, group_by=r"/([a-z])/")  # the class, across splits
+    grouping = dataset.split_settings["grouping"]
+    assert grouping["groups_in_several_splits"] == 2
+    assert "2 of them in two or more of the given splits" in dataset.summary_line()
+
+
+def _csv_dataset(tmp_path, cells):
+    photos = make_image_folder(tmp_path / "photos", ["red", "blue"], per_class=12,
+                               size=(24, 32))
+    rows = [(f"{c}/{c}_{i:03d}.jpg", c, cells(c, i)) for c in ("red", "blue") for i in range(12)]
+    with (tmp_path / "labels.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "label", "product"])
+        writer.writerows(rows)
+    return photos, tmp_path / "labels.csv"
+
+
+def test_csv_group_column_keeps_a_products_views_together(tmp_path):
+    photos, labels_csv = _csv_dataset(tmp_path, lambda c, i: f"{c}-sku{i // 3}")
+    config = FinetuneConfig(dataset_dir=str(photos), labels_csv=str(labels_csv),
+                            group_by="column:product", validation_fraction=0.25,
+                            test_fraction=0.25, train_dir=str(tmp_path / "run"))
+    dataset, _ = load_dataset(config, tmp_path / "work")
+    product = {row[0]: row[2] for row in csv.reader(labels_csv.open())}
+    members = {name: {product[s] for s in split.sources} for name, split in
+               dataset.splits.items()}
+    assert all(len(members[a] & members[b]) == 0 for a in members for b in members if a < b)
+    assert dataset.split_settings["grouping"]["groups"] == 8
+
+
+def test_bad_group_specs_are_one_clear_line_or_a_counted_note(tmp_path):
+    photos, labels_csv = _csv_dataset(tmp_path, lambda c, i: "" if i % 4 == 0 else f"{c}{i // 2}")
+
+    def load(**flags):
+        config = FinetuneConfig(dataset_dir=str(photos), train_dir=str(tmp_path / "run"),
+                                validation_fraction=0.25, test_fraction=0.25, **flags)
+        return load_dataset(config, tmp_path / "work")[0]
+
+    cases = [(dict(group_by=r"^season(\d+)_"), "matches no file path"),
+             (dict(group_by="(unclosed"), "not a regular expression"),
+             (dict(group_by="folder:0"), "folder:N needs a whole number"),
+             (dict(group_by="column:show", labels_csv=str(labels_csv)), "no 'show' column")]
+    for flags, message in cases:
+        with pytest.raises(DataError, match=message) as error:
+            load(**flags)
+        assert "\n" not in str(error.value)
+    dataset = load(group_by="column:product", labels_csv=str(labels_csv))  # 6 empty cells
+    grouping = dataset.split_settings["grouping"]
+    assert grouping["files_in_a_group_of_their_own"] == 6
+    assert grouping["groups"] == 6 + 2 * 6
+    empty = {f"{c}/{c}_{i:03d}.jpg" for c in ("red", "blue") for i in (0, 4, 8)}
+    assert len(grouping["examples_in_a_group_of_their_own"]) == 5
+    assert set(grouping["examples_in_a_group_of_their_own"]) <= empty
+
+
+def test_too_few_groups_to_split_is_one_line(tmp_path):
+    root = make_image_folder(tmp_path / "two", ["a", "b"], per_class=6, size=(24, 32))
+    with pytest.raises(DataError, match="by group") as error:
+        scan_image_folder(root, group_by="folder")  # one group per class: nothing to hold out
+    assert "\n" not in str(error.value)
+
+
+def test_group_keys_of_each_spec():
+    sources = ["chanel/Fall24_look_001.jpg", "chanel/Fall24_look_002.jpg",
+               "chanel/sub/Spring25_look_001.jpg", "dior/odd.jpg"]
+    keys, alone = GroupBy(r"^([^/]+/[A-Za-z]+[0-9]+)_").keys(sources)
+    assert keys[:2].tolist() == ["chanel/Fall24", "chanel/Fall24"]
+    assert alone == sources[2:]  # unmatched: a group of its own each
+    assert len(set(keys.tolist())) == 3
+    assert GroupBy("folder").keys(sources)[0].tolist() == ["chanel", "chanel", "chanel/sub",
+                                                            "dior"]
+    assert GroupBy("folder:1").keys(sources)[0].tolist() == ["chanel"] * 3 + ["dior"]
+    assert GroupBy("look").keys(sources)[0][0] == "look"  # no group: the whole match
