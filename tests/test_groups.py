@@ -210,3 +210,80 @@ def test_group_keys_of_each_spec():
                                                             "dior"]
     assert GroupBy("folder:1").keys(sources)[0].tolist() == ["chanel"] * 3 + ["dior"]
     assert GroupBy("look").keys(sources)[0][0] == "look"  # no group: the whole match
+
+
+# --- leaks across splits ------------------------------------------------------------------------
+
+def test_leak_check_counts_near_duplicates_and_suggests_a_grouping():
+    from runway_cnn.data.leaks import check_split_leaks, warning_line
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(40, 32))
+    distinct = rng.normal(size=(10, 32))
+    copies = train[:6] + rng.normal(scale=0.05, size=(6, 32))  # near copies of 6 training photos
+    train_sources = [f"brand{i % 4}/Fall{20 + i % 5}_look_{i:03d}.jpg" for i in range(40)]
+    held_sources = [f"brand{i % 4}/Fall{20 + i % 5}_look_{100 + i:03d}.jpg" for i in range(6)] \
+        + [f"brand{i % 4}/Spring{i}_look_{i:03d}.jpg" for i in range(10)]
+    leaks = check_split_leaks({"train": train, "test": np.vstack([copies, distinct])},
+                              {"train": train_sources, "test": held_sources}, grouped=False,
+                              num_labels=4)
+    assert leaks["near_duplicates"] == {"test": 6} and leaks["checked"] == {"test": 16}
+    assert {e["held_out"] for e in leaks["examples"]} <= set(held_sources[:6])
+    assert leaks["warn"] and leaks["suggested_group_by"] == r"^(.*/[A-Za-z]+[0-9]+)[_\-. ]"
+    line = warning_line(leaks)
+    assert line.startswith("warning: 6 of 16 validation/test photos") and "\n" not in line
+    assert "--group_by '^(.*/[A-Za-z]+[0-9]+)[_\\-. ]'" in line
+    quiet = check_split_leaks({"train": train, "test": distinct},
+                              {"train": train_sources, "test": held_sources[6:]}, grouped=False)
+    assert quiet["near_duplicates"] == {"test": 0} and warning_line(quiet) is None
+
+
+def _planted_copies(image: np.ndarray) -> list[np.ndarray]:
+    """A photo as scrapers copy it: re-encoded (JPEG quality 30), resized to 60 %, mirrored and
+    cropped by 5 % a side."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    photo = Image.fromarray(image)
+    encoded = io.BytesIO()
+    photo.save(encoded, "JPEG", quality=30)
+    h, w = image.shape[:2]
+    return [np.asarray(Image.open(encoded).convert("RGB")),
+            np.asarray(photo.resize((w * 3 // 5, h * 3 // 5))),
+            np.asarray(ImageOps.mirror(photo)),
+            image[h // 20:h - h // 20, w // 20:w - w // 20]]
+
+
+def test_the_near_duplicate_threshold_finds_every_planted_copy_and_no_distinct_photo():
+    """Real photos that ship with scikit-image / scikit-learn through the real ImageNet
+    EfficientNet-Lite0: every planted copy of a training photo is found, no other photo is."""
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    from runway_cnn.backbones import checkpoints
+    from runway_cnn.data.leaks import NEAR_DUPLICATE_COSINE, check_split_leaks
+
+    photos = {name: getattr(data, name)() for name in (
+        "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
+        "immunohistochemistry")}
+    photos |= {name: load_sample_image(f"{name}.jpg") for name in ("china", "flower")}
+    model = checkpoints.feature_model(checkpoints.load_keras_model("efficientnet_lite0"))
+
+    def features(images):
+        crops = np.stack([checkpoints.center_crop(image, 224) for image in images])
+        return np.asarray(model(crops, training=False))
+
+    trained, unseen = list(photos)[:6], list(photos)[6:]
+    held_out = [(f"{name}:copy{i}", copy) for name in trained
+                for i, copy in enumerate(_planted_copies(photos[name]))]
+    held_out += [(name, photos[name]) for name in unseen]
+    leaks = check_split_leaks(
+        {"train": features([photos[n] for n in trained]),
+         "test": features([image for _, image in held_out])},
+        {"train": trained, "test": [name for name, _ in held_out]}, grouped=False)
+    found = {example["held_out"] for example in leaks["examples"]}
+    assert leaks["near_duplicates"] == {"test": 4 * len(trained)}, leaks  # recall 1
+    assert len(found) == 5 and not found & set(unseen)  # precision 1 (examples are 5 of them)
+    assert all(e["held_out"].split(":")[0] == e["train"] for e in leaks["examples"])
+    assert leaks["threshold"] == NEAR_DUPLICATE_COSINE

@@ -70,7 +70,7 @@ class GroupBy:
         of their own (unmatched by the pattern, or an empty cell)."""
         keys, alone = [], []
         for source in sources:
-            key = self._key(source)
+            key = self.key(source)
             if not key:
                 alone.append(source)
                 key = "\0" + source  # a group of its own, never equal to a real key
@@ -81,7 +81,7 @@ class GroupBy:
             raise DataError(f"--group_by: {what}")
         return np.array(keys, dtype=object), alone
 
-    def _key(self, source: str) -> str:
+    def key(self, source: str) -> str:
         if self.column is not None:
             return self.column_values.get(source, "").strip()
         if self.levels is not None:
