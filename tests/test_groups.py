@@ -12,7 +12,7 @@ from conftest import make_image_folder
 from runway_cnn import FinetuneConfig
 from runway_cnn.data.folders import scan_image_folder, write_run_files
 from runway_cnn.data.groups import GroupBy
-from runway_cnn.errors import DataError
+from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.tasks import AttributeTask, MultiLabelTask, SingleLabelTask
 from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.experiments import plan_runs
@@ -287,3 +287,51 @@ def test_the_near_duplicate_threshold_finds_every_planted_copy_and_no_distinct_p
     assert len(found) == 5 and not found & set(unseen)  # precision 1 (examples are 5 of them)
     assert all(e["held_out"].split(":")[0] == e["train"] for e in leaks["examples"])
     assert leaks["threshold"] == NEAR_DUPLICATE_COSINE
+
+
+@pytest.fixture(scope="module")
+def show_folder(tmp_path_factory):
+    """4 brands × 3 shows × 4 looks (``brand/ShowN_look_i.jpg``) and the tiny backbone."""
+    from tiny_models import make_tiny_hub_module
+
+    root = tmp_path_factory.mktemp("shows")
+    looks = root / "looks"
+    for show in range(3):
+        part = make_image_folder(root / f"show{show}", ["a", "b", "c", "d"], per_class=4,
+                                 size=(32, 48), seed=show)
+        for image in part.glob("*/*.jpg"):
+            target = looks / image.parent.name / f"Show{show}_look_{image.stem[-3:]}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.rename(target)
+    return root, looks, make_tiny_hub_module(root / "hub")
+
+
+def test_an_experiment_compares_grouped_and_random_splits(show_folder, capsys):
+    from runway_cnn.training.experiments import format_summary, run_experiment
+
+    root, looks, hub = show_folder
+    pattern = r"^([^/]+/Show[0-9]+)_"
+    config = FinetuneConfig(dataset_dir=str(looks), train_dir=str(root / "exp"),
+                            hub_handle=str(hub), image_size=32, batch_size=8, stage2_epochs=0,
+                            validation_fraction=0.2, test_fraction=0.2, verbose=0,
+                            num_splits=2, group_by=pattern, compare_random_split=True)
+    summary = run_experiment(config)
+    assert summary["group_by"] == pattern and summary["runs_finished"] == 2
+    compared = summary["random_split"]
+    assert [r["run"] for r in compared["runs"]] == ["random_split_00", "random_split_01"]
+    gap = compared["gap"]["top1"]
+    assert gap == pytest.approx(compared["aggregate"]["top1"]["mean"]
+                                - summary["aggregate"]["top1"]["mean"])
+    for run, grouped in (("split_00", True), ("random_split_00", False)):
+        splits = json.loads((root / "exp" / run / "splits.json").read_text())
+        shows_of = {name: {item["group"] for item in items} for name, items in splits.items()}
+        shared = shows_of["train"] & (shows_of["validation"] | shows_of["test"])
+        assert (not shared) == grouped, run
+        metrics = json.loads((root / "exp" / run / "metrics.json").read_text())
+        assert metrics["leaks"]["grouped"] == grouped
+        assert (metrics["grouping"] is not None) == grouped
+    text = format_summary(summary)
+    assert "the same protocol on random splits" in text and f"{abs(gap):.3f}" in text
+    with pytest.raises(RunwayError, match="--compare_random_split True: compares") as error:
+        FinetuneConfig(dataset_dir=str(looks), compare_random_split=True, num_splits=2)
+    assert "\n" not in str(error.value)

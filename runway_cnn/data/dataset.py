@@ -3,6 +3,7 @@ was skipped, converted or ignored. Sources (class folders, CSV manifests) build 
 targets are one array row per image, whatever their shape."""
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,9 +110,17 @@ class ImageDataset:
 
     def resplit(self, index_splits: dict[str, np.ndarray]) -> ImageDataset:
         """A copy split by indices into :meth:`pooled` (e.g. one fold of a k-fold)."""
+        from runway_cnn.data.groups import describe_split_groups
+
         pool = self.pooled()
-        return ImageDataset(self.root, list(self.labels),
-                            {name: pool.subset(idx) for name, idx in index_splits.items()},
-                            self.skipped, self.converted, self.ignored,
-                            {**self.split_settings, "resplit": True}, self.count_labels,
-                            self.notes, self._tmpdir)
+        splits = {name: pool.subset(idx) for name, idx in index_splits.items()}
+        settings = {**self.split_settings, "resplit": True}
+        if "grouping" in settings:
+            settings["grouping"] = {**settings["grouping"], **describe_split_groups(splits)}
+        return ImageDataset(self.root, list(self.labels), splits, self.skipped, self.converted,
+                            self.ignored, settings, self.count_labels, self.notes, self._tmpdir)
+
+    def ungrouped(self) -> ImageDataset:
+        """This dataset as if no ``--group_by`` had been given (random splits to compare)."""
+        settings = {k: v for k, v in self.split_settings.items() if k != "grouping"}
+        return dataclasses.replace(self, split_settings=settings)

@@ -115,6 +115,10 @@ class FinetuneConfig:
                                "--dataset_dir, its first group the key (e.g. "
                                "'^([^/]+/[A-Za-z]+[0-9]+)_' for brand/Fall24_look_012.jpg); "
                                "every split, --num_splits and --kfold honour it")
+    compare_random_split: bool = _opt(False, "experiment with --group_by: run the same protocol "
+                                             "on random splits too (in random_split_NN/ or "
+                                             "random_fold_NN/) and report both figures and their "
+                                             "gap in summary.json")
     num_splits: int = _opt(0, "experiment: N runs on stratified random train/validation/test "
                               "splits of all images (given split folders are pooled), run i "
                               "with seed seed+i, in <train_dir>/split_NN/; writes summary.json "
@@ -154,6 +158,10 @@ class FinetuneConfig:
              "must be at least 16"),
             ("top_k", self.top_k >= 1, "must be at least 1"),
             ("strategy", self.strategy in STRATEGIES, f"must be one of {', '.join(STRATEGIES)}"),
+            ("compare_random_split", not self.compare_random_split or bool(
+                self.group_by and (self.num_splits or self.kfold)),
+             "compares an experiment's grouped splits with random ones: give it with "
+             "--group_by and --num_splits or --kfold"),
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))
