@@ -1,4 +1,9 @@
 """Errors a user can cause. The CLIs print them as one line (no traceback) and exit with status 2."""
+from __future__ import annotations
+
+import unicodedata
+
+MAX_LINE = 500  # characters of an error line; the rest is cut (a 100 kB file name …)
 
 
 class RunwayError(Exception):
@@ -25,3 +30,19 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (TensorFlow's run to many), or its type name."""
     text = str(getattr(error, "message", "") or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` as one line (line breaks made spaces) of at most ``limit`` characters, cut with
+    an ellipsis."""
+    text = " ".join(str(text).splitlines())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` (line breaks, tabs, NUL …) as ``U+000A``, or
+    None: labels with one break the one-label-a-line files (``labels.txt``, TSVs)."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return f"U+{ord(char):04X}"
+    return None

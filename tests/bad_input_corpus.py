@@ -165,3 +165,35 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def skipped_names(cases=CASES) -> set[str]:
     return {c.name for c in cases if c.scan.startswith("skipped")}
+
+
+# --- CSV manifests (round 3) ---
+
+CSV_CLASSES = ("red", "blue")
+CSV_PER_CLASS = 6
+
+
+def make_csv_photos(root: Path) -> Path:
+    """``root/photos/<red|blue>/<class>_<i>.jpg``, ``CSV_PER_CLASS`` small JPEGs a class, for
+    manifests to name."""
+    from conftest import make_image_folder
+
+    return make_image_folder(root / "photos", CSV_CLASSES, per_class=CSV_PER_CLASS,
+                             size=(36, 44))
+
+
+def csv_photo_rows() -> list[list[str]]:
+    """``[file name, class]`` of every photo of :func:`make_csv_photos`, in folder order."""
+    return [[f"{c}/{c}_{i:03d}.jpg", c] for c in CSV_CLASSES for i in range(CSV_PER_CLASS)]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    """A manifest written by the csv module (cells with line breaks are quoted, as valid CSV
+    has them)."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

@@ -23,11 +23,13 @@ from runway_cnn.export.reexport import reexport
 from runway_cnn.cli import finetune as finetune_cli
 from runway_cnn.cli import predict as predict_cli
 from runway_cnn.data.folders import scan_image_folder
+from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.errors import CheckpointError, DataError, RunwayError
 from runway_cnn.inference.client import Client, ServingRequestError
 from runway_cnn.inference.predictor import INVALID_IMAGE, Predictor, encode_images
-from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF8, make_corpus,
-                              skipped_names, snapshot)
+from runway_cnn.tasks import SingleLabelTask
+from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF8, csv_photo_rows,
+                              make_corpus, make_csv_photos, skipped_names, snapshot, write_csv)
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 
@@ -463,6 +465,180 @@ def test_diverged_training_is_a_one_line_error(corpus, tmp_path, monkeypatch):
                         lambda split: np.full((len(split), 3), np.nan))
     with pytest.raises(RunwayError, match="NaN: training diverged.*lower --learning_rate"):
         tuner.evaluate("validation")
+
+
+# --- CSV manifests (round 3) ---
+
+@pytest.fixture(scope="module")
+def csv_model(tmp_path_factory):
+    """Photos for manifests, a tiny backbone, and a multi-label run (stage 1 only) trained on
+    their ``red`` / ``blue`` tags, with the photos' state before anything ran."""
+    root = tmp_path_factory.mktemp("csv_round3")
+    photos = make_csv_photos(root)
+    before = snapshot(photos)
+    tags = write_csv(root / "tags.csv", ["filename", "labels"], csv_photo_rows())
+    hub = make_tiny_hub_module(root / "hub")
+    run = fine_tune(FinetuneConfig(
+        dataset_dir=str(photos), labels_csv=str(tags), task="multi_label",
+        train_dir=str(root / "run"), hub_handle=str(hub), image_size=32, batch_size=8,
+        stage2_epochs=0, validation_fraction=0.25, test_fraction=0.25, verbose=0))
+    return {"root": root, "photos": photos, "before": before, "run": run}
+
+
+def _csv_argv(photos: Path, labels_csv: Path, train_dir: Path, task: str = "single_label"
+              ) -> list[str]:
+    return ["--dataset_dir", str(photos), "--labels_csv", str(labels_csv), "--task", task,
+            "--train_dir", str(train_dir), "--verbose", "0"]
+
+
+def test_csv_rows_naming_one_file_are_duplicates_however_spelled(tmp_path):
+    photos = make_csv_photos(tmp_path)
+    (photos / "alias.jpg").symlink_to("red/red_000.jpg")
+    rows = csv_photo_rows()  # lines 2-13
+    rows += [["red/../red/red_000.jpg", "blue"], ["alias.jpg", "blue"],
+             ["./red/red_001.jpg", "blue"], ["red//red_002.jpg", "blue"]]
+    manifest = scan_labels_csv(photos, write_csv(tmp_path / "labels.csv", ["filename", "label"],
+                                                 rows), SingleLabelTask.raw_label)
+    assert {r["line"]: r["reason"] for r in manifest.bad_rows} == {
+        14: "duplicate of line 2", 15: "duplicate of line 2", 16: "duplicate of line 3",
+        17: "duplicate of line 4"}
+    # every photo once, with its own folder's label: none is trained as blue and tested as red
+    assert sorted(zip(manifest.sources, manifest.raw_labels)) == sorted(map(tuple, rows[:12]))
+
+
+def test_csv_header_naming_a_column_twice_is_a_one_line_error(tmp_path):
+    photos = make_csv_photos(tmp_path)
+    for header in (["filename", "label", "label"], ["filename", "label", "Label"],
+                   ["filename", "label", " label"], ["filename", "FileName", "label"]):
+        labels_csv = write_csv(tmp_path / "labels.csv", header,
+                               [row + ["blue"] for row in csv_photo_rows()])
+        with pytest.raises(DataError, match="twice") as error:
+            scan_labels_csv(photos, labels_csv, SingleLabelTask.raw_label)
+        assert str(labels_csv) in str(error.value), header
+        code, _, stderr = run_cli(finetune_cli.main, _csv_argv(photos, labels_csv,
+                                                               tmp_path / "train"))
+        assert_one_line_error(code, stderr, str(labels_csv), "twice", repr(header[2]))
+        assert not (tmp_path / "train" / "splits.json").exists()
+
+
+def test_labels_with_control_characters_are_refused_by_every_task(tmp_path):
+    from runway_cnn.tasks import AttributeTask, MultiLabelTask
+    from runway_cnn.training.datasets import read_labels_file
+
+    photos = make_csv_photos(tmp_path)
+    good = csv_photo_rows()
+    cases = (  # task, header, the bad row's cells, the character named
+        (SingleLabelTask, ["filename", "label"], ["dark\nred"], "U+000A"),
+        (MultiLabelTask, ["filename", "labels"], ["red;dark\nred"], "U+000A"),
+        (AttributeTask, ["filename", "colour"], ["dark\tred"], "U+0009"),
+        (AttributeTask, ["filename", "colour", "pattern"], ["dark\tred", "plain"], "U+0009"))
+    for task, header, cells, char in cases:
+        rows = [[name, label] + ["plain"] * (len(header) - 2) for name, label in good]
+        rows[0] = [rows[0][0], *cells]
+        labels_csv = write_csv(tmp_path / "labels.csv", header, rows)
+        manifest = scan_labels_csv(photos, labels_csv, task.raw_label)
+        bad = {r["line"]: r["reason"] for r in manifest.bad_rows}
+        assert list(bad) == [2] and char in bad[2] and "\n" not in bad[2], (task.name, bad)
+    labels_csv = write_csv(tmp_path / "labels.csv", ["filename", "colour", "pat\x1btern"],
+                           [[name, label, "plain"] for name, label in good])
+    with pytest.raises(DataError, match=r"U\+001B") as error:  # a column name: no row usable
+        scan_labels_csv(photos, labels_csv, AttributeTask.raw_label)
+    assert str(labels_csv) in str(error.value)
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("red\nnavy\tblue\n")
+    with pytest.raises(DataError, match="U\\+0009") as error:
+        read_labels_file(vocabulary)
+    assert str(vocabulary) in str(error.value)
+    folders = make_image_folder(tmp_path / "folders", ("red", "dark\nred"), per_class=3,
+                                size=(36, 44))
+    with pytest.raises(DataError, match="U\\+000A") as error:
+        scan_image_folder(folders)
+    assert "\n" not in str(error.value)
+
+
+def test_evaluate_counts_labels_the_model_does_not_know(csv_model, tmp_path):
+    eval_csv = write_csv(tmp_path / "eval.csv", ["filename", "labels"], [
+        ["red/red_000.jpg", "red;glitter"], ["red/red_001.jpg", "glitter;neon"],
+        ["red/red_002.jpg", ""], ["blue/blue_000.jpg", "blue"], ["blue/blue_001.jpg", "neon"]])
+    code, stdout, stderr = run_cli(evaluate_cli.main, [
+        "--model", str(csv_model["run"].export_path), "--dataset_dir", str(csv_model["photos"]),
+        "--labels_csv", str(eval_csv), "--output_dir", str(tmp_path / "eval")])
+    assert code == 0, stderr
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert result["unknown_labels"] == {"glitter": 2, "neon": 2}
+    assert result["unknown_label_count"] == 4
+    assert result["images_left_without_labels"] == 2  # red_001 and blue_001; red_002 had none
+    assert "4 label(s) the model does not know (glitter: 2, neon: 2)" in stdout
+    assert "2 image(s) left with no label" in stdout
+    assert snapshot(csv_model["photos"]) == csv_model["before"]
+
+
+def test_csv_without_usable_rows_names_the_column_and_writes_the_report(tmp_path):
+    photos = make_csv_photos(tmp_path)
+    names = [name for name, _ in csv_photo_rows()]
+    cases = (  # name, task, header, cells of each row, texts the one line must name
+        ("empty labels", "single_label", ["filename", "label"], [""], ["no 'label' value"]),
+        ("label with a space", "single_label", ["filename", "label "], ["red"],
+         ["no 'label' column", "'label '", "rename its column 'label ' to 'label'"]),
+        ("multi-label csv", "single_label", ["filename", "labels"], ["red;blue"],
+         ["no 'label' column", "--task single_label", "'labels'"]),
+        ("attributes csv", "multi_label", ["filename", "colour", "pattern"], ["red", "plain"],
+         ["no 'labels' column", "--task multi_label", "'colour'", "'pattern'"]))
+    for name, task, header, cells, named in cases:
+        labels_csv = write_csv(tmp_path / f"{name}.csv", header, [[n, *cells] for n in names])
+        train_dir = tmp_path / name
+        code, _, stderr = run_cli(finetune_cli.main, _csv_argv(photos, labels_csv, train_dir,
+                                                               task))
+        assert_one_line_error(code, stderr, str(labels_csv), *named)
+        if name == "empty labels":  # no usable row: the report the message names is written
+            report_path = train_dir / "data_report.json"
+            assert f"each is listed in {report_path}" in stderr
+    report = json.loads(report_path.read_text())
+    assert report["bad_rows"] == len(names)
+    assert [d["path"] for d in report["skipped"]] == [
+        f"empty labels.csv:{line}" for line in range(2, len(names) + 2)]
+    assert all(d["reason"].endswith("label: no 'label' value") for d in report["skipped"])
+
+
+def test_a_file_name_too_long_is_one_bad_row_and_error_lines_are_cut(tmp_path):
+    from runway_cnn.training.datasets import load_dataset
+
+    photos = make_csv_photos(tmp_path)
+    rows = csv_photo_rows() + [["x" * 100_000 + ".jpg", "red"]]
+    labels_csv = write_csv(tmp_path / "labels.csv", ["filename", "label"], rows)
+    dataset, _ = load_dataset(FinetuneConfig(
+        dataset_dir=str(photos), labels_csv=str(labels_csv), train_dir=str(tmp_path / "run"),
+        validation_fraction=0.25, test_fraction=0.25), tmp_path / "run")
+    assert sum(len(split) for split in dataset.splits.values()) == len(rows) - 1
+    (bad,) = dataset.report()["skipped"]
+    assert bad["path"] == f"labels.csv:{len(rows) + 1}"
+    assert "File name too long" in bad["reason"] and len(bad["reason"]) < 500
+    for message in ("x" * 100_000, "a\nb"):
+        def fail(argv, message=message):
+            raise DataError(message)
+        code, _, stderr = run_cli(fail, [])
+        assert_one_line_error(code, stderr)
+        assert len(stderr.strip()) <= 500
+    assert stderr.strip() == "error: a b"
+
+
+def test_a_train_dir_inside_the_dataset_is_refused_up_front(tmp_path, monkeypatch):
+    photos = make_csv_photos(tmp_path)
+    before = snapshot(photos)
+    for train_dir in (photos / "runs" / "x", photos, photos / "red"):
+        code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", str(photos),
+                                                      "--train_dir", str(train_dir)])
+        assert_one_line_error(code, stderr, f"--train_dir {train_dir}",
+                              f"--dataset_dir {photos}")
+    code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", str(photos), "--train_dir",
+                                                  str(tmp_path / "run"), "--export_dir",
+                                                  str(photos / "exports")])
+    assert_one_line_error(code, stderr, f"--export_dir {photos / 'exports'}")
+    monkeypatch.chdir(photos)  # cd photos && finetune --dataset_dir .: the default runs/photos
+    code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", "."])
+    assert_one_line_error(code, stderr, f"--train_dir {photos / 'runs' / 'photos'}",
+                          "--dataset_dir", "without --train_dir")
+    assert snapshot(photos) == before  # nothing written into the photo folder
 
 
 def test_no_input_file_changed(corpus):

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Callable
 
-from runway_cnn.errors import RunwayError
+from runway_cnn.errors import RunwayError, one_line
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, config_cls) -> None:
@@ -27,11 +27,12 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, config_cls) -> None:
 
 
 def run(main: Callable[[], object]) -> None:
-    """Runs a CLI's main; a user error prints one line (no traceback) and exits with status 2."""
+    """Runs a CLI's main; a user error prints one line (no traceback, cut to ``MAX_LINE``
+    characters) and exits with status 2."""
     try:
         main()
     except RunwayError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(one_line(f"error: {error}"), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -7,7 +7,10 @@ an exported model's figures on a labelled image folder (TF-Slim's ``eval_image_c
   ``--split`` folder; otherwise all images of D (the output says so). Files are checked and read
   as for training (``scan_image_folder``); unusable ones are left out and counted.
 - Labels: D's class folder names are matched to the model's labels by name; a folder name the
-  model does not know is an error naming it. The model may know more classes than D has.
+  model does not know is an error naming it. The model may know more classes than D has. With
+  ``--labels_csv`` (multi-label), labels the model does not know are left out and counted, with
+  the images left with no label (``eval.json``: ``unknown_labels``, ``unknown_label_count``,
+  ``images_left_without_labels``).
 - Results go to O (default: ``<train dir>/eval/<D name>_<split>/`` for a train dir, else
   ``<serving-name dir>/eval/<version>/<D name>_<split>/``, beside the model and never the current
   directory): ``eval.json`` (everything below), ``per_class.csv``, ``predictions.csv``,
@@ -27,9 +30,15 @@ from runway_cnn.tasks import task_from_config
 def format_evaluation(result: dict) -> str:
     """The figures as text: the summary line, then the task's tables."""
     task = task_from_config(result["task"])
+    unknown = result.get("unknown_label_count", 0)
+    emptied = result.get("images_left_without_labels", 0)
     lines = [f"{result['model']} on {result['dataset_dir']}: {result['images']}"
              + (f", {result['skipped_files']} unusable files left out"
                 if result["skipped_files"] else ""),
+             *([f"{unknown} label(s) the model does not know ("
+                + ", ".join(f"{k}: {n}" for k, n in list(result["unknown_labels"].items())[:10])
+                + ")" + (f"; {emptied} image(s) left with no label" if emptied else "")]
+               if unknown else []),
              f"{task.headline(result)}  ({result['num_examples']} images)", "",
              *task.format_figures(result), "", f"written to {result['output_dir']}"]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
 from runway_cnn.data.images import CheckedImage, check_images
 from runway_cnn.data.splits import stratified_split
-from runway_cnn.errors import DataError
+from runway_cnn.errors import DataError, control_character
 from runway_cnn.registry import Registry
 from runway_cnn.runfiles import TrainDir, write_json
 
@@ -181,6 +181,10 @@ class _Walker:
             if not _is_utf8(name):
                 raise DataError(f"class folder {train_dir / name}: its name is not UTF-8 text and "
                                 "cannot be a label; rename it")
+            char = control_character(name)
+            if char is not None:
+                raise DataError(f"class folder {str(train_dir / name)!r}: its name contains the "
+                                f"control character {char} and cannot be a label; rename it")
         if len(classes["train"]) < 2:
             raise DataError(f"{train_dir} needs at least 2 class folders (one per class), found "
                             f"{len(classes['train'])}")

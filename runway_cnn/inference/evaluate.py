@@ -43,7 +43,8 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
                                 f"the {len(images)} records of its {split} split",
                                 len(records.skipped))
     if labels_csv:
-        rows = scan_labels_csv(root, labels_csv, task.raw_label)
+        rows = scan_labels_csv(root, labels_csv, task.raw_label, columns=task.csv_columns,
+                               task=task.name)
         images = Split(rows.paths, np.zeros(len(rows.paths)), rows.sources, rows.raw_labels)
         return EvaluationImages(rows.tmpdir, images, "all",
                                 f"the {len(images)} usable rows of {rows.csv_path}",
@@ -78,7 +79,9 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
                    output_dir: str | Path | None = None, batch_size: int = 32,
                    labels_csv: str | Path | None = None) -> dict:
     """Evaluates an export on a labelled folder (see the module docstring), writes the files and
-    returns what ``eval.json`` holds (plain JSON types), plus ``output_dir``."""
+    returns what ``eval.json`` holds (plain JSON types), plus ``output_dir``. Labels the model
+    does not know are counted (``unknown_label_count``, and the task's own counts such as
+    ``images_left_without_labels``), never silently dropped."""
     check_output_dir(output_dir, "--output_dir")
     if batch_size < 1:
         raise RunwayError(f"--batch_size {batch_size}: must be at least 1")
@@ -94,6 +97,8 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
               "dataset_dir": str(data.resolve_dataset_dir(str(dataset_dir))),
               "split": chosen.split, "images": chosen.description,
               "skipped_files": chosen.skipped, "task": task.config(),
+              **(task.unknown_summary(images.raw_labels) if images.raw_labels is not None
+                 else {}),
               **task.evaluate(targets, scores),
               "predictions": task.predictions(images.sources, targets, scores)}
     out = Path(output_dir) if output_dir else default_output_dir(

@@ -85,8 +85,12 @@ class AttributeTask(Task):
     @classmethod
     def raw_label(cls, row: dict) -> dict[str, str | None]:
         """Every column but ``filename``: its stripped cell, None when empty (unknown)."""
-        return {k: (v or "").strip() or None for k, v in row.items()
-                if k is not None and k != FILENAME_COLUMN}
+        cells = {cls.label_text(k, "column"): (v or "").strip() or None for k, v in row.items()
+                 if k is not None and k != FILENAME_COLUMN}
+        for column, value in cells.items():
+            if value is not None:
+                cls.label_text(value, f"{column} value")
+        return cells
 
     @classmethod
     def label_space(cls, raw_labels: Sequence[dict], attributes: str | None = None,

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from runway_cnn.errors import control_character
+
 
 class Task:
     """What training, export and inference need to know about a prediction problem.
@@ -34,6 +36,7 @@ class Task:
     monitor_mode = "min"
     summary_figures: tuple[str, ...] = ("loss",)
     plotted_figures: tuple[str, ...] = ()  # summary figures in [0, 1], drawn side by side
+    csv_columns: tuple[str, ...] = ()  # the --labels_csv columns raw_label needs besides filename
 
     def __init__(self, labels: Sequence[str], **options):
         self.labels = list(labels)
@@ -45,6 +48,15 @@ class Task:
         """An image's raw label from its ``--labels_csv`` row (``ValueError`` for a cell that
         cannot be read)."""
         raise NotImplementedError
+
+    @staticmethod
+    def label_text(text: str, what: str = "label") -> str:
+        """``text`` if it can be a label; ``ValueError`` naming its control character (a line
+        break inside a label would shift every later line of ``labels.txt``)."""
+        char = control_character(text)
+        if char is not None:
+            raise ValueError(f"{what} {text!r} contains the control character {char}")
+        return text
 
     @classmethod
     def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
@@ -60,6 +72,12 @@ class Task:
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
         """Label values outside the label space, with how often they occur (data report)."""
         raise NotImplementedError
+
+    def unknown_summary(self, raw_labels: Sequence[Any]) -> dict:
+        """What evaluation says of labels outside the label space: ``unknown_labels`` (label →
+        occurrences) and ``unknown_label_count`` (their sum)."""
+        unknown = self.unknown_labels(raw_labels)
+        return {"unknown_labels": unknown, "unknown_label_count": sum(unknown.values())}
 
     def label_counts(self, targets: np.ndarray) -> dict[str, int]:
         """How many images of ``targets`` carry each label (for the data report)."""

@@ -56,6 +56,7 @@ class MultiLabelTask(Task):
     monitor_mode = "max"
     summary_figures = ("map", "cf1", "of1", "loss")
     plotted_figures = ("map", "cf1", "of1")
+    csv_columns = (LABELS_COLUMN,)
 
     def __init__(self, labels: Sequence[str], head: str = "sigmoid", loss: str = "bce",
                  dropout: float = 0.2, threshold: float | None = None,
@@ -84,7 +85,7 @@ class MultiLabelTask(Task):
         if LABELS_COLUMN not in row:
             raise ValueError(f"no {LABELS_COLUMN!r} column")
         tags = [t.strip() for t in (row[LABELS_COLUMN] or "").split(SEPARATOR)]
-        return tuple(dict.fromkeys(t for t in tags if t))
+        return tuple(dict.fromkeys(cls.label_text(t) for t in tags if t))
 
     @classmethod
     def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
@@ -93,6 +94,14 @@ class MultiLabelTask(Task):
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
         known = set(self.labels)
         return dict(Counter(t for tags in raw_labels for t in _tags(tags) if t not in known))
+
+    def unknown_summary(self, raw_labels: Sequence[Any]) -> dict:
+        """As every task's, and ``images_left_without_labels``: images with tags, none of them
+        known (their truth is the empty set)."""
+        known = set(self.labels)
+        emptied = sum(1 for tags in raw_labels
+                      if _tags(tags) and not any(t in known for t in _tags(tags)))
+        return {**super().unknown_summary(raw_labels), "images_left_without_labels": emptied}
 
     def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:
         """Multi-hot float32 ``[n, labels]``; tags outside the label space are left out (the

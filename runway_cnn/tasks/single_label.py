@@ -34,6 +34,7 @@ class SingleLabelTask(Task):
     monitor_mode = "max"
     summary_figures = ("top1", "top5", "macro_f1", "loss")
     plotted_figures = ("top1", "top5", "macro_f1")
+    csv_columns = (LABEL_COLUMN,)
 
     def __init__(self, labels: Sequence[str], label_smoothing: float = 0.1,
                  dropout: float = 0.2):
@@ -50,7 +51,7 @@ class SingleLabelTask(Task):
         label = (row.get(LABEL_COLUMN) or "").strip()
         if not label:
             raise ValueError(f"no {LABEL_COLUMN!r} value")
-        return label
+        return cls.label_text(label)
 
     @classmethod
     def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from runway_cnn.errors import RunwayError
 
@@ -14,6 +15,11 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 def _absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
+
+
+def _inside(path: str, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or under it, links resolved."""
+    return Path(path).resolve().is_relative_to(Path(folder).expanduser().resolve())
 
 
 def _opt(default, help: str, **extra):
@@ -189,6 +195,20 @@ class FinetuneConfig:
         self.init_from = self.init_from_run = start and _absolute(start)
         if self.hub_handle and "://" not in self.hub_handle:
             self.hub_handle = _absolute(self.hub_handle)
+
+    def check_outputs_outside_dataset(self) -> None:
+        """A run's outputs inside its dataset folder would be scanned as images by this run
+        (``cd photos && finetune --dataset_dir .``) and every later one: a one-line error."""
+        from runway_cnn.data.folders import DATASETS
+
+        dataset = DATASETS.get(self.dataset_dir) if self.dataset_dir in DATASETS \
+            else self.dataset_dir
+        for flag, path in (("--train_dir", self.train_dir), ("--export_dir", self.export_dir)):
+            if path and _inside(path, dataset):
+                default = (" (without --train_dir: runs/<dataset name> under the current "
+                           "directory)") if flag == "--train_dir" else ""
+                raise RunwayError(f"{flag} {path} is inside --dataset_dir {dataset}, whose files "
+                                  f"are scanned as images{default}; give a {flag} outside it")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -15,9 +15,11 @@ from runway_cnn.tasks import TASKS, Task, labels_for_run, task_for_run
 from runway_cnn.training.config import FinetuneConfig
 
 
-def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDataset, Task]:
+def load_dataset(config: FinetuneConfig, work_dir: Path | None,
+                 report_path: Path | None = None) -> tuple[ImageDataset, Task]:
     """The scanned, split dataset of a run and its task. Converted copies go under
-    ``work_dir``."""
+    ``work_dir``; a manifest with no usable row writes its report to ``report_path`` (the run's
+    ``data_report.json``) before its error."""
     dataset_dir = resolve_dataset_dir(config.dataset_dir)
     settings = config.to_dict()
     if is_tfrecord_dir(dataset_dir):
@@ -32,10 +34,12 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
             split.targets = task.targets(split.raw_labels, where=str(dataset.root))
         dataset.labels, dataset.count_labels = task.labels, task.label_counts
         return dataset, task
+    task_class = TASKS.get(config.task)
     group_by = GroupBy(config.group_by) if config.group_by else None
-    rows = scan_labels_csv(dataset_dir, config.labels_csv, TASKS.get(config.task).raw_label,
-                           work_dir, keep_columns=[group_by.column] if group_by and
-                           group_by.column else [])
+    rows = scan_labels_csv(dataset_dir, config.labels_csv, task_class.raw_label, work_dir,
+                           columns=task_class.csv_columns, task=config.task,
+                           report_path=report_path,
+                           keep_columns=[group_by.column] if group_by and group_by.column else [])
     labels = (read_labels_file(config.labels_file) if config.labels_file
               else labels_for_run(config.task, rows.raw_labels, settings))
     task = task_for_run(config.task, labels, settings)
@@ -58,8 +62,6 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
     if absent:
         print(f"warning: label(s) {', '.join(absent)} of {rows.csv_path} have no image in the "
               "training split (see data_report.json)", flush=True)
-    bad = [{"path": f"{rows.csv_path.name}:{r['line']}", "reason": f"bad row ({r['filename']}): "
-            f"{r['reason']}"} for r in rows.bad_rows]
     notes = {"labels_csv": str(rows.csv_path), "bad_rows": len(rows.bad_rows),
              "unknown_labels": task.unknown_labels(rows.raw_labels),
              "labels_absent_from_train": absent}
@@ -68,7 +70,7 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None) -> tuple[ImageDa
                       "splitter": f"{task.name} task"}
     if grouping is not None:
         split_settings["grouping"] = {**grouping, **describe_split_groups(splits)}
-    return ImageDataset(rows.root, task.labels, splits, bad + rows.skipped, rows.converted, [],
+    return ImageDataset(rows.root, task.labels, splits, rows.unusable(), rows.converted, [],
                         split_settings, count_labels=task.label_counts, notes=notes,
                         _tmpdir=rows.tmpdir), task
 
@@ -102,11 +104,17 @@ def convert_dataset(output_dir: str | Path, num_shards: int = 4,
 
 
 def read_labels_file(path: str | Path) -> list[str]:
-    """A vocabulary file: one label a line, blank lines ignored, no duplicates."""
+    """A vocabulary file: one label a line, blank lines ignored, no duplicates, no control
+    characters (a tab inside a label)."""
     try:
         labels = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"cannot read --labels_file {path}: {first_line(error)}") from error
+    for label in labels:
+        try:
+            Task.label_text(label)
+        except ValueError as error:
+            raise DataError(f"--labels_file {path}: {error}") from None
     duplicates = sorted({x for x in labels if labels.count(x) > 1})
     if not labels or duplicates:
         raise DataError(f"--labels_file {path}: " + (f"labels listed twice: {', '.join(duplicates)}"

@@ -142,7 +142,7 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     root = Path(config.train_dir)
     _check_resume(root, config)
     configure_device(config.jit_compile, config.mixed_precision, config.seed)
-    dataset, task = load_dataset(config, root)
+    dataset, task = load_dataset(config, root, TrainDir(root).data_report)
     write_json(TrainDir(root).data_report, dataset.report())
     pool = dataset.pooled()
     plans = plan_runs(config, task, pool.targets, pool.groups)

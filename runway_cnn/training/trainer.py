@@ -118,11 +118,12 @@ def build_backbone(config: FinetuneConfig) -> Backbone:
 
 
 def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
-    """Refuses output folders that are files and resuming training that was started with other
-    settings; a train dir with no training in it yet (say, a run that stopped at a typo in a
-    flag) is simply reused."""
+    """Refuses output folders that are files or inside the dataset, and resuming training that
+    was started with other settings; a train dir with no training in it yet (say, a run that
+    stopped at a typo in a flag) is simply reused."""
     check_output_dir(train_dir, "--train_dir")
     check_output_dir(config.export_dir, "--export_dir")
+    config.check_outputs_outside_dataset()
     path = TrainDir(train_dir).config
     new = config.to_dict()
     if path.exists() and TrainDir(train_dir).has_training():
@@ -309,7 +310,8 @@ class FineTuner:
         self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
                                                        config.seed)
         if dataset is None:
-            dataset, self.task = load_dataset(config, self.train_dir)
+            dataset, self.task = load_dataset(config, self.train_dir,
+                                              self.files.data_report)
         else:
             self.task = task_for_run(config.task, dataset.labels, config.to_dict())
         self.dataset = dataset
