@@ -2,12 +2,15 @@
 backbone's feature space, is almost the same picture (a re-encoded, resized or mirrored copy,
 or the next look of the same show in the same light). A run checks its own split with the
 features it computes anyway, and says when a random split is measuring the group, not the
-label."""
+label. The audit (:mod:`runway_cnn.audit`) searches every pair with the same features, finds
+exact copies by their bytes' digest and checks near ones with a perceptual hash."""
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageOps
 from sklearn.neighbors import NearestNeighbors
 
 from runway_cnn.data.groups import GroupBy
@@ -36,6 +39,60 @@ def nearest_training_photo(train: np.ndarray, held_out: np.ndarray
     search = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(train)
     distance, index = search.kneighbors(held_out)
     return index[:, 0], 1.0 - distance[:, 0]
+
+
+def near_duplicate_pairs(features: np.ndarray, threshold: float = NEAR_DUPLICATE_COSINE
+                         ) -> list[tuple[int, int, float]]:
+    """Every pair of rows ``(i, j, cosine)``, ``i < j``, with cosine similarity ``threshold`` or
+    more (exact search), most similar first."""
+    x = np.asarray(features, np.float32)
+    if len(x) < 2:
+        return []
+    search = NearestNeighbors(radius=max(1.0 - threshold, 0.0), metric="cosine",
+                              algorithm="brute").fit(x)
+    distances, indices = search.radius_neighbors(x)
+    pairs = [(i, int(j), float(1.0 - d)) for i, (ds, js) in enumerate(zip(distances, indices))
+             for d, j in zip(ds, js) if j > i and 1.0 - d >= threshold]
+    return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
+
+
+def nearest_neighbours(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest other rows and their cosine similarities, nearest first."""
+    x = np.asarray(features, np.float32)
+    k = min(k, len(x) - 1)
+    search = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(x)
+    distance, index = search.kneighbors(x)
+    keep = index != np.arange(len(x))[:, None]  # drop each row itself (not always first: ties)
+    rows = [index[i][keep[i]][:k] for i in range(len(x))]
+    cosine = [1.0 - distance[i][keep[i]][:k] for i in range(len(x))]
+    return np.stack(rows), np.stack(cosine)
+
+
+# --- exact copies and a perceptual check --------------------------------------------------------
+# Two dHashes of near copies differ in few of their 64 bits; a mirrored copy is compared with the
+# mirrored hash. At or below this distance the hash agrees that two photos are one picture.
+HASH_NEAR_BITS = 10
+
+
+def file_digest(data: bytes) -> str:
+    """The SHA-1 of a file's bytes: equal digests are exact copies."""
+    return hashlib.sha1(data).hexdigest()
+
+
+def difference_hashes(image: Image.Image, size: int = 8) -> tuple[int, int]:
+    """The dHash of an image (``size``² bits: is each pixel of a ``size+1`` × ``size`` grey
+    thumbnail brighter than its right neighbour) and of its mirror image."""
+    grey = image.convert("L").resize((size + 1, size), Image.Resampling.LANCZOS)
+
+    def bits(picture: Image.Image) -> int:
+        a = np.asarray(picture, np.int16)
+        return int("".join("1" if b else "0" for b in (a[:, 1:] > a[:, :-1]).ravel()), 2)
+    return bits(grey), bits(ImageOps.mirror(grey))
+
+
+def hash_distance(a: tuple[int, int], b: tuple[int, int]) -> int:
+    """Bits that differ between two images' dHashes, the mirrored one's if closer."""
+    return min(bin(a[0] ^ b[0]).count("1"), bin(a[0] ^ b[1]).count("1"))
 
 
 def check_split_leaks(features: dict[str, np.ndarray], sources: dict[str, Sequence[str]],
