@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -17,18 +16,16 @@ from sklearn.preprocessing import StandardScaler, normalize
 from runway_cnn.data.leaks import nearest_neighbours
 
 FOLDS = 5
-C = 0.1  # inverse L2 penalty on standardised features (stage 1 picks 0.03–0.3 on real data)
-COMPONENTS = 256  # principal components kept: the cross-validated fits take seconds, not minutes
+# Inverse L2 penalty on L2-normalised, standardised features. Out-of-fold log-loss and accuracy
+# on clothing-small, runway-brands and zalando brands were best at 0.003 of 0.0003–0.1 (weaker
+# penalties give overconfident probabilities and several times more label-error candidates).
+C = 0.003
 NEIGHBOURS = 10  # for the density of each photo (outliers)
 
 
-def prepare(features: np.ndarray, seed: int = 0) -> np.ndarray:
-    """L2-normalised, standardised features, projected on their first ``COMPONENTS`` principal
-    components (all of them when fewer)."""
-    x = StandardScaler().fit_transform(normalize(np.asarray(features, np.float64)))
-    if x.shape[1] > COMPONENTS and len(x) > COMPONENTS:
-        x = PCA(COMPONENTS, random_state=seed).fit_transform(x)
-    return x
+def prepare(features: np.ndarray) -> np.ndarray:
+    """L2-normalised, standardised features (what the regressions see)."""
+    return StandardScaler().fit_transform(normalize(np.asarray(features, np.float64)))
 
 
 def out_of_fold_probabilities(x: np.ndarray, labels: np.ndarray, num_classes: int,

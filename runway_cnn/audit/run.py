@@ -32,6 +32,13 @@ from runway_cnn.tasks import Task
 FIXED_CSV = "cleaned_labels.csv"
 HASHES = "hashes.npz"
 PREFERRED_SPLITS = ("train", "validation", "test")  # the copy a fix keeps: the training one
+# --fix removes a near copy only when the hash agrees and the features are this close, and a
+# label-error candidate only when the regression gives its suggested label this probability and
+# predicts that question with WEAK_ACCURACY or more out of fold (below it, candidates are mostly
+# hard photos, not wrong labels): the others are listed, not removed.
+FIX_COSINE = 0.9
+FIX_SUGGESTED = 0.5
+WEAK_ACCURACY = 0.7
 
 
 class Audit:
@@ -187,7 +194,7 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
               "not_done": [], "notes": []}
     result["exact_duplicates"] = exact_duplicates(audit, digests)
     result["near_duplicates"] = near_duplicates(audit, features, digests, dhashes)
-    x = findings.prepare(features, config.seed)
+    x = findings.prepare(features)
     label_findings(audit, x, result)
     result["outliers"] = outlier_findings(audit, features)
     grouping = audit.dataset.split_settings.get("grouping")
@@ -333,6 +340,12 @@ def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
         found = findings.confident_learning(y, probabilities)
         predicted = probabilities.argmax(axis=1)
         accuracy[attribute or "label"] = round(float(np.mean(predicted == y)), 4)
+        weak = accuracy[attribute or "label"] < WEAK_ACCURACY
+        if weak and attribute is None:
+            result["notes"].append(
+                f"the features predict the labels poorly (out-of-fold accuracy "
+                f"{accuracy['label']:.2f} < {WEAK_ACCURACY}): most label-error candidates are "
+                "photos the regression finds hard, not wrong labels; --fix keeps them")
         for rank, r in enumerate(found["issues"].tolist()):
             i = int(known[r])
             errors.append({"file": audit.sources[i], "split": audit.split_of[i],
@@ -341,7 +354,9 @@ def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
                            "self_confidence": round(float(found["self_confidence"][r]), 4),
                            "suggested_probability": round(
                                float(probabilities[r, found["suggested"][r]]), 4),
-                           "rank": rank})
+                           "rank": rank, "fixable": bool(
+                               not weak and probabilities[r, found["suggested"][r]]
+                               >= FIX_SUGGESTED)})
         matrix, pairs = findings.confused_pairs(y, predicted, names)
         audit.confusion.append((attribute, matrix, names))
         confused += [{**({"attribute": attribute} if attribute else {}), **p} for p in pairs]
@@ -408,7 +423,8 @@ def write_fix(audit: Audit, result: dict) -> dict:
     reason = {}
     links = [(d["files"], "exact copy") for d in result["exact_duplicates"]]
     links += [(p["files"], f"near duplicate (cosine {p['cosine']}, dHash {p['hash_bits']} bits)")
-              for p in result["near_duplicates"]["pairs"] if p["hash_agrees"]]
+              for p in result["near_duplicates"]["pairs"]
+              if p["hash_agrees"] and p["cosine"] >= FIX_COSINE]
     for files, why in links:
         rows = [index[f] for f in files]
         for r in rows[1:]:
@@ -423,6 +439,8 @@ def write_fix(audit: Audit, result: dict) -> dict:
         if keeper != i:
             removed[i] = f"{reason.get(i, 'copy')} of {audit.sources[keeper]}"
     for error in result["label_errors"]:
+        if not error["fixable"]:
+            continue
         i = index[error["file"]]
         what = f" ({error['attribute']})" if "attribute" in error else ""
         removed.setdefault(i, f"label-error candidate{what}: given {error['given']}, suggested "
@@ -440,8 +458,12 @@ def write_fix(audit: Audit, result: dict) -> dict:
     return {"manifest": str(path), "kept": len(audit.sources) - len(removed),
             "removed": [{"file": audit.sources[i], "reason": why}
                         for i, why in sorted(removed.items())],
-            "note": "outliers and similar photos (cosine only) are listed, not removed; the "
-                    "given split folders become part of each file name"}
+            "note": f"removed: exact copies, near copies the hash confirms at cosine >= "
+                    f"{FIX_COSINE} and label-error candidates whose suggested label has "
+                    f"probability >= {FIX_SUGGESTED} where the labels are predicted with "
+                    f"accuracy >= {WEAK_ACCURACY} (the training copy of copies is kept); "
+                    "other findings and outliers are listed, not removed; the given split "
+                    "folders become part of each file name"}
 
 
 def _manifest_columns(audit: Audit):
