@@ -245,3 +245,27 @@ def test_confident_learning_counts_the_off_diagonal_by_self_confidence():
     assert found["thresholds"].round(3).tolist() == [0.633, 0.717]
     assert found["issues"].tolist() == [2]  # row 5 reaches neither threshold: not counted
     assert found["joint"].tolist() == [[2, 1], [0, 1]]
+
+
+def test_attributes_get_label_errors_per_attribute_and_fix_blanks_the_cell(planted, tmp_path):
+    """``--task attributes``: confident learning per attribute; ``--fix`` keeps the photo and
+    makes a doubtful cell unknown. (The feature cache of the first audit is reused.)"""
+    manifest = tmp_path / "attributes.csv"
+    sources = sorted(planted["family"])
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "subject", "half"])
+        for i, source in enumerate(sources):
+            writer.writerow([source, source.split("/")[1], "odd" if i % 2 else "even"])
+    result = audit_dataset(dataset_dir=str(planted["root"]), labels_csv=str(manifest),
+                           task="attributes", output_dir=str(planted["out"]), fix=True)
+    assert result["features_cached"]
+    subject = {e["file"] for e in result["label_errors"] if e["attribute"] == "subject"}
+    precision, recall = _rates(subject, planted["flipped"])
+    assert recall >= 0.8 and precision >= 0.7
+    assert "half" in result["out_of_fold_accuracy"]  # audited, whatever it finds there
+    with (planted["out"] / "cleaned_labels.csv").open(newline="") as f:
+        rows = {row["filename"]: row for row in csv.DictReader(f)}
+    for source in planted["flipped"] & subject:
+        assert rows[source]["subject"] == "" and rows[source]["half"] in ("odd", "even")
+    assert len(rows) == len(sources) - len(result["fix"]["removed"])

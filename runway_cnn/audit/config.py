@@ -47,7 +47,8 @@ class AuditConfig:
                                       "listed as outliers")
     max_shown: int = _opt(60, "findings of each kind shown in audit.html (audit.json has all)")
     fix: bool = _opt(False, "write cleaned_labels.csv: the manifest without the extra copies "
-                            "and the label-error candidates (photos are never touched)")
+                            "and the label-error candidates the regression is sure of "
+                            "(attributes: their cell made unknown); photos are never touched")
     seed: int = _opt(0, "seed of the folds")
 
     def __post_init__(self):

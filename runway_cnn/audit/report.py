@@ -168,7 +168,8 @@ def summary_text(result: dict) -> str:
     confused = result.get("confused_pairs", [])[:3]
     if confused:
         lines.append("most confused: " + ", ".join(
-            f"{c['labels'][0]} <-> {c['labels'][1]} {c['share']:.2f}" for c in confused))
+            (f"{c['attribute']}: " if "attribute" in c else "")
+            + f"{c['labels'][0]} <-> {c['labels'][1]} {c['share']:.2f}" for c in confused))
     outliers = result["outliers"]
     if outliers:
         lines.append(f"outliers: {len(outliers)} most isolated photos (e.g. "
@@ -189,8 +190,10 @@ def summary_text(result: dict) -> str:
         lines.append(f"note: {text}")
     if "fix" in result:
         lines.append(f"--fix: {result['fix']['manifest']} keeps {result['fix']['kept']} of "
-                     f"{result['images']} images ({len(result['fix']['removed'])} removed); "
-                     "no photo was touched")
+                     f"{result['images']} images ({len(result['fix']['removed'])} removed"
+                     + (f", cells made unknown in {len(result['fix']['cells_made_unknown'])}"
+                        if result['fix']['cells_made_unknown'] else "")
+                     + "); no photo was touched")
     seconds = result["seconds"]
     if "outputs" in result:
         lines.append(f"wrote {result['outputs']['html']}, audit.json and PNGs beside it "

@@ -438,15 +438,18 @@ def write_fix(audit: Audit, result: dict) -> dict:
         keeper = root(i)
         if keeper != i:
             removed[i] = f"{reason.get(i, 'copy')} of {audit.sources[keeper]}"
+    blanked: dict[int, set[str]] = {}  # attributes: a doubtful cell becomes unknown
     for error in result["label_errors"]:
         if not error["fixable"]:
             continue
         i = index[error["file"]]
-        what = f" ({error['attribute']})" if "attribute" in error else ""
-        removed.setdefault(i, f"label-error candidate{what}: given {error['given']}, suggested "
+        if "attribute" in error:
+            blanked.setdefault(i, set()).add(error["attribute"])
+            continue
+        removed.setdefault(i, f"label-error candidate: given {error['given']}, suggested "
                               f"{error['suggested']}")
     path = audit.out / FIXED_CSV
-    header, cells = _manifest_columns(audit)
+    header, cells = _manifest_columns(audit, blanked)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -458,15 +461,18 @@ def write_fix(audit: Audit, result: dict) -> dict:
     return {"manifest": str(path), "kept": len(audit.sources) - len(removed),
             "removed": [{"file": audit.sources[i], "reason": why}
                         for i, why in sorted(removed.items())],
+            "cells_made_unknown": [{"file": audit.sources[i], "attributes": sorted(a)}
+                                   for i, a in sorted(blanked.items()) if i not in removed],
             "note": f"removed: exact copies, near copies the hash confirms at cosine >= "
                     f"{FIX_COSINE} and label-error candidates whose suggested label has "
                     f"probability >= {FIX_SUGGESTED} where the labels are predicted with "
-                    f"accuracy >= {WEAK_ACCURACY} (the training copy of copies is kept); "
+                    f"accuracy >= {WEAK_ACCURACY} (the training copy of copies is kept; for "
+                    "attributes the doubtful cell is made empty, unknown, instead); "
                     "other findings and outliers are listed, not removed; the given split "
                     "folders become part of each file name"}
 
 
-def _manifest_columns(audit: Audit):
+def _manifest_columns(audit: Audit, blanked: dict[int, set[str]]):
     """The header of the fixed manifest and a function giving a row's cells after filename."""
     raw = audit.pool.raw_labels
     group_by = audit.config.group_by or ""
@@ -482,5 +488,6 @@ def _manifest_columns(audit: Audit):
     if audit.config.task == "attributes":
         attributes = [a for a in audit.task.attributes if a != column]
         return (["filename", *attributes, *extra],
-                lambda i: [raw[i].get(a) or "" for a in attributes] + group_cell(i))
+                lambda i: [("" if a in blanked.get(i, ()) else raw[i].get(a) or "")
+                           for a in attributes] + group_cell(i))
     return ["filename", "label", *extra], lambda i: [str(raw[i]), *group_cell(i)]
