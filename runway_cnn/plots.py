@@ -268,6 +268,37 @@ def plot_neighbour_grid(answers: Sequence[dict], describe, output: str | Path,
     return _save(fig, output, dpi=100)
 
 
+def plot_nearest_similarity(cosine: np.ndarray, threshold: float, output: str | Path) -> Path:
+    """Histogram of each photo's cosine similarity to its nearest other photo, with the
+    near-duplicate threshold: copies pile up at the right of it."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.hist(np.asarray(cosine), bins=50, color="#4a78b5")
+    ax.axvline(threshold, color="#c0392b", linestyle="--", label=f"near-duplicate ({threshold})")
+    ax.set_xlabel("cosine similarity to the nearest other photo (frozen features)")
+    ax.set_ylabel("photos")
+    ax.set_yscale("log")
+    ax.legend()
+    return _save(fig, output)
+
+
+def plot_shortcut_check(check: dict, output: str | Path) -> Path:
+    """The shortcut check's two balanced accuracies beside their chance levels."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    names = ["label", "group"]
+    values = [check["label_balanced_accuracy"], check["group_balanced_accuracy"]]
+    chance = [check["label_chance"], check["group_chance"]]
+    ax.bar(names, values, color=["#4a78b5", "#c0392b" if check.get("at_risk") else "#999"])
+    ax.scatter(names, chance, marker="_", s=900, color="black", label="chance", zorder=3)
+    for x, v in enumerate(values):
+        ax.text(x, v + 0.02, f"{v:.3f}", ha="center")
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("out-of-fold balanced accuracy")
+    ax.set_title(f"predicted from the features ({check['groups_with_two_or_more_photos']} "
+                 "groups)", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, output)
+
+
 def _save(fig, output: str | Path, dpi: int = 100) -> Path:
     """Lays out, writes (creating the folder) and closes a figure; returns the PNG path."""
     output = Path(output)

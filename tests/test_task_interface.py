@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from conftest import make_image
 from runway_cnn import FinetuneConfig, fine_tune
+from runway_cnn.data.splits import by_group
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import TASKS, Task
 from runway_cnn.training.restore import restore_run
@@ -73,11 +74,14 @@ class ToyAttributeTask(Task):
         return {f"{a}={v}": int((targets[:, i] == j).sum())
                 for i, a in enumerate(self.attributes) for j, v in enumerate(self.values[a])}
 
-    def split(self, targets, validation_fraction, test_fraction, seed):
-        order = np.random.default_rng(seed).permutation(len(targets))
-        n_val, n_test = int(len(order) * validation_fraction), int(len(order) * test_fraction)
-        return {"train": np.sort(order[n_val + n_test:]), "validation": np.sort(order[:n_val]),
-                "test": np.sort(order[n_val:n_val + n_test])}
+    def split(self, targets, validation_fraction, test_fraction, seed, groups=None):
+        def random_split(rows):
+            order = np.random.default_rng(seed).permutation(len(rows))
+            n_val, n_test = int(len(order) * validation_fraction), int(len(order) * test_fraction)
+            return {"train": np.sort(order[n_val + n_test:]),
+                    "validation": np.sort(order[:n_val]),
+                    "test": np.sort(order[n_val:n_val + n_test])}
+        return by_group(random_split, targets, groups)
 
     def build_head(self, feature_dim):
         features = keras.Input((feature_dim,))

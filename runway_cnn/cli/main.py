@@ -4,6 +4,7 @@
     runway-cnn evaluate --model M --dataset_dir D     runway-cnn export --train_dir T
     runway-cnn serving config --export_dir E          runway-cnn report TRAIN_DIR
     runway-cnn checkpoints convert efficientnet_lite0  runway-cnn app --model M [--index I]
+    runway-cnn audit --dataset_dir D [--fix]
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ COMMANDS = {  # subcommand → (module with main(argv), one-line help)
     "checkpoints": ("runway_cnn.cli.checkpoints", "convert offline ImageNet checkpoints"),
     "datasets": ("runway_cnn.cli.datasets", "convert a dataset into sharded TFRecords"),
     "app": ("runway_cnn.cli.app", "a local web page and JSON API: a photo in, answers out"),
+    "audit": ("runway_cnn.cli.audit", "duplicates, label errors, outliers, shortcuts of a "
+                                      "dataset"),
 }
 
 

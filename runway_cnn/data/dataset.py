@@ -3,6 +3,7 @@ was skipped, converted or ignored. Sources (class folders, CSV manifests) build 
 targets are one array row per image, whatever their shape."""
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ class Split:
     targets: np.ndarray  # one row per image: a class id, a multi-hot vector, attribute values …
     sources: list[str]  # original files, relative to the dataset root
     raw_labels: list | None = None  # what the source said (a class folder's name, a CSV cell)
+    groups: np.ndarray | None = None  # --group_by's key per image (photos that stay together)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -26,7 +28,8 @@ class Split:
     def subset(self, index: np.ndarray) -> Split:
         return Split([self.paths[i] for i in index], self.targets[index],
                      [self.sources[i] for i in index],
-                     None if self.raw_labels is None else [self.raw_labels[i] for i in index])
+                     None if self.raw_labels is None else [self.raw_labels[i] for i in index],
+                     None if self.groups is None else self.groups[index])
 
 
 def _no_counts(targets: np.ndarray) -> dict[str, int]:
@@ -59,8 +62,28 @@ class ImageDataset:
     def summary_line(self) -> str:
         sizes = ", ".join(f"{len(s)} {name}" for name, s in self.splits.items())
         converted = f", {len(self.converted)} converted" if self.converted else ""
-        return (f"{self.root}: {sizes} images, {len(self.labels)} labels, "
+        line = (f"{self.root}: {sizes} images, {len(self.labels)} labels, "
                 f"{len(self.skipped)} skipped{converted} (see data_report.json)")
+        grouping = self.split_settings.get("grouping")
+        if grouping:
+            only, shared = self.labels_only_in_training(), grouping["groups_in_several_splits"]
+            line += (f"\nsplit by group (--group_by {grouping['group_by']}): "
+                     f"{grouping['groups']} groups, " + (
+                         f"{shared} of them in two or more of the given splits (e.g. "
+                         f"{grouping['examples_in_several_splits'][0]})" if shared
+                         else "none in two splits") + (
+                         f"; {len(only)} label(s) have all their images in one group and are "
+                         f"trained on, never validated or tested: {', '.join(only[:8])}"
+                         + (" …" if len(only) > 8 else "") if only else ""))
+        return line
+
+    def labels_only_in_training(self) -> list[str]:
+        """Labels with training images and none in any other split (a grouped split keeps a
+        label whose images are all in one group there)."""
+        counts = self.label_counts()
+        others = [c for name, c in counts.items() if name != "train"]
+        return [label for label, n in counts.get("train", {}).items()
+                if n and not any(other.get(label) for other in others)]
 
     def report(self) -> dict:
         """JSON-able description: labels, counts per split, every skipped, converted and ignored
@@ -68,7 +91,9 @@ class ImageDataset:
         return {"root": str(self.root), "labels": list(self.labels),
                 "split_settings": dict(self.split_settings), "counts": self.label_counts(),
                 "skipped": list(self.skipped), "converted": list(self.converted),
-                "ignored": list(self.ignored), **self.notes}
+                "ignored": list(self.ignored), **self.notes,
+                **({"labels_only_in_training": self.labels_only_in_training()}
+                   if "grouping" in self.split_settings else {})}
 
     def pooled(self) -> Split:
         """All images of all splits, ordered by source (the index space of experiments)."""
@@ -77,15 +102,25 @@ class ImageDataset:
         order = np.argsort(np.array(sources, dtype=object), kind="stable")
         raw = None if any(s.raw_labels is None for s in parts) else \
             [r for s in parts for r in s.raw_labels]
+        groups = None if any(s.groups is None for s in parts) else \
+            np.concatenate([s.groups for s in parts])
         every = Split([p for s in parts for p in s.paths],
-                      np.concatenate([s.targets for s in parts]), sources, raw)
+                      np.concatenate([s.targets for s in parts]), sources, raw, groups)
         return every.subset(order)
 
     def resplit(self, index_splits: dict[str, np.ndarray]) -> ImageDataset:
         """A copy split by indices into :meth:`pooled` (e.g. one fold of a k-fold)."""
+        from runway_cnn.data.groups import describe_split_groups
+
         pool = self.pooled()
-        return ImageDataset(self.root, list(self.labels),
-                            {name: pool.subset(idx) for name, idx in index_splits.items()},
-                            self.skipped, self.converted, self.ignored,
-                            {**self.split_settings, "resplit": True}, self.count_labels,
-                            self.notes, self._tmpdir)
+        splits = {name: pool.subset(idx) for name, idx in index_splits.items()}
+        settings = {**self.split_settings, "resplit": True}
+        if "grouping" in settings:
+            settings["grouping"] = {**settings["grouping"], **describe_split_groups(splits)}
+        return ImageDataset(self.root, list(self.labels), splits, self.skipped, self.converted,
+                            self.ignored, settings, self.count_labels, self.notes, self._tmpdir)
+
+    def ungrouped(self) -> ImageDataset:
+        """This dataset as if no ``--group_by`` had been given (random splits to compare)."""
+        settings = {k: v for k, v in self.split_settings.items() if k != "grouping"}
+        return dataclasses.replace(self, split_settings=settings)

@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
 from runway_cnn.data.images import CheckedImage, check_images
 from runway_cnn.data.splits import stratified_split
 from runway_cnn.errors import DataError, control_character
@@ -53,11 +54,13 @@ def resolve_dataset_dir(name_or_path: str) -> Path:
 
 
 def write_run_files(dataset: ImageDataset, train_dir: Path) -> None:
-    """Write ``splits.json`` (split → [{"source", "target"}]) and ``data_report.json``."""
+    """Write ``splits.json`` (split → [{"source", "target"}, with "group" when grouped]) and
+    ``data_report.json``."""
     files = TrainDir(Path(train_dir))
     files.path.mkdir(parents=True, exist_ok=True)
-    splits = {name: [{"source": src, "target": np.asarray(t).tolist()}
-                     for src, t in zip(s.sources, s.targets)]
+    splits = {name: [{"source": src, "target": np.asarray(t).tolist(),
+                      **({} if s.groups is None else {"group": s.groups[i].lstrip("\0")})}
+                     for i, (src, t) in enumerate(zip(s.sources, s.targets))]
               for name, s in dataset.splits.items()}
     write_json(files.splits, splits)
     write_json(files.data_report, dataset.report())
@@ -65,14 +68,15 @@ def write_run_files(dataset: ImageDataset, train_dir: Path) -> None:
 
 def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: float = 0.1,
                       test_fraction: float = 0.1, seed: int = 0,
-                      work_dir: Path | None = None, make_splits: bool = True
-                      ) -> ImageDataset:
+                      work_dir: Path | None = None, make_splits: bool = True,
+                      group_by: str | None = None) -> ImageDataset:
     """Find, check (decode) and split every image of a dataset folder.
 
     With given ``train/`` (``validation/``, ``test/``) folders those splits are used; a missing
     ``validation/`` is carved from train with ``validation_fraction``, a missing ``test/`` means no
     test split. Otherwise the images are split stratified by ``validation_fraction`` /
-    ``test_fraction`` / ``seed``. With ``make_splits=False`` nothing is carved: the splits are the
+    ``test_fraction`` / ``seed``, keeping each ``group_by`` group (:mod:`runway_cnn.data.groups`)
+    in one split. With ``make_splits=False`` nothing is carved: the splits are the
     given folders, or all images as ``"train"`` (what evaluation needs). Converted copies go under
     ``work_dir/converted/`` (a temporary folder that lives as long as the returned object when
     ``work_dir`` is None).
@@ -98,13 +102,16 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
     if tmpdir is not None and not converted:
         tmpdir.cleanup()
         tmpdir = None
+    grouping = group_splits(by_split, GroupBy(group_by)) if group_by else None
     if make_splits:
         splits, settings = _make_splits(walker, by_split, class_names, validation_fraction,
-                                        test_fraction, seed)
+                                        test_fraction, seed, grouped=grouping is not None)
     else:
         splits = {s: by_split[s] for s in SPLITS if s in by_split}
         settings = {"layout": walker.layout, "given_splits": (
             list(splits) if walker.layout == "split folders" else [])}
+    if grouping is not None:
+        settings["grouping"] = {**grouping, **describe_split_groups(splits)}
     return ImageDataset(walker.root, class_names, splits, sorted(skipped, key=_by_path),
                         sorted(converted, key=lambda d: d["source"]),
                         sorted(walker.ignored, key=_by_path), settings,
@@ -279,7 +286,7 @@ def _check_all(walker: _Walker, classes: dict[str, dict[str, str]],
 
 def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str],
                  validation_fraction: float, test_fraction: float,
-                 seed: int) -> tuple[dict[str, Split], dict]:
+                 seed: int, grouped: bool = False) -> tuple[dict[str, Split], dict]:
     settings = {"layout": walker.layout, "validation_fraction": validation_fraction, "seed": seed,
                 "given_splits": list(given) if walker.layout == "split folders" else []}
     if walker.layout == "split folders":
@@ -298,15 +305,17 @@ def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str
         raise DataError(f"class folder {where / name} has {counts[too_few[0]]} usable image(s), "
                         f"too few for a {'/'.join(want)} split")
     try:
-        index = stratified_split(carve_from.targets, *fractions, seed=seed)
+        index = stratified_split(carve_from.targets, *fractions, seed=seed,
+                                 groups=carve_from.groups)
     except ValueError as e:
-        raise DataError(f"cannot split {where} stratified ({e}); add images or change "
-                        "validation_fraction / test_fraction") from None
+        raise DataError(f"cannot split {where} stratified{' by group' if grouped else ''} "
+                        f"({e}); add images or change validation_fraction / test_fraction"
+                        ) from None
     splits = dict(given)
     for name, idx in index.items():
         splits[name] = carve_from.subset(idx)
         missing = sorted(set(range(len(class_names))) - set(splits[name].targets.tolist()))
-        if missing:
+        if missing and not (grouped and name != "train"):  # grouped: see describe_split_groups
             raise DataError(f"the {name} split carved from {where} has no image of class(es) "
                             f"{', '.join(class_names[i] for i in missing)}; add images or raise "
                             "the split fractions")

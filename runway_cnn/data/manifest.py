@@ -40,6 +40,7 @@ class ManifestRows:
     bad_rows: list[dict] = field(default_factory=list)  # {"line", "filename", "reason"}
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: not an image
     converted: list[dict] = field(default_factory=list)  # {"source", "path", "reason"}
+    columns: dict[str, list[str]] = field(default_factory=dict)  # kept column → cell per row
     tmpdir: tempfile.TemporaryDirectory | None = None
 
     def unusable(self) -> list[dict]:
@@ -52,31 +53,38 @@ class ManifestRows:
 def scan_labels_csv(dataset_dir: str | os.PathLike, labels_csv: str | os.PathLike,
                     raw_label: Callable[[dict], Any], work_dir: Path | None = None, *,
                     columns: Sequence[str] = (), task: str = "",
-                    report_path: Path | None = None) -> ManifestRows:
+                    report_path: Path | None = None,
+                    keep_columns: Sequence[str] = ()) -> ManifestRows:
     """Reads ``labels_csv``, checks every named image of ``dataset_dir`` (decoding it once) and
     returns the usable rows with ``raw_label(row)`` of each (it raises ``ValueError`` for a cell
-    it cannot read). A manifest without a ``filename`` column or the task's ``columns``, with an
-    ambiguous header, unreadable, or with no usable row is a
-    :class:`~runway_cnn.errors.DataError` naming it; in the last case the report of every row is
-    written to ``report_path`` first (when given)."""
+    it cannot read) and their cells of ``keep_columns`` (``rows.columns``). A manifest without a
+    ``filename`` column, the task's ``columns`` or ``keep_columns``, with an ambiguous header,
+    unreadable, or with no usable row is a :class:`~runway_cnn.errors.DataError` naming it; in
+    the last case the report of every row is written to ``report_path`` first (when given)."""
     root = Path(dataset_dir).expanduser().resolve()
     csv_path = Path(labels_csv).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist or is not a folder")
-    rows = ManifestRows(root, csv_path)
-    candidates: list[tuple[int, str, Any]] = []
+    rows = ManifestRows(root, csv_path, columns={name: [] for name in keep_columns})
+    candidates: list[tuple[int, str, Any, list[str]]] = []
     seen: dict[Path, int] = {}
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            _check_header(csv_path, reader.fieldnames or [], [FILENAME, *columns], task)
+            header = reader.fieldnames or []
+            _check_header(csv_path, header, [FILENAME, *columns], task)
+            for column in keep_columns:
+                if column not in header:
+                    raise DataError(f"--labels_csv {csv_path} has no {column!r} column (--group_by"
+                                    f" column:{column}; its columns: {', '.join(header)})")
             end = reader.line_num
             for row in reader:  # a row's line is where it starts (a quoted cell may span lines)
                 line, end = end + 1, reader.line_num
                 reason, name = _row_problem(row, root, seen, line)
                 if reason is None:
                     try:
-                        candidates.append((line, name, raw_label(row)))
+                        candidates.append((line, name, raw_label(row),
+                                           [row[column] for column in keep_columns]))
                         seen[_real(root, name)] = line
                         continue
                     except (ValueError, KeyError) as error:
@@ -88,9 +96,9 @@ def scan_labels_csv(dataset_dir: str | os.PathLike, labels_csv: str | os.PathLik
     if work_dir is None:
         rows.tmpdir = tempfile.TemporaryDirectory(prefix="runway_cnn_converted_")
         work_dir = Path(rows.tmpdir.name)
-    checked = check_images(root, [name for _, name, _ in candidates],
+    checked = check_images(root, [name for _, name, _, _ in candidates],
                            TrainDir(Path(work_dir)).converted)
-    for (line, name, raw), result in zip(candidates, checked):
+    for (line, name, raw, kept), result in zip(candidates, checked):
         if result.path is None:
             rows.skipped.append({"path": name, "reason": result.reason, "line": line})
             continue
@@ -99,6 +107,8 @@ def scan_labels_csv(dataset_dir: str | os.PathLike, labels_csv: str | os.PathLik
         rows.sources.append(name)
         rows.paths.append(result.path)
         rows.raw_labels.append(raw)
+        for column, cell in zip(keep_columns, kept):
+            rows.columns[column].append(cell)
     if not rows.sources:
         _no_usable_row(rows, report_path)
     return rows

@@ -1,20 +1,35 @@
-"""Random splits that keep class proportions (single-label) and their k-fold version."""
+"""Random splits that keep class proportions (single-label) and their k-fold version; with
+``groups`` (see :mod:`runway_cnn.data.groups`) every group stays in one split.
+
+A grouped single-label split is a stratified split of the groups (a group shuffle split, each
+group labelled by its most common class): ``ceil(f * groups)`` groups but at least one per
+class, so its share of images is near, not at, ``f``; k-fold is scikit-learn's
+``StratifiedGroupKFold``. A class whose images all lie in one group cannot be both trained on
+and tested: its group stays in training, and a class the folds left out of training gets its
+smallest group back. :func:`by_group` makes any splitter of per-row indicator columns
+(multi-label, attributes) a grouped one.
+"""
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Callable
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 
 def stratified_split(labels: np.ndarray, validation_fraction: float, test_fraction: float,
-                     seed: int) -> dict[str, np.ndarray]:
+                     seed: int, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Split → sorted indices. Split sizes are ``ceil(fraction * n)`` but at least one per class.
 
     Deterministic in ``seed``; no ``"test"`` key when ``test_fraction`` is 0. sklearn's
-    ``ValueError`` comes through when there are too few images to stratify.
+    ``ValueError`` comes through when there are too few images (or groups) to stratify.
     """
     labels = np.asarray(labels)
+    if groups is not None:
+        return _grouped_split(labels, np.asarray(groups), validation_fraction, test_fraction,
+                              seed)
     index = np.arange(len(labels))
     out = {}
     if test_fraction > 0:
@@ -27,12 +42,26 @@ def stratified_split(labels: np.ndarray, validation_fraction: float, test_fracti
     return {name: np.sort(idx) for name, idx in out.items()}
 
 
-def kfold_splits(labels: np.ndarray, k: int, seed: int,
-                 validation_fraction: float) -> list[dict[str, np.ndarray]]:
+def kfold_splits(labels: np.ndarray, k: int, seed: int, validation_fraction: float,
+                 groups: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
     """Stratified K-fold: fold i tests on the i-th fold; validation is carved (stratified) from
-    the rest, ``validation_fraction`` of the rest. Indices are sorted; deterministic in ``seed``."""
+    the rest, ``validation_fraction`` of the rest. Indices are sorted; deterministic in ``seed``.
+    With ``groups``, stratified group K-fold (classes of one group are trained on only)."""
     labels = np.asarray(labels)
     folds = []
+    if groups is not None:
+        groups = np.asarray(groups)
+        pinned = _single_group_rows(labels, groups)
+        free = np.flatnonzero(~pinned)
+        for rest, test in _quiet(StratifiedGroupKFold(n_splits=k, shuffle=True,
+                                                      random_state=seed).split)(
+                free, labels[free], groups[free]):
+            rest = np.concatenate([free[rest], np.flatnonzero(pinned)])
+            train, val = _carve_groups(rest, labels, groups, validation_fraction, seed)
+            split = _train_has_every_class(
+                {"train": train, "validation": val, "test": free[test]}, labels, groups)
+            folds.append({name: np.sort(idx) for name, idx in split.items()})
+        return folds
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for rest, test in skf.split(np.zeros(len(labels)), labels):
         train, val = train_test_split(
@@ -40,6 +69,94 @@ def kfold_splits(labels: np.ndarray, k: int, seed: int,
             stratify=labels[rest], random_state=seed)
         folds.append({"train": np.sort(train), "validation": np.sort(val), "test": np.sort(test)})
     return folds
+
+
+def by_group(split: Callable[[np.ndarray], dict | list], indicators: np.ndarray,
+             groups: np.ndarray | None):
+    """``split`` (indicator rows → split name → indices, or a list of such folds) applied to one
+    row per group, the or of its images' indicators, and expanded back to the images; without
+    ``groups``, ``split(indicators)``."""
+    indicators = np.asarray(indicators)
+    if groups is None:
+        return split(indicators)
+    keys, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    per_group = np.zeros((len(keys), indicators.shape[1]), indicators.dtype)
+    np.maximum.at(per_group, inverse, indicators)
+    result = split(per_group)
+
+    def rows(parts: dict) -> dict:
+        return {name: np.flatnonzero(np.isin(inverse, idx)) for name, idx in parts.items()}
+    return [rows(fold) for fold in result] if isinstance(result, list) else rows(result)
+
+
+def _grouped_split(labels: np.ndarray, groups: np.ndarray, validation_fraction: float,
+                   test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    pinned = _single_group_rows(labels, groups)
+    index, out = np.flatnonzero(~pinned), {}
+    if test_fraction > 0:
+        index, out["test"] = _carve_groups(index, labels, groups, test_fraction, seed)
+    index = np.concatenate([index, np.flatnonzero(pinned)])
+    train, validation = _carve_groups(index, labels, groups,
+                                      validation_fraction / (1 - test_fraction), seed)
+    out = _train_has_every_class({"train": train, "validation": validation, **out}, labels,
+                                 groups)
+    return {name: np.sort(idx) for name, idx in out.items()}
+
+
+def _carve_groups(index: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, carved): a stratified split of the groups of ``index`` (each group labelled by its
+    most common class), ``ceil(fraction * groups)`` of them but at least one per class; groups
+    of classes with one group in ``index`` stay in the rest."""
+    keys, inverse = np.unique(groups[index], return_inverse=True)
+    counts = np.zeros((len(keys), int(labels.max()) + 1), int)
+    np.add.at(counts, (inverse, labels[index]), 1)
+    group_label = counts.argmax(axis=1)
+    classes, per_class = np.unique(group_label, return_counts=True)
+    free = np.flatnonzero(np.isin(group_label, classes[per_class >= 2]))
+    size = _split_size(fraction, group_label[free])
+    if len(free) == 0 or size >= len(free):
+        raise ValueError(f"{len(free)} groups of classes with two or more groups are too few "
+                         f"for a split of {fraction:.2f}")
+    _, carved = train_test_split(free, test_size=size, stratify=group_label[free],
+                                 random_state=seed)
+    out = np.isin(inverse, carved)
+    return index[~out], index[out]
+
+
+def _train_has_every_class(split: dict[str, np.ndarray], labels: np.ndarray,
+                           groups: np.ndarray) -> dict[str, np.ndarray]:
+    """Moves, for each class the other splits took wholly, its smallest group into training."""
+    split = dict(split)
+    for label in sorted(set(labels.tolist()) - set(labels[split["train"]].tolist())):
+        members = [(np.sum(groups == g), str(g), name) for name, idx in split.items()
+                   for g in set(groups[idx[labels[idx] == label]].tolist())]
+        _, key, name = min(members)
+        moving = split[name][groups[split[name]] == key]
+        split[name] = np.setdiff1d(split[name], moving)
+        split["train"] = np.concatenate([split["train"], moving])
+    return split
+
+
+def _single_group_rows(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Rows whose class has all its images in one group (they can only be trained on)."""
+    pinned = np.zeros(len(labels), bool)
+    for label in np.unique(labels):
+        rows = labels == label
+        if len(set(groups[rows].tolist())) < 2:
+            pinned |= rows
+    return pinned
+
+
+def _quiet(split):
+    """``split`` without scikit-learn's warning that a class has fewer members than folds (a
+    grouped split expects it; classes absent from a split are reported by the caller)."""
+    def run(*args) -> list:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The least populated class",
+                                    category=UserWarning)
+            return list(split(*args))
+    return run
 
 
 def _split_size(fraction: float, labels: np.ndarray) -> int:

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
+from runway_cnn.data.splits import by_group
 from runway_cnn.errors import DataError
 from runway_cnn.plots import plot_attribute_scores, plot_confusion_matrix
 from runway_cnn.tasks.base import Task
@@ -164,11 +165,13 @@ class AttributeTask(Task):
         out[rows, self.starts[columns] + targets[rows, columns]] = 1
         return out
 
-    def split(self, targets, validation_fraction, test_fraction, seed):
-        return iterative_split(self._one_hot(targets), validation_fraction, test_fraction, seed)
+    def split(self, targets, validation_fraction, test_fraction, seed, groups=None):
+        return by_group(lambda rows: iterative_split(rows, validation_fraction, test_fraction,
+                                                     seed), self._one_hot(targets), groups)
 
-    def kfold(self, targets, k, seed, validation_fraction):
-        return iterative_kfold(self._one_hot(targets), k, seed, validation_fraction)
+    def kfold(self, targets, k, seed, validation_fraction, groups=None):
+        return by_group(lambda rows: iterative_kfold(rows, k, seed, validation_fraction),
+                        self._one_hot(targets), groups)
 
     # -- model --
     def prepare(self, train_targets: np.ndarray) -> None:

@@ -84,14 +84,16 @@ class Task:
         raise NotImplementedError
 
     def split(self, targets: np.ndarray, validation_fraction: float, test_fraction: float,
-              seed: int) -> dict[str, np.ndarray]:
+              seed: int, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Split name → sorted indices of a random split this task's way (stratified); no
-        ``"test"`` when ``test_fraction`` is 0. ``ValueError`` when too few images to split."""
+        ``"test"`` when ``test_fraction`` is 0; with ``groups`` (a key per image) no group is in
+        two splits. ``ValueError`` when too few images (or groups) to split."""
         raise NotImplementedError
 
-    def kfold(self, targets: np.ndarray, k: int, seed: int,
-              validation_fraction: float) -> list[dict[str, np.ndarray]]:
-        """K folds, fold i testing on the i-th; validation carved from the rest."""
+    def kfold(self, targets: np.ndarray, k: int, seed: int, validation_fraction: float,
+              groups: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
+        """K folds, fold i testing on the i-th; validation carved from the rest; with
+        ``groups``, no group in two parts of a fold."""
         raise NotImplementedError
 
     # -- model -------------------------------------------------------------------------------

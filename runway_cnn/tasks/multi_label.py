@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
+from runway_cnn.data.splits import by_group
 from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task
 from runway_cnn.tasks.heads import classification_head
@@ -114,11 +115,13 @@ class MultiLabelTask(Task):
     def label_counts(self, targets: np.ndarray) -> dict[str, int]:
         return {name: int(n) for name, n in zip(self.labels, np.asarray(targets).sum(axis=0))}
 
-    def split(self, targets, validation_fraction, test_fraction, seed):
-        return iterative_split(targets, validation_fraction, test_fraction, seed)
+    def split(self, targets, validation_fraction, test_fraction, seed, groups=None):
+        return by_group(lambda rows: iterative_split(rows, validation_fraction, test_fraction,
+                                                     seed), targets, groups)
 
-    def kfold(self, targets, k, seed, validation_fraction):
-        return iterative_kfold(targets, k, seed, validation_fraction)
+    def kfold(self, targets, k, seed, validation_fraction, groups=None):
+        return by_group(lambda rows: iterative_kfold(rows, k, seed, validation_fraction),
+                        targets, groups)
 
     # -- model --
     def build_head(self, feature_dim: int) -> keras.Model:

@@ -74,11 +74,11 @@ class SingleLabelTask(Task):
         counts = np.bincount(np.asarray(targets, int), minlength=self.num_classes)
         return {name: int(n) for name, n in zip(self.labels, counts)}
 
-    def split(self, targets, validation_fraction, test_fraction, seed):
-        return stratified_split(targets, validation_fraction, test_fraction, seed)
+    def split(self, targets, validation_fraction, test_fraction, seed, groups=None):
+        return stratified_split(targets, validation_fraction, test_fraction, seed, groups)
 
-    def kfold(self, targets, k, seed, validation_fraction):
-        return kfold_splits(targets, k, seed, validation_fraction)
+    def kfold(self, targets, k, seed, validation_fraction, groups=None):
+        return kfold_splits(targets, k, seed, validation_fraction, groups)
 
     # -- model --
     def build_head(self, feature_dim: int) -> keras.Model:

@@ -116,6 +116,17 @@ class FinetuneConfig:
                                            "validation/ folder")
     test_fraction: float = _opt(0.1, "test share when the dataset has no split folders")
     seed: int = _opt(0, "seed of splits, shuffling, augmentation and initialisation")
+    group_by: str = _opt(None, "photos that must stay in one split (one runway show, shoot or "
+                               "product): 'folder' (the file's folder) or 'folder:N' (its first "
+                               "N folder levels), 'column:NAME' (a --labels_csv column), or a "
+                               "regular expression searched in the file's path relative to "
+                               "--dataset_dir, its first group the key (e.g. "
+                               "'^([^/]+/[A-Za-z]+[0-9]+)_' for brand/Fall24_look_012.jpg); "
+                               "every split, --num_splits and --kfold honour it")
+    compare_random_split: bool = _opt(False, "experiment with --group_by: run the same protocol "
+                                             "on random splits too (in random_split_NN/ or "
+                                             "random_fold_NN/) and report both figures and their "
+                                             "gap in summary.json")
     num_splits: int = _opt(0, "experiment: N runs on stratified random train/validation/test "
                               "splits of all images (given split folders are pooled), run i "
                               "with seed seed+i, in <train_dir>/split_NN/; writes summary.json "
@@ -164,6 +175,10 @@ class FinetuneConfig:
              "must be in [0, 2**32 - 1] (numpy's and scikit-learn's seeds)" if runs == 1 else
              f"must be in [0, 2**32 - {runs}]: the {runs} runs of --num_splits / --kfold use "
              f"seeds seed to seed + {runs - 1}, and numpy's seeds end at 2**32 - 1"),
+            ("compare_random_split", not self.compare_random_split or bool(
+                self.group_by and (self.num_splits or self.kfold)),
+             "compares an experiment's grouped splits with random ones: give it with "
+             "--group_by and --num_splits or --kfold"),
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))

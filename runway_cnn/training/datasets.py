@@ -9,6 +9,7 @@ import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.folders import resolve_dataset_dir, scan_image_folder
+from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.tfrecords import (
     DESCRIPTOR,
@@ -23,10 +24,13 @@ from runway_cnn.training.config import FinetuneConfig
 
 
 def load_dataset(config: FinetuneConfig, work_dir: Path | None,
-                 report_path: Path | None = None) -> tuple[ImageDataset, Task]:
+                 report_path: Path | None = None, make_splits: bool = True
+                 ) -> tuple[ImageDataset, Task]:
     """The scanned, split dataset of a run and its task. Converted copies go under
     ``work_dir``; a manifest with no usable row writes its report to ``report_path`` (the run's
-    ``data_report.json``) before its error."""
+    ``data_report.json``) before its error. With ``make_splits=False`` nothing is carved: the
+    splits are the given folders (or a TFRecord directory's), else every image is ``"train"``
+    (what an audit of the whole dataset needs)."""
     dataset_dir = resolve_dataset_dir(config.dataset_dir)
     settings = config.to_dict()
     if is_tfrecord_dir(dataset_dir):
@@ -34,7 +38,8 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
     if not config.labels_csv:
         dataset = scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                     test_fraction=config.test_fraction, seed=config.seed,
-                                    work_dir=work_dir)
+                                    work_dir=work_dir, group_by=config.group_by,
+                                    make_splits=make_splits)
         labels = read_labels_file(config.labels_file) if config.labels_file else dataset.labels
         task = task_for_run(config.task, labels, settings)
         for split in dataset.splits.values():  # class folder names → the task's targets
@@ -42,17 +47,33 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
         dataset.labels, dataset.count_labels = task.labels, task.label_counts
         return dataset, task
     task_class = TASKS.get(config.task)
+    group_by = GroupBy(config.group_by) if config.group_by else None
     rows = scan_labels_csv(dataset_dir, config.labels_csv, task_class.raw_label, work_dir,
                            columns=task_class.csv_columns, task=config.task,
-                           report_path=report_path)
+                           report_path=report_path,
+                           keep_columns=[group_by.column] if group_by and group_by.column else [])
     labels = (read_labels_file(config.labels_file) if config.labels_file
               else labels_for_run(config.task, rows.raw_labels, settings))
     task = task_for_run(config.task, labels, settings)
     targets = task.targets(rows.raw_labels, where=f"--labels_csv {rows.csv_path}")
     every = Split(rows.paths, targets, rows.sources, rows.raw_labels)
+    grouping = None
+    if group_by is not None:
+        if group_by.column:
+            group_by.column_values = dict(zip(rows.sources, rows.columns[group_by.column]))
+        grouping = group_splits({"all": every}, group_by)
+    notes = {"labels_csv": str(rows.csv_path), "bad_rows": len(rows.bad_rows),
+             "unknown_labels": task.unknown_labels(rows.raw_labels)}
+    if not make_splits:
+        settings = {"layout": "labels csv", "given_splits": []}
+        if grouping is not None:
+            settings["grouping"] = {**grouping, **describe_split_groups({"train": every})}
+        return ImageDataset(rows.root, task.labels, {"train": every}, rows.unusable(),
+                            rows.converted, [], settings, count_labels=task.label_counts,
+                            notes=notes, _tmpdir=rows.tmpdir), task
     try:
         index = task.split(targets, config.validation_fraction, config.test_fraction,
-                           config.seed)
+                           config.seed, groups=every.groups)
     except ValueError as error:
         raise DataError(f"cannot split the {len(every)} usable rows of {rows.csv_path} "
                         f"({first_line(error)}); add images or change --validation_fraction / "
@@ -62,12 +83,12 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
     if absent:
         print(f"warning: label(s) {', '.join(absent)} of {rows.csv_path} have no image in the "
               "training split (see data_report.json)", flush=True)
-    notes = {"labels_csv": str(rows.csv_path), "bad_rows": len(rows.bad_rows),
-             "unknown_labels": task.unknown_labels(rows.raw_labels),
-             "labels_absent_from_train": absent}
+    notes["labels_absent_from_train"] = absent
     split_settings = {"layout": "labels csv", "validation_fraction": config.validation_fraction,
                       "test_fraction": config.test_fraction, "seed": config.seed,
                       "splitter": f"{task.name} task"}
+    if grouping is not None:
+        split_settings["grouping"] = {**grouping, **describe_split_groups(splits)}
     return ImageDataset(rows.root, task.labels, splits, rows.unusable(), rows.converted, [],
                         split_settings, count_labels=task.label_counts, notes=notes,
                         _tmpdir=rows.tmpdir), task

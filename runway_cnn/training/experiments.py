@@ -85,18 +85,20 @@ def check_experiment(config: FinetuneConfig) -> None:
                           "their test splits)")
 
 
-def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray) -> list[RunPlan]:
+def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray,
+              groups: np.ndarray | None = None) -> list[RunPlan]:
     """The runs of ``config``'s experiment over images with these targets, split the task's
-    way."""
+    way (no group in two parts of a run's split)."""
     check_experiment(config)
     try:
         if config.num_splits:
             return [RunPlan(f"split_{i:02d}", config.seed + i,
                             task.split(targets, config.validation_fraction,
-                                       config.test_fraction, config.seed + i))
+                                       config.test_fraction, config.seed + i, groups=groups))
                     for i in range(config.num_splits)]
-        folds = task.kfold(targets, config.kfold, config.seed, config.validation_fraction)
-    except ValueError as error:  # sklearn: too few images of a class to stratify
+        folds = task.kfold(targets, config.kfold, config.seed, config.validation_fraction,
+                           groups=groups)
+    except ValueError as error:  # sklearn: too few images (or groups) of a class to stratify
         raise DataError(f"cannot make the experiment's stratified splits of {config.dataset_dir} "
                         f"({error}); add images, or lower --kfold or the split fractions") from None
     return [RunPlan(f"fold_{i:02d}", config.seed + i, fold) for i, fold in enumerate(folds)]
@@ -143,38 +145,59 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     dataset, task = load_dataset(config, root, TrainDir(root).data_report)
     write_json(TrainDir(root).data_report, dataset.report())
     pool = dataset.pooled()
-    plans = plan_runs(config, task, pool.targets)
+    plans = plan_runs(config, task, pool.targets, pool.groups)
+    random_plans = [dataclasses.replace(plan, name=f"random_{plan.name}") for plan in
+                    plan_runs(config, task, pool.targets)] if config.compare_random_split else []
     protocol = (f"{config.num_splits} stratified random splits" if config.num_splits
                 else f"stratified {config.kfold}-fold")
+    if config.group_by:
+        protocol += f", by group (--group_by {config.group_by})"
+    if random_plans:
+        protocol += ", and the same without groups to compare"
     print(f"{dataset_dir}: {len(pool)} images, {len(dataset.labels)} labels; "
           f"{protocol}", flush=True)
     shared: SharedWork | None = None
-    rows = []
-    for plan in plans:
+    rows, random_rows = [], []
+    ungrouped = dataset.ungrouped()
+    for plan, finished, source in ([(p, rows, dataset) for p in plans]
+                                   + [(p, random_rows, ungrouped) for p in random_plans]):
         done = TrainDir(root).experiment_run(plan.name).done
         if done.exists():
-            rows.append(read_json(done, fix=f"delete it to run {plan.name} again"))
+            finished.append(read_json(done, fix=f"delete it to run {plan.name} again"))
             print(f"{plan.name}: finished earlier, skipped", flush=True)
             continue
         if shared is None:
             shared = SharedWork(config, pool, root)
             print("shared: " + ", ".join(f"{k} {v:.1f} s" for k, v in shared.seconds.items()),
                   flush=True)
-        rows.append(_run(config, task, plan, dataset, shared, root))
-        print(f"{plan.name}: test {task.headline(rows[-1]['test'])}  "
-              f"({rows[-1]['run_seconds']:.1f} s)",
+        finished.append(_run(config, task, plan, source, shared, root))
+        print(f"{plan.name}: test {task.headline(finished[-1]['test'])}  "
+              f"({finished[-1]['run_seconds']:.1f} s)",
               flush=True)
-        write_summary(summarise(rows, plans, config, task, shared), root, task, rows)
+        if finished is rows:
+            write_summary(summarise(rows, plans, config, task, shared), root, task, rows)
     summary = summarise(rows, plans, config, task, shared, previous=_read_summary(root))
+    if random_plans:
+        summary["random_split"] = compare_random(summary, summarise(
+            random_rows, random_plans, config, task, shared), task)
     write_summary(summary, root, task, rows)
     return summary
+
+
+def compare_random(grouped: dict, random: dict, task: Task) -> dict:
+    """The random splits' figures beside the grouped ones: their aggregate and, per figure, the
+    gap (random mean minus grouped mean: what a random split adds by seeing the groups)."""
+    return {"runs": random["runs"], "aggregate": random["aggregate"],
+            "gap": {key: random["aggregate"][key]["mean"] - grouped["aggregate"][key]["mean"]
+                    for key in task.summary_figures
+                    if key in random["aggregate"] and key in grouped["aggregate"]}}
 
 
 def _run(config: FinetuneConfig, task: Task, plan: RunPlan, dataset: ImageDataset,
          shared: SharedWork, root: Path) -> dict:
     run_dir = root / plan.name
     run_config = dataclasses.replace(config, train_dir=str(run_dir), seed=plan.seed,
-                                     num_splits=0, kfold=0)
+                                     num_splits=0, kfold=0, compare_random_split=False)
     shared.reset_backbone()
     start = time.perf_counter()
     tuner = FineTuner(run_config, dataset=dataset.resplit(plan.indices), backbone=shared.backbone,
@@ -210,7 +233,8 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig, ta
         "protocol": "random_splits" if config.num_splits else "kfold",
         "dataset_dir": str(data.resolve_dataset_dir(config.dataset_dir)),
         "backbone": config.hub_handle or config.init_from or config.model_name,
-        "seed": config.seed, "runs_planned": len(plans), "runs_finished": len(rows),
+        "seed": config.seed, "group_by": config.group_by, "runs_planned": len(plans),
+        "runs_finished": len(rows),
         "complete": len(rows) == len(plans), "task": task.config(),
         "figures": list(task.summary_figures), "plotted_figures": list(task.plotted_figures),
         "runs": [{k: r[k] for k in (*columns(task), "stage2_improved") if k in r} for r in rows],
@@ -266,6 +290,16 @@ def format_summary(summary: dict) -> str:
                      f"{s['max']:.3f}]")
     for key in ("stage1_seconds", "stage2_seconds", "run_seconds"):
         lines.append(f"  {key:15s} {agg[key]['mean']:.1f} ± {agg[key]['std']:.1f} s per run")
+    compared = summary.get("random_split")
+    if compared:
+        lines.append(f"  the same protocol on random splits (--compare_random_split), "
+                     f"{len(compared['runs'])} runs:")
+        for key in summary["plotted_figures"] or summary["figures"]:
+            s, gap = compared["aggregate"][key], compared["gap"][key]
+            lines.append(f"  {key:9s} {s['mean']:.3f} ± {s['std']:.3f}  (random split "
+                         f"{'+' if gap >= 0 else '-'}{abs(gap):.3f}"
+                         + (": it scores photos of groups it trained on" if gap > 0 else "")
+                         + ")")
     shared = ", ".join(f"{k} {v:.1f} s" for k, v in summary["shared_seconds"].items())
     lines.append(f"  shared work once: {shared or 'none'}; total {summary['total_seconds']:.1f} s")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from runway_cnn.backbones.factory import Backbone, backbone_chain, get_backbone
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.leaks import check_split_leaks, warning_line
 from runway_cnn.data.preprocessing import Augmentation
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.runfiles import (
@@ -404,7 +405,8 @@ class FineTuner:
         return _mark_done(stage_dir, {"seconds": clock.seconds,
                                       "features_cached": not c.stage1_augment,
                                       "solver": solved or {"solver": "adam"},
-                                      "validation": self.evaluate("validation")})
+                                      "validation": self.evaluate("validation"),
+                                      "leaks": self.check_leaks()})
 
     def stage2(self, baseline: float) -> dict:
         """Fine-tunes the unfrozen top of the backbone at a lower, warmed-up, cosine-decayed
@@ -483,6 +485,22 @@ class FineTuner:
                 progress=self.config.verbose > 0)))
         return np.stack([self.features[p] for p in split.paths])
 
+    def check_leaks(self) -> dict | None:
+        """Near-duplicates of validation / test photos in training, found with the frozen
+        features stage 1 computed (None when stage-1 augmentation computed none); prints one
+        warning line when they are many."""
+        if self.features is None:
+            return None
+        splits = self.dataset.splits
+        leaks = check_split_leaks({name: self._features(s) for name, s in splits.items()},
+                                  {name: s.sources for name, s in splits.items()},
+                                  grouped="grouping" in self.dataset.split_settings,
+                                  num_labels=len(self.dataset.labels))
+        line = warning_line(leaks)
+        if line:
+            print(line, flush=True)
+        return leaks
+
     def predict_probabilities(self, split: Split) -> np.ndarray:
         bs = self.config.batch_size
         if self.features is not None and not self._backbone_changed:
@@ -539,6 +557,8 @@ class FineTuner:
             "chain": backbone_chain(self.backbone.name, self.backbone.source),
             "task": self.task.config(), "label_counts": self.dataset.label_counts(),
             "stages": {"stage1": stage1, "stage2": stage2}, "decision": decision,
+            "leaks": stage1.get("leaks"),
+            "grouping": self.dataset.split_settings.get("grouping"),
             "device": self.device.describe(), "distribution": distribution, "export_path": None,
         })
         write_json(self.files.metrics, metrics, indent=2)

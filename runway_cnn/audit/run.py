@@ -1,0 +1,493 @@
+"""One audit of a dataset: read it the way a run would, compute (or reuse) the frozen features
+and file hashes, find duplicates, label errors, outliers, confused classes and shortcuts, and
+write what was found (:mod:`runway_cnn.audit.report`)."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from runway_cnn.audit import findings
+from runway_cnn.audit.config import AuditConfig
+from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.leaks import (
+    HASH_NEAR_BITS,
+    difference_hashes,
+    file_digest,
+    hash_distance,
+    near_duplicate_pairs,
+    nearest_neighbours,
+)
+from runway_cnn.data.tfrecords import RECORD_PREFIX
+from runway_cnn.errors import DataError, RunwayError, first_line
+from runway_cnn.progress import ImageProgress
+from runway_cnn.runfiles import TrainDir, check_output_dir, read_json, write_json
+from runway_cnn.tasks import Task
+
+FIXED_CSV = "cleaned_labels.csv"
+HASHES = "hashes.npz"
+PREFERRED_SPLITS = ("train", "validation", "test")  # the copy a fix keeps: the training one
+# --fix removes a near copy only when the hash agrees and the features are this close, and a
+# label-error candidate only when the regression gives its suggested label this probability and
+# predicts that question with WEAK_ACCURACY or more out of fold (below it, candidates are mostly
+# hard photos, not wrong labels): the others are listed, not removed.
+FIX_COSINE = 0.9
+FIX_SUGGESTED = 0.5
+WEAK_ACCURACY = 0.7
+
+
+class Audit:
+    """The data of one audit: the pooled images (ordered by source), their split, features,
+    digests and perceptual hashes."""
+
+    def __init__(self, config: AuditConfig):
+        from runway_cnn.training.config import FinetuneConfig, _inside
+        from runway_cnn.training.datasets import load_dataset
+
+        self.config = config
+        self.out = Path(config.output_dir)
+        check_output_dir(self.out, "--output_dir")
+        self.run_config = FinetuneConfig(
+            dataset_dir=config.dataset_dir, labels_csv=config.labels_csv, task=config.task,
+            attributes=config.attributes, group_by=config.group_by,
+            model_name=config.model_name, hub_handle=config.hub_handle,
+            image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
+            train_dir=str(self.out), verbose=0)
+        if _inside(str(self.out), self.run_config.dataset_dir if Path(
+                self.run_config.dataset_dir).is_dir() else "/nonexistent"):
+            raise RunwayError(f"--output_dir {self.out} is inside --dataset_dir "
+                              f"{self.run_config.dataset_dir}, whose files are scanned as "
+                              "images; give an --output_dir outside it")
+        start = time.perf_counter()
+        self.dataset, self.task = load_dataset(self.run_config, None, make_splits=False)
+        self.seconds: dict[str, float] = {"scan": round(time.perf_counter() - start, 2)}
+        self.dataset: ImageDataset
+        self.task: Task
+        self.pool: Split = self.dataset.pooled()
+        self.sources = list(self.pool.sources)
+        if len(self.sources) < 3:
+            raise DataError(f"{self.dataset.root}: {len(self.sources)} usable image(s); an "
+                            "audit needs at least 3")
+        self.split_of, self.split_origin = self._splits()
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # -- splits --------------------------------------------------------------------------------
+    def _splits(self) -> tuple[list[str | None], str]:
+        """Each image's split: a trained run's (``--train_dir``), the given split folders or
+        TFRecord splits, or None (one pool)."""
+        if self.config.train_dir:
+            path = TrainDir(Path(self.config.train_dir)).splits
+            saved = read_json(path, fix="give the train dir of a run (it writes splits.json)")
+            of = {item["source"]: name for name, items in saved.items()
+                  for item in items if isinstance(item, dict) and "source" in item}
+            if not of:
+                raise RunwayError(f"{path} names no image; give the train dir of a run")
+            return [of.get(s) for s in self.sources], f"the run's splits ({path})"
+        settings = self.dataset.split_settings
+        if settings.get("given_splits") or settings.get("tfrecords"):
+            of = {s: name for name, split in self.dataset.splits.items() for s in split.sources}
+            return [of[s] for s in self.sources], (
+                "the TFRecord splits" if settings.get("tfrecords") else "the given split folders")
+        return [None] * len(self.sources), "none (one pool)"
+
+    # -- features and hashes (cached in the output dir) ---------------------------------------
+    def features(self) -> np.ndarray:
+        from runway_cnn.training.features import extract_features, load_features, save_features
+        from runway_cnn.training.trainer import build_backbone
+
+        files = TrainDir(self.out)
+        backbone = build_backbone(self.run_config)
+        start = time.perf_counter()
+        features, seconds = load_features(files, self.pool, backbone, "avg")
+        self.cached = features is not None
+        if features is None:
+            features = extract_features(backbone, self.pool.paths, self.config.batch_size,
+                                        progress=True)
+            seconds = time.perf_counter() - start
+            save_features(files, self.pool, backbone, "avg", features, seconds)
+        self.backbone_name = backbone.name
+        self.seconds["features"] = round(time.perf_counter() - start, 2)
+        self.seconds["features_first_pass"] = round(seconds, 2)
+        return np.asarray(features, np.float32)
+
+    def hashes(self) -> tuple[list[str], list[tuple[int, int]]]:
+        """The SHA-1 of each file's bytes and its dHashes (plain and mirrored)."""
+        cache = self.out / HASHES
+        start = time.perf_counter()
+        if cache.exists():
+            try:
+                with np.load(cache) as saved:
+                    if saved["sources"].tolist() == self.sources:
+                        self.seconds["hashes"] = round(time.perf_counter() - start, 2)
+                        return saved["sha1"].tolist(), [(int(a), int(b)) for a, b in zip(
+                            saved["dhash"].tolist(), saved["dhash_mirror"].tolist())]
+            except Exception as error:  # noqa: BLE001 - a damaged cache is recomputed
+                print(f"{cache} is damaged ({first_line(error)}): hashing again", flush=True)
+        digests, dhashes = [], []
+        print(f"file and perceptual hashes of {len(self.sources)} images:", flush=True)
+        bar = ImageProgress(len(self.sources))
+        for data, image in self.images(range(len(self.sources))):
+            digests.append(file_digest(data))
+            dhashes.append(difference_hashes(image))
+            bar.add(1)
+        tmp = cache.with_name(f".{cache.name}.tmp.npz")
+        np.savez(tmp, sources=np.array(self.sources), sha1=np.array(digests),
+                 dhash=np.array([str(a) for a, _ in dhashes]),
+                 dhash_mirror=np.array([str(b) for _, b in dhashes]))
+        tmp.replace(cache)
+        self.seconds["hashes"] = round(time.perf_counter() - start, 2)
+        return digests, dhashes
+
+    def images(self, rows: Iterable[int]) -> Iterator[tuple[bytes, Image.Image]]:
+        """(the file's bytes, the RGB image) of each row, in order: the user's file (its bytes
+        and, for odd ones, the converted copy's pixels), or a TFRecord's encoded image."""
+        rows = list(rows)
+        paths = [self.pool.paths[i] for i in rows]
+        if paths and paths[0].startswith(RECORD_PREFIX):
+            yield from self._record_images(rows)
+            return
+        for i, path in zip(rows, paths):
+            original = self.dataset.root / self.sources[i]
+            data = original.read_bytes() if original.is_file() else Path(path).read_bytes()
+            with Image.open(path) as image:
+                image.draft("RGB", (256, 256))  # JPEG: decode at a reduced scale, fast
+                yield data, image.convert("RGB")
+
+    def _record_images(self, rows: list[int]):
+        from runway_cnn.data import pipeline
+
+        wanted = {self.pool.paths[i]: n for n, i in enumerate(rows)}
+        found: dict[int, bytes] = {}
+        every = list(dict.fromkeys(self.pool.paths))
+        for position, data in pipeline._encoded(every).as_numpy_iterator():
+            n = wanted.get(every[position])
+            if n is not None:
+                found[n] = bytes(data)
+        for n in range(len(rows)):
+            image = Image.open(io.BytesIO(found[n]))
+            image.draft("RGB", (256, 256))
+            yield found[n], image.convert("RGB")
+
+
+def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
+    """Audits a dataset (``config`` or its fields as keyword arguments) and writes
+    ``audit.json``, ``audit.html``, the PNGs and, with ``fix``, ``cleaned_labels.csv`` into the
+    output dir. Returns what ``audit.json`` holds."""
+    from runway_cnn.audit import report
+
+    config = config or AuditConfig(**settings)
+    clock = time.perf_counter()
+    audit = Audit(config)
+    features = audit.features()
+    digests, dhashes = audit.hashes()
+    start = time.perf_counter()
+    result = {"dataset": str(audit.dataset.root), "task": config.task,
+              "settings": config.to_dict(), "images": len(audit.sources),
+              "labels": list(audit.task.labels), "splits": audit.split_origin,
+              "split_counts": _counts(audit.split_of), "backbone": audit.backbone_name,
+              "features_cached": audit.cached, "skipped": len(audit.dataset.skipped),
+              "not_done": [], "notes": []}
+    result["exact_duplicates"] = exact_duplicates(audit, digests)
+    result["near_duplicates"] = near_duplicates(audit, features, digests, dhashes)
+    x = findings.prepare(features)
+    label_findings(audit, x, result)
+    result["outliers"] = outlier_findings(audit, features)
+    grouping = audit.dataset.split_settings.get("grouping")
+    if grouping:
+        result["grouping"] = {k: v for k, v in grouping.items()
+                              if k not in ("groups_per_split",)}
+    result["shortcut"] = shortcut(audit, x, result)
+    if config.fix:
+        result["fix"] = write_fix(audit, result)
+    audit.seconds["findings"] = round(time.perf_counter() - start, 2)
+    audit.seconds["total"] = round(time.perf_counter() - clock, 2)
+    result["seconds"] = audit.seconds
+    result["outputs"] = report.write_outputs(audit, result)
+    write_json(audit.out / "audit.json", result)
+    return result
+
+
+def _counts(split_of: list[str | None]) -> dict[str, int]:
+    names = [name or "(not in the run)" for name in split_of]
+    order = list(PREFERRED_SPLITS) + sorted(set(names) - set(PREFERRED_SPLITS))
+    return {name: names.count(name) for name in order if name in names}
+
+
+def _scope(audit: Audit, rows) -> str:
+    names = sorted({audit.split_of[i] or "-" for i in rows},
+                   key=lambda s: (PREFERRED_SPLITS + ("-",)).index(s)
+                   if s in PREFERRED_SPLITS + ("-",) else 9)
+    if audit.split_origin.startswith("none"):
+        return "within the dataset"
+    return f"within {names[0]}" if len(names) == 1 else "across " + "|".join(names)
+
+
+def _label_text(audit: Audit, i: int) -> str:
+    raw = audit.pool.raw_labels[i] if audit.pool.raw_labels is not None else None
+    if isinstance(raw, dict):
+        return ", ".join(f"{k}={v}" for k, v in raw.items() if v is not None)
+    if isinstance(raw, (tuple, list)):
+        return ";".join(map(str, raw))
+    return str(raw)
+
+
+def exact_duplicates(audit: Audit, digests: list[str]) -> list[dict]:
+    """Groups of files with the same bytes, with their splits and labels."""
+    members: dict[str, list[int]] = {}
+    for i, digest in enumerate(digests):
+        members.setdefault(digest, []).append(i)
+    out = []
+    for digest, rows in members.items():
+        if len(rows) > 1:
+            labels = {_label_text(audit, i) for i in rows}
+            out.append({"sha1": digest, "files": [audit.sources[i] for i in rows],
+                        "splits": [audit.split_of[i] for i in rows],
+                        "scope": _scope(audit, rows), "same_label": len(labels) == 1,
+                        "labels": [_label_text(audit, i) for i in rows]})
+    return sorted(out, key=lambda d: d["files"][0])
+
+
+def near_duplicates(audit: Audit, features: np.ndarray, digests: list[str],
+                    dhashes: list[tuple[int, int]]) -> dict:
+    """Pairs of different files whose features' cosine is at or above the threshold, each with
+    the perceptual hash's distance as a check; and every photo's nearest-neighbour cosine (for
+    the histogram)."""
+    threshold = audit.config.near_duplicate_cosine
+    pairs = []
+    for i, j, cosine in near_duplicate_pairs(features, threshold):
+        if digests[i] == digests[j]:
+            continue  # an exact copy, listed there
+        bits = hash_distance(dhashes[i], dhashes[j])
+        pairs.append({"files": [audit.sources[i], audit.sources[j]],
+                      "splits": [audit.split_of[i], audit.split_of[j]],
+                      "scope": _scope(audit, (i, j)), "cosine": round(cosine, 4),
+                      "hash_bits": bits, "hash_agrees": bits <= HASH_NEAR_BITS,
+                      "same_label": _label_text(audit, i) == _label_text(audit, j),
+                      "labels": [_label_text(audit, i), _label_text(audit, j)]})
+    _, nearest = nearest_neighbours(features, 1)
+    audit.nearest_cosine = nearest[:, 0]
+    across = [p for p in pairs if p["scope"].startswith("across")]
+    return {"threshold": threshold, "hash_near_bits": HASH_NEAR_BITS, "pairs": pairs,
+            "count": len(pairs), "across_splits": len(across),
+            "hash_agrees": sum(p["hash_agrees"] for p in pairs)}
+
+
+def _questions(audit: Audit) -> list[tuple[str | None, np.ndarray, list[str]]]:
+    """The label questions of the task: (attribute or None, integer column with -1 unknown,
+    value names)."""
+    targets = np.asarray(audit.pool.targets)
+    if audit.config.task == "single_label":
+        return [(None, targets.astype(int), list(audit.task.labels))]
+    if audit.config.task == "attributes":
+        return [(a, targets[:, i].astype(int), list(audit.task.values[a]))
+                for i, a in enumerate(audit.task.attributes)]
+    return []
+
+
+def _grouped_probabilities(audit: Audit, x: np.ndarray, y: np.ndarray, k: int,
+                           groups: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Out-of-fold probabilities; with groups, by group for classes with two or more groups
+    (classes in one group are predicted with plain folds: no other group could teach them).
+    Returns them and the number of rows predicted with plain folds for that reason."""
+    c = audit.config
+    plain = findings.out_of_fold_probabilities(x, y, k, folds=c.folds, seed=c.seed)
+    if groups is None:
+        return plain, 0
+    pinned = np.zeros(len(y), bool)
+    for label in np.unique(y):
+        if len(set(groups[y == label].tolist())) < 2:
+            pinned |= y == label
+    free = np.flatnonzero(~pinned)
+    folds = min(c.folds, len(set(groups[free].tolist())))
+    if folds < 2 or len(np.unique(y[free])) < 2:
+        return plain, int(len(y))
+    probabilities = plain.copy()
+    probabilities[free] = findings.out_of_fold_probabilities(x[free], y[free], k, groups[free],
+                                                             folds=folds, seed=c.seed)
+    return probabilities, int(pinned.sum())
+
+
+def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
+    """Label-error candidates (confident learning on out-of-fold probabilities) and the most
+    confused label pairs, per label question of the task."""
+    questions = _questions(audit)
+    if not questions:
+        result["not_done"].append(f"label errors and confused pairs: not done for the "
+                                  f"{audit.config.task} task (duplicates, outliers and the "
+                                  "shortcut check are)")
+        result["label_errors"], result["confused_pairs"] = [], []
+        return
+    groups = audit.pool.groups
+    errors, confused, accuracy = [], [], {}
+    audit.confusion = []
+    for attribute, column, names in questions:
+        known = np.flatnonzero(column >= 0)
+        y = column[known]
+        if len(np.unique(y)) < 2:
+            continue
+        probabilities, plain_rows = _grouped_probabilities(
+            audit, x[known], y, len(names), None if groups is None else groups[known])
+        if plain_rows and groups is not None:
+            result["notes"].append(
+                f"{plain_rows} photos of {'attribute ' + attribute + ' ' if attribute else ''}"
+                "classes whose images are all in one group were cross-validated by photo, "
+                "not by group")
+        found = findings.confident_learning(y, probabilities)
+        predicted = probabilities.argmax(axis=1)
+        accuracy[attribute or "label"] = round(float(np.mean(predicted == y)), 4)
+        weak = accuracy[attribute or "label"] < WEAK_ACCURACY
+        if weak and attribute is None:
+            result["notes"].append(
+                f"the features predict the labels poorly (out-of-fold accuracy "
+                f"{accuracy['label']:.2f} < {WEAK_ACCURACY}): most label-error candidates are "
+                "photos the regression finds hard, not wrong labels; --fix keeps them")
+        for rank, r in enumerate(found["issues"].tolist()):
+            i = int(known[r])
+            errors.append({"file": audit.sources[i], "split": audit.split_of[i],
+                           **({"attribute": attribute} if attribute else {}),
+                           "given": names[y[r]], "suggested": names[found["suggested"][r]],
+                           "self_confidence": round(float(found["self_confidence"][r]), 4),
+                           "suggested_probability": round(
+                               float(probabilities[r, found["suggested"][r]]), 4),
+                           "rank": rank, "fixable": bool(
+                               not weak and probabilities[r, found["suggested"][r]]
+                               >= FIX_SUGGESTED)})
+        matrix, pairs = findings.confused_pairs(y, predicted, names)
+        audit.confusion.append((attribute, matrix, names))
+        confused += [{**({"attribute": attribute} if attribute else {}), **p} for p in pairs]
+    errors.sort(key=lambda e: e["self_confidence"])
+    result["label_errors"] = errors
+    result["confused_pairs"] = confused
+    result["out_of_fold_accuracy"] = accuracy
+    result["label_error_method"] = (
+        f"confident learning on {audit.config.folds}-fold out-of-fold probabilities of a "
+        f"logistic regression (C {findings.C}) on the frozen features"
+        + (", folds by group" if groups is not None else ""))
+
+
+def outlier_findings(audit: Audit, features: np.ndarray) -> list[dict]:
+    rows, distance = findings.outliers(features, audit.config.outlier_share)
+    audit.density = distance
+    return [{"file": audit.sources[i], "split": audit.split_of[i],
+             "label": _label_text(audit, i),
+             "mean_cosine_distance": round(float(distance[i]), 4)} for i in rows.tolist()]
+
+
+def shortcut(audit: Audit, x: np.ndarray, result: dict) -> dict | None:
+    """The shortcut check (needs ``--group_by``)."""
+    groups = audit.pool.groups
+    if groups is None:
+        result["not_done"].append("shortcut check: give --group_by (a show, a shoot, a "
+                                  "product) to compare how well the group and the label are "
+                                  "predicted")
+        return None
+    targets = np.asarray(audit.pool.targets)
+    if audit.config.task == "multi_label":
+        columns = [targets[:, j].astype(int) for j in range(targets.shape[1])]
+    else:
+        columns = [column for _, column, _ in _questions(audit)]
+    check = findings.shortcut_check(x, columns, groups, audit.config.folds, audit.config.seed)
+    if audit.config.task == "single_label":
+        label = np.asarray(audit.pool.targets).astype(int)
+        per_class = {int(c): set(groups[label == c].tolist()) for c in np.unique(label)}
+        single = sum(len(g) == 1 for g in per_class.values())
+        check["labels_in_one_group"] = single
+        if single == len(per_class):
+            result["notes"].append("every label has all its images in one group (one group "
+                                   "per class): the shortcut check cannot tell the group from "
+                                   "the label")
+            check["at_risk"] = None
+    return check
+
+
+def write_fix(audit: Audit, result: dict) -> dict:
+    """``cleaned_labels.csv``: every image's row in the task's columns (paths relative to the
+    dataset folder) except the extra copies of exact duplicates and of near duplicates the
+    perceptual hash confirms (the training copy is kept), and the label-error candidates.
+    Returns the removed files with reasons."""
+    index = {s: i for i, s in enumerate(audit.sources)}
+    rank = lambda i: ((PREFERRED_SPLITS.index(audit.split_of[i])  # noqa: E731
+                       if audit.split_of[i] in PREFERRED_SPLITS else 3), audit.sources[i])
+    parent = list(range(len(audit.sources)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    reason = {}
+    links = [(d["files"], "exact copy") for d in result["exact_duplicates"]]
+    links += [(p["files"], f"near duplicate (cosine {p['cosine']}, dHash {p['hash_bits']} bits)")
+              for p in result["near_duplicates"]["pairs"]
+              if p["hash_agrees"] and p["cosine"] >= FIX_COSINE]
+    for files, why in links:
+        rows = [index[f] for f in files]
+        for r in rows[1:]:
+            a, b = root(rows[0]), root(r)
+            if a != b:
+                parent[max(a, b, key=rank)] = min(a, b, key=rank)
+        for r in rows:
+            reason.setdefault(r, why)
+    removed = {}
+    for i in range(len(audit.sources)):
+        keeper = root(i)
+        if keeper != i:
+            removed[i] = f"{reason.get(i, 'copy')} of {audit.sources[keeper]}"
+    blanked: dict[int, set[str]] = {}  # attributes: a doubtful cell becomes unknown
+    for error in result["label_errors"]:
+        if not error["fixable"]:
+            continue
+        i = index[error["file"]]
+        if "attribute" in error:
+            blanked.setdefault(i, set()).add(error["attribute"])
+            continue
+        removed.setdefault(i, f"label-error candidate: given {error['given']}, suggested "
+                              f"{error['suggested']}")
+    path = audit.out / FIXED_CSV
+    header, cells = _manifest_columns(audit, blanked)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i, source in enumerate(audit.sources):
+            if i not in removed:
+                writer.writerow([source, *cells(i)])
+    tmp.replace(path)
+    return {"manifest": str(path), "kept": len(audit.sources) - len(removed),
+            "removed": [{"file": audit.sources[i], "reason": why}
+                        for i, why in sorted(removed.items())],
+            "cells_made_unknown": [{"file": audit.sources[i], "attributes": sorted(a)}
+                                   for i, a in sorted(blanked.items()) if i not in removed],
+            "note": f"removed: exact copies, near copies the hash confirms at cosine >= "
+                    f"{FIX_COSINE} and label-error candidates whose suggested label has "
+                    f"probability >= {FIX_SUGGESTED} where the labels are predicted with "
+                    f"accuracy >= {WEAK_ACCURACY} (the training copy of copies is kept; for "
+                    "attributes the doubtful cell is made empty, unknown, instead); "
+                    "other findings and outliers are listed, not removed; the given split "
+                    "folders become part of each file name"}
+
+
+def _manifest_columns(audit: Audit, blanked: dict[int, set[str]]):
+    """The header of the fixed manifest and a function giving a row's cells after filename."""
+    raw = audit.pool.raw_labels
+    group_by = audit.config.group_by or ""
+    column = group_by[len("column:"):] if group_by.startswith("column:") else None
+    groups = audit.pool.groups
+
+    def group_cell(i):
+        return [] if column is None else [str(groups[i]).lstrip("\0") if not str(
+            groups[i]).startswith("\0") else ""]
+    extra = [column] if column else []
+    if audit.config.task == "multi_label":
+        return ["filename", "labels", *extra], lambda i: [";".join(raw[i]), *group_cell(i)]
+    if audit.config.task == "attributes":
+        attributes = [a for a in audit.task.attributes if a != column]
+        return (["filename", *attributes, *extra],
+                lambda i: [("" if a in blanked.get(i, ()) else raw[i].get(a) or "")
+                           for a in attributes] + group_cell(i))
+    return ["filename", "label", *extra], lambda i: [str(raw[i]), *group_cell(i)]
