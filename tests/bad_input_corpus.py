@@ -197,3 +197,37 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
+def make_records(root: Path, num_shards: int = 2, **settings) -> Path:
+    """``root/records``: a dataset converted to TFRecords (``settings``: ``FinetuneConfig``
+    fields; default the ``CLASSES`` folder ``root/photos``, 4 small photos a class, a quarter
+    each for validation and test)."""
+    from conftest import make_image_folder
+    from runway_cnn.training.config import FinetuneConfig
+    from runway_cnn.training.datasets import convert_dataset
+
+    if "dataset_dir" not in settings:
+        settings["dataset_dir"] = str(make_image_folder(root / "photos", CLASSES, per_class=4,
+                                                        size=(24, 32)))
+    config = FinetuneConfig(train_dir=str(root / "unused"), validation_fraction=0.25,
+                            test_fraction=0.25, **settings)
+    convert_dataset(root / "records", num_shards, config)
+    return root / "records"
+
+
+def edit_descriptor(records: Path, change: Callable[[dict], None]) -> Path:
+    """Applies ``change`` to ``records/dataset.json`` (as a user editing it would); returns
+    its path."""
+    import json
+
+    path = records / "dataset.json"
+    descriptor = json.loads(path.read_text())
+    change(descriptor)
+    path.write_text(json.dumps(descriptor, indent=2))
+    return path
+
+
+def swap_labels(descriptor: dict, first: int = 0, second: int = 1) -> None:
+    """Swaps two labels of a descriptor's label list (and of its task's copy of it)."""
+    for labels in (descriptor["labels"], descriptor["task"].get("labels")):
+        if labels is not None:
+            labels[first], labels[second] = labels[second], labels[first]

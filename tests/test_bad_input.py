@@ -29,7 +29,8 @@ from runway_cnn.inference.client import Client, ServingRequestError
 from runway_cnn.inference.predictor import INVALID_IMAGE, Predictor, encode_images
 from runway_cnn.tasks import SingleLabelTask
 from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF8, csv_photo_rows,
-                              make_corpus, make_csv_photos, skipped_names, snapshot, write_csv)
+                              edit_descriptor, make_corpus, make_csv_photos, make_records,
+                              skipped_names, snapshot, swap_labels, write_csv)
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 
@@ -639,6 +640,124 @@ def test_a_train_dir_inside_the_dataset_is_refused_up_front(tmp_path, monkeypatc
     assert_one_line_error(code, stderr, f"--train_dir {photos / 'runs' / 'photos'}",
                           "--dataset_dir", "without --train_dir")
     assert snapshot(photos) == before  # nothing written into the photo folder
+# --- TFRecord folders and task options (round 3) ---
+
+def test_a_reordered_label_list_in_dataset_json_is_refused(corpus, tmp_path):
+    """Swapping two labels of dataset.json would train (and export) red photos as 'blue': the
+    records' own label text must disagree with it before anything trains or evaluates."""
+    from test_attributes import write_attribute_photos
+    from test_multi_label import make_multilabel_folder
+
+    from runway_cnn.training.datasets import load_dataset
+
+    records = make_records(tmp_path / "single")
+    descriptor = edit_descriptor(records, lambda d: swap_labels(d, 0, 2))  # checks ↔ stripes
+    code, _, stderr = run_cli(finetune_cli.main, _small_config(corpus, tmp_path, records))
+    assert_one_line_error(code, stderr, str(descriptor), ".tfrecord#", "reordered")
+    assert not (tmp_path / "train" / "stage1").exists()
+    code, _, stderr = run_cli(evaluate_cli.main, ["--model", str(corpus["run"].export_path),
+                                                  "--dataset_dir", str(records),
+                                                  "--output_dir", str(tmp_path / "eval")])
+    assert_one_line_error(code, stderr, str(descriptor), ".tfrecord#")
+    assert not (tmp_path / "eval").exists()
+    photos, labels_csv = make_multilabel_folder(tmp_path / "ml", per_kind=4)
+    multi = make_records(tmp_path / "ml", dataset_dir=str(photos), labels_csv=str(labels_csv),
+                         task="multi_label")
+    photos, labels_csv = write_attribute_photos(tmp_path / "attr", per_kind=5)
+    attributes = make_records(tmp_path / "attr", dataset_dir=str(photos),
+                              labels_csv=str(labels_csv), task="attributes")
+    for records, task in ((multi, "multi_label"), (attributes, "attributes")):
+        labels = json.loads((records / "dataset.json").read_text())["labels"]
+        config = FinetuneConfig(dataset_dir=str(records), task=task,
+                                train_dir=str(tmp_path / task))
+        assert load_dataset(config, None)[1].labels == labels  # as converted: fine
+        edit_descriptor(records, swap_labels)  # e.g. pattern=checks ↔ pattern=disc
+        with pytest.raises(DataError, match="reordered") as error:
+            load_dataset(config, None)
+        assert str(records / "dataset.json") in str(error.value), task
+        assert "\n" not in str(error.value)
+
+
+def test_convert_checks_its_output_folder_before_scanning(tmp_path, monkeypatch):
+    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn.training import datasets as training_datasets
+
+    photos = make_image_folder(tmp_path / "photos", CLASSES, per_class=4, size=(24, 32))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    scans = []
+    real = training_datasets.load_dataset
+    monkeypatch.setattr(training_datasets, "load_dataset",
+                        lambda *args: scans.append(args) or real(*args))
+    for output, more, named in ((a_file, [], ["--output_dir", str(a_file), "file"]),
+                                (a_file / "records", [], ["--output_dir", str(a_file)]),
+                                (full, [], ["--output_dir", str(full), "not empty"]),
+                                (tmp_path / "new", ["--num_shards", "0"], ["--num_shards"])):
+        code, _, stderr = run_cli(datasets_cli.main, ["convert", "--dataset_dir", str(photos),
+                                                      "--output_dir", str(output), *more])
+        assert_one_line_error(code, stderr, *named)
+        assert not scans, output  # refused before the scan
+    assert a_file.read_text() == "not a folder" and (full / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_records_folder_without_its_descriptor_keys_is_named(corpus, tmp_path):
+    records = make_records(tmp_path)
+    saved = (records / "dataset.json").read_text()
+    model = ["--model", str(corpus["run"].export_path), "--output_dir", str(tmp_path / "eval")]
+    for change, key in ((lambda d: d.pop("target"), "'target'"),
+                        (lambda d: d["splits"]["train"].pop("shards"), "'shards'")):
+        descriptor = edit_descriptor(records, change)
+        code, _, stderr = run_cli(finetune_cli.main, _small_config(corpus, tmp_path, records))
+        assert_one_line_error(code, stderr, str(descriptor), key)
+        code, _, stderr = run_cli(evaluate_cli.main, [*model, "--dataset_dir", str(records)])
+        assert_one_line_error(code, stderr, str(descriptor), key)
+        descriptor.write_text(saved)
+    (records / "dataset.json").unlink()
+    for main, argv in ((finetune_cli.main, _small_config(corpus, tmp_path, records)),
+                       (evaluate_cli.main, [*model, "--dataset_dir", str(records)])):
+        code, _, stderr = run_cli(main, argv)
+        assert_one_line_error(code, stderr, str(records), "dataset.json", ".tfrecord")
+        assert "class folder" not in stderr
+    assert not (tmp_path / "train" / "stage1").exists() and not (tmp_path / "eval").exists()
+
+
+def test_bad_label_vectors_and_attribute_weights_are_named_before_training(corpus, tmp_path):
+    from test_attributes import write_attribute_photos
+    from test_multi_label import make_multilabel_folder
+
+    photos, labels_csv = make_multilabel_folder(tmp_path / "ml", per_kind=4)
+    labels = ["checks", "dark", "disc", "hstripes", "striped", "vstripes"]
+    ragged = tmp_path / "vectors.txt"
+    ragged.write_text("".join(f"{w} 0.1 0.2 0.3\n" for w in labels[:3])
+                      + "hstripes 0.1 0.2\n"  # line 4: one value short
+                      + "".join(f"{w} 0.1 0.2 0.3\n" for w in labels[4:]))
+    nan_text = tmp_path / "nan_vectors.txt"
+    nan_text.write_text("".join(f"{w} {'nan' if w == 'disc' else '0.5'} 0.2\n" for w in labels))
+    nan_rows = tmp_path / "vectors.npy"
+    vectors = np.ones((len(labels), 4), np.float32)
+    vectors[2, 1] = np.nan  # row 2: disc
+    np.save(nan_rows, vectors)
+    before = {p: p.read_bytes() for p in (ragged, nan_text, nan_rows)}
+    multi = ["--labels_csv", str(labels_csv), "--task", "multi_label", "--head", "mlgcn"]
+    for path, named in ((ragged, ["line 4", "3 values"]), (nan_text, ["line 3", "not finite"]),
+                        (nan_rows, ["row 2", "disc", "not finite"])):
+        argv = _small_config(corpus, tmp_path, photos) + multi + ["--label_embeddings", str(path)]
+        code, _, stderr = run_cli(finetune_cli.main, argv)
+        assert_one_line_error(code, stderr, f"--label_embeddings {path}", *named)
+        assert not (tmp_path / "train" / "stage1").exists(), path
+    assert {p: p.read_bytes() for p in before} == before
+    photos, labels_csv = write_attribute_photos(tmp_path / "attr", per_kind=5)
+    for weights in ("tone=inf", "sleeve=nan", "pattern=1e999"):
+        argv = _small_config(corpus, tmp_path, photos) + [
+            "--labels_csv", str(labels_csv), "--task", "attributes",
+            "--attribute_weights", f"tone=2,{weights}" if weights[:4] != "tone" else weights]
+        code, _, stderr = run_cli(finetune_cli.main, argv)
+        assert_one_line_error(code, stderr, f"--attribute_weights {weights}")
+        assert not (tmp_path / "train" / "stage1").exists(), weights
 
 
 def test_no_input_file_changed(corpus):

@@ -24,6 +24,7 @@ from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.images import usable_cores
 from runway_cnn.errors import DataError, first_line
 from runway_cnn.progress import ImageProgress
+from runway_cnn.runfiles import check_output_dir
 
 DESCRIPTOR = "dataset.json"
 VOCABULARY = "labels.txt"
@@ -32,8 +33,14 @@ FORMAT = "runway_cnn tfrecords"
 
 
 def is_tfrecord_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a directory :func:`write_tfrecords` wrote."""
-    return (Path(path) / DESCRIPTOR).is_file()
+    """Whether ``path`` is a directory :func:`write_tfrecords` wrote: it has the descriptor, or
+    ``*.tfrecord`` shards (whose missing descriptor :func:`read_descriptor` then names)."""
+    path = Path(path)
+    return (path / DESCRIPTOR).is_file() or (path.is_dir() and _has_shards(path))
+
+
+def _has_shards(path: Path) -> bool:
+    return next(path.glob("*.tfrecord"), None) is not None
 
 
 def record_ref(shard: str, number: int) -> str:
@@ -73,6 +80,19 @@ def _ints(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
+def check_records_output(output_dir: str | Path, num_shards: int) -> Path:
+    """The absolute folder :func:`write_tfrecords` may write into: a new or empty folder, not a
+    file nor under one, with ``num_shards`` ≥ 1; checked before any work (a one-line error
+    naming the flag)."""
+    if num_shards < 1:
+        raise DataError(f"--num_shards must be at least 1, not {num_shards}")
+    check_output_dir(output_dir, "--output_dir")
+    output = Path(output_dir).expanduser().resolve()
+    if output.is_dir() and any(output.iterdir()):
+        raise DataError(f"--output_dir {output} is not empty: give a new or empty folder")
+    return output
+
+
 def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: int,
                     task: dict, seed: int = 0, workers: int | None = None,
                     progress: bool = True) -> dict:
@@ -82,11 +102,7 @@ def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: i
     that a shard holds every class and a bounded shuffle buffer mixes well. Images are read and
     encoded by ``workers`` threads (default: one per usable core); a progress bar of images goes
     to stderr."""
-    if num_shards < 1:
-        raise DataError(f"--num_shards must be at least 1, not {num_shards}")
-    output = Path(output_dir).expanduser().resolve()
-    if output.exists() and any(output.iterdir()):
-        raise DataError(f"--output_dir {output} is not empty: give a new or empty folder")
+    output = check_records_output(output_dir, num_shards)
     output.mkdir(parents=True, exist_ok=True)
     total = sum(len(s) for s in dataset.splits.values())
     bar = ImageProgress(total) if progress and total else None
@@ -118,7 +134,13 @@ def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: i
 
 
 def read_descriptor(directory: str | Path) -> dict:
+    """A TFRecord directory's ``dataset.json``, with every key reading the records needs; a
+    missing, damaged or incomplete one is a :class:`DataError` naming it (and the key)."""
     path = Path(directory) / DESCRIPTOR
+    if not path.exists() and _has_shards(Path(directory)):
+        raise DataError(f"records folder {Path(directory)} has .tfrecord shards but no "
+                        f"{DESCRIPTOR} (their labels and splits): restore it, or convert the "
+                        "dataset again with: python -m runway_cnn.datasets convert")
     try:
         descriptor = json.loads(path.read_text())
     except (OSError, ValueError) as error:
@@ -126,7 +148,33 @@ def read_descriptor(directory: str | Path) -> dict:
     if not isinstance(descriptor, dict) or descriptor.get("format") != FORMAT:
         raise DataError(f"{path} is not a runway_cnn TFRecord descriptor (convert the dataset "
                         "with: python -m runway_cnn.datasets convert)")
+    _check_keys(descriptor, path)
     return descriptor
+
+
+def _check_keys(descriptor: dict, path: Path) -> None:
+    """Every key (and its type) :func:`read_tfrecord_dataset` and a run use."""
+    def need(mapping: dict, key: str, kind: type, where: str = "") -> Any:
+        if key not in mapping:
+            raise DataError(f"{path} lacks the key {key!r}{where} (restore the file, or convert "
+                            "the dataset again)")
+        if not isinstance(mapping[key], kind) or isinstance(mapping[key], bool):
+            raise DataError(f"{path}: {key!r}{where} is not a {kind.__name__}")
+        return mapping[key]
+
+    need(need(descriptor, "task", dict), "task", str, " of 'task'")
+    need(descriptor, "labels", list)
+    target = need(descriptor, "target", dict)
+    need(target, "shape", list, " of 'target'")
+    try:
+        np.dtype(need(target, "dtype", str, " of 'target'"))
+    except TypeError:
+        raise DataError(f"{path}: 'dtype' of 'target' is {target['dtype']!r}, not a "
+                        "NumPy type") from None
+    for name, info in need(descriptor, "splits", dict).items():
+        need(descriptor["splits"], name, dict, " of 'splits'")
+        need(info, "count", int, f" of split {name!r}")
+        need(info, "shards", list, f" of split {name!r}")
 
 
 def read_tfrecord_dataset(directory: str | Path) -> tuple[ImageDataset, dict]:

@@ -12,11 +12,12 @@ from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import Split
 from runway_cnn.data.manifest import scan_labels_csv
-from runway_cnn.data.tfrecords import is_tfrecord_dir, read_tfrecord_dataset
+from runway_cnn.data.tfrecords import is_tfrecord_dir
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.runfiles import TrainDir, check_output_dir, write_json
 from runway_cnn.tasks import Task
+from runway_cnn.training.datasets import read_records
 
 
 class EvaluationImages(NamedTuple):
@@ -34,7 +35,7 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
     images."""
     root = data.resolve_dataset_dir(str(dataset_dir))
     if is_tfrecord_dir(root):
-        records, _ = read_tfrecord_dataset(root)
+        records, _ = read_records(root)  # checked against its dataset.json
         if split not in records.splits:
             raise DataError(f"{records.root} has no {split} split (it has "
                             f"{', '.join(records.splits)}); choose one with --split")

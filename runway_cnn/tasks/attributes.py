@@ -504,9 +504,9 @@ def _parse_weights(weights: str | dict | None, attributes: list[str]) -> dict[st
             out[name] = float(value)
         except ValueError:
             raise DataError(f"--attribute_weights {name}={value}: not a number") from None
-        if name not in attributes or not out[name] >= 0:
+        if name not in attributes or not 0 <= out[name] < float("inf"):
             raise DataError(f"--attribute_weights {name}={value}: "
-                            + ("weights must be ≥ 0" if name in attributes else
+                            + ("weights must be finite numbers ≥ 0" if name in attributes else
                                f"no such attribute (the attributes: {', '.join(attributes)})"))
     return out
 

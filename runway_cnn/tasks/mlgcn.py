@@ -45,25 +45,42 @@ def label_adjacency(targets: np.ndarray, tau: float = TAU, p: float = P) -> np.n
 def label_embeddings(path: str | None, labels: Sequence[str]) -> np.ndarray:
     """``[labels, d]`` label vectors: one-hot without ``path``; a ``.npy`` array in label order;
     or a GloVe-style text file (``word v1 v2 …`` a line), a label being the mean of its words'
-    vectors (``casual chic`` → casual, chic). A label without vectors is an error naming it."""
+    vectors (``casual chic`` → casual, chic). A label without vectors, a vector of another width
+    than the others or with a NaN or infinite value is an error naming the file and the label,
+    row or line."""
     if path is None:
         return np.eye(len(labels), dtype=np.float32)
+    flag = f"--label_embeddings {path}"
     try:
         if str(path).endswith(".npy"):
             vectors = np.load(path).astype(np.float32)
             if vectors.shape[0] != len(labels) or vectors.ndim != 2:
-                raise DataError(f"--label_embeddings {path}: shape {vectors.shape}, expected "
+                raise DataError(f"{flag}: shape {vectors.shape}, expected "
                                 f"[{len(labels)}, d] in label order")
+            bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+            if len(bad):
+                raise DataError(f"{flag}: row {bad[0]} (label {labels[bad[0]]!r}) is not finite "
+                                f"(NaN or infinite values; {len(bad)} such row(s))")
             return vectors
         words = {w for label in labels for w in label.lower().replace("_", " ").split()}
-        table = {}
+        table, first = {}, None
         with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
+            for number, line in enumerate(f, start=1):
                 word, _, rest = line.rstrip().partition(" ")
-                if word.lower() in words:
-                    table[word.lower()] = np.array(rest.split(), np.float32)
+                if word.lower() not in words:
+                    continue
+                vector = np.array(rest.split(), np.float32)
+                first = first or (number, word, len(vector))
+                if not len(vector) or len(vector) != first[2]:
+                    raise DataError(f"{flag}: line {number} ({word}) has {len(vector)} values, "
+                                    f"line {first[0]} ({first[1]}) {first[2]} values: every "
+                                    "vector needs the same width")
+                if not np.isfinite(vector).all():
+                    raise DataError(f"{flag}: line {number} ({word}) is not finite (NaN or "
+                                    "infinite values)")
+                table[word.lower()] = vector
     except (OSError, ValueError) as error:
-        raise DataError(f"cannot read --label_embeddings {path}: {first_line(error)}") from error
+        raise DataError(f"cannot read {flag}: {first_line(error)}") from error
     missing = [label for label in labels
                if not all(w in table for w in label.lower().replace("_", " ").split())]
     if missing:

@@ -5,13 +5,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.folders import resolve_dataset_dir, scan_image_folder
 from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
 from runway_cnn.data.manifest import scan_labels_csv
-from runway_cnn.data.tfrecords import is_tfrecord_dir, read_tfrecord_dataset, write_tfrecords
+from runway_cnn.data.tfrecords import (
+    DESCRIPTOR,
+    check_records_output,
+    is_tfrecord_dir,
+    read_tfrecord_dataset,
+    write_tfrecords,
+)
 from runway_cnn.errors import DataError, first_line
-from runway_cnn.tasks import TASKS, Task, labels_for_run, task_for_run
+from runway_cnn.tasks import TASKS, Task, labels_for_run, task_for_run, task_from_config
 from runway_cnn.training.config import FinetuneConfig
 
 
@@ -78,7 +86,7 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
 def _tfrecord_dataset(config: FinetuneConfig, directory: Path) -> tuple[ImageDataset, Task]:
     """A directory ``python -m runway_cnn.datasets convert`` wrote: its splits, targets and task
     as converted (the task must be the run's; ``--labels_csv`` does not apply)."""
-    dataset, descriptor = read_tfrecord_dataset(directory)
+    dataset, descriptor = read_records(directory)
     task_config = descriptor["task"]
     if task_config.get("task") != config.task:
         raise DataError(f"{directory} holds a {task_config.get('task')} dataset; run it with "
@@ -91,12 +99,47 @@ def _tfrecord_dataset(config: FinetuneConfig, directory: Path) -> tuple[ImageDat
     return dataset, task
 
 
+def read_records(directory: str | Path) -> tuple[ImageDataset, dict]:
+    """A TFRecord directory's dataset and descriptor (see
+    :func:`~runway_cnn.data.tfrecords.read_tfrecord_dataset`), every record checked against
+    ``dataset.json``: its target must be what the task and label list there make of the label
+    text the record carries. A list reordered or edited since the conversion (which would train
+    and export red photos as 'blue') is a :class:`DataError` naming the file and a record."""
+    dataset, descriptor = read_tfrecord_dataset(directory)
+    where = dataset.root / DESCRIPTOR
+    try:
+        task = task_from_config({**descriptor["task"], "labels": dataset.labels})
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{where}: its task cannot be rebuilt ({first_line(error)}); restore "
+                        "the file or convert the dataset again") from None
+    for split in dataset.splits.values():
+        if not len(split):
+            continue
+        given = np.asarray(split.targets).reshape(len(split), -1)
+        made = np.asarray(task.targets(split.raw_labels, where=str(where)))
+        made = made.reshape(len(split), -1)
+        if made.shape != given.shape:
+            raise DataError(f"{where}: its label list makes targets of shape {made.shape[1:]}, "
+                            f"the records hold {given.shape[1:]} (was the list edited?); "
+                            "restore the file or convert the dataset again")
+        wrong = np.flatnonzero((made != given).any(axis=1))
+        if len(wrong):
+            first = wrong[0]
+            raise DataError(
+                f"{where} does not match its records: {split.paths[first]} carries the label "
+                f"{split.raw_labels[first]!r} but its target is another label of the list there "
+                f"({len(wrong)} of {len(split)} records disagree: was the list reordered or "
+                "edited?); restore the file or convert the dataset again")
+    return dataset, descriptor
+
+
 def convert_dataset(output_dir: str | Path, num_shards: int = 4,
                     config: FinetuneConfig | None = None, **settings) -> dict:
     """Scans a dataset the way a run would (``config`` or its fields: ``dataset_dir``,
     ``labels_csv``, ``task``, split fractions, ``seed`` …) and writes it as sharded TFRecords
     into ``output_dir`` (see :mod:`runway_cnn.data.tfrecords`); returns the descriptor."""
     config = config or FinetuneConfig(**settings)
+    check_records_output(output_dir, num_shards)  # before the scan, which may take hours
     with tempfile.TemporaryDirectory(prefix="runway_cnn_convert_") as work:
         dataset, task = load_dataset(config, Path(work))
         print(dataset.summary_line().replace(" (see data_report.json)", ""), flush=True)
