@@ -3,6 +3,7 @@ splits, for every task and every split maker; what a grouped split cannot do is 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -334,4 +335,30 @@ def test_an_experiment_compares_grouped_and_random_splits(show_folder, capsys):
     assert "the same protocol on random splits" in text and f"{abs(gap):.3f}" in text
     with pytest.raises(RunwayError, match="--compare_random_split True: compares") as error:
         FinetuneConfig(dataset_dir=str(looks), compare_random_split=True, num_splits=2)
+    assert "\n" not in str(error.value)
+
+
+def test_records_keep_each_images_group(show_folder, tmp_path):
+    from runway_cnn.training.datasets import convert_dataset, read_records
+
+    _, looks, _ = show_folder
+    pattern = r"^([^/]+/Show[0-9]+)_"
+    config = FinetuneConfig(dataset_dir=str(looks), train_dir=str(tmp_path / "unused"),
+                            group_by=pattern, validation_fraction=0.25, test_fraction=0.25)
+    folder, _ = load_dataset(config, tmp_path / "work")
+    convert_dataset(tmp_path / "records", 2, config)
+    records, descriptor = read_records(tmp_path / "records")
+    assert descriptor["split_settings"]["grouping"]["group_by"] == pattern
+    for name, split in records.splits.items():
+        want = dict(zip(folder.splits[name].sources, folder.splits[name].groups.tolist()))
+        assert dict(zip(split.sources, split.groups.tolist())) == want
+    pool = records.pooled()
+    task = SingleLabelTask(records.labels)
+    folds = task.kfold(pool.targets, 2, seed=0, validation_fraction=0.2, groups=pool.groups)
+    for fold in folds:
+        assert_no_shared_group(fold, pool.groups)
+    ungrouped = tmp_path / "plain"
+    convert_dataset(ungrouped, 2, dataclasses.replace(config, group_by=None))
+    with pytest.raises(DataError, match="converted without --group_by") as error:
+        load_dataset(dataclasses.replace(config, dataset_dir=str(ungrouped)), tmp_path / "w2")
     assert "\n" not in str(error.value)

@@ -6,7 +6,8 @@ vocabulary) and ``dataset.json`` (task, labels, target shape, counts and shards 
 scan's data report). Each ``tf.train.Example`` holds the encoded image (the file's own bytes, or
 the folder scan's PNG conversion), its filename, height and width, the label text as the source
 gave it (JSON) and the task's targets (``image/target``; integer targets also carry
-``image/target_mask``, 0 where a value is unknown). An image of such a dataset is referred to as
+``image/target_mask``, 0 where a value is unknown) and, when converted with ``--group_by``, its
+group (``image/group``), so splits drawn from the records keep groups apart too. An image of such a dataset is referred to as
 ``tfrecord:<shard>#<record number>``; :mod:`runway_cnn.data.pipeline` streams those.
 """
 from __future__ import annotations
@@ -52,8 +53,9 @@ def shard_names(split: str, count: int) -> list[str]:
     return [f"{split}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
 
 
-def _example(path: str, source: str, raw_label: Any, target: np.ndarray) -> bytes:
-    """One image's serialized ``tf.train.Example``."""
+def _example(path: str, source: str, raw_label: Any, target: np.ndarray,
+             group: str | None = None) -> bytes:
+    """One image's serialized ``tf.train.Example`` (with its ``--group_by`` key, if any)."""
     data = Path(path).read_bytes()
     with Image.open(path) as image:
         width, height, kind = image.width, image.height, (image.format or "").lower()
@@ -64,6 +66,8 @@ def _example(path: str, source: str, raw_label: Any, target: np.ndarray) -> byte
         "image/height": _ints([height]), "image/width": _ints([width]),
         "image/label_text": _bytes(json.dumps(raw_label, ensure_ascii=False).encode()),
     }
+    if group is not None:
+        feature["image/group"] = _bytes(group.encode("utf-8", "surrogateescape"))
     if target.dtype.kind in "iu":
         feature["image/target"] = _ints(target)
         feature["image/target_mask"] = _ints(target >= 0)
@@ -112,9 +116,9 @@ def write_tfrecords(dataset: ImageDataset, output_dir: str | Path, num_shards: i
             names = shard_names(name, max(1, min(num_shards, len(split))))
             order = np.random.default_rng(seed).permutation(len(split))
             for shard, index in zip(names, np.array_split(order, len(names))):
-                records = pool.map(lambda i: _example(split.paths[i], split.sources[i],
-                                                      split.raw_labels[i], split.targets[i]),
-                                   index)
+                records = pool.map(lambda i: _example(
+                    split.paths[i], split.sources[i], split.raw_labels[i], split.targets[i],
+                    None if split.groups is None else split.groups[i]), index)
                 with tf.io.TFRecordWriter(str(output / shard)) as writer:
                     for record in records:
                         writer.write(record)
@@ -186,10 +190,11 @@ def read_tfrecord_dataset(directory: str | Path) -> tuple[ImageDataset, dict]:
     shape, dtype = descriptor["target"]["shape"], np.dtype(descriptor["target"]["dtype"])
     meta = {"image/filename": tf.io.FixedLenFeature([], tf.string),
             "image/label_text": tf.io.FixedLenFeature([], tf.string),
+            "image/group": tf.io.FixedLenFeature([], tf.string, default_value=""),
             "image/target": tf.io.RaggedFeature(tf.int64 if dtype.kind in "iu" else tf.float32)}
     splits = {}
     for name, info in descriptor["splits"].items():
-        paths, sources, raw, targets = [], [], [], []
+        paths, sources, raw, targets, groups = [], [], [], [], []
         for shard in info["shards"]:
             path = str(root / shard)
             try:
@@ -201,6 +206,7 @@ def read_tfrecord_dataset(directory: str | Path) -> tuple[ImageDataset, dict]:
                     sources.append(row["image/filename"].decode())
                     raw.append(_tuples(json.loads(row["image/label_text"])))
                     targets.append(row["image/target"])
+                    groups.append(row["image/group"].decode("utf-8", "surrogateescape"))
             except (tf.errors.OpError, ValueError) as error:
                 raise DataError(f"TFRecord shard {path} is missing or damaged: "
                                 f"{first_line(getattr(error, 'message', error))}") from None
@@ -208,7 +214,9 @@ def read_tfrecord_dataset(directory: str | Path) -> tuple[ImageDataset, dict]:
             raise DataError(f"{root}: split {name!r} has {len(paths)} records, "
                             f"{DESCRIPTOR} says {info['count']} (a shard was changed)")
         array = np.array(targets, np.float64).reshape([len(paths), *shape]).astype(dtype)
-        splits[name] = Split(paths, array, sources, raw)
+        grouped = "grouping" in descriptor.get("split_settings", {})
+        splits[name] = Split(paths, array, sources, raw,
+                             np.array(groups, dtype=object) if grouped else None)
     report = descriptor.get("data_report", {})
     dataset = ImageDataset(root, list(descriptor["labels"]), splits,
                            list(report.get("skipped", [])), list(report.get("converted", [])),

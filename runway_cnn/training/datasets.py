@@ -105,6 +105,12 @@ def _tfrecord_dataset(config: FinetuneConfig, directory: Path) -> tuple[ImageDat
     if config.labels_csv:
         raise DataError(f"{directory} is a TFRecord dataset: its labels are in its records, "
                         "leave out --labels_csv")
+    converted = dataset.split_settings.get("grouping", {}).get("group_by")
+    if config.group_by and config.group_by != converted:
+        how = f"with --group_by {converted!r}" if converted else "without --group_by"
+        raise DataError(f"{directory} was converted {how} and its records keep that grouping: "
+                        f"leave out --group_by, or convert again with --group_by "
+                        f"{config.group_by!r}")
     task = task_for_run(config.task, dataset.labels, {**task_config, **config.to_dict()})
     dataset.count_labels = task.label_counts
     return dataset, task
