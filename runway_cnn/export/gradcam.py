@@ -24,7 +24,7 @@ from runway_cnn.errors import RunwayError
 GlobalPooling = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
 
 
-def logits_from_feature_map(model: keras.Model, backbone) -> Callable | None:
+def logits_from_feature_map(model: keras.Model, backbone) -> tuple[Callable, Callable] | None:
     """The classifier ``model`` (images → backbone pooled → ``head``) split at the backbone's
     last feature map: returns ``(feature_map, to_logits)``, two functions ``images → A`` and
     ``A → logits``, or None when the backbone has no feature map."""
@@ -46,6 +46,8 @@ def gradcam(feature_maps: tf.Tensor, to_logits: Callable, indices: tf.Tensor,
     """Grad-CAM maps ``[n, m, size, size]`` in [0, 1] of ``feature_maps`` ``[n, h, w, c]`` for
     the logit indices ``[n, m]`` (``-1``: no map, zeros). The backbone is not run again: each of
     the ``m`` columns differentiates only the head."""
+    feature_maps = tf.cast(feature_maps, tf.float32)
+
     def one_column(column: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(feature_maps)
@@ -61,7 +63,6 @@ def gradcam(feature_maps: tf.Tensor, to_logits: Callable, indices: tf.Tensor,
         cam = tf.math.divide_no_nan(cam, peak)
         return tf.where((column >= 0)[:, None, None], cam, tf.zeros_like(cam))
 
-    feature_maps = tf.cast(feature_maps, tf.float32)
     columns = tf.transpose(tf.cast(indices, tf.int32))  # [m, n]
     maps = tf.map_fn(one_column, columns,
                      fn_output_signature=tf.TensorSpec([None, size, size], tf.float32))
