@@ -299,6 +299,31 @@ def plot_shortcut_check(check: dict, output: str | Path) -> Path:
     return _save(fig, output)
 
 
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """A Grad-CAM map in [0, 1] over its eval crop (float in [0, 1] or uint8, ``[s, s, 3]``) in
+    the jet colormap, blended with weight ``alpha``: uint8 ``[s, s, 3]``."""
+    photo = np.asarray(image, np.float32)
+    photo = photo / 255.0 if image.dtype == np.uint8 else photo
+    heat = matplotlib.colormaps["jet"](np.clip(heatmap, 0.0, 1.0))[..., :3]
+    return np.round(255 * ((1 - alpha) * photo + alpha * heat)).clip(0, 255).astype(np.uint8)
+
+
+def plot_explanation_grid(cells: Sequence[tuple[np.ndarray, str]], output: str | Path,
+                          title: str, columns: int = 6) -> Path:
+    """Overlays (:func:`overlay_heatmap`) with their captions in a grid, ``columns`` a row."""
+    columns = max(1, min(columns, len(cells)))
+    rows = max(1, -(-len(cells) // columns))
+    fig, axes = plt.subplots(rows, columns, squeeze=False,
+                             figsize=(2.2 * columns, 2.5 * rows + 0.4))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (overlay, caption) in zip(axes.ravel(), cells):
+        ax.imshow(overlay)
+        ax.set_title("\n".join(textwrap.wrap(caption, 30)[:3]), fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, output, dpi=100)
+
+
 def _save(fig, output: str | Path, dpi: int = 100) -> Path:
     """Lays out, writes (creating the folder) and closes a figure; returns the PNG path."""
     output = Path(output)

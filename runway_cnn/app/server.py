@@ -3,7 +3,9 @@ attribute index, all loaded once by :func:`create_app` and shared by the request
 
     POST /api/predict   a photo (multipart field ``file``, or the raw body) →
                         {"predictions": {model: Predictor's result}, "similar": [...],
-                         "recommend": {"map": [x, y], "neighbours": [...]}}
+                         "recommend": {"map": [x, y], "neighbours": [...]}};
+                        ``?explain=1``: each result also has ``explanations``, a Grad-CAM
+                        overlay (PNG data URL) per label it gives, or ``explain_error``
     GET  /api/models    the loaded models, their tasks and labels; the indexes
     GET  /api/map       the attribute map's points (with ``--recommend``)
     GET  /thumb/{kind}/{position}   a small JPEG of an indexed catalog item
@@ -15,6 +17,7 @@ the event loop. The answers are rendered from what :class:`Predictor` returns, w
 """
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import os
@@ -32,10 +35,12 @@ from starlette.exceptions import HTTPException
 from runway_cnn.app.uploads import FIELD, check_image, read_upload
 from runway_cnn.data.images import encoded_as_trained
 from runway_cnn.errors import RunwayError
+from runway_cnn.export.gradcam import gradcam_refusal
 from runway_cnn.inference.predict import read_image
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.inference.recommend import AttributeIndex, AttributeSearch
 from runway_cnn.inference.retrieval import ImageIndex, SimilarItems, load_embedder
+from runway_cnn.plots import overlay_heatmap
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 THUMB_SIDE = 160  # pixels, the longer side of a catalog thumbnail
@@ -75,12 +80,15 @@ class Models:
     max_pixels: int = 50_000_000
     catalogs: dict[str, list[dict]] = field(default_factory=dict)
 
-    def analyse(self, data: bytes) -> dict:
+    def analyse(self, data: bytes, explain: bool = False) -> dict:
         """A photo's answers: every model's result, as :meth:`Predictor.predict` gives it, and
-        the similar items and attribute-map place when there are indexes."""
+        the similar items and attribute-map place when there are indexes. With ``explain``,
+        each result also carries ``explanations`` (:func:`_explained`), or ``explain_error``
+        for a model whose backbone has no feature map."""
         check_image(data, self.max_pixels)
         encoded = encoded_as_trained(data)
-        answer: dict = {"predictions": {name: predictor.predict([encoded])[0]
+        answer: dict = {"predictions": {name: _explained(predictor, encoded) if explain else
+                                        predictor.predict([encoded])[0]
                                         for name, predictor in self.predictors.items()}}
         if self.similar is None and self.recommend is None:
             return answer
@@ -126,6 +134,30 @@ class Models:
         if items is None or not 0 <= position < len(items):
             raise LookupError(f"no item {position} in the {kind} index")
         return items[position]["path"]
+
+
+def _explained(predictor: Predictor, encoded: bytes) -> dict:
+    """:meth:`Predictor.explain`'s result, each map drawn over the eval crop as a PNG data URL
+    (``overlay``); a model that cannot explain gives its plain result and ``explain_error``."""
+    if not predictor.explains:
+        return {**predictor.predict([encoded])[0],
+                "explain_error": gradcam_refusal(predictor.meta, predictor.version_dir.name)}
+    result = predictor.explain([encoded])[0]
+    crop = predictor.crop(read_image(encoded))
+    result["explanations"] = [
+        {"label": e["label"], "score": e["score"],
+         "overlay": "data:image/png;base64," + base64.b64encode(
+             _png(overlay_heatmap(crop, e["heatmap"]))).decode("ascii")}
+        for e in result["explanations"]]
+    return result
+
+
+def _png(image) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _public(item: dict) -> dict:
@@ -230,10 +262,11 @@ def create_app(models: Sequence[str | os.PathLike | Predictor] | Models,
 
     @app.post("/api/predict", openapi_extra=PREDICT_BODY, responses=ERROR_RESPONSE,
               summary="a photo → every model's answer (as Predictor.predict gives it), "
-                      "similar items and the attribute-map place")
-    async def api_predict(request: Request) -> dict:
+                      "similar items and the attribute-map place; ?explain=1 adds each "
+                      "answer's Grad-CAM overlays")
+    async def api_predict(request: Request, explain: bool = False) -> dict:
         data = await read_upload(request.headers, request.stream(), loaded.max_bytes)
-        return await run_in_threadpool(loaded.analyse, data)
+        return await run_in_threadpool(loaded.analyse, data, explain)
 
     @app.get("/thumb/{kind}/{position}", summary="a catalog item's thumbnail (JPEG)",
              responses={404: {"description": "no such indexed item"}})

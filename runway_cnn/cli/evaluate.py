@@ -18,6 +18,10 @@ an exported model's figures on a labelled image folder (TF-Slim's ``eval_image_c
 - Figures (scikit-learn): top-1, top-5, macro-F1, per-class precision / recall / F1 / support over
   the classes that occur in the labels or the predictions, the confusion matrix over all the
   model's labels (rows: true class), and the worst-confused class pairs.
+- ``--explain N``: ``error_maps/<nnn>_<class>.png``, the N most confident errors of each class
+  (single-label: per true class, the images given another class; multi-label: per label, its
+  false positives; attributes: per true value, the cells given another value), each with the
+  Grad-CAM map of the label the model gave.
 """
 from __future__ import annotations
 
@@ -40,7 +44,10 @@ def format_evaluation(result: dict) -> str:
                 + ")" + (f"; {emptied} image(s) left with no label" if emptied else "")]
                if unknown else []),
              f"{task.headline(result)}  ({result['num_examples']} images)", "",
-             *task.format_figures(result), "", f"written to {result['output_dir']}"]
+             *task.format_figures(result), "",
+             *([f"Grad-CAM maps of the most confident errors of {len(result['error_maps'])} "
+                "class(es) in error_maps/"] if result.get("error_maps") is not None else []),
+             f"written to {result['output_dir']}"]
     return "\n".join(lines)
 
 
@@ -59,8 +66,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--labels_csv", help="a CSV manifest of D's images and labels (as for "
                                              "finetune) instead of class folders")
+    parser.add_argument("--explain", type=int, default=0, metavar="N",
+                        help="draw the N most confident errors of each class with their "
+                             "Grad-CAM maps (one grid PNG per class in error_maps/; needs a "
+                             "backbone with a feature map)")
     args = parser.parse_args(argv)
     result = evaluate_model(args.model, args.dataset_dir, args.split, args.output_dir,
-                            args.batch_size, args.labels_csv)
+                            args.batch_size, args.labels_csv, args.explain)
     print(format_evaluation(result))
     return result

@@ -1,5 +1,5 @@
-"""``python -m runway_cnn.predict --model PATH IMAGE_OR_DIR ... [--top_k 5] [--output preds.csv]``:
-the top-k labels of image files, one CSV row per image.
+"""``python -m runway_cnn.predict --model PATH IMAGE_OR_DIR ... [--top_k 5] [--output preds.csv]
+[--explain DIR]``: the top-k labels of image files, one CSV row per image.
 
 PATH is an export version dir, an export base / serving-name dir (newest version) or a train dir.
 Folders are searched recursively for image files (``.jpg``, ``.png``, ``.gif``, ``.bmp``,
@@ -7,7 +7,8 @@ Folders are searched recursively for image files (``.jpg``, ``.png``, ``.gif``, 
 tried. A file that cannot be read gets a row with its ``error`` and no labels, never a crash.
 Images are read as the trainer reads them (EXIF rotation applied; formats TF cannot decode go
 through PIL) and get the export's eval transform. Without ``--output`` the CSV goes to stdout;
-the progress bar goes to stderr.
+the progress bar goes to stderr. ``--explain DIR`` writes Grad-CAM overlays of the predicted
+labels over the eval crop (``<file stem>.<label>.png``, listed in ``DIR/overlays.csv``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--top_k", type=int, default=5, help="labels per image")
     parser.add_argument("--output", help="CSV file to write (default: stdout)")
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--explain", metavar="DIR",
+                        help="also write each image's Grad-CAM overlays into DIR: one PNG per "
+                             "predicted label (single-label: the top-1; multi-label: each "
+                             "predicted label; attributes: each attribute's value), listed in "
+                             "DIR/overlays.csv; needs a backbone with a feature map")
     args = parser.parse_args(argv)
     check_output_file(args.output, "--output")
     if args.batch_size < 1 or args.top_k < 1:
@@ -37,7 +43,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     classifier = Predictor(args.model)
     files = list_images(args.inputs)
     rows = predict(classifier, files, args.top_k, args.batch_size,
-                   progress=len(files) > args.batch_size)
+                   progress=len(files) > args.batch_size, explain_dir=args.explain)
+    if args.explain:
+        written = sum(len(r.get("overlays", [])) for r in rows)
+        print(f"{written} Grad-CAM overlays → {args.explain}", file=sys.stderr)
     if args.output:
         write_csv(rows, args.output, args.top_k, classifier.task)
         failed = sum(bool(r["error"]) for r in rows)

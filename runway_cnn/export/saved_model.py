@@ -25,6 +25,12 @@ upright, opaque RGB, as ``inference.predictor.encode_images`` does for files):
 - ``embed``: ``image_bytes`` → ``embedding``, the pooled backbone features (retrieval).
 - ``feature_vector``: float32 images in [0, 1] → features; what ``--init_from`` reuses (at
   any resolution).
+- ``explain`` (``image_bytes``) and ``explain_images`` (eval crops), only when the backbone has
+  a feature map: ``serving_default``'s outputs plus ``explained`` (int32 ``[None, m]``, the
+  label indices the answer gives — the task's :meth:`~runway_cnn.tasks.base.Task.explained`,
+  -1 padding) and ``heatmaps`` (float32 ``[None, m, s, s]``, their Grad-CAM maps over the eval
+  crop, :mod:`runway_cnn.export.gradcam`). The metadata's ``signatures.explain`` lists them, or
+  is null for a backbone with pooled features only.
 
 No signature runs the model on an empty batch (an empty request, or one whose images are all
 undecodable): :func:`call_nonempty` pads it, since some CPU builds of TensorFlow reject 0-image
@@ -57,6 +63,7 @@ import tensorflow as tf
 
 from runway_cnn.data.preprocessing import PreprocessingSpec, central_crop, decode_image
 from runway_cnn.errors import CheckpointError, RunwayError, first_line
+from runway_cnn.export.gradcam import gradcam, logits_from_feature_map
 from runway_cnn.export.tflite import TFLITE_VARIANTS, tflite_path
 from runway_cnn.export.warmup import WARMUP_FILE, warmup_requests, write_warmup_file
 from runway_cnn.runfiles import (
@@ -71,6 +78,7 @@ from runway_cnn.runfiles import (
 _TMP_PREFIX = ".tmp-export-"  # + "<pid>-<random>": an export being written
 BYTES_SIGNATURES = ("serving_default", "serving_per_image", "embed")
 IMAGE_SIGNATURES = ("predict_images", "feature_vector")
+EXPLAIN_SIGNATURES = ("explain", "explain_images")  # backbones with a feature map only
 # (signature, batch size) of the warm-up requests TF Serving replays when it loads a version
 
 
@@ -163,6 +171,23 @@ def _archive(model: keras.Model, backbone, task, top_k: int) -> keras.export.Exp
         decode_batch(image_bytes, spec))}, input_signature=[bytes_spec])
     # any size: a convolutional backbone reused by --init_from may run at another resolution
     archive.add_endpoint("feature_vector", features, input_signature=[image_spec])
+    split = logits_from_feature_map(model, backbone)
+    if split is not None:
+        feature_map, to_logits = split
+
+        def explain_images(images):
+            def run(x):
+                maps = feature_map(x)
+                logits = to_logits(maps)
+                explained = task.explained(logits)
+                return {**task.predict_outputs(logits, top_k), "explained": explained,
+                        "heatmaps": gradcam(maps, to_logits, explained, size)}
+            return call_nonempty(run, images)
+
+        archive.add_endpoint("explain", lambda image_bytes: explain_images(
+            decode_batch(image_bytes, spec)), input_signature=[bytes_spec])
+        archive.add_endpoint("explain_images", lambda images: explain_images(
+            check_image_size(images, size)), input_signature=[image_spec])
     return archive
 
 
@@ -176,6 +201,7 @@ def export_model(model: keras.Model, backbone, task, export_dir: str | Path, ser
         raise RunwayError(f"--keep_versions {keep_versions}: keep at least 1 version")
     spec = backbone.preprocessing
     archive = _archive(model, backbone, task, top_k)
+    explains = backbone.feature_map is not None
     model_dir = Path(export_dir) / serving_name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_abandoned_exports(model_dir)
@@ -193,7 +219,8 @@ def export_model(model: keras.Model, backbone, task, export_dir: str | Path, ser
                                   "crop_fraction": spec.crop_fraction},
                 "signatures": {"bytes_input": IMAGE_BYTES, "bytes": list(BYTES_SIGNATURES),
                                "images": list(IMAGE_SIGNATURES),
-                               "per_image_errors": "serving_per_image"}}
+                               "per_image_errors": "serving_per_image",
+                               "explain": list(EXPLAIN_SIGNATURES) if explains else None}}
         (assets / META_FILE).write_text(json.dumps(meta, indent=2))
         if warmup:
             write_warmup_file(tmp / "assets.extra" / WARMUP_FILE,

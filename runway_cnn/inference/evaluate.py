@@ -14,7 +14,9 @@ from runway_cnn.data.dataset import Split
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.tfrecords import is_tfrecord_dir
 from runway_cnn.errors import DataError, RunwayError
+from runway_cnn.inference.predict import safe_name
 from runway_cnn.inference.predictor import Predictor
+from runway_cnn.plots import overlay_heatmap, plot_explanation_grid
 from runway_cnn.runfiles import TrainDir, check_output_dir, write_json
 from runway_cnn.tasks import Task
 from runway_cnn.training.datasets import read_records
@@ -78,15 +80,21 @@ def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | 
 
 def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "test",
                    output_dir: str | Path | None = None, batch_size: int = 32,
-                   labels_csv: str | Path | None = None) -> dict:
+                   labels_csv: str | Path | None = None, explain: int = 0) -> dict:
     """Evaluates an export on a labelled folder (see the module docstring), writes the files and
     returns what ``eval.json`` holds (plain JSON types), plus ``output_dir``. Labels the model
     does not know are counted (``unknown_label_count``, and the task's own counts such as
-    ``images_left_without_labels``), never silently dropped."""
+    ``images_left_without_labels``), never silently dropped. With ``explain`` > 0, the
+    ``explain`` most confident errors of each class are drawn with their Grad-CAM maps
+    (:func:`write_error_maps`)."""
     check_output_dir(output_dir, "--output_dir")
     if batch_size < 1:
         raise RunwayError(f"--batch_size {batch_size}: must be at least 1")
+    if explain < 0:
+        raise RunwayError(f"--explain {explain}: give a number of errors per class (0: none)")
     classifier = Predictor(model)
+    if explain:
+        classifier.require_explain()
     task = classifier.task
     chosen = evaluation_images(dataset_dir, split, labels_csv, task)
     images = chosen.images
@@ -105,8 +113,45 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
     out = Path(output_dir) if output_dir else default_output_dir(
         model, classifier.version_dir, dataset_dir, result["split"])
     result["output_dir"] = str(out)
+    if explain:
+        result["error_maps"] = write_error_maps(classifier, images, targets, scores, explain,
+                                                out / ERROR_MAPS, batch_size)
     write_evaluation(result, out, task)
     return result
+
+
+ERROR_MAPS = "error_maps"  # evaluate --explain's folder inside the evaluation output
+
+
+def write_error_maps(classifier: Predictor, images: Split, targets: np.ndarray,
+                     scores: np.ndarray, n: int, folder: Path, batch_size: int) -> dict:
+    """For each class (the task's groups: true classes, labels, attribute values), a grid PNG of
+    its ``n`` most confident errors, each the eval crop with the Grad-CAM map of the label the
+    model wrongly gave. Returns group → ``{"png": file name, "errors": [{"source", "caption"}]}``
+    for ``eval.json``."""
+    errors = classifier.task.confident_errors(targets, scores, n)
+    chosen = sorted({i for items in errors.values() for i, _, _ in items})
+    if not chosen:
+        return {}
+    crops = pipeline.eval_crops([images.paths[i] for i in chosen], classifier.spec, batch_size)
+    explained = dict(zip(chosen, classifier.explain_crops(crops)))
+    crop_of = dict(zip(chosen, crops))
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for k, (group, items) in enumerate(errors.items()):
+        cells = []
+        for i, label, caption in items:
+            maps = [e["heatmap"] for e in explained[i]["explanations"]
+                    if e["label"] == classifier.labels[label]]
+            heatmap = maps[0] if maps else np.zeros(crop_of[i].shape[:2], np.float32)
+            cells.append((overlay_heatmap(crop_of[i], heatmap), caption))
+        name = f"{k:03d}_{safe_name(group)}.png"
+        plot_explanation_grid(cells, folder / name,
+                              f"{group}: the {len(items)} most confident error(s), Grad-CAM of "
+                              "the label given")
+        written[group] = {"png": f"{ERROR_MAPS}/{name}", "errors": [
+            {"source": images.sources[i], "caption": caption} for i, _, caption in items]}
+    return written
 
 
 def write_evaluation(result: dict, output_dir: Path, task: Task) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -17,7 +18,9 @@ from runway_cnn.data import images
 from runway_cnn.data.preprocessing import decode_image
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.inference.predictor import Predictor
+from runway_cnn.plots import overlay_heatmap
 from runway_cnn.progress import ImageProgress
+from runway_cnn.runfiles import check_output_dir
 from runway_cnn.tasks import Task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo",
@@ -71,14 +74,21 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: int = 5,
             batch_size: int = 32, progress: bool = False,
-            probabilities: bool = False) -> list[dict]:
+            probabilities: bool = False, explain_dir: str | Path | None = None) -> list[dict]:
     """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``, the
     task's result (single-label: ``labels`` and ``scores``, the top-k best first, at most the
     export's ``top_k``) and ``error`` ("" when it was read); with ``probabilities``, also the
-    task's score vector (``probabilities``, None for an unreadable file)."""
+    task's score vector (``probabilities``, None for an unreadable file). With ``explain_dir``,
+    each readable image's Grad-CAM overlays are written there (:func:`write_overlays`, listed in
+    ``overlays.csv``) and named in the row's ``overlays``."""
     if batch_size < 1 or top_k < 1:
         raise RunwayError(f"--batch_size {batch_size} / --top_k {top_k}: each must be at least 1")
+    check_output_dir(explain_dir, "--explain")
     classifier = model if isinstance(model, Predictor) else Predictor(model)
+    if explain_dir is not None:
+        classifier.require_explain()
+        Path(explain_dir).mkdir(parents=True, exist_ok=True)
+        taken: set[str] = set()
     files = list_images(inputs)
     task = classifier.task
     rows: list[dict] = []
@@ -96,14 +106,60 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
                 row.update(task.empty_result())
             rows.append(row)
         if good:
-            outputs = classifier.crop_outputs(np.stack([image for _, image in good]))
-            for i, ((row, _), result) in enumerate(zip(good, task.decode(outputs, ""))):
+            crops = np.stack([image for _, image in good])
+            if explain_dir is None:
+                outputs = classifier.crop_outputs(crops)
+                results = task.decode(outputs, "")
+            else:
+                outputs = classifier.explain_outputs(crops)
+                results = classifier.decode_explained(outputs)
+            for i, ((row, crop), result) in enumerate(zip(good, results)):
+                explanations = result.pop("explanations", None)
                 row.update(task.top(result, top_k))
                 if probabilities:
                     row["probabilities"] = outputs["probabilities"][i]
+                if explanations is not None:
+                    row["overlays"] = write_overlays(explain_dir, row["path"], crop,
+                                                     explanations, taken)
         if bar is not None:
             bar.add(len(batch))
+    if explain_dir is not None:
+        with (Path(explain_dir) / "overlays.csv").open("w", newline="",
+                                                      errors="surrogateescape") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "score", "overlay"])
+            writer.writerows([row["path"], *overlay] for row in rows
+                             for overlay in row.get("overlays", []))
     return rows
+
+
+def overlay_name(path: str, label: str, taken: set[str]) -> str:
+    """``<file stem>.<label>.png``, made safe for a file name and unique among ``taken`` (two
+    inputs of the same name get ``-2``, ``-3`` …); the name is added to ``taken``."""
+    stem = safe_name(Path(path).stem) or "image"
+    name, n = f"{stem}.{safe_name(label)}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}.{safe_name(label)}.png"
+    taken.add(name)
+    return name
+
+
+def safe_name(text: str) -> str:
+    """``text`` made safe as (part of) a file name."""
+    return re.sub(r"[^\w=.+-]+", "_", text)[:80].strip(".")
+
+
+def write_overlays(folder: str | Path, path: str, crop: np.ndarray, explanations: list[dict],
+                   taken: set[str]) -> list[list]:
+    """One PNG per explained label: its Grad-CAM map in the jet colormap over the eval crop the
+    model saw. Returns ``[label, score, file name]`` of each."""
+    written = []
+    for item in explanations:
+        name = overlay_name(path, item["label"], taken)
+        Image.fromarray(overlay_heatmap(crop, item["heatmap"])).save(Path(folder) / name)
+        written.append([item["label"], round(item["score"], 6), name])
+    return written
 
 
 def write_csv(rows: Sequence[dict], output, top_k: int, task: Task) -> None:

@@ -26,6 +26,7 @@ from runway_cnn.data.images import encoded_as_trained
 from runway_cnn.data.pipeline import eval_crop
 from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import DataError, RunwayError, first_line
+from runway_cnn.export.gradcam import gradcam_refusal
 from runway_cnn.export.saved_model import load_export
 from runway_cnn.runfiles import IMAGE_BYTES
 from runway_cnn.tasks import Task, task_from_config
@@ -95,6 +96,21 @@ def encode_images(images: Any) -> tuple[list[bytes], list[str]]:
     return encoded, names
 
 
+def _concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Batches' outputs joined; a second axis that varies between batches (the labels a
+    multi-label batch explains) is padded: -1 for indices, 0 for maps."""
+    joined = {}
+    for key in parts[0]:
+        arrays = [p[key] for p in parts]
+        if arrays[0].ndim > 1 and len({a.shape[1] for a in arrays}) > 1:
+            width = max(a.shape[1] for a in arrays)
+            fill = -1 if np.issubdtype(arrays[0].dtype, np.integer) else 0
+            arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2),
+                             constant_values=fill) for a in arrays]
+        joined[key] = np.concatenate(arrays)
+    return joined
+
+
 def _signature(per_image_errors: bool) -> str:
     return "serving_per_image" if per_image_errors else "serving_default"
 
@@ -124,7 +140,7 @@ class Predictor:
                  for i in range(0, len(encoded), self.batch_size)]
         if not parts:
             raise DataError("no images given")
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return _concatenate(parts)
 
     def _call(self, signature: str, images) -> dict[str, np.ndarray]:
         """A bytes signature's outputs; undecodable images are a :class:`DataError` naming them
@@ -154,6 +170,52 @@ class Predictor:
         ``{"labels": [...top-k], "scores": [...]}``, best first)."""
         return self.task.decode(self.outputs(images, per_image_errors), INVALID_IMAGE)
 
+    @property
+    def explains(self) -> bool:
+        """Whether the export can explain its answers (a backbone with a feature map)."""
+        return "explain" in self.model.signatures
+
+    def explain(self, images) -> list[dict]:
+        """:meth:`predict`'s result per image plus ``explanations``: for each label the result
+        gives (single-label: the top-1; multi-label: each predicted label; attributes: each
+        attribute's value) ``{"label": ..., "score": ..., "heatmap": float32 [s, s]}``, the
+        label's Grad-CAM map over the eval crop (:meth:`crop`), in [0, 1]. An export whose
+        backbone has no feature map raises a one-line :class:`RunwayError`."""
+        self.require_explain()
+        return self.decode_explained(self._call("explain", images))
+
+    def explain_crops(self, images: np.ndarray) -> list[dict]:
+        """:meth:`explain` for eval crops ``[n, s, s, 3]`` in [0, 1] (see :meth:`crop`)."""
+        return self.decode_explained(self.explain_outputs(images))
+
+    def explain_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Eval crops → the ``explain_images`` signature's outputs: the task's, plus
+        ``explained`` (label indices ``[n, m]``, -1 for none) and ``heatmaps``
+        ``[n, m, s, s]``."""
+        import tensorflow as tf
+
+        self.require_explain()
+        images = self._check_crops(images)
+        fn = self.model.signatures["explain_images"]
+        return _concatenate([{k: v.numpy() for k, v in fn(images=tf.constant(
+            images[i:i + self.batch_size], tf.float32)).items()}
+            for i in range(0, len(images), self.batch_size)])
+
+    def require_explain(self) -> None:
+        """A one-line :class:`RunwayError` unless the export has Grad-CAM signatures."""
+        if not self.explains:
+            raise RunwayError(gradcam_refusal(self.meta, self.version_dir))
+
+    def decode_explained(self, outputs: dict[str, np.ndarray]) -> list[dict]:
+        """An ``explain`` signature's outputs → :meth:`explain`'s results."""
+        results = self.task.decode(outputs, INVALID_IMAGE)
+        for i, result in enumerate(results):
+            result["explanations"] = [
+                {"label": self.labels[j], "score": float(outputs["probabilities"][i, j]),
+                 "heatmap": outputs["heatmaps"][i, c]}
+                for c, j in enumerate(outputs["explained"][i]) if j >= 0]
+        return results
+
     def embed(self, images) -> np.ndarray:
         """Pooled backbone features ``[n, feature_dim]`` (the ``embed`` signature)."""
         return self._call("embed", images)["embedding"]
@@ -174,6 +236,11 @@ class Predictor:
         outputs (the task's; ``probabilities`` are the scores evaluation uses)."""
         import tensorflow as tf
 
+        images = self._check_crops(images)
+        out = self.model.signatures["predict_images"](images=tf.constant(images, tf.float32))
+        return {k: v.numpy() for k, v in out.items()}
+
+    def _check_crops(self, images: np.ndarray) -> np.ndarray:
         size = self.spec.image_size
         images = check_unit_floats(images, "images")
         if images.ndim != 4 or images.shape[1:] != (size, size, 3):
@@ -181,8 +248,7 @@ class Predictor:
                             "3] eval crops (see Predictor.crop)")
         if not len(images):
             raise DataError("no images given")
-        out = self.model.signatures["predict_images"](images=tf.constant(images, tf.float32))
-        return {k: v.numpy() for k, v in out.items()}
+        return images
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Eval crops → the task's scores (``probabilities``) for evaluation."""

@@ -295,6 +295,11 @@ class AttributeTask(Task):
         return {"probabilities": tf.concat(parts, axis=-1), "values": tf.stack(values, axis=-1),
                 "scores": tf.stack([tf.reduce_max(p, axis=-1) for p in parts], axis=-1)}
 
+    def explained(self, logits):
+        """Each attribute's top value, in ``attributes`` order."""
+        return tf.stack([s + tf.argmax(logits[:, s:s + n], axis=-1, output_type=tf.int32)
+                         for s, n in zip(self.starts.tolist(), self.sizes)], axis=-1)
+
     def decode(self, outputs: dict[str, np.ndarray], error: str) -> list[dict]:
         valid = outputs.get("valid")
         results = []
@@ -380,6 +385,23 @@ class AttributeTask(Task):
                 row[f"{a}_predicted"] = self.values[a][predicted[n, i]]
             rows.append(row)
         return rows
+
+    def confident_errors(self, targets, scores, n):
+        """Per ``attribute=true value``, the images given another value of that attribute,
+        highest score first; the map is the predicted value's."""
+        targets, predicted = np.asarray(targets), self._argmax(np.asarray(scores))
+        errors = {}
+        for a, (attribute, start) in enumerate(zip(self.attributes, self.starts)):
+            for v, value in enumerate(self.values[attribute]):
+                wrong = np.flatnonzero((targets[:, a] == v) & (predicted[:, a] != v))
+                columns = start + predicted[wrong, a]
+                order = np.argsort(-scores[wrong, columns], kind="stable")[:n]
+                if len(order):
+                    errors[f"{attribute}={value}"] = [
+                        (int(wrong[k]), int(columns[k]),
+                         f"{value} → {self.values[attribute][predicted[wrong[k], a]]} "
+                         f"{scores[wrong[k], columns[k]]:.2f}") for k in order]
+        return errors
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         """``per_attribute.csv``, ``attributes.png`` (each attribute's figures beside its

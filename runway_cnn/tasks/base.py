@@ -136,6 +136,12 @@ class Task:
         """Graph-side outputs of the exported signatures, one row per image."""
         raise NotImplementedError
 
+    def explained(self, logits: tf.Tensor) -> tf.Tensor:
+        """Graph-side: the logit indices ``[b, m]`` whose Grad-CAM maps the ``explain``
+        signatures return for each image, ``-1`` where an image has fewer than ``m``: the
+        labels :meth:`decode` answers with (by default the top-1)."""
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)[:, None]
+
     def decode(self, outputs: dict[str, np.ndarray], error: str) -> list[dict]:
         """Signature outputs (one row per image; ``valid`` marks undecodable rows) → one
         result dict per image; an invalid row's dict carries ``error``."""
@@ -184,6 +190,13 @@ class Task:
     def predictions(self, sources: Sequence[str], targets: np.ndarray,
                     scores: np.ndarray) -> list[dict]:
         """One row per image for ``predictions.csv``: source, truth, prediction."""
+        raise NotImplementedError
+
+    def confident_errors(self, targets: np.ndarray, scores: np.ndarray,
+                         n: int) -> dict[str, list[tuple[int, int, str]]]:
+        """The ``n`` most confident errors per class (group name → ``(image, label index,
+        caption)``, most confident first), the label index being a label :meth:`explained`
+        gives for that image (what ``evaluate --explain`` draws the Grad-CAM map of)."""
         raise NotImplementedError
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:

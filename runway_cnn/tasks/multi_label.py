@@ -212,6 +212,17 @@ class MultiLabelTask(Task):
         return {"probabilities": probabilities, "predicted": predicted,
                 "classes": tf.gather(tf.constant(self.labels), indices), "scores": scores}
 
+    def explained(self, logits):
+        """The predicted set, best first; as many columns as the largest set of the batch."""
+        probabilities = tf.sigmoid(tf.cast(logits, tf.float32))
+        predicted = probabilities >= tf.constant(self._cutoffs())
+        order = tf.argsort(tf.where(predicted, probabilities + 2.0, probabilities), axis=-1,
+                           direction="DESCENDING", stable=True)
+        count = tf.reduce_sum(tf.cast(predicted, tf.int32), axis=-1)
+        m = tf.reduce_max(tf.concat([count, [0]], 0))
+        keep = tf.range(self.num_labels)[None, :] < count[:, None]
+        return tf.where(keep, order, -1)[:, :m]
+
     def decode(self, outputs: dict[str, np.ndarray], error: str) -> list[dict]:
         """``{"labels": [the predicted set, best first], "scores": [their probabilities]}`` per
         image; an undecodable image's ``{"labels": [], "scores": [], "error": ...}``."""
@@ -278,6 +289,19 @@ class MultiLabelTask(Task):
                  "predicted": SEPARATOR.join(n for n, t in zip(self.labels, at_threshold[i]) if t),
                  "scores": SEPARATOR.join(f"{v:.4f}" for v in scores[i])}
                 for i, s in enumerate(sources)]
+
+    def confident_errors(self, targets, scores, n):
+        """Per label, its false positives (predicted, not true), highest score first; the map
+        is that label's."""
+        truth, predicted = np.asarray(targets) > 0.5, scores >= self._cutoffs()
+        errors = {}
+        for j, name in enumerate(self.labels):
+            wrong = np.flatnonzero(predicted[:, j] & ~truth[:, j])
+            wrong = wrong[np.argsort(-scores[wrong, j], kind="stable")][:n]
+            if len(wrong):
+                errors[name] = [(int(i), j, f"not {name}, scored {scores[i, j]:.2f}")
+                                for i in wrong]
+        return errors
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         """``per_label.csv`` (AP, precision, recall, F1, support, threshold),

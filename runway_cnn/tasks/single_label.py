@@ -219,6 +219,19 @@ class SingleLabelTask(Task):
                  "score": float(scores[i, p])}
                 for i, (s, t, p) in enumerate(zip(sources, np.asarray(targets, int), predicted))]
 
+    def confident_errors(self, targets, scores, n):
+        """Per true class, its images predicted as another class, highest predicted
+        probability first; the map is the predicted class's."""
+        targets, predicted = np.asarray(targets, int), scores.argmax(axis=1)
+        errors = {}
+        for c, name in enumerate(self.labels):
+            wrong = np.flatnonzero((targets == c) & (predicted != c))
+            wrong = wrong[np.argsort(-scores[wrong, predicted[wrong]], kind="stable")][:n]
+            if len(wrong):
+                errors[name] = [(int(i), int(predicted[i]), f"{name} → {self.labels[predicted[i]]} "
+                                 f"{scores[i, predicted[i]]:.2f}") for i in wrong]
+        return errors
+
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         """``per_class.csv``, ``confusion_matrix.csv`` and ``confusion_matrix.png`` (normalised
         per true class, the classes that occur)."""
