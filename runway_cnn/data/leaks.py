@@ -16,8 +16,9 @@ from sklearn.neighbors import NearestNeighbors
 from runway_cnn.data.groups import GroupBy
 
 # Cosine similarity at and above which two photos count as near-duplicates: planted copies
-# (re-encoded, resized, mirrored) of EfficientNet-Lite0 features score above it and distinct
-# photos of a dataset's classes below it (BENCHMARKS.md, "Leaks across splits").
+# (re-encoded, resized, mirrored, cropped) of real photos score 0.856-0.999 in EfficientNet-Lite0
+# features, distinct photos at most 0.355; looks of one runway show often pass it too
+# (BENCHMARKS.md, "Splits by group"). Other backbones' features are not calibrated.
 NEAR_DUPLICATE_COSINE = 0.85
 # A warning is printed when at least this share of the held-out photos has a near-duplicate in
 # training (a few copies are common in scraped folders; many mean the split leaks).
