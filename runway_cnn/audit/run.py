@@ -46,7 +46,7 @@ class Audit:
     digests and perceptual hashes."""
 
     def __init__(self, config: AuditConfig):
-        from runway_cnn.training.config import FinetuneConfig, _inside
+        from runway_cnn.training.config import FinetuneConfig, check_outside_dataset
         from runway_cnn.training.datasets import load_dataset
 
         self.config = config
@@ -58,11 +58,7 @@ class Audit:
             model_name=config.model_name, hub_handle=config.hub_handle,
             image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
             train_dir=str(self.out), verbose=0)
-        if _inside(str(self.out), self.run_config.dataset_dir if Path(
-                self.run_config.dataset_dir).is_dir() else "/nonexistent"):
-            raise RunwayError(f"--output_dir {self.out} is inside --dataset_dir "
-                              f"{self.run_config.dataset_dir}, whose files are scanned as "
-                              "images; give an --output_dir outside it")
+        check_outside_dataset("--output_dir", str(self.out), self.run_config.dataset_dir)
         start = time.perf_counter()
         self.dataset, self.task = load_dataset(self.run_config, None, make_splits=False)
         self.seconds: dict[str, float] = {"scan": round(time.perf_counter() - start, 2)}

@@ -93,7 +93,6 @@ class GroupBy:
         return match.group(1) if self.pattern.groups else match.group(0)
 
 
-
 def group_splits(splits: dict[str, Split], group_by: GroupBy) -> dict:
     """Sets every split's ``groups`` from its sources; returns what the report records."""
     sources = [source for split in splits.values() for source in split.sources]

@@ -19,9 +19,15 @@ def _absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _inside(path: str, folder: str | os.PathLike) -> bool:
-    """Whether ``path`` is ``folder`` or under it, links resolved."""
-    return Path(path).resolve().is_relative_to(Path(folder).expanduser().resolve())
+def check_outside_dataset(flag: str, path: str | None, dataset_dir: str, hint: str = "") -> None:
+    """An output folder inside the dataset folder (a registered dataset name or a path) would be
+    scanned as images by this command and every later one: a one-line error naming ``flag``."""
+    from runway_cnn.data.folders import DATASETS
+
+    dataset = DATASETS.get(dataset_dir) if dataset_dir in DATASETS else dataset_dir
+    if path and Path(path).resolve().is_relative_to(Path(dataset).expanduser().resolve()):
+        raise RunwayError(f"{flag} {path} is inside --dataset_dir {dataset}, whose files are "
+                          f"scanned as images{hint}; give a {flag} outside it")
 
 
 def _opt(default, help: str, **extra):
@@ -210,16 +216,10 @@ class FinetuneConfig:
     def check_outputs_outside_dataset(self) -> None:
         """A run's outputs inside its dataset folder would be scanned as images by this run
         (``cd photos && finetune --dataset_dir .``) and every later one: a one-line error."""
-        from runway_cnn.data.folders import DATASETS
-
-        dataset = DATASETS.get(self.dataset_dir) if self.dataset_dir in DATASETS \
-            else self.dataset_dir
-        for flag, path in (("--train_dir", self.train_dir), ("--export_dir", self.export_dir)):
-            if path and _inside(path, dataset):
-                default = (" (without --train_dir: runs/<dataset name> under the current "
-                           "directory)") if flag == "--train_dir" else ""
-                raise RunwayError(f"{flag} {path} is inside --dataset_dir {dataset}, whose files "
-                                  f"are scanned as images{default}; give a {flag} outside it")
+        check_outside_dataset("--train_dir", self.train_dir, self.dataset_dir,
+                              " (without --train_dir: runs/<dataset name> under the current "
+                              "directory)")
+        check_outside_dataset("--export_dir", self.export_dir, self.dataset_dir)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
