@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -147,7 +148,8 @@ def eval_crops(paths: Sequence[str], spec: PreprocessingSpec, batch_size: int) -
 
 def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingSpec,
                   batch_size: int, augmentation: Augmentation | None, seed: int,
-                  cache: bool = True, weights: np.ndarray | None = None) -> tf.data.Dataset:
+                  cache: bool = True, weights: np.ndarray | None = None,
+                  sizes: Sequence[int] | None = None) -> tf.data.Dataset:
     """Shuffled training batches; random resized crop + flip + jitter unless ``augmentation`` is
     None. The same seed gives the same order and augmentations.
 
@@ -157,6 +159,12 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
     TFRecord shards are shuffled, read several at once and their records mixed in a bounded
     buffer, and every image is decoded again each epoch. With ``weights`` (one per image),
     batches are ``(images, labels, weights)``: Keras' sample weights.
+
+    Without ``sizes`` the dataset is one epoch at ``spec.image_size`` (Keras iterates it again
+    each epoch). With ``sizes`` it holds one epoch per entry, each cropped to its own size
+    (progressive resizing), epoch ``e`` shuffled and augmented with seeds of its own: feed it to
+    ``fit`` with ``steps_per_epoch`` (:func:`steps_per_epoch`) so that Keras keeps one iterator
+    across epochs. Images are cached once for every epoch.
     """
     if weights is not None:
         labels = (labels, np.asarray(weights, np.float32))
@@ -164,26 +172,49 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
         def prepare(data):
             return _to_uint8(central_crop(decode_image(data), spec))
 
-        def finish(image, _):
-            return _to_float(image)
+        def finish(image, _, size):
+            return _to_float(image if size == spec.image_size else
+                             tf.image.resize(image, [size, size], antialias=True))
     else:
         def prepare(data):
             return resize_shorter_side(decode_image(data), spec.cache_size)
 
-        def finish(image, random_seed):
-            return random_resized_crop(image, spec, augmentation, random_seed)
-    ds = _encoded(paths, parallel_reads=True, shuffle_seed=None if cache else seed)
+        def finish(image, random_seed, size):
+            return random_resized_crop(image, replace(spec, image_size=size), augmentation,
+                                       random_seed)
+    cached = None
     if cache:
-        ds = ds.map(lambda i, data: (i, prepare(data)), num_parallel_calls=AUTOTUNE).cache()
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    else:
-        ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.map(lambda i, data: (i, prepare(data)), num_parallel_calls=AUTOTUNE)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip(ds, seeds).map(
-        lambda item, s: (finish(item[1], s), _gather(labels, item[0])),
-        num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size).map(_flatten_weights).prefetch(AUTOTUNE)
+        cached = _encoded(paths, parallel_reads=True).map(
+            lambda i, data: (i, prepare(data)), num_parallel_calls=AUTOTUNE).cache()
+
+    def epoch(epoch_seed: int, size: int) -> tf.data.Dataset:
+        if cached is not None:
+            ds = cached.shuffle(len(paths), seed=epoch_seed, reshuffle_each_iteration=True)
+        else:
+            ds = _encoded(paths, parallel_reads=True, shuffle_seed=epoch_seed)
+            ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=epoch_seed,
+                            reshuffle_each_iteration=True)
+            ds = ds.map(lambda i, data: (i, prepare(data)), num_parallel_calls=AUTOTUNE)
+        seeds = tf.data.Dataset.random(seed=epoch_seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda item, s: (finish(item[1], s, size), _gather(labels, item[0])),
+            num_parallel_calls=AUTOTUNE)
+        return ds.batch(batch_size).map(_flatten_weights)
+
+    if sizes is None:
+        return epoch(seed, spec.image_size).prefetch(AUTOTUNE)
+    if not sizes:
+        raise ValueError("sizes: give at least one epoch's image size")
+    epochs = [epoch(seed + e, int(size)) for e, size in enumerate(sizes)]
+    ds = epochs[0]
+    for more in epochs[1:]:
+        ds = ds.concatenate(more)
+    return ds.prefetch(AUTOTUNE)
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    """Batches in one epoch of :func:`train_dataset` (the last one may be smaller)."""
+    return -(-count // batch_size)
 
 
 def _cast_batch(images, labels):

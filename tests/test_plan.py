@@ -1,0 +1,131 @@
+"""Stage 2's plan: epochs and sizes chosen to fit a time budget, the early stop that keeps a run
+inside it, and the per-epoch sizes of the training data (progressive resizing)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_image_folder
+from runway_cnn.data import pipeline
+from runway_cnn.data.preprocessing import Augmentation, PreprocessingSpec
+from runway_cnn.errors import RunwayError
+from runway_cnn.training import plan as planning
+
+
+def _cost(per_pixel: float = 1e-3, overhead: float = 5.0):
+    """A fake plan cost: seconds growing with each epoch's image area."""
+    return lambda sizes: overhead + sum(per_pixel * s * s for s in sizes)
+
+
+def test_sizes_grow_from_five_eighths_to_the_evaluation_size():
+    assert planning.low_size(224) == 144
+    assert planning.progressive_sizes(224, 4) == (144, 176, 192, 224)
+    assert planning.progressive_sizes(224, 2) == (144, 224)
+    assert planning.progressive_sizes(224, 1) == (224,)
+    assert planning.progressive_sizes(260, 3)[-1] == 260
+
+
+def test_the_most_epochs_that_fit_the_budget_are_planned():
+    cost = _cost()
+    fits_two = cost(planning.progressive_sizes(224, 2)) + 1.0
+    epochs, sizes, estimate, why = planning.choose(full=224, sizes="auto", epochs=None,
+                                                   budget_seconds=fits_two, cost=cost)
+    assert (epochs, sizes) == (2, (144, 224)) and estimate <= fits_two
+    assert why == "the most that fit the budget"
+    epochs, sizes, _, _ = planning.choose(full=224, sizes="full", epochs=None,
+                                          budget_seconds=fits_two, cost=cost)
+    assert (epochs, sizes) == (1, (224,))  # full-size epochs cost more: one fits
+    fits_small_one = cost((144,)) + 1.0  # less than one epoch at 224 px
+    assert planning.choose(full=224, sizes="auto", epochs=None, budget_seconds=fits_small_one,
+                           cost=cost)[:2] == (1, (144,))
+    assert planning.choose(full=224, sizes="full", epochs=None, budget_seconds=fits_small_one,
+                           cost=cost)[0] == 0
+    epochs, sizes, _, why = planning.choose(full=224, sizes="auto", epochs=None,
+                                            budget_seconds=1e9, cost=cost)
+    assert epochs == planning.MAX_EPOCHS and "the budget would allow more" in why
+
+
+def test_no_epoch_fits_a_tiny_budget_and_the_plan_says_what_one_needs():
+    epochs, sizes, _, why = planning.choose(full=224, sizes="auto", epochs=None,
+                                            budget_seconds=20.0, cost=_cost())
+    one = _cost()((144,)) / 60  # the cheapest epoch: one at the smallest size
+    assert epochs == 0 and sizes == ()
+    assert why.startswith(f"one epoch needs about {one:.1f} min, the --time_budget leaves 0.3")
+    plan = planning.Stage2Plan(0, (), "all", 20.0, 0.0, {}, why)
+    assert plan.describe() == f"stage 2 skipped: {why}"
+
+
+def test_given_epochs_or_sizes_are_kept_whatever_the_budget():
+    assert planning.choose(full=224, sizes="auto", epochs=3, budget_seconds=1.0,
+                           cost=_cost())[:2] == (3, (144, 192, 224))
+    assert planning.choose(full=224, sizes=(128, 224), epochs=None, budget_seconds=None,
+                           cost=_cost())[:2] == (2, (128, 224))
+    assert planning.choose(full=224, sizes="auto", epochs=None, budget_seconds=None,
+                           cost=_cost())[0] == planning.MAX_EPOCHS
+
+
+@pytest.mark.parametrize("rule", ["", "big", "224,x", "8,224"])
+def test_bad_sizes_are_one_clear_error(rule):
+    with pytest.raises(RunwayError, match="--stage2_sizes"):
+        planning.parse_sizes(rule)
+    assert planning.parse_sizes("FULL") == "full" and planning.parse_sizes("160, 224") == (160, 224)
+
+
+def test_a_plan_round_trips_through_its_record_and_says_itself_in_one_line():
+    plan = planning.Stage2Plan(2, (144, 224), "all", 480.0, 300.0,
+                               {"size": 144, "seconds_per_step": 0.9, "trace_seconds": 12.0},
+                               "the most that fit the budget")
+    assert planning.Stage2Plan.from_record(plan.record()) == plan
+    line = plan.describe()
+    assert line == ("stage 2 plan: whole backbone, 2 epoch(s) at 144 → 224 px, about 5.0 min of "
+                    "the 8.0 min left (the most that fit the budget; a step 0.90 s at 144 px "
+                    "(measured))")
+    assert "\n" not in line
+
+
+class _Model:
+    stop_training = False
+
+
+def test_the_budget_stops_training_before_an_epoch_that_would_pass_it(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(planning.time, "monotonic", lambda: now[0])
+
+    def first_epoch(deadline: float, sizes: list[int], seconds: float) -> planning.BudgetStop:
+        stop = planning.BudgetStop(deadline=deadline, sizes=sizes)
+        stop.set_model(_Model())
+        now[0] = 100.0
+        stop.on_epoch_begin(0)
+        now[0] += seconds
+        stop.on_epoch_end(0)
+        return stop
+
+    # 100 s at 112 px ends at 200; the next epoch at 224 px would take 400 s
+    stop = first_epoch(deadline=550.0, sizes=[112, 224, 224], seconds=100.0)
+    assert stop.model.stop_training and stop.stopped_after == 1
+    stop = first_epoch(deadline=650.0, sizes=[112, 224, 224], seconds=100.0)
+    assert not stop.model.stop_training and stop.stopped_after is None
+    stop = first_epoch(deadline=250.0, sizes=[112], seconds=100.0)
+    assert not stop.model.stop_training  # the last epoch: nothing left to stop
+
+
+def test_training_data_holds_one_epoch_per_size_each_reshuffled(tmp_path):
+    folder = make_image_folder(tmp_path / "images", per_class=5)
+    paths = sorted(str(p) for p in folder.rglob("*.jpg"))
+    targets = np.arange(len(paths))
+    spec = PreprocessingSpec(32)
+    ds = pipeline.train_dataset(paths, targets, spec, 8, Augmentation(), seed=3,
+                                sizes=[16, 24, 32])
+    steps = pipeline.steps_per_epoch(len(paths), 8)
+    batches = [(images.shape[1], labels) for images, labels in ds.as_numpy_iterator()]
+    assert len(batches) == 3 * steps
+    for epoch, size in enumerate([16, 24, 32]):
+        part = batches[epoch * steps:(epoch + 1) * steps]
+        assert {shape for shape, _ in part} == {size}
+        assert sorted(np.concatenate([labels for _, labels in part])) == list(targets)
+    orders = [np.concatenate([labels for _, labels in batches[e * steps:(e + 1) * steps]])
+              for e in range(3)]
+    assert not np.array_equal(orders[0], orders[1])  # each epoch its own shuffle
+    again = [labels for _, labels in pipeline.train_dataset(
+        paths, targets, spec, 8, Augmentation(), seed=3, sizes=[16, 24, 32]).as_numpy_iterator()]
+    assert all(np.array_equal(a, b) for a, (_, b) in zip(again, batches))  # the seed fixes it
