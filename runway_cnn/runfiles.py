@@ -114,6 +114,7 @@ class StageDir:
     backup = property(lambda self: self.path / "backup")  # Keras' BackupAndRestore
     logs = property(lambda self: self.path / "logs")  # TensorBoard
     seconds = property(lambda self: self.path / "seconds.json")  # time over processes
+    plan = property(lambda self: self.path / "plan.json")  # stage 2's plan, kept for a resume
 
 
 @dataclass(frozen=True)

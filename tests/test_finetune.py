@@ -17,6 +17,8 @@ from tiny_models import make_tiny_hub_module
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
 from runway_cnn.runfiles import StageDir
+from runway_cnn.training import plan as planning
+from runway_cnn.training import schedule
 from runway_cnn.training import trainer as trainer_module
 from runway_cnn.training.features import extract_features
 from runway_cnn.training.trainer import FineTuner
@@ -181,15 +183,65 @@ def test_stage1_fits_when_a_validation_class_has_no_training_image():
     assert task.probabilities(head.predict(val_x, verbose=0))[:, 2].max() < 0.5  # class c unseen
 
 
-def test_stage2_epochs_default_per_device(workspace):
+def test_stage2_runs_by_default_planned_to_fit_the_time_budget(workspace, capsys):
     from dataclasses import replace
 
-    tuner = FineTuner(_config(workspace, "device_default", stage2_epochs=None))
-    assert not tuner.device.gpu and tuner.stage2_epochs == 0
-    assert tuner.stage2(baseline=0.0)["skipped"]
+    tuner = FineTuner(_config(workspace, "planned", stage2_epochs=None))
+    assert not tuner.device.gpu  # the CPU default: a 10-minute budget for the whole run
+    assert tuner.deadline == pytest.approx(tuner.started + 600 - planning.FINAL_SECONDS)
+    stage1 = tuner.stage1()
+    stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
+    plan = stage2["plan"]
+    assert not stage2.get("skipped") and 1 <= plan["epochs"] <= planning.MAX_EPOCHS
+    assert plan["unfreeze"] == "all" and plan["sizes"][-1] == 32  # ends at the evaluation size
+    assert plan["sizes"] == list(planning.progressive_sizes(32, plan["epochs"]))
+    assert plan["measured"]["size"] == planning.low_size(32) == 16
+    assert 0 < plan["measured"]["seconds_per_step"] and plan["estimated_seconds"] <= \
+        plan["budget_seconds"] < 600
+    with tuner.files.stage("stage2").history.open() as f:
+        assert len(list(csv.DictReader(f))) == plan["epochs"]  # every planned epoch ran
+    said = capsys.readouterr().out
+    assert f"stage 2 plan: whole backbone, {plan['epochs']} epoch(s)" in said
+    assert "(measured)" in said and "min left" in said
     tuner.device = replace(tuner.device, gpu=True)
-    assert tuner.stage2_epochs == 2
-    assert FineTuner(_config(workspace, "explicit", stage2_epochs=3)).stage2_epochs == 3
+    assert tuner.deadline is None  # no default budget on a GPU
+    assert FineTuner(_config(workspace, "given", stage2_epochs=2)).deadline is None
+
+
+def test_the_measuring_steps_leave_weights_and_optimizer_as_they_were(workspace):
+    tuner = FineTuner(_config(workspace, "measure", stage2_epochs=None))
+    tuner.stage1()
+    schedule.unfreeze(tuner.backbone.model, "all")
+    model = tuner.training_model
+    tuner._compile(model, 0.0)
+    before = _snapshot(tuner.model)
+    measured = tuner._measure_step(model, 16)
+    assert measured["size"] == 16 and measured["seconds_per_step"] > 0
+    assert not _changed(before, tuner.model)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    assert all(not np.any(v.numpy()) for v in model.optimizer.variables)
+
+
+def test_a_budget_too_small_for_one_epoch_keeps_stage1_and_says_why(workspace, capsys):
+    tuner = FineTuner(_config(workspace, "tight", stage2_epochs=None, time_budget=0.5))
+    stage1 = tuner.stage1()
+    after1 = _snapshot(tuner.model)
+    stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
+    assert stage2["skipped"] and "--time_budget leaves 0.0 min" in stage2["why"]
+    assert not _changed(after1, tuner.model)
+    assert "stage 2 skipped: one epoch needs about" in capsys.readouterr().out
+    again = FineTuner(_config(workspace, "tight", stage2_epochs=None, time_budget=0.5))
+    assert again.stage2(baseline=0.0) == stage2  # the stage is done: not planned again
+
+
+def test_given_sizes_train_one_epoch_each(workspace):
+    tuner = FineTuner(_config(workspace, "sizes", stage2_epochs=None, stage2_sizes="16,24,32",
+                              patience=0))
+    tuner.stage1()
+    stage2 = tuner.stage2(baseline=-1.0)
+    assert stage2["plan"]["sizes"] == [16, 24, 32] and stage2["plan"]["why"] == "--stage2_sizes"
+    with tuner.files.stage("stage2").history.open() as f:
+        assert len(list(csv.DictReader(f))) == 3
 
 
 def _snapshot(model: keras.Model) -> dict[str, np.ndarray]:

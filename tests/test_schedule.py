@@ -65,3 +65,23 @@ def test_unfreeze_after_a_narrower_unfreeze_restores_every_layer(tmp_path):
     assert len(schedule.unfreeze(backbone.model, "all")) == 8
     schedule.freeze(backbone.model)
     assert backbone.model.trainable_weights == []
+
+
+def test_step_schedule_sets_each_steps_rate_and_continues_after_a_restart():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.0), loss="mse")
+    rate = schedule.warmup_cosine(1e-2, total_steps=8, warmup_fraction=0.25)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
+    callbacks = [schedule.StepSchedule(rate), Record()]
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=callbacks)  # steps 0-3
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=callbacks)  # steps 4-7
+    expected = [float(rate(step)) for step in range(8)]
+    assert seen == pytest.approx(expected) and max(seen) == pytest.approx(1e-2)

@@ -98,19 +98,28 @@ class FinetuneConfig:
                                        "and label smoothing; always used with --stage1_augment)",
                               choices=STAGE1_SOLVERS)
     stage1_epochs: int = _opt(40, "epochs of head training on the frozen backbone (adam)")
-    stage2_epochs: int = _opt(None, "epochs of fine-tuning the unfrozen top of the backbone; 0 "
-                                    "skips stage 2 (default: 2 on a GPU, 0 on a CPU, where only "
-                                    "the whole backbone beat stage 1, after 2 epochs of minutes "
-                                    "each; see BENCHMARKS.md)")
+    stage2_epochs: int = _opt(None, "epochs of fine-tuning the unfrozen backbone; 0 skips stage "
+                                    "2 (default: planned, on every device: the most epochs, up "
+                                    "to 4, that fit --time_budget, from a measured step time)")
+    time_budget: float = _opt(None, "minutes for the whole run: stage 2 measures its training "
+                                    "step, plans its epochs and sizes to end inside the budget, "
+                                    "and stops early if an epoch would pass it (default: 10 on a "
+                                    "CPU, none on a GPU; 0: none)")
+    stage2_sizes: str = _opt("auto", "stage-2 training image sizes: auto (progressive, from 5/8 "
+                                     "of --image_size up to it, the last epoch at it: cheaper "
+                                     "epochs, FixRes), full (every epoch at --image_size), or "
+                                     "comma-separated sizes, one per epoch")
     learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam); with several replicas "
                                       "(--strategy) both stages' rates are multiplied by their "
                                       "number (the linear scaling rule for the global batch)")
     stage2_learning_rate: float = _opt(None, "stage-2 peak learning rate after warm-up "
-                                             "(default: learning_rate / 10)")
-    unfreeze: str = _opt("20", "what stage 2 trains: 'all', a number of top layers with weights "
-                               "(the default covers EfficientNet-Lite0's last three blocks and "
-                               "its head conv, about twice as fast per step as 'all' on a CPU), "
-                               "or comma-separated layer-name prefixes (Slim's --trainable_scopes)")
+                                             "(default: learning_rate / 5)")
+    unfreeze: str = _opt("all", "what stage 2 trains: 'all' (the whole backbone, BatchNorm "
+                                "statistics frozen: the only stage 2 that beat stage 1 on a CPU, "
+                                "see BENCHMARKS.md), a number of top layers with weights (20 "
+                                "covers EfficientNet-Lite0's last three blocks and its head conv, "
+                                "about three times as fast a step), or comma-separated "
+                                "layer-name prefixes (Slim's --trainable_scopes)")
     stage1_augment: bool = _opt(False, "augment in stage 1 (then backbone features cannot be "
                                        "cached and stage 1 runs the whole backbone every step)")
     augment: bool = _opt(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
@@ -164,6 +173,8 @@ class FinetuneConfig:
             ("stage1_epochs", self.stage1_epochs >= 1, "must be at least 1"),
             ("stage2_epochs", self.stage2_epochs is None or self.stage2_epochs >= 0,
              "must be 0 or more"),
+            ("time_budget", self.time_budget is None or self.time_budget >= 0,
+             "must be 0 (no budget) or more minutes"),
             ("stage1_solver", self.stage1_solver in STAGE1_SOLVERS,
              f"must be one of {', '.join(STAGE1_SOLVERS)}"),
             ("learning_rate", self.learning_rate > 0, "must be positive"),
@@ -188,6 +199,9 @@ class FinetuneConfig:
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))
+        from runway_cnn.training.plan import parse_sizes
+
+        parse_sizes(self.stage2_sizes)  # a bad --stage2_sizes is one line here
         self._absolute_paths()
 
     def _absolute_paths(self) -> None:

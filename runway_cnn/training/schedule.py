@@ -76,3 +76,18 @@ def warmup_cosine(peak: float, total_steps: int, warmup_fraction: float
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else peak, decay_steps=max(1, total_steps - warmup),
         warmup_target=peak if warmup else None, warmup_steps=warmup)
+
+
+class StepSchedule(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before every training step from ``schedule`` at the
+    optimizer's step count. Unlike a schedule compiled into the optimizer, the plan's length may
+    be set after the model is compiled (stage 2 measures its step with the compiled model before
+    it plans), and it continues from the restored step count when a stage resumes."""
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule):
+        super().__init__()
+        self.schedule = schedule
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        optimizer.learning_rate = float(self.schedule(int(optimizer.iterations.numpy())))

@@ -29,6 +29,7 @@ from runway_cnn.runfiles import (
     write_json,
 )
 from runway_cnn.tasks import Task, task_for_run, task_from_config
+from runway_cnn.training import plan as planning
 from runway_cnn.training import schedule
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
@@ -106,6 +107,24 @@ def classifier(backbone: Backbone, head: keras.Model, pooling: str = "avg") -> k
     images = keras.Input((size, size, 3), name="images")
     features = backbone.pooled(pooling)(images, training=False)
     return keras.Model(images, head(features), name="classifier")
+
+
+def any_size_classifier(backbone: Backbone, head: keras.Model, pooling: str = "avg"
+                        ) -> keras.Model | None:
+    """:func:`classifier` taking images of any size, sharing its weights (stage 2 trains on
+    smaller images than it evaluates on); None when the backbone takes one size only."""
+    images = keras.Input((None, None, 3), name="images")
+    pooled = backbone.pooled(pooling)
+    try:
+        features = keras.models.clone_model(pooled, input_tensors=images,
+                                            clone_function=lambda layer: layer)(images,
+                                                                                training=False)
+        model = keras.Model(images, head(features), name="classifier_any_size")
+        size = max(16, backbone.preprocessing.image_size * 3 // 4)
+        model(np.zeros((1, size, size, 3), "float32"), training=False)
+    except Exception:  # noqa: BLE001 - a Keras application built for one input size
+        return None
+    return model
 
 
 def build_backbone(config: FinetuneConfig) -> Backbone:
@@ -275,6 +294,17 @@ def _load_best(model: keras.Model, stage_dir: StageDir) -> bool:
     return best.exists()
 
 
+def _resumed_epoch(stage_dir: StageDir) -> int:
+    """The epoch an interrupted stage resumes at: the one Keras' BackupAndRestore recorded."""
+    metadata = stage_dir.backup / "training_metadata.json"
+    if not metadata.exists():
+        return 0
+    try:
+        return int(read_json(metadata, fix="").get("epoch", 0))
+    except (RunwayError, TypeError, ValueError):
+        return 0  # a damaged backup: ResumingBackup sets it aside and the stage restarts
+
+
 def _mark_done(stage_dir: StageDir, summary: dict) -> dict:
     write_json(stage_dir.done, summary, indent=2)
     return summary
@@ -303,6 +333,7 @@ class FineTuner:
                  backbone: Backbone | None = None,
                  features: Mapping[str, np.ndarray] | None = None):
         self.config = config
+        self.started = time.monotonic()  # --time_budget counts from here
         data.resolve_dataset_dir(config.dataset_dir)  # a missing dataset fails before any write
         self.distribution: Distribution = make_distribution(config.strategy,
                                                             config.worker_timeout)
@@ -321,13 +352,14 @@ class FineTuner:
         data.write_run_files(self.dataset, self.train_dir)
         print(self.dataset.summary_line(), flush=True)
         self.features = features
+        self._training_model: keras.Model | None = None
         self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
         self.task.prepare(self._split("train").targets)
         with self.distribution.scope():  # every variable a replica of the strategy's
             self.backbone = backbone if backbone is not None else build_backbone(config)
             self.head = self.task.build_head(self.backbone.feature_dim)
             self.model = classifier(self.backbone, self.head, config.pooling)
-        if self.stage2_epochs > 0 and not _stage_done(self.files.stage("stage2")):
+        if config.stage2_epochs != 0 and not _stage_done(self.files.stage("stage2")):
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
 
     # -- stages ------------------------------------------------------------------------------
@@ -346,7 +378,7 @@ class FineTuner:
         """Both stages' (peak) learning rates, scaled by the number of replicas."""
         c = self.config
         return {"stage1": self.distribution.scaled(c.learning_rate),
-                "stage2": self.distribution.scaled(c.stage2_learning_rate or c.learning_rate / 10)}
+                "stage2": self.distribution.scaled(c.stage2_learning_rate or c.learning_rate / 5)}
 
     def _drops_remainder(self, count: int) -> bool:
         """Several workers split each batch; a last batch of fewer images than replicas would
@@ -360,13 +392,6 @@ class FineTuner:
 
     def _split(self, name: str) -> Split:
         return self.dataset.splits[name]
-
-    @property
-    def stage2_epochs(self) -> int:
-        """``--stage2_epochs``, or its per-device default: 2 on a GPU, 0 on a CPU."""
-        if self.config.stage2_epochs is not None:
-            return self.config.stage2_epochs
-        return 2 if self.device.gpu else 0
 
     def stage1(self) -> dict:
         """Trains the head on the frozen backbone, on cached features unless stage-1 augmentation
@@ -409,36 +434,46 @@ class FineTuner:
                                       "leaks": self.check_leaks()})
 
     def stage2(self, baseline: float) -> dict:
-        """Fine-tunes the unfrozen top of the backbone at a lower, warmed-up, cosine-decayed
-        learning rate; keeps the stage-1 weights unless validation improves on ``baseline``."""
+        """Fine-tunes the unfrozen backbone (BatchNorm statistics frozen) at a warmed-up,
+        cosine-decayed learning rate, as planned to fit the time budget (:meth:`plan_stage2`);
+        keeps the stage-1 weights unless validation improves on ``baseline``."""
         c, stage_dir = self.config, self.files.stage("stage2")
-        epochs = self.stage2_epochs
-        if epochs <= 0:
-            why = ("--stage2_epochs 0" if self.config.stage2_epochs is not None else
-                   "the CPU default (--stage2_epochs N runs it; BENCHMARKS.md has what it buys)")
-            print(f"stage 2 skipped: {why}", flush=True)
-            return {"skipped": True, "why": why}
+        if c.stage2_epochs == 0:
+            print("stage 2 skipped: --stage2_epochs 0", flush=True)
+            return {"skipped": True, "why": "--stage2_epochs 0"}
         done = _stage_done(stage_dir)
         if done:
-            load_model_weights(self.model, stage_dir.final_weights)
+            if not done.get("skipped"):
+                load_model_weights(self.model, stage_dir.final_weights)
             self._backbone_changed = bool(done.get("improved_on_stage1"))
             return done
         stage_dir.path.mkdir(parents=True, exist_ok=True)
         clock = StageClock(stage_dir)
-        self._backbone_changed = True
         unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
+        model = self.training_model
+        self._compile(model, 0.0)  # the rate is set every step (schedule.StepSchedule)
+        plan = self.plan_stage2(model, stage_dir)
+        print(plan.describe(), flush=True)
+        if not plan.epochs:
+            schedule.freeze(self.backbone.model)
+            return _mark_done(stage_dir, {"skipped": True, "why": plan.why,
+                                          "plan": plan.record(), "seconds": clock.seconds})
+        self._backbone_changed = True
         train = self._split("train")
-        rounding = math.floor if self._drops_remainder(len(train.paths)) else math.ceil
-        steps = rounding(len(train.paths) / self.global_batch) * epochs
-        self._compile(self.model, schedule.warmup_cosine(self.learning_rates["stage2"], steps,
-                                                         c.warmup_fraction))
-        self.model.fit(self._train_ds(train, augment=c.augment), epochs=epochs,
-                       shuffle=False,
-                       validation_data=self._eval_ds(self._split("validation")),
-                       callbacks=_callbacks(stage_dir, self.task.monitor, self.task.monitor_mode,
-                                            baseline, c.patience, clock),
-                       verbose=c.verbose)
-        improved = _load_best(self.model, stage_dir)
+        steps = self._steps_per_epoch(len(train.paths))
+        first = _resumed_epoch(stage_dir)
+        budget = [] if plan.budget_seconds is None else [
+            planning.BudgetStop(self.deadline, plan.sizes)]
+        rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
+                                      c.warmup_fraction)
+        model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:]),
+                  epochs=plan.epochs, steps_per_epoch=steps, shuffle=False,
+                  validation_data=self._eval_ds(self._split("validation")),
+                  callbacks=[*_callbacks(stage_dir, self.task.monitor, self.task.monitor_mode,
+                                         baseline, c.patience, clock),
+                             schedule.StepSchedule(rate), *budget],
+                  verbose=c.verbose)
+        improved = _load_best(model, stage_dir)
         if not improved:  # stage 2 never beat stage 1 on validation: keep stage 1's weights
             load_model_weights(self.model, self.files.stage("stage1").final_weights)
         self._backbone_changed = improved
@@ -446,18 +481,104 @@ class FineTuner:
         bought, said = _validation_bought(stage_dir, self.task.monitor, self.task.monitor_mode,
                                           baseline, improved)
         print(said, flush=True)
+        stopped = budget[0].stopped_after if budget else None
         return _mark_done(stage_dir, {"seconds": clock.seconds,
                                       "improved_on_stage1": improved,
-                                      "unfrozen_weights": len(unfrozen), **bought,
+                                      "unfrozen_weights": len(unfrozen), "plan": plan.record(),
+                                      "stopped_by_budget_after": stopped, **bought,
                                       "validation": self.evaluate("validation")})
 
+    @property
+    def training_model(self) -> keras.Model:
+        """The model stage 2 fits: :attr:`model` taking images of any size (progressive
+        resizing), or :attr:`model` itself for a backbone of one size; the same weights."""
+        if self._training_model is None:
+            with self.distribution.scope():
+                self._training_model = any_size_classifier(self.backbone, self.head,
+                                                           self.config.pooling) or self.model
+        return self._training_model
+
+    @property
+    def deadline(self) -> float | None:
+        """``time.monotonic()`` by which training must end for the run to end inside
+        ``--time_budget`` (the evaluation and export after it are set aside); None: no budget."""
+        minutes = self.config.time_budget
+        if minutes is None and self.config.stage2_epochs is None:  # given epochs: no default
+            minutes = None if self.device.gpu else planning.CPU_BUDGET_MINUTES
+        if not minutes or self.distribution.multi_worker:
+            return None
+        return self.started + 60.0 * minutes - planning.FINAL_SECONDS
+
+    def _steps_per_epoch(self, count: int) -> int:
+        rounding = math.floor if self._drops_remainder(count) else math.ceil
+        return max(1, rounding(count / self.global_batch))
+
+    def plan_stage2(self, model: keras.Model, stage_dir: StageDir) -> planning.Stage2Plan:
+        """Stage 2's epochs and training sizes (:mod:`runway_cnn.training.plan`): the plan of an
+        interrupted stage as it was made; else measured on a few batches of ``model`` (compiled:
+        the steps run at learning rate 0 and the optimizer is reset after them) and fitted to the
+        time left. Several workers plan without measuring and without a budget (their clocks
+        could disagree on when to stop)."""
+        if stage_dir.plan.exists():
+            return planning.Stage2Plan.from_record(read_json(
+                stage_dir.plan, fix=f"delete {stage_dir.path} to plan stage 2 again"))
+        c = self.config
+        full = self.backbone.preprocessing.image_size
+        sizes = planning.parse_sizes(c.stage2_sizes)
+        if sizes != "full" and (model is self.model or self.distribution.multi_worker):
+            sizes = "full"  # a backbone of one input size; workers rebatch across epochs
+        deadline = self.deadline
+        measured, cost = {}, (lambda plan: 0.0)
+        if deadline is not None or c.stage2_epochs is None:
+            if not self.distribution.multi_worker:
+                measured = self._measure_step(model, min(
+                    sizes if isinstance(sizes, tuple) else
+                    [planning.low_size(full) if sizes == "auto" else full]))
+                steps = self._steps_per_epoch(len(self._split("train").paths))
+                validation_steps = math.ceil(len(self._split("validation")) / self.global_batch)
+
+                def cost(plan):
+                    return measured["trace_seconds"] + sum(planning.epoch_seconds(
+                        size, measured["size"], measured["seconds_per_step"], steps,
+                        validation_steps, full) for size in plan)
+        budget = None if deadline is None else deadline - time.monotonic()
+        epochs, plan_sizes, estimate, why = planning.choose(
+            full=full, sizes=sizes, epochs=c.stage2_epochs, budget_seconds=budget, cost=cost)
+        plan = planning.Stage2Plan(epochs, plan_sizes, c.unfreeze, budget, estimate, measured,
+                                   why)
+        write_json(stage_dir.plan, plan.record(), indent=2)
+        return plan
+
+    def _measure_step(self, model: keras.Model, size: int, steps: int = 3) -> dict:
+        """Seconds of one training step at ``size`` px (the median of ``steps - 1`` after a
+        first, tracing one), at learning rate 0 so that no weight moves; the optimizer's state
+        is reset afterwards, so training starts as if nothing ran."""
+        train, spec = self._split("train"), self.backbone.preprocessing
+        count = min(len(train), self.global_batch)
+        batch = next(iter(pipeline.train_dataset(
+            train.paths[:count], train.targets[:count], spec, self.global_batch,
+            Augmentation(), seed=self.config.seed, cache=False,
+            weights=self.task.sample_weights(train.targets[:count]), sizes=[size])))
+        model.optimizer.learning_rate = 0.0
+        seconds = []
+        for _ in range(max(2, steps)):
+            start = time.perf_counter()
+            model.train_on_batch(*batch)
+            seconds.append(time.perf_counter() - start)
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+        for variable in optimizer.variables:
+            variable.assign(tf.zeros(variable.shape, variable.dtype))
+        step = float(np.median(seconds[1:])) * self.global_batch / count
+        return {"size": size, "seconds_per_step": step,
+                "trace_seconds": max(0.0, seconds[0] - step)}
+
     # -- data, evaluation ---------------------------------------------------------------------
-    def _train_ds(self, split: Split, augment: bool):
+    def _train_ds(self, split: Split, augment: bool, sizes: list[int] | None = None):
         spec = self.backbone.preprocessing
         ds = pipeline.train_dataset(split.paths, split.targets, spec, self.global_batch,
                                     Augmentation() if augment else None, seed=self.config.seed,
                                     cache=pipeline.fits_in_memory(len(split), spec),
-                                    weights=self.task.sample_weights(split.targets))
+                                    weights=self.task.sample_weights(split.targets), sizes=sizes)
         if self._drops_remainder(len(split.paths)):
             ds = ds.rebatch(self.global_batch, drop_remainder=True)
         return _sharded(ds)

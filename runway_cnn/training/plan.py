@@ -1,0 +1,159 @@
+"""Stage 2 planned to fit a time budget: how many epochs, at which training sizes, how deep.
+
+A run measures its own training step (a few batches at the smallest size it would train at),
+scales it by image area to the other sizes, and picks the most epochs that fit the minutes left
+of ``--time_budget``. Sizes grow from about 5/8 of the evaluation size to the evaluation size
+(progressive resizing, fastai-style; FixRes: a net trained on random-resized crops at a lower
+size does well, often better, at the full size), the last epoch always at the evaluation size,
+so the best epoch is chosen on validation at the size the export sees.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import keras
+
+from runway_cnn.errors import RunwayError
+
+MAX_EPOCHS = 4  # planned epochs when the budget allows more (issue 14's curve peaked at 2-3)
+LOW_FRACTION = 0.625  # the first epoch's size as a share of the evaluation size
+SIZE_MULTIPLE = 16
+SIZE_MODES = ("auto", "full")
+CPU_BUDGET_MINUTES = 10.0  # the default --time_budget on a CPU (none on a GPU)
+FINAL_SECONDS = 45.0  # set aside in a budget for the final evaluation and the export
+
+
+def parse_sizes(rule: str) -> str | tuple[int, ...]:
+    """``--stage2_sizes``: ``auto``, ``full`` or comma-separated sizes, one per epoch."""
+    rule = str(rule).strip().lower()
+    if rule in SIZE_MODES:
+        return rule
+    try:
+        sizes = tuple(int(part) for part in rule.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 16:
+        raise RunwayError(f"--stage2_sizes {rule!r}: use auto, full or comma-separated image "
+                          "sizes of at least 16 px, one per stage-2 epoch (e.g. 160,192,224)")
+    return sizes
+
+
+def low_size(full: int) -> int:
+    """The smallest training size of a progressive schedule."""
+    return max(SIZE_MULTIPLE, int(round(full * LOW_FRACTION / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+
+def progressive_sizes(full: int, epochs: int) -> tuple[int, ...]:
+    """``epochs`` sizes from :func:`low_size` up to ``full`` (one epoch: ``full``)."""
+    if epochs <= 1:
+        return (full,) * epochs
+    low = low_size(full)
+    steps = [low + (full - low) * e / (epochs - 1) for e in range(epochs)]
+    return tuple(min(full, int(round(s / SIZE_MULTIPLE)) * SIZE_MULTIPLE) for s in steps[:-1]) \
+        + (full,)
+
+
+@dataclass(frozen=True)
+class Stage2Plan:
+    """What stage 2 will do, and the measurements it was planned from."""
+
+    epochs: int
+    sizes: tuple[int, ...]
+    unfreeze: str
+    budget_seconds: float | None  # the seconds left for stage 2 (None: no budget)
+    estimated_seconds: float
+    measured: dict = field(default_factory=dict)  # {"size", "seconds_per_step", "trace_seconds"}
+    why: str = ""  # how the epochs were chosen
+
+    def describe(self) -> str:
+        if not self.epochs:
+            return f"stage 2 skipped: {self.why}"
+        what = "whole backbone" if self.unfreeze == "all" else f"--unfreeze {self.unfreeze}"
+        sizes = (f"{self.sizes[0]} px" if len(set(self.sizes)) == 1 else
+                 " → ".join(str(s) for s in self.sizes) + " px")
+        step = (f"; a step {self.measured['seconds_per_step']:.2f} s at "
+                f"{self.measured['size']} px (measured)" if self.measured else "")
+        budget = ("" if self.budget_seconds is None else
+                  f" of the {self.budget_seconds / 60:.1f} min left")
+        took = f", about {self.estimated_seconds / 60:.1f} min{budget}" if self.measured else ""
+        return (f"stage 2 plan: {what}, {self.epochs} epoch(s) at {sizes}{took} "
+                f"({self.why}{step})")
+
+    def record(self) -> dict:
+        return {**asdict(self), "sizes": list(self.sizes)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Stage2Plan":
+        return cls(**{**record, "sizes": tuple(record["sizes"])})
+
+
+def epoch_seconds(size: int, measured_size: int, seconds_per_step: float, steps: int,
+                  validation_steps: int, full: int) -> float:
+    """An epoch's estimated seconds: its training steps (a step's cost scales with the image
+    area) and a validation pass at the full size (a forward pass: about a third of a step)."""
+    step = seconds_per_step * (size / measured_size) ** 2
+    return steps * step + validation_steps * seconds_per_step * (full / measured_size) ** 2 / 3
+
+
+def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
+           budget_seconds: float | None, cost: Callable[[Sequence[int]], float],
+           max_epochs: int = MAX_EPOCHS) -> tuple[int, tuple[int, ...], float, str]:
+    """Epochs and sizes: given ``epochs`` (the sizes follow), else the most epochs up to
+    ``max_epochs`` whose ``cost`` (seconds of a list of sizes) fits ``budget_seconds``. Returns
+    ``(epochs, sizes, estimated seconds, why)``; 0 epochs when not even one fits."""
+    def ladder(n: int) -> tuple[int, ...]:
+        if isinstance(sizes, tuple):
+            return tuple(sizes[min(e, len(sizes) - 1)] for e in range(n))
+        return progressive_sizes(full, n) if sizes == "auto" else (full,) * n
+
+    if epochs is None and isinstance(sizes, tuple):
+        epochs, given = len(sizes), "--stage2_sizes"
+    else:
+        given = "--stage2_epochs"
+    if epochs is not None:
+        plan = ladder(epochs)
+        return epochs, plan, cost(plan), given
+    if budget_seconds is None:
+        plan = ladder(max_epochs)
+        return max_epochs, plan, cost(plan), "no time budget"
+    for n in range(max_epochs, 0, -1):
+        plan = ladder(n)
+        if cost(plan) <= budget_seconds:
+            why = "the most that fit the budget" if n < max_epochs else \
+                f"the most planned ({max_epochs}); the budget would allow more"
+            return n, plan, cost(plan), why
+    if sizes == "auto" and cost((low_size(full),)) <= budget_seconds:
+        plan = (low_size(full),)
+        return 1, plan, cost(plan), "one epoch at the smallest size fits the budget"
+    one = cost(ladder(1) if sizes != "auto" else (low_size(full),))
+    return 0, (), 0.0, (f"one epoch needs about {one / 60:.1f} min, the --time_budget leaves "
+                        f"{max(budget_seconds, 0) / 60:.1f} min (raise it, or lower "
+                        "--image_size)")
+
+
+class BudgetStop(keras.callbacks.Callback):
+    """Ends training after an epoch when the next one (its cost scaled from the last epoch's by
+    image area) would end past ``deadline`` (``time.monotonic()`` seconds); notes the epoch."""
+
+    def __init__(self, deadline: float, sizes: Sequence[int], initial_epoch: int = 0):
+        super().__init__()
+        self.deadline, self.sizes = deadline, list(sizes)
+        self.stopped_after: int | None = None
+        self._start = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= len(self.sizes):
+            return
+        took = time.monotonic() - self._start
+        upcoming = took * (self.sizes[epoch + 1] / self.sizes[epoch]) ** 2
+        if time.monotonic() + upcoming > self.deadline:
+            self.model.stop_training = True
+            self.stopped_after = epoch + 1
+            print(f"stage 2 stopped after epoch {epoch + 1}: the next one (about "
+                  f"{math.ceil(upcoming)} s) would pass the --time_budget", flush=True)
