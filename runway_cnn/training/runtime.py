@@ -18,6 +18,7 @@ from typing import Callable
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
 
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.training.config import STRATEGIES, WORKER_TIMEOUT
@@ -30,10 +31,13 @@ class DeviceSettings:
     gpu: bool
     jit_compile: bool
     mixed_precision: bool
+    deterministic: bool = False  # op determinism on (CPU runs without XLA)
 
     def describe(self) -> str:
         return (f"device: {'GPU' if self.gpu else 'CPU'}, XLA {'on' if self.jit_compile else 'off'}"
-                f", {'mixed_float16' if self.mixed_precision else 'float32'}")
+                f", {'mixed_float16' if self.mixed_precision else 'float32'}"
+                + (", deterministic ops" if self.deterministic else
+                   ", not bit-deterministic (XLA)" if self.jit_compile else ""))
 
 
 def _decide(flag: str, gpu: bool, what: str) -> bool:
@@ -45,17 +49,21 @@ def _decide(flag: str, gpu: bool, what: str) -> bool:
 def configure_device(jit_compile: str = "auto", mixed_precision: str = "auto",
                      seed: int | None = None) -> DeviceSettings:
     """Turns XLA and mixed precision on for GPUs only (on this CPU, XLA training steps are ~8×
-    slower and bfloat16 ~20 % slower), seeds every RNG, and makes CPU ops deterministic."""
+    slower and bfloat16 ~20 % slower), seeds every RNG, and makes CPU ops deterministic when XLA
+    is off. With XLA on, op determinism is turned off, also when an earlier run of the process
+    turned it on: Keras silently trains without XLA while it is on, so XLA runs are not
+    bit-deterministic."""
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    settings = DeviceSettings(gpu, _decide(jit_compile, gpu, "jit_compile"),
-                              _decide(mixed_precision, gpu, "mixed_precision"))
-    keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision
-                                            else "float32")
+    jit = _decide(jit_compile, gpu, "jit_compile")
+    mixed = _decide(mixed_precision, gpu, "mixed_precision")
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     if seed is not None:
         keras.utils.set_random_seed(seed)
-        if not gpu:  # cheap on CPU; on GPU it would disable fast non-deterministic kernels
-            tf.config.experimental.enable_op_determinism()
-    return settings
+    if jit:
+        tf_config.disable_op_determinism()
+    elif seed is not None and not gpu:  # cheap on CPU; on GPU it would disable fast kernels
+        tf.config.experimental.enable_op_determinism()
+    return DeviceSettings(gpu, jit, mixed, tf_config.is_op_determinism_enabled())
 
 
 # --- distribution -------------------------------------------------------------------------------
