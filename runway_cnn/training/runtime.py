@@ -2,6 +2,7 @@
 run and never forced; and what Keras then actually compiled each stage with."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -73,6 +74,18 @@ def configure_device(jit_compile: str = "auto", mixed_precision: str = "auto",
     elif seed is not None and not gpu:  # cheap on CPU; on GPU it would disable fast kernels
         tf.config.experimental.enable_op_determinism()
     return DeviceSettings(gpu, jit, mixed, tf_config.is_op_determinism_enabled())
+
+
+@contextlib.contextmanager
+def float32_policy() -> Iterator[None]:
+    """Keras layers built inside compute in float32, whatever policy the process holds (a
+    mixed-precision run leaves ``mixed_float16`` behind); the policy is put back on exit."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 # --- what Keras compiled -----------------------------------------------------------------------
