@@ -57,7 +57,8 @@ def _train_step(model: keras.Model):
     """The ``tf.function`` Keras' last ``fit`` of ``model`` ran each step through (its
     ``one_step_on_data``, inside ``model.train_function``)."""
     function = model.train_function
-    cells = dict(zip(function.__code__.co_freevars, (c.cell_contents for c in function.__closure__)))
+    cells = dict(zip(function.__code__.co_freevars,
+                     (cell.cell_contents for cell in function.__closure__)))
     return cells["one_step_on_data"].__wrapped__
 
 
