@@ -42,7 +42,7 @@ class DeviceSettings:
                    ", not bit-deterministic (XLA)" if self.jit_compile else ""))
 
     def record(self) -> dict:
-        """What ``metrics.json`` says: the settings the flags asked for, and what Keras compiled
+        """What ``metrics.json`` says: what was decided from the flags, and what Keras compiled
         each stage with (:func:`note_compiled`)."""
         return {"asked": {"gpu": self.gpu, "jit_compile": self.jit_compile,
                           "mixed_precision": self.mixed_precision,
