@@ -22,6 +22,7 @@ from runway_cnn.errors import CheckpointError, DataError, first_line
 from runway_cnn.runfiles import TrainDir, read_json
 from runway_cnn.tasks import Task, task_for_run, task_from_config
 from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.training.runtime import float32_policy
 from runway_cnn.training.trainer import (
     RunResult,
     build_backbone,
@@ -73,7 +74,8 @@ def rebuild_backbone(config: dict) -> Backbone:
 
 
 def restore_run(train_dir: str | Path) -> RunResult:
-    """Rebuilds the trained classifier of ``train_dir`` and loads ``model.weights.h5``."""
+    """Rebuilds the trained classifier of ``train_dir`` (computing in float32, however it was
+    trained) and loads ``model.weights.h5``."""
     train_dir = Path(train_dir)
     if not train_dir.is_dir():
         raise CheckpointError(f"train dir {train_dir} does not exist")
@@ -83,9 +85,10 @@ def restore_run(train_dir: str | Path) -> RunResult:
         raise CheckpointError(f"{weights} not found: the run in {train_dir} has not finished "
                               "(run the same finetune command again to resume it)")
     task = run_task(train_dir, config)
-    backbone = rebuild_backbone(config)
-    model = classifier(backbone, task.build_head(backbone.feature_dim),
-                       config.get("pooling", "avg"))
+    with float32_policy():  # not a mixed_float16 policy an earlier run left in the process
+        backbone = rebuild_backbone(config)
+        model = classifier(backbone, task.build_head(backbone.feature_dim),
+                           config.get("pooling", "avg"))
     try:
         load_model_weights(model, weights)
     except Exception as error:  # a weights file of another architecture or class count

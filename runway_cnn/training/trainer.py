@@ -40,6 +40,7 @@ from runway_cnn.training.runtime import (
     batch_predictor,
     configure_device,
     make_distribution,
+    note_compiled,
     predict_rows,
 )
 
@@ -367,6 +368,7 @@ class FineTuner:
         with self.distribution.scope():
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.task.loss(),
                           metrics=self.task.metrics(), jit_compile=self.device.jit_compile)
+        note_compiled(model, self.device, self.backbone.model)  # what Keras really compiled
 
     @property
     def global_batch(self) -> int:
@@ -680,7 +682,7 @@ class FineTuner:
             "stages": {"stage1": stage1, "stage2": stage2}, "decision": decision,
             "leaks": stage1.get("leaks"),
             "grouping": self.dataset.split_settings.get("grouping"),
-            "device": self.device.describe(), "distribution": distribution, "export_path": None,
+            "device": self.device.record(), "distribution": distribution, "export_path": None,
         })
         write_json(self.files.metrics, metrics, indent=2)
         plot_training_curves(self.train_dir)
