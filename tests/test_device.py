@@ -77,16 +77,24 @@ def _ran_through_xla(model: keras.Model) -> bool:
 def xla_run(workspace):
     """A run with ``--jit_compile on --mixed_precision on`` (both stages train with Keras), as it
     printed."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    printed, compiled = io.StringIO(), []
+    compile_model = FineTuner._compile
+
+    def recording(self, model, learning_rate):
+        compiled.append(model)
+        return compile_model(self, model, learning_rate)
+
+    with contextlib.redirect_stdout(printed), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FineTuner, "_compile", recording)
         result = fine_tune(_config(workspace, "xla", jit_compile="on", mixed_precision="on",
                                    stage1_epochs=20, learning_rate=5e-2))
+    result.stage2_model = compiled[-1]  # the model stage 2 trained (any image size)
     return result, printed.getvalue()
 
 
 def test_xla_and_mixed_precision_train_end_to_end_and_say_what_keras_compiled(xla_run):
     result, printed = xla_run
-    assert _ran_through_xla(result.model)  # stage 2's train step, TF-Hub backbone included
+    assert _ran_through_xla(result.stage2_model)  # stage 2's train step, TF-Hub backbone included
     device = json.loads((result.train_dir / "metrics.json").read_text())["device"]
     asked = device["asked"]
     assert (asked["jit_compile"], asked["mixed_precision"], asked["op_determinism"]) == \
@@ -173,7 +181,7 @@ def test_without_xla_ops_are_deterministic_and_the_same_seed_gives_the_same_stag
         assert tuner.stage2(baseline=-1.0)["improved_on_stage1"]  # any result beats -1: kept
         assert not all(np.array_equal(a, w.numpy())
                        for a, w in zip(start, tuner.backbone.model.weights))  # stage 2 trained
-        assert not _ran_through_xla(tuner.model)
+        assert not _ran_through_xla(tuner.training_model)  # the model stage 2 trained
         assert tuner.device.compiled["stage2"]["xla"] == "off"
         weights.append([w.numpy() for w in tuner.model.weights])
     for a, b in zip(*weights):

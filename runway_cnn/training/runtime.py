@@ -119,7 +119,8 @@ def xla_failure(model: keras.Model) -> str | None:
     if not model.inputs or len(model.inputs) != 1:
         return None
     spec = model.inputs[0]
-    images = tf.zeros([1, *spec.shape[1:]], spec.dtype)
+    images = tf.zeros([1, *(32 if d is None else d for d in spec.shape[1:])],  # any size: 32
+                      spec.dtype)
     strategy = model.distribute_strategy
 
     def forward_backward(x):
