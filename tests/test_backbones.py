@@ -89,7 +89,7 @@ def test_max_pooling_trains_and_exports_end_to_end(tmp_path):
     result = fine_tune(FinetuneConfig(
         dataset_dir=str(dataset), train_dir=str(tmp_path / "run"), model_name="mobilenet_v2",
         weights="none", image_size=32, pooling="max", validation_fraction=0.25,
-        test_fraction=0.25, verbose=0))
+        test_fraction=0.25, stage2_epochs=0, verbose=0))
     images = np.random.default_rng(1).uniform(size=(3, 32, 32, 3)).astype("float32")
     features = np.asarray(result.backbone.pooled("max")(images, training=False))
     head = result.task.probabilities(np.asarray(result.model.get_layer("head")(features)))
