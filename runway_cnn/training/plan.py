@@ -98,6 +98,13 @@ def epoch_seconds(size: int, measured_size: int, seconds_per_step: float, steps:
     return steps * step + validation_steps * seconds_per_step * (full / measured_size) ** 2 / 3
 
 
+def trace_seconds(sizes: Sequence[int], measured: dict) -> float:
+    """Seconds tracing will add to ``sizes``' epochs: the measured step traced the first size;
+    ``fit`` traces a second size once more (after two shapes TensorFlow traces one graph for
+    any size) and the validation step once (about half a training step's trace)."""
+    return measured["trace_seconds"] * ((len(set(sizes)) > 1) + 0.5)
+
+
 def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
            budget_seconds: float | None, cost: Callable[[Sequence[int]], float],
            max_epochs: int = MAX_EPOCHS) -> tuple[int, tuple[int, ...], float, str]:

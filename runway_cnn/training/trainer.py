@@ -540,7 +540,7 @@ class FineTuner:
                 validation_steps = math.ceil(len(self._split("validation")) / self.global_batch)
 
                 def cost(plan):
-                    return measured["trace_seconds"] + sum(planning.epoch_seconds(
+                    return planning.trace_seconds(plan, measured) + sum(planning.epoch_seconds(
                         size, measured["size"], measured["seconds_per_step"], steps,
                         validation_steps, full) for size in plan)
         budget = None if deadline is None else deadline - time.monotonic()
