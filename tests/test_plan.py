@@ -91,21 +91,29 @@ def test_the_budget_stops_training_before_an_epoch_that_would_pass_it(monkeypatc
     now = [0.0]
     monkeypatch.setattr(planning.time, "monotonic", lambda: now[0])
 
-    def first_epoch(deadline: float, sizes: list[int], seconds: float) -> planning.BudgetStop:
+    def first_epoch(deadline: float, sizes: list[int]) -> planning.BudgetStop:
+        """Epoch 0 from t = 100: a 30-s first step (tracing), nine of 5 s, 20 s of validation."""
         stop = planning.BudgetStop(deadline=deadline, sizes=sizes)
         stop.set_model(_Model())
         now[0] = 100.0
         stop.on_epoch_begin(0)
-        now[0] += seconds
-        stop.on_epoch_end(0)
+        for seconds in [30.0] + [5.0] * 9:
+            stop.on_train_batch_begin(0)
+            now[0] += seconds
+            stop.on_train_batch_end(0)
+        stop.on_test_begin()
+        now[0] += 20.0
+        stop.on_test_end()
+        stop.on_epoch_end(0)  # t = 195
         return stop
 
-    # 100 s at 112 px ends at 200; the next epoch at 224 px would take 400 s
-    stop = first_epoch(deadline=550.0, sizes=[112, 224, 224], seconds=100.0)
+    # the next epoch at twice the size: 10 steps of 5 s × 4 + 20 s = 220 s, to t = 415
+    stop = first_epoch(deadline=400.0, sizes=[112, 224, 224])
+    assert stop.next_epoch_seconds(0) == pytest.approx(220.0)
     assert stop.model.stop_training and stop.stopped_after == 1
-    stop = first_epoch(deadline=650.0, sizes=[112, 224, 224], seconds=100.0)
+    stop = first_epoch(deadline=430.0, sizes=[112, 224, 224])
     assert not stop.model.stop_training and stop.stopped_after is None
-    stop = first_epoch(deadline=250.0, sizes=[112], seconds=100.0)
+    stop = first_epoch(deadline=200.0, sizes=[112])
     assert not stop.model.stop_training  # the last epoch: nothing left to stop
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 
 from runway_cnn.errors import RunwayError
 
@@ -142,23 +143,43 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
 
 
 class BudgetStop(keras.callbacks.Callback):
-    """Ends training after an epoch when the next one (its cost scaled from the last epoch's by
-    image area) would end past ``deadline`` (``time.monotonic()`` seconds); notes the epoch."""
+    """Ends training after an epoch when the next one would end past ``deadline``
+    (``time.monotonic()`` seconds): its steps timed as this epoch's median step, scaled by image
+    area, plus this epoch's validation pass (one-off costs — tracing, filling the image cache —
+    are left out, so a slow first epoch does not stop a run that has time); notes the epoch."""
 
-    def __init__(self, deadline: float, sizes: Sequence[int], initial_epoch: int = 0):
+    def __init__(self, deadline: float, sizes: Sequence[int]):
         super().__init__()
         self.deadline, self.sizes = deadline, list(sizes)
         self.stopped_after: int | None = None
-        self._start = time.monotonic()
+        self._steps: list[float] = []
+        self._validation = 0.0
+        self._mark = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.monotonic()
+        self._steps, self._validation = [], 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._mark = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps.append(time.monotonic() - self._mark)
+
+    def on_test_begin(self, logs=None):
+        self._mark = time.monotonic()
+
+    def on_test_end(self, logs=None):
+        self._validation = time.monotonic() - self._mark
+
+    def next_epoch_seconds(self, epoch: int) -> float:
+        step = float(np.median(self._steps)) if self._steps else 0.0
+        scale = (self.sizes[epoch + 1] / self.sizes[epoch]) ** 2
+        return len(self._steps) * step * scale + self._validation
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 >= len(self.sizes):
             return
-        took = time.monotonic() - self._start
-        upcoming = took * (self.sizes[epoch + 1] / self.sizes[epoch]) ** 2
+        upcoming = self.next_epoch_seconds(epoch)
         if time.monotonic() + upcoming > self.deadline:
             self.model.stop_training = True
             self.stopped_after = epoch + 1
