@@ -7,7 +7,6 @@ import html
 import io
 from pathlib import Path
 
-import numpy as np
 
 from runway_cnn import plots
 

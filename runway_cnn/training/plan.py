@@ -106,6 +106,23 @@ def trace_seconds(sizes: Sequence[int], measured: dict) -> float:
     return measured["trace_seconds"] * ((len(set(sizes)) > 1) + 0.5)
 
 
+def measured_cost(measured: dict, full: int, steps: int, validation_steps: int
+                  ) -> Callable[[Sequence[int]], float]:
+    """Seconds of a list of epoch sizes, from a measured step (:func:`epoch_seconds` for each
+    epoch, plus :func:`trace_seconds`)."""
+    def cost(sizes: Sequence[int]) -> float:
+        return trace_seconds(sizes, measured) + sum(
+            epoch_seconds(size, measured["size"], measured["seconds_per_step"], steps,
+                          validation_steps, full) for size in sizes)
+    return cost
+
+
+def unmeasured_cost(sizes: Sequence[int]) -> float:
+    """The cost of a plan made without measuring (several workers, or given epochs without a
+    budget): unknown, counted as 0 (the plan line then gives no estimate)."""
+    return 0.0
+
+
 def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
            budget_seconds: float | None, cost: Callable[[Sequence[int]], float],
            max_epochs: int = MAX_EPOCHS) -> tuple[int, tuple[int, ...], float, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -512,8 +511,11 @@ class FineTuner:
         return self.started + 60.0 * minutes - planning.FINAL_SECONDS
 
     def _steps_per_epoch(self, count: int) -> int:
-        rounding = math.floor if self._drops_remainder(count) else math.ceil
-        return max(1, rounding(count / self.global_batch))
+        """Training batches an epoch of ``count`` images gives (the last, partial one dropped
+        where :meth:`_drops_remainder` says so)."""
+        if self._drops_remainder(count):
+            return max(1, count // self.global_batch)
+        return pipeline.steps_per_epoch(count, self.global_batch)
 
     def plan_stage2(self, model: keras.Model, stage_dir: StageDir) -> planning.Stage2Plan:
         """Stage 2's epochs and training sizes (:mod:`runway_cnn.training.plan`): the plan of an
@@ -530,19 +532,15 @@ class FineTuner:
         if sizes != "full" and (model is self.model or self.distribution.multi_worker):
             sizes = "full"  # a backbone of one input size; workers rebatch across epochs
         deadline = self.deadline
-        measured, cost = {}, (lambda plan: 0.0)
-        if deadline is not None or c.stage2_epochs is None:
-            if not self.distribution.multi_worker:
-                measured = self._measure_step(model, min(
-                    sizes if isinstance(sizes, tuple) else
-                    [planning.low_size(full) if sizes == "auto" else full]))
-                steps = self._steps_per_epoch(len(self._split("train").paths))
-                validation_steps = math.ceil(len(self._split("validation")) / self.global_batch)
-
-                def cost(plan):
-                    return planning.trace_seconds(plan, measured) + sum(planning.epoch_seconds(
-                        size, measured["size"], measured["seconds_per_step"], steps,
-                        validation_steps, full) for size in plan)
+        measured, cost = {}, planning.unmeasured_cost
+        if (deadline is not None or c.stage2_epochs is None) and \
+                not self.distribution.multi_worker:
+            measured = self._measure_step(model, min(
+                sizes if isinstance(sizes, tuple) else
+                [planning.low_size(full) if sizes == "auto" else full]))
+            cost = planning.measured_cost(
+                measured, full, self._steps_per_epoch(len(self._split("train").paths)),
+                pipeline.steps_per_epoch(len(self._split("validation")), self.global_batch))
         budget = None if deadline is None else deadline - time.monotonic()
         epochs, plan_sizes, estimate, why = planning.choose(
             full=full, sizes=sizes, epochs=c.stage2_epochs, budget_seconds=budget, cost=cost)
