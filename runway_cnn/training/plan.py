@@ -1,4 +1,5 @@
-"""Stage 2 planned to fit a time budget: how many epochs, at which training sizes, how deep.
+"""Stage 2 planned to fit a time budget: how many epochs, at which training sizes (how deep
+to unfreeze is ``--unfreeze``, the whole backbone by default; the plan does not choose it).
 
 A run measures its own training step (a few batches at the smallest size it would train at),
 scales it by image area to the other sizes, and picks the most epochs that fit the minutes left
