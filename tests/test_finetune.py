@@ -392,7 +392,8 @@ def test_a_resumed_stage_keeps_the_best_epoch_logged_before_it_stopped(tmp_path)
 
 @pytest.mark.parametrize("flag, value", [("batch_size", 0), ("stage2_epochs", -1),
                                          ("dropout", 1.0), ("top_k", 0),
-                                         ("stage1_solver", "sgd")])
+                                         ("stage1_solver", "sgd"), ("time_budget", -1.0),
+                                         ("stage2_sizes", "8,224")])
 def test_unusable_flag_values_are_one_clear_error(flag, value):
     with pytest.raises(RunwayError, match=f"--{flag}"):
         FinetuneConfig(dataset_dir="x", **{flag: value})
