@@ -112,8 +112,8 @@ def test_stage1_cached_features_equal_uncached(workspace):
 
 def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace):
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+
+    from runway_cnn.tasks.single_label import feature_scale
 
     tuner = FineTuner(_config(workspace, "lbfgs", stage1_solver="lbfgs", stage2_epochs=0))
     done = tuner.stage1()
@@ -123,13 +123,15 @@ def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace)
     train, val = (tuner.dataset.splits[s] for s in ("train", "validation"))
     features = tuner.features
     stack = lambda split: np.stack([features[p] for p in split.paths])
-    reference = make_pipeline(StandardScaler(),
-                              LogisticRegression(C=done["solver"]["C"], max_iter=2000))
-    reference.fit(stack(train), train.targets)
+    mean, scale = feature_scale(stack(train))
+    standardised = lambda split: (stack(split) - mean) / scale
+    reference = LogisticRegression(C=done["solver"]["C"], max_iter=2000)
+    reference.fit(standardised(train), train.targets)
     logits = tuner.head.predict(stack(val), verbose=0)
     np.testing.assert_allclose(tuner.task.probabilities(logits),
-                               reference.predict_proba(stack(val)), atol=1e-4)
-    assert done["validation"]["top1"] == pytest.approx(reference.score(stack(val), val.targets))
+                               reference.predict_proba(standardised(val)), atol=1e-4)
+    assert done["validation"]["top1"] == pytest.approx(
+        reference.score(standardised(val), val.targets))
     # the solution is what the stage stores: a new tuner on the same train dir loads it back
     again = FineTuner(_config(workspace, "lbfgs", stage1_solver="lbfgs", stage2_epochs=0))
     again.stage1()
@@ -138,21 +140,40 @@ def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace)
 
 def test_two_class_logistic_head_gives_scikit_learns_probabilities():
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from runway_cnn.tasks import get_task
+    from runway_cnn.tasks.single_label import feature_scale
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)).astype("float32"), rng.integers(0, 2, 60)
     x[y == 1] += 0.8
+    x[:, 4] *= 0.1  # below the median spread: scaled by the floor, not its own
     task = get_task("single_label", ["a", "b"])
     head = task.build_head(5)
     chosen = task.fit_head_convex(head, x[:40], y[:40], x[40:], y[40:])
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=chosen["C"], max_iter=2000))
-    reference.fit(x[:40], y[:40])
+    mean, scale = feature_scale(x[:40])
+    assert scale[4] == pytest.approx(np.median(x[:40].std(axis=0)))
+    reference = LogisticRegression(C=chosen["C"], max_iter=2000)
+    reference.fit((x[:40] - mean) / scale, y[:40])
     np.testing.assert_allclose(task.probabilities(head.predict(x, verbose=0)),
-                               reference.predict_proba(x), atol=1e-5)
+                               reference.predict_proba((x - mean) / scale), atol=1e-5)
+
+
+def test_stage1_gives_a_barely_varying_feature_no_outsized_weight():
+    """A feature almost constant on the training images must not dominate the logits when it
+    moves (stage 2's smaller, augmented images move it): its weight stays of the others' size."""
+    from runway_cnn.tasks import get_task
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 150)
+    x = rng.normal(size=(150, 6)).astype("float32")
+    x[np.arange(150), y] += 1.5
+    x[:, 5] = 1e-4 * (y + rng.normal(size=150))  # informative, but 10,000 times narrower
+    task = get_task("single_label", ["a", "b", "c"])
+    head = task.build_head(6)
+    task.fit_head_convex(head, x[:100], y[:100], x[100:], y[100:])
+    kernel = np.abs(head.get_layer("logits").kernel.numpy())
+    assert kernel[5].max() < 10 * kernel[:5].max()
 
 
 def test_stage1_breaks_accuracy_ties_by_validation_log_loss():

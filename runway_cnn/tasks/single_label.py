@@ -23,6 +23,19 @@ LABEL_COLUMN = "label"  # a --labels_csv's class column
 WORST_PAIRS = 10  # worst-confused class pairs reported by evaluation
 # inverse L2 strengths stage 1 chooses from, for standardised features
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+# features are divided by their standard deviation, but by no less than this quantile of them
+SCALE_FLOOR_QUANTILE = 0.5
+
+
+def feature_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale that standardise ``features`` for the convex head, each scale floored at
+    the median feature's: a feature that barely varies on the training images would otherwise
+    get a weight in proportion to ``1 / std`` and dominate the logits as soon as it moves (stage 2
+    trains on smaller, augmented images: the unfloored head started it at a loss worse than
+    chance and large gradients)."""
+    mean, std = features.mean(axis=0), features.std(axis=0)
+    floor = float(np.quantile(std, SCALE_FLOOR_QUANTILE))
+    return mean, np.maximum(std, floor if floor > 0 else 1.0)
 
 
 class SingleLabelTask(Task):
@@ -94,16 +107,15 @@ class SingleLabelTask(Task):
 
     def fit_head_convex(self, head, features, targets, val_features, val_targets):
         """scikit-learn's multinomial logistic regression (L-BFGS, L2 penalty ``1 / C``) on
-        standardised features, C from ``C_GRID`` by validation accuracy (ties: the lower
+        standardised features (:func:`feature_scale`), C from ``C_GRID`` by validation accuracy (ties: the lower
         validation log-loss, so that equal accuracies never leave the choice to round-off), copied
         into the head's dense layer with the standardisation folded in: the head then computes
         exactly the regression's logits from raw features."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import log_loss
-        from sklearn.preprocessing import StandardScaler
 
-        scaler = StandardScaler().fit(features)
-        x, val_x = scaler.transform(features), scaler.transform(val_features)
+        mean, scale = feature_scale(features)
+        x, val_x = (features - mean) / scale, (val_features - mean) / scale
         tried, best = [], None
         for c in C_GRID:
             model = LogisticRegression(C=c, max_iter=2000).fit(x, targets)
@@ -121,8 +133,8 @@ class SingleLabelTask(Task):
         if coef.shape[0] == 1:  # two classes: scikit-learn keeps only class 1's logit
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
-        coef = coef / scaler.scale_  # w·(x - μ)/σ + b = (w/σ)·x + (b - (w/σ)·μ)
-        intercept = intercept - coef @ scaler.mean_
+        coef = coef / scale  # w·(x - μ)/σ + b = (w/σ)·x + (b - (w/σ)·μ)
+        intercept = intercept - coef @ mean
         dense = head.get_layer("logits")
         kernel = np.zeros(dense.kernel.shape, "float32")
         bias = np.zeros(dense.bias.shape, "float32")
