@@ -61,7 +61,8 @@ def attribute_run(tmp_path_factory):
     result = fine_tune(FinetuneConfig(
         dataset_dir=str(photos), labels_csv=str(labels_csv), task="attributes",
         train_dir=str(root / "run"), hub_handle=str(make_tiny_hub_module(root / "hub")),
-        image_size=32, batch_size=8, validation_fraction=0.25, test_fraction=0.25, verbose=0))
+        image_size=32, batch_size=8, stage2_epochs=0, validation_fraction=0.25,
+        test_fraction=0.25, verbose=0))
     return root, photos, labels_csv, result
 
 

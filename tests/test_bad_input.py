@@ -415,7 +415,8 @@ def test_relative_paths_work_from_any_directory(corpus, tmp_path, monkeypatch):
     data = Path(os.path.relpath(corpus["dataset"]))
     run = fine_tune(FinetuneConfig(dataset_dir=str(data), train_dir="runs/rel",
                                    hub_handle=os.path.relpath(corpus["hub"]), image_size=32,
-                                   validation_fraction=0.2, test_fraction=0.2, verbose=0))
+                                   stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
+                                   verbose=0))
     assert run.export_path == tmp_path / "a" / "runs" / "rel" / "export" / "photos" / "1"
     monkeypatch.chdir(tmp_path / "b")
     again = reexport(tmp_path / "a" / "runs" / "rel")
@@ -426,8 +427,8 @@ def test_relative_paths_work_from_any_directory(corpus, tmp_path, monkeypatch):
 
 def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
     config = dict(dataset_dir=str(corpus["dataset"]), train_dir=str(tmp_path / "run"),
-                  hub_handle=str(corpus["hub"]), image_size=32, validation_fraction=0.2,
-                  test_fraction=0.2, verbose=0)
+                  hub_handle=str(corpus["hub"]), image_size=32, stage2_epochs=0,
+                  validation_fraction=0.2, test_fraction=0.2, verbose=0)
     first = fine_tune(**config)
     model_dir = first.export_path.parent
     abandoned = model_dir / f".tmp-export-{2 ** 22 + 1}-x"  # no such process

@@ -67,7 +67,7 @@ def trained(tmp_path_factory):
     result = fine_tune(FinetuneConfig(
         dataset_dir=str(photos), labels_csv=str(labels_csv), task="multi_label",
         train_dir=str(root / "run"), hub_handle=str(hub), image_size=32, batch_size=8,
-        validation_fraction=0.25, test_fraction=0.25, verbose=0))
+        stage2_epochs=0, validation_fraction=0.25, test_fraction=0.25, verbose=0))
     return root, photos, labels_csv, hub, result
 
 
@@ -271,8 +271,8 @@ def test_mlgcn_learns_co_occurring_labels_and_travels_with_its_graph(trained, tm
     result = fine_tune(FinetuneConfig(
         dataset_dir=str(photos), labels_csv=str(labels_csv), task="multi_label", head="mlgcn",
         loss="asl", train_dir=str(tmp_path / "run"), hub_handle=str(hub), image_size=32,
-        batch_size=8, stage1_epochs=30, learning_rate=3e-3, validation_fraction=0.25,
-        test_fraction=0.25, verbose=0))
+        batch_size=8, stage1_epochs=30, stage2_epochs=0, learning_rate=3e-3,
+        validation_fraction=0.25, test_fraction=0.25, verbose=0))
     assert result.metrics["stages"]["stage1"]["solver"] == {"solver": "adam"}
     chance = np.mean([c / result.metrics["test"]["num_examples"] for c in
                       result.metrics["label_counts"]["test"].values()])
@@ -335,7 +335,7 @@ def test_a_finished_run_exported_again_keeps_its_thresholds(trained, tmp_path):
     again = fine_tune(FinetuneConfig(
         dataset_dir=str(photos), labels_csv=str(labels_csv), task="multi_label",
         train_dir=str(train_dir), hub_handle=str(hub), image_size=32, batch_size=8,
-        validation_fraction=0.25, test_fraction=0.25, verbose=0))
+        stage2_epochs=0, validation_fraction=0.25, test_fraction=0.25, verbose=0))
     assert again.export_path.parent.parent == train_dir / "export"  # exported anew
     np.testing.assert_allclose(Predictor(again.export_path).task.thresholds,
                                result.task.config()["thresholds"])

@@ -31,7 +31,8 @@ def chain(tmp_path_factory):
                                      hub_handle=str(hub), stage2_epochs=1, unfreeze="all",
                                      stage2_learning_rate=0.05, **common))
     second = fine_tune(FinetuneConfig(dataset_dir=str(second_data), train_dir=str(root / "r2"),
-                                      init_from=str(first.export_path), **common))
+                                      init_from=str(first.export_path), stage2_epochs=0,
+                                      **common))
     return root, hub, first, second, second_data, common
 
 
@@ -60,7 +61,8 @@ def test_chains_of_any_length_are_recorded(chain, tmp_path):
     assert first.metrics["chain"] == [f"hub:{hub}"]
     assert second.metrics["chain"] == [f"hub:{hub}", f"run:{first.export_path}"]
     third = fine_tune(FinetuneConfig(dataset_dir=str(second_data), train_dir=str(tmp_path / "r3"),
-                                     init_from_run=str(second.train_dir), **common))
+                                     init_from_run=str(second.train_dir), stage2_epochs=0,
+                                     **common))
     assert third.metrics["chain"] == [f"hub:{hub}", f"run:{first.export_path}",
                                       f"run:{second.export_path}"]
     assert third.metrics["test"]["top1"] >= 0.5

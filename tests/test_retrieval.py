@@ -47,7 +47,7 @@ def retrieval_data(tmp_path_factory):
             default_weights=None))
     result = fine_tune(FinetuneConfig(dataset_dir=str(gallery), train_dir=str(root / "run"),
                                       hub_handle=str(hub), image_size=32, batch_size=8,
-                                      verbose=0))
+                                      stage2_epochs=0, verbose=0))
     return root, gallery, queries, result
 
 

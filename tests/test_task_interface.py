@@ -185,8 +185,8 @@ def toy_run(tmp_path_factory):
         dataset_dir=str(photos), labels_csv=str(root / "attributes.csv"),
         task="toy_attributes", train_dir=str(root / "run"),
         hub_handle=str(make_tiny_hub_module(root / "hub")), image_size=32, batch_size=8,
-        stage1_epochs=30, learning_rate=1e-2, validation_fraction=0.25, test_fraction=0.25,
-        verbose=0))
+        stage1_epochs=30, stage2_epochs=0, learning_rate=1e-2, validation_fraction=0.25,
+        test_fraction=0.25, verbose=0))
     return root, photos, result
 
 
