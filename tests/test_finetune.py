@@ -214,8 +214,8 @@ def test_stage2_runs_by_default_planned_to_fit_the_time_budget(workspace, capsys
     stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
     plan = stage2["plan"]
     assert not stage2.get("skipped") and 1 <= plan["epochs"] <= planning.MAX_EPOCHS
-    assert plan["unfreeze"] == "all" and plan["sizes"][-1] == 32  # ends at the evaluation size
-    assert plan["sizes"] == list(planning.progressive_sizes(32, plan["epochs"]))
+    assert plan["unfreeze"] == "all" and plan["sizes"] == [32] * plan["epochs"]  # the budget
+    assert plan["epochs"] >= planning.MIN_FULL_EPOCHS  # fits full-size epochs: no lower sizes
     assert plan["measured"]["size"] == planning.low_size(32) == 16
     assert 0 < plan["measured"]["seconds_per_step"] and plan["estimated_seconds"] <= \
         plan["budget_seconds"] < 600

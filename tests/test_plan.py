@@ -30,8 +30,12 @@ def test_the_most_epochs_that_fit_the_budget_are_planned():
     fits_two = cost(planning.progressive_sizes(224, 2)) + 1.0
     epochs, sizes, estimate, why = planning.choose(full=224, sizes="auto", epochs=None,
                                                    budget_seconds=fits_two, cost=cost)
-    assert (epochs, sizes) == (2, (144, 224)) and estimate <= fits_two
-    assert why == "the most that fit the budget"
+    assert (epochs, sizes) == (2, (144, 224)) and estimate <= fits_two  # one fits at 224 px
+    assert why == "the most that fit the budget; fewer than 2 fit at 224 px"
+    fits_two_full = cost((224, 224)) + 1.0
+    epochs, sizes, _, why = planning.choose(full=224, sizes="auto", epochs=None,
+                                            budget_seconds=fits_two_full, cost=cost)
+    assert (epochs, sizes) == (2, (224, 224)) and why == "the most that fit the budget"
     epochs, sizes, _, _ = planning.choose(full=224, sizes="full", epochs=None,
                                           budget_seconds=fits_two, cost=cost)
     assert (epochs, sizes) == (1, (224,))  # full-size epochs cost more: one fits
@@ -57,7 +61,7 @@ def test_no_epoch_fits_a_tiny_budget_and_the_plan_says_what_one_needs():
 
 def test_given_epochs_or_sizes_are_kept_whatever_the_budget():
     assert planning.choose(full=224, sizes="auto", epochs=3, budget_seconds=1.0,
-                           cost=_cost())[:2] == (3, (144, 192, 224))
+                           cost=_cost())[:2] == (3, (224, 224, 224))
     assert planning.choose(full=224, sizes=(128, 224), epochs=None, budget_seconds=None,
                            cost=_cost())[:2] == (2, (128, 224))
     assert planning.choose(full=224, sizes="auto", epochs=None, budget_seconds=None,

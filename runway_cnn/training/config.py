@@ -105,9 +105,10 @@ class FinetuneConfig:
                                     "step, plans its epochs and sizes to end inside the budget, "
                                     "and stops early if an epoch would pass it (default: 10 on a "
                                     "CPU, none on a GPU; 0: none)")
-    stage2_sizes: str = _opt("auto", "stage-2 training image sizes: auto (progressive, from 5/8 "
-                                     "of --image_size up to it, the last epoch at it: cheaper "
-                                     "epochs, FixRes), full (every epoch at --image_size), or "
+    stage2_sizes: str = _opt("auto", "stage-2 training image sizes: auto (--image_size; when "
+                                     "the budget fits fewer than 2 epochs there, progressive "
+                                     "from 5/8 of it up to it, the last epoch at it: cheaper "
+                                     "epochs, FixRes), full (always --image_size), or "
                                      "comma-separated sizes, one per epoch")
     learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam); with several replicas "
                                       "(--strategy) both stages' rates are multiplied by their "

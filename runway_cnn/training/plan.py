@@ -1,12 +1,14 @@
 """Stage 2 planned to fit a time budget: how many epochs, at which training sizes (how deep
 to unfreeze is ``--unfreeze``, the whole backbone by default; the plan does not choose it).
 
-A run measures its own training step (a few batches at the smallest size it would train at),
+A run measures its own training step (a few batches at the smallest size it could train at),
 scales it by image area to the other sizes, and picks the most epochs that fit the minutes left
-of ``--time_budget``. Sizes grow from about 5/8 of the evaluation size to the evaluation size
-(progressive resizing, fastai-style; FixRes: a net trained on random-resized crops at a lower
-size does well, often better, at the full size), the last epoch always at the evaluation size,
-so the best epoch is chosen on validation at the size the export sees.
+of ``--time_budget``, at the evaluation size. Lower sizes are a way to buy epochs when the budget
+is short: when fewer than ``MIN_FULL_EPOCHS`` fit at the evaluation size, sizes grow from about
+5/8 of it to it (progressive resizing, fastai-style; FixRes), the last epoch always at the
+evaluation size, so the best epoch is chosen on validation at the size the export sees. At equal
+epochs, full-size epochs did better on the data measured (BENCHMARKS.md): an epoch at a low size
+first costs validation accuracy that a few epochs do not win back.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import numpy as np
 
 from runway_cnn.errors import RunwayError
 
-MAX_EPOCHS = 4  # planned epochs when the budget allows more (issue 14's curve peaked at 2-3)
+MAX_EPOCHS = 8  # planned epochs when the budget allows more
+MIN_FULL_EPOCHS = 2  # fewer full-size epochs than this in the budget: progressive sizes instead
 LOW_FRACTION = 0.625  # the first epoch's size as a share of the evaluation size
 SIZE_MULTIPLE = 16
 SIZE_MODES = ("auto", "full")
@@ -128,12 +131,18 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
            budget_seconds: float | None, cost: Callable[[Sequence[int]], float],
            max_epochs: int = MAX_EPOCHS) -> tuple[int, tuple[int, ...], float, str]:
     """Epochs and sizes: given ``epochs`` (the sizes follow), else the most epochs up to
-    ``max_epochs`` whose ``cost`` (seconds of a list of sizes) fits ``budget_seconds``. Returns
-    ``(epochs, sizes, estimated seconds, why)``; 0 epochs when not even one fits."""
-    def ladder(n: int) -> tuple[int, ...]:
+    ``max_epochs`` whose ``cost`` (seconds of a list of sizes) fits ``budget_seconds``; ``auto``
+    sizes are the full size unless fewer than ``MIN_FULL_EPOCHS`` fit there and a progressive
+    ladder fits more. Returns ``(epochs, sizes, estimated seconds, why)``; 0 epochs when not
+    even one fits."""
+    def ladder(n: int, progressive: bool = False) -> tuple[int, ...]:
         if isinstance(sizes, tuple):
             return tuple(sizes[min(e, len(sizes) - 1)] for e in range(n))
-        return progressive_sizes(full, n) if sizes == "auto" else (full,) * n
+        return progressive_sizes(full, n) if progressive else (full,) * n
+
+    def most(progressive: bool) -> int:
+        return next((n for n in range(max_epochs, 0, -1)
+                     if cost(ladder(n, progressive)) <= budget_seconds), 0)
 
     if epochs is None and isinstance(sizes, tuple):
         epochs, given = len(sizes), "--stage2_sizes"
@@ -145,12 +154,16 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
     if budget_seconds is None:
         plan = ladder(max_epochs)
         return max_epochs, plan, cost(plan), "no time budget"
-    for n in range(max_epochs, 0, -1):
-        plan = ladder(n)
-        if cost(plan) <= budget_seconds:
-            why = "the most that fit the budget" if n < max_epochs else \
-                f"the most planned ({max_epochs}); the budget would allow more"
-            return n, plan, cost(plan), why
+    n, progressive = most(False), False
+    if sizes == "auto" and n < MIN_FULL_EPOCHS and most(True) > n:
+        n, progressive = most(True), True
+    if n:
+        plan = ladder(n, progressive)
+        why = "the most that fit the budget" if n < max_epochs else \
+            f"the most planned ({max_epochs}); the budget would allow more"
+        if progressive:
+            why += f"; fewer than {MIN_FULL_EPOCHS} fit at {full} px"
+        return n, plan, cost(plan), why
     if sizes == "auto" and cost((low_size(full),)) <= budget_seconds:
         plan = (low_size(full),)
         return 1, plan, cost(plan), "one epoch at the smallest size fits the budget"
