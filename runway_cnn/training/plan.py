@@ -6,9 +6,10 @@ scales it by image area to the other sizes, and picks the most epochs that fit t
 of ``--time_budget``, at the evaluation size. Lower sizes are a way to buy epochs when the budget
 is short: when fewer than ``MIN_FULL_EPOCHS`` fit at the evaluation size, sizes grow from about
 5/8 of it to it (progressive resizing, fastai-style; FixRes), the last epoch always at the
-evaluation size, so the best epoch is chosen on validation at the size the export sees. At equal
-epochs, full-size epochs did better on the data measured (BENCHMARKS.md): an epoch at a low size
-first costs validation accuracy that a few epochs do not win back.
+evaluation size, so the best epoch is chosen on validation at the size the export sees. Whether
+full-size or progressive epochs train better is not settled by what was measured (BENCHMARKS.md:
+one validation photo apart); full size is the default because it needs no assumption about how
+a lower training size transfers to the evaluation size.
 """
 from __future__ import annotations
 
