@@ -107,10 +107,10 @@ class SingleLabelTask(Task):
 
     def fit_head_convex(self, head, features, targets, val_features, val_targets):
         """scikit-learn's multinomial logistic regression (L-BFGS, L2 penalty ``1 / C``) on
-        standardised features (:func:`feature_scale`), C from ``C_GRID`` by validation accuracy (ties: the lower
-        validation log-loss, so that equal accuracies never leave the choice to round-off), copied
-        into the head's dense layer with the standardisation folded in: the head then computes
-        exactly the regression's logits from raw features."""
+        standardised features (:func:`feature_scale`), C from ``C_GRID`` by validation accuracy
+        (ties: the lower validation log-loss, so that equal accuracies never leave the choice to
+        round-off), copied into the head's dense layer with the standardisation folded in: the
+        head then computes exactly the regression's logits from raw features."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import log_loss
 

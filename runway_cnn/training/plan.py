@@ -156,8 +156,10 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
         plan = ladder(max_epochs)
         return max_epochs, plan, cost(plan), "no time budget"
     n, progressive = most(False), False
-    if sizes == "auto" and n < MIN_FULL_EPOCHS and most(True) > n:
-        n, progressive = most(True), True
+    if sizes == "auto" and n < MIN_FULL_EPOCHS:
+        n_progressive = most(True)
+        if n_progressive > n:
+            n, progressive = n_progressive, True
     if n:
         plan = ladder(n, progressive)
         why = "the most that fit the budget" if n < max_epochs else \
