@@ -7,7 +7,6 @@ import html
 import io
 from pathlib import Path
 
-
 from runway_cnn import plots
 
 THUMB = 96  # pixels, the longer side of a thumbnail

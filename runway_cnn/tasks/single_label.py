@@ -34,8 +34,9 @@ def feature_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     trains on smaller, augmented images: the unfloored head started it at a loss worse than
     chance and large gradients)."""
     mean, std = features.mean(axis=0), features.std(axis=0)
-    floor = float(np.quantile(std, SCALE_FLOOR_QUANTILE))
-    return mean, np.maximum(std, floor if floor > 0 else 1.0)
+    varying = std[std > 0]  # constant features (std 0) must not pull the floor down to 0
+    floor = float(np.quantile(varying, SCALE_FLOOR_QUANTILE)) if varying.size else 1.0
+    return mean, np.maximum(std, floor)
 
 
 class SingleLabelTask(Task):
