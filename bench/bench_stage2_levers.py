@@ -13,6 +13,15 @@ otherwise, each variant a fresh run.
   the rate per variable), to measure it before it goes into the package.
 - ``progressive``: ``--stage2_sizes auto`` at 4 given epochs is the full size now; this gives
   the old ladder, 144 → 176 → 192 → 224.
+- ``ema``: an exponential moving average of the weights (Keras' ``use_ema``, momentum
+  ``EMA_MOMENTUM``), validated, kept and exported in place of the raw weights
+  (``SwapEMAWeights(swap_on_epoch=True)`` before the checkpoint callback).
+- ``venue_augmentation``: stronger crops and colour jitter against the runway venue shortcut
+  (``VENUE_AUGMENTATION`` instead of the default ``Augmentation()``).
+
+``--runway_season_seed S`` runs the variants on runway brands with each multi-season brand's
+newest season held out (``bench/bench_time_budget.py``'s ``SeasonSplit``, seed S) instead of
+``--dataset_dir``.
 
 Writes ``OUT/<variant>.json`` (validation / test of each split, stage-2 history, minutes); a
 variant whose file exists is not run again.
@@ -27,10 +36,14 @@ from pathlib import Path
 import keras
 
 from runway_cnn import FinetuneConfig, fine_tune
+from runway_cnn.data.preprocessing import Augmentation
 from runway_cnn.training import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 LLRD_BOTTOM = 0.1  # the stem's share of the stage-2 learning rate
+EMA_MOMENTUM = 0.99  # Keras' default: an average over about the last 100 steps
+VENUE_AUGMENTATION = Augmentation(min_crop_area=0.15, brightness=0.3, contrast=0.3,
+                                  saturation=0.4)
 
 
 class LayerwiseAdam(keras.optimizers.Adam):
@@ -60,11 +73,41 @@ def _llrd_compile(self, model: keras.Model, learning_rate) -> None:
                       jit_compile=self.device.jit_compile)
 
 
+def _ema_compile(self, model: keras.Model, learning_rate) -> None:
+    with self.distribution.scope():
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate, use_ema=True,
+                                                      ema_momentum=EMA_MOMENTUM),
+                      loss=self.task.loss(), metrics=self.task.metrics(),
+                      jit_compile=self.device.jit_compile)
+
+
+def _ema_callbacks(*args, **kwargs) -> list[keras.callbacks.Callback]:
+    # first, so that the checkpoint and the history see the averaged weights
+    return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), *PLAIN["callbacks"](*args, **kwargs)]
+
+
+PLAIN = {"compile": trainer.FineTuner._compile, "callbacks": trainer._callbacks,
+         "augmentation": trainer.Augmentation}
+PATCHES = {"llrd": {"compile": _llrd_compile},
+           "ema": {"compile": _ema_compile, "callbacks": _ema_callbacks},
+           "venue_augmentation": {"augmentation": lambda: VENUE_AUGMENTATION}}
+
+
+def _patch(variant: str) -> None:
+    """Puts ``variant``'s replacements (or the package's own code) into the trainer."""
+    chosen = {**PLAIN, **PATCHES.get(variant, {})}
+    trainer.FineTuner._compile = chosen["compile"]
+    trainer._callbacks = chosen["callbacks"]
+    trainer.Augmentation = chosen["augmentation"]
+
+
 VARIANTS = {
     "baseline": {},
     "no_smoothing": {"label_smoothing": 0.0},
     "llrd": {},
     "progressive": {"stage2_sizes": "144,176,192,224"},
+    "ema": {},
+    "venue_augmentation": {},
 }
 
 
@@ -74,18 +117,28 @@ def main() -> None:
     parser.add_argument("--dataset_dir",
                         default=str(REPO.parent / "shared" / "data" / "zalando-dresses" / "brands"))
     parser.add_argument("--num_splits", type=int, default=1)
+    parser.add_argument("--runway_season_seed", type=int, default=None)
     parser.add_argument("--out", default="/tmp/bench_stage2_levers")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plain_compile = trainer.FineTuner._compile
+    runway = None
     for variant in args.variants.split(","):
         path = out / f"{variant}.json"
         if path.exists():
             continue
-        trainer.FineTuner._compile = _llrd_compile if variant == "llrd" else plain_compile
+        _patch(variant)
         settings = {"stage2_epochs": 4, "stage2_sizes": "full", **VARIANTS[variant]}
         start = time.perf_counter()
+        if args.runway_season_seed is not None:
+            from bench.bench_time_budget import SeasonSplit
+
+            runway = runway or SeasonSplit(out)
+            result = {"settings": settings, "seed": args.runway_season_seed,
+                      **runway.run(out / variant, args.runway_season_seed, **settings)}
+            path.write_text(json.dumps(result, indent=2, default=str))
+            print(variant, result["validation"], result["test"], flush=True)
+            continue
         summary = fine_tune(FinetuneConfig(dataset_dir=args.dataset_dir,
                                            train_dir=str(out / variant),
                                            num_splits=args.num_splits, verbose=2,

@@ -64,41 +64,54 @@ def small(out: Path, sizes: str = "auto") -> dict:
     return result
 
 
-def season(out: Path, seeds: list[int]) -> dict:
-    sys.path.insert(0, str(REPO))
-    from bench.bench_runway_splits import season_split
-    from runway_cnn import FinetuneConfig
-    from runway_cnn.training.datasets import load_dataset
-    from runway_cnn.training.experiments import SharedWork
-    from runway_cnn.training.trainer import FineTuner
+class SeasonSplit:
+    """Runway brands with each multi-season brand's newest season held out (the split of
+    ``bench/bench_runway_splits.py``): the backbone and the frozen features are built once and
+    shared by every run."""
 
-    features = Path("/tmp/bench/runway_exp")  # the grouped experiment's cached features
-    config = FinetuneConfig(dataset_dir=str(DATA / "runway-brands"), train_dir=str(features),
-                            verbose=2)
-    dataset, _ = load_dataset(config, out / "season_work")
-    pool = dataset.pooled()
-    shared = SharedWork(config, pool, features)
-    probe = features / "season_split.json"
-    probe = {r["seed"]: r for r in json.loads(probe.read_text())["runs"]} if probe.exists() else {}
+    def __init__(self, out: Path):
+        sys.path.insert(0, str(REPO))
+        from runway_cnn import FinetuneConfig
+        from runway_cnn.training.datasets import load_dataset
+        from runway_cnn.training.experiments import SharedWork
+
+        features = Path("/tmp/bench/runway_exp")  # the grouped experiment's cached features
+        self.config = FinetuneConfig(dataset_dir=str(DATA / "runway-brands"),
+                                     train_dir=str(features), verbose=2)
+        self.dataset, _ = load_dataset(self.config, out / "season_work")
+        self.pool = self.dataset.pooled()
+        self.shared = SharedWork(self.config, self.pool, features)
+        probe = features / "season_split.json"
+        self.probe = ({r["seed"]: r for r in json.loads(probe.read_text())["runs"]}
+                      if probe.exists() else {})
+
+    def run(self, train_dir: Path, seed: int, **settings) -> dict:
+        """One fresh run on seed ``seed``'s split with ``settings``; its figures and plan."""
+        from bench.bench_runway_splits import season_split
+        from runway_cnn.training.trainer import FineTuner
+
+        split = season_split(self.pool.sources, self.pool.targets, seed)
+        run = dataclasses.replace(self.config, train_dir=str(train_dir), seed=seed, **settings)
+        self.shared.reset_backbone()
+        start = time.perf_counter()
+        tuner = FineTuner(run, dataset=self.dataset.resplit(split),
+                          backbone=self.shared.backbone, features=self.shared.features)
+        metrics = (tuner.finished() or tuner.run()).metrics
+        return {"test": metrics["test"]["top1"], "validation": metrics["validation"]["top1"],
+                "seconds": time.perf_counter() - start, **_stage2(metrics)}
+
+
+def season(out: Path, seeds: list[int]) -> dict:
+    runway = SeasonSplit(out)
     rows = []
     for seed in seeds:
-        split = season_split(pool.sources, pool.targets, seed)
         row = {"seed": seed}
         for name, stage2 in (("probe", 0), ("default", None)):
-            if name == "probe" and seed in probe:
-                row["probe"] = {"test": probe[seed]["top1"],
-                                "validation": probe[seed]["validation_top1"]}
+            if name == "probe" and seed in runway.probe:
+                row["probe"] = {"test": runway.probe[seed]["top1"],
+                                "validation": runway.probe[seed]["validation_top1"]}
                 continue
-            run = dataclasses.replace(config, train_dir=str(out / f"season_{name}_{seed:02d}"),
-                                      seed=seed, stage2_epochs=stage2)
-            shared.reset_backbone()
-            start = time.perf_counter()
-            tuner = FineTuner(run, dataset=dataset.resplit(split), backbone=shared.backbone,
-                              features=shared.features)
-            metrics = (tuner.finished() or tuner.run()).metrics
-            row[name] = {"test": metrics["test"]["top1"],
-                         "validation": metrics["validation"]["top1"],
-                         "seconds": time.perf_counter() - start, **_stage2(metrics)}
+            row[name] = runway.run(out / f"season_{name}_{seed:02d}", seed, stage2_epochs=stage2)
         rows.append(row)
         print(f"season split, seed {seed}: probe {row['probe']['test']:.3f}, default "
               f"{row['default']['test']:.3f}", flush=True)
