@@ -25,8 +25,8 @@ import numpy as np
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.factory import get_backbone
+from runway_cnn.backbones.features import extract_features
 from runway_cnn.tasks import AttributeTask, SingleLabelTask, labels_for_run
-from runway_cnn.training.features import extract_features
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {  # name → (image folder, labels CSV, --attributes)

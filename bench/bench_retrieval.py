@@ -31,6 +31,7 @@ import numpy as np
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.factory import get_backbone
+from runway_cnn.backbones.features import extract_features
 from runway_cnn.inference.predict import list_images
 from runway_cnn.inference.retrieval import (
     Searcher,
@@ -38,7 +39,6 @@ from runway_cnn.inference.retrieval import (
     evaluate_image_index,
     faiss_available,
 )
-from runway_cnn.training.features import extract_features
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMALL, OTHER = DATA / "clothing-small", DATA / "clothing-other"

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from runway_cnn.backbones.factory import get_backbone
+from runway_cnn.backbones.features import extract_features
 from runway_cnn.data import folders as data
 from runway_cnn.training.config import FinetuneConfig
-from runway_cnn.training.features import extract_features
 from runway_cnn.training.trainer import FineTuner
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -448,7 +448,7 @@ def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
 
 
 def test_a_damaged_feature_cache_is_recomputed(tmp_path, capsys):
-    from runway_cnn.training import features
+    from runway_cnn.backbones import features
 
     from runway_cnn.runfiles import TrainDir
 

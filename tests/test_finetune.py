@@ -15,12 +15,12 @@ from conftest import killed_in_stage2, make_image_folder
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
+from runway_cnn.backbones.features import extract_features
 from runway_cnn.errors import RunwayError
 from runway_cnn.runfiles import StageDir
 from runway_cnn.training import plan as planning
 from runway_cnn.training import schedule
 from runway_cnn.training import trainer as trainer_module
-from runway_cnn.training.features import extract_features
 from runway_cnn.training.trainer import FineTuner
 
 CLASSES = ("checks", "circles", "hstripes", "vstripes")

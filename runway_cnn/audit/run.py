@@ -93,7 +93,7 @@ class Audit:
 
     # -- features and hashes (cached in the output dir) ---------------------------------------
     def features(self) -> np.ndarray:
-        from runway_cnn.training.features import extract_features, load_features, save_features
+        from runway_cnn.backbones.features import extract_features, load_features, save_features
         from runway_cnn.training.trainer import build_backbone
 
         files = TrainDir(self.out)

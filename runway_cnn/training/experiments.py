@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from runway_cnn.backbones.factory import Backbone
+from runway_cnn.backbones.features import extract_features, load_features, save_features
 from runway_cnn.data import folders as data
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.errors import DataError, RunwayError
@@ -38,7 +39,6 @@ from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
-from runway_cnn.training.features import extract_features, load_features, save_features
 from runway_cnn.training.runtime import configure_device, make_distribution
 from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
 

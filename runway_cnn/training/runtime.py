@@ -11,16 +11,16 @@ import shutil
 import socket
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
 
+from runway_cnn.backbones.features import batch_predictor
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.training.config import STRATEGIES, WORKER_TIMEOUT
 
@@ -415,24 +415,6 @@ class _Peer:
             except OSError as error:
                 self.reason = first_line(error)
         return False
-
-
-_LOCAL_CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → its tf.function
-
-
-def batch_predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch of inputs → the model's outputs (inference mode) on this process alone. Under a
-    multi-worker strategy Keras' ``predict`` would shard the data over the workers, and a worker
-    whose shard ends first feeds the model an empty batch (which some CPU kernels refuse), so
-    every worker runs the model on all the data itself with no collective ops (the same outputs
-    on every worker, at N times the compute)."""
-    if not isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return model.predict_on_batch
-    if model not in _LOCAL_CALLS:
-        _LOCAL_CALLS[model] = tf.function(lambda x: model(x, training=False),
-                                          reduce_retracing=True)
-    call = _LOCAL_CALLS[model]
-    return lambda x: np.asarray(call(x))
 
 
 def predict_rows(model: keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarray:

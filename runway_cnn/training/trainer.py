@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from runway_cnn.backbones.factory import Backbone, backbone_chain, get_backbone
+from runway_cnn.backbones.features import extract_features
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset, Split
@@ -32,7 +33,6 @@ from runway_cnn.training import plan as planning
 from runway_cnn.training import schedule
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
-from runway_cnn.training.features import extract_features
 from runway_cnn.training.runtime import (
     DeviceSettings,
     Distribution,
