@@ -235,7 +235,7 @@ def _absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _split_spec(text: str) -> ModelSpec:
+def _split_spec(text: str | ModelSpec) -> ModelSpec:
     """The spec ``text`` spells, its local paths made absolute (nothing checked yet)."""
     prefix, colon, rest = str(text).partition(":")
     if not colon:
