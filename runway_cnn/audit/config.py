@@ -35,8 +35,10 @@ class AuditConfig:
                                "predicts the group, label errors are cross-validated by group")
     train_dir: str = _opt(None, "a finished run's train dir: duplicates are reported within "
                                 "and across ITS splits (its splits.json)")
-    model_name: str = _opt("efficientnet_lite0", "backbone registry name (the features)")
-    hub_handle: str = _opt(None, "a TF-Hub image feature-vector handle; overrides --model_name")
+    model_name: str = _opt(None, "the backbone of the features, as for finetune: a registry "
+                                 "name, hub:URL_OR_DIR, keras:NAME[:WEIGHTS_FILE] or "
+                                 "run:TRAIN_OR_EXPORT_DIR (default: efficientnet_lite0)")
+    hub_handle: str = _opt(None, "the same as --model_name hub:HUB_HANDLE (its earlier form)")
     image_size: int = _opt(None, "input resolution (default: the backbone's)")
     batch_size: int = _opt(32, "images per batch of the feature pass")
     near_duplicate_cosine: float = _opt(NEAR_DUPLICATE_COSINE,

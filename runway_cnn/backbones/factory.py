@@ -1,5 +1,6 @@
-"""The nets factory: a backbone is a name (or a TF-Hub handle, or a previous run) → a Keras model
-mapping float32 [0, 1] images to a pooled feature vector, plus the preprocessing it needs.
+"""The nets factory: a backbone is a spec (a registry name, ``hub:`` a TF-Hub handle, ``keras:`` a
+Keras application with a weights file, ``run:`` a previous run) → a Keras model mapping float32
+[0, 1] images to a pooled feature vector, plus the preprocessing it needs.
 
 One registry entry holds everything about a backbone (builder, input size, normalisation, feature
 width, where its weights come from), so nothing has to be kept in step by hand.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import keras
 import numpy as np
@@ -23,7 +24,7 @@ from runway_cnn.data.preprocessing import (
     Normalization,
     PreprocessingSpec,
 )
-from runway_cnn.errors import BackboneError, first_line
+from runway_cnn.errors import BackboneError, CheckpointError, first_line
 from runway_cnn.registry import Registry
 from runway_cnn.runfiles import read_assets, resolve_export
 
@@ -48,6 +49,7 @@ class BackboneEntry:
     architecture_weights: object = None  # builds the architecture with the least download
     crop_fraction: float = 0.875
     description: str = ""
+    keras_application: bool = False  # its weights may be a Keras weights file (``keras:``)
 
 
 POOLINGS = ("avg", "max")
@@ -92,8 +94,6 @@ BACKBONES: Registry[BackboneEntry] = Registry("backbone")
 
 def _keras_application(constructor: str, **extra) -> Callable[[object, int], keras.Model]:
     def build(weights, image_size: int) -> keras.Model:
-        if weights not in (None, "imagenet") and not os.path.isfile(os.fspath(weights)):
-            raise BackboneError(f"weights file {weights!r} not found")
         app = getattr(keras.applications, constructor)
         try:
             return app(include_top=False, weights=weights, pooling=None,
@@ -121,7 +121,7 @@ def _register_keras_applications() -> None:
                      (456, 2048), (528, 2304), (600, 2560)]
     for i, (size, _) in enumerate(efficientnets):
         BACKBONES.register(f"efficientnet_b{i}", BackboneEntry(
-            _keras_application(f"EfficientNetB{i}"), size, ZERO_TO_255,
+            _keras_application(f"EfficientNetB{i}"), size, ZERO_TO_255, keras_application=True,
             description=f"Keras EfficientNetB{i} (ImageNet weights need internet)"))
     table = {
         "inception_v3": ("InceptionV3", 299, MINUS_ONE_TO_ONE, {}),
@@ -132,7 +132,7 @@ def _register_keras_applications() -> None:
     }
     for name, (constructor, size, norm, extra) in table.items():
         BACKBONES.register(name, BackboneEntry(
-            _keras_application(constructor, **extra), size, norm,
+            _keras_application(constructor, **extra), size, norm, keras_application=True,
             description=f"Keras {constructor} (ImageNet weights need internet)"))
 
 
@@ -206,23 +206,131 @@ def _feature_dim(model: keras.Model, image_size: int, what: str) -> int:
     return int(out.shape[-1])
 
 
-def get_backbone(name: str | None = None, *, hub_handle: str | None = None,
+DEFAULT_BACKBONE = "efficientnet_lite0"
+SPEC_FORMS = ("a registry name (see --list_backbones), hub:URL_OR_DIR, keras:NAME[:WEIGHTS_FILE] "
+              "or run:TRAIN_OR_EXPORT_DIR")
+# the older flags that name a weight source, and the spec prefix each stands for
+ALIAS_PREFIXES = {"hub_handle": "hub", "init_from": "run", "init_from_run": "run",
+                  "from_run": "run"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One weight source, as ``--model_name`` spells it (keras-hub's ``from_preset`` idea):
+    ``source`` ``registry`` (``target`` a registry name), ``hub`` (a TF-Hub handle: URL or local
+    SavedModel dir), ``keras`` (a Keras application of the registry, with ``weights_file`` if
+    given) or ``run`` (a previous run's train dir or export). Local paths are absolute."""
+
+    source: str
+    target: str
+    weights_file: str | None = None
+
+    def __str__(self) -> str:
+        if self.source == "registry":
+            return self.target
+        return ":".join(x for x in (self.source, self.target, self.weights_file) if x)
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _split_spec(text: str | ModelSpec) -> ModelSpec:
+    """The spec ``text`` spells, its local paths made absolute (nothing checked yet)."""
+    prefix, colon, rest = str(text).partition(":")
+    if not colon:
+        return ModelSpec("registry", prefix)
+    if prefix not in ("hub", "keras", "run") or not rest:
+        raise BackboneError(f"--model_name {text!r}: not a backbone spec; give {SPEC_FORMS}")
+    if prefix == "keras":
+        name, _, weights_file = rest.partition(":")
+        return ModelSpec("keras", name, _absolute(weights_file) if weights_file else None)
+    return ModelSpec(prefix, rest if "://" in rest else _absolute(rest))
+
+
+def _checked(spec: ModelSpec) -> ModelSpec:
+    """``spec`` if what it names is there: a registered name, a local directory, a file."""
+    if spec.source in ("registry", "keras"):
+        entry = BACKBONES.get(spec.target)  # unknown: one line listing the known names
+        if spec.source == "keras" and not entry.keras_application:
+            raise BackboneError(f"--model_name {spec}: {spec.target!r} is not a Keras application "
+                                "of the registry (see --list_backbones)")
+        if spec.weights_file and not os.path.isfile(spec.weights_file):
+            raise BackboneError(f"weights file {spec.weights_file!r} of {spec.target} not "
+                                "found")
+    elif spec.source == "hub" and "://" not in spec.target and not os.path.isdir(spec.target):
+        raise BackboneError(f"TF-Hub handle {spec.target!r}: no such directory")
+    elif spec.source == "run" and not os.path.exists(spec.target):
+        raise CheckpointError(f"previous run {spec.target} does not exist")
+    return spec
+
+
+def parse_model_spec(text: str | ModelSpec) -> ModelSpec:
+    """The :class:`ModelSpec` a ``--model_name`` value names; a spec that is not one, or names
+    something that is not there, is a one-line error naming it."""
+    return _checked(_split_spec(str(text)))
+
+
+def model_spec(model_name: str | ModelSpec | None = None, weights: object = "default",
+               **aliases: str | None) -> tuple[ModelSpec, object]:
+    """The one weight source that ``model_name`` and the older flags name (``hub_handle=X`` is
+    ``hub:X``, ``init_from`` / ``init_from_run`` / ``from_run=D`` are ``run:D``; nothing given:
+    :data:`DEFAULT_BACKBONE`), with the ``weights`` left to apply: a weights file given with a
+    Keras application's name becomes its ``keras:NAME:FILE`` spec. Two sources are an error."""
+    given = {} if model_name is None else {f"--model_name {model_name}": _split_spec(model_name)}
+    given.update({f"--{flag} {value}": _split_spec(f"{ALIAS_PREFIXES[flag]}:{value}")
+                  for flag, value in aliases.items() if value is not None})
+    if len(set(given.values())) > 1:
+        raise BackboneError(f"{' and '.join(given)}: give exactly one backbone source "
+                            f"(--model_name takes {SPEC_FORMS})")
+    spec = _checked(next(iter(given.values()), ModelSpec("registry", DEFAULT_BACKBONE)))
+    chosen = "none" if weights is None else str(weights).lower()
+    if chosen == "default":
+        return spec, weights
+    if spec.source in ("hub", "run") or spec.weights_file:
+        raise BackboneError(f"--model_name {spec} and --weights {weights}: give one weights "
+                            "source")
+    if chosen not in ("imagenet", "none") and BACKBONES.get(spec.target).keras_application:
+        return _checked(ModelSpec("keras", spec.target, _absolute(os.fspath(weights)))), "default"
+    return spec, weights
+
+
+def current_backbone_settings(settings: Mapping) -> dict:
+    """A run's recorded settings (``config.json``, of this version or an older one) with the
+    backbone named as this version records it: one spec in ``model_name``. Older versions kept
+    ``model_name`` beside ``hub_handle`` / ``init_from`` / ``init_from_run``, which overrode it
+    (and ignored ``weights``), and a Keras weights file in ``weights``."""
+    older = {flag: settings[flag] for flag in ("hub_handle", "init_from", "init_from_run")
+             if settings.get(flag)}
+    if older:
+        spec, weights = model_spec(**older)
+    else:
+        spec, weights = model_spec(settings.get("model_name"),
+                                   weights=settings.get("weights", "default"))
+    return {**settings, "model_name": str(spec), "weights": weights,
+            "hub_handle": None, "init_from": None, "init_from_run": None}
+
+
+def get_backbone(name: str | ModelSpec | None = None, *, hub_handle: str | None = None,
                  from_run: str | None = None, weights: object = "default",
                  image_size: int | None = None) -> Backbone:
-    """Builds a backbone from exactly one of: a registry ``name``, a ``hub_handle`` (URL or local
-    TF-Hub SavedModel dir, [0, 1] inputs), or ``from_run`` (a runway_cnn export or train dir, whose
-    backbone is reused with its head dropped — the domain pre-training hook)."""
-    if sum(x is not None for x in (name, hub_handle, from_run)) != 1:
-        raise BackboneError("give exactly one of a backbone name, --hub_handle or a previous run")
-    if hub_handle is not None:
-        entry = BackboneEntry(_hub(), image_size or 224, IDENTITY, default_weights=hub_handle)
-        return _build(f"hub:{hub_handle}", entry, hub_handle, image_size,
-                      {"hub_handle": os.fspath(hub_handle)})
-    if from_run is not None:
-        return _from_run(Path(from_run), image_size)
-    entry = BACKBONES.get(name)
-    chosen = entry.default_weights if weights == "default" else weights
-    return _build(name, entry, chosen, image_size, {"model_name": name, "weights": str(chosen)})
+    """Builds the backbone a spec names (see :class:`ModelSpec`): a registry ``name``, a TF-Hub
+    handle ([0, 1] inputs), a Keras application with a weights file, or a previous run (a
+    runway_cnn export or train dir, whose backbone is reused with its head dropped — the domain
+    pre-training hook). ``hub_handle`` / ``from_run`` are the older spellings of ``hub:`` /
+    ``run:``; ``weights`` (``default``, ``imagenet``, ``none`` / None, for a TF-Hub registry
+    entry a handle) applies to registry names."""
+    spec, weights = model_spec(name, weights, hub_handle=hub_handle, from_run=from_run)
+    if spec.source == "hub":
+        entry = BackboneEntry(_hub(), image_size or 224, IDENTITY, default_weights=spec.target)
+        return _build(str(spec), entry, spec.target, image_size, {"hub_handle": spec.target})
+    if spec.source == "run":
+        return _from_run(Path(spec.target), image_size)
+    entry = BACKBONES.get(spec.target)
+    chosen = spec.weights_file or {"default": entry.default_weights, "none": None}.get(
+        str(weights).lower(), weights)
+    return _build(spec.target, entry, chosen, image_size,
+                  {"model_name": spec.target, "weights": str(chosen)})
 
 
 def _build(name: str, entry: BackboneEntry, weights, image_size: int | None,

@@ -8,7 +8,7 @@ map is ``ReLU(sum_k alpha_k A_k)``, upsampled (bilinear) to the eval crop and di
 maximum, so it lies in [0, 1] (all zeros where nothing speaks for the label).
 
 Only backbones with a feature map have one (Keras applications, converted EfficientNet-Lite);
-a TF-Hub feature-vector module, or an earlier run's export reused with ``--init_from``, gives
+a TF-Hub feature-vector module, or an earlier run's export reused with ``run:``, gives
 pooled features only, and its export has no ``explain`` signature (:func:`gradcam_refusal`
 says why, in one line).
 """

@@ -23,7 +23,7 @@ upright, opaque RGB, as ``inference.predictor.encode_images`` does for files):
 - ``predict_images``: float32 ``[None, s, s, 3]`` images in [0, 1] (already resized and cropped)
   → the same outputs as ``serving_default``; another size is an ``InvalidArgument`` error.
 - ``embed``: ``image_bytes`` → ``embedding``, the pooled backbone features (retrieval).
-- ``feature_vector``: float32 images in [0, 1] → features; what ``--init_from`` reuses (at
+- ``feature_vector``: float32 images in [0, 1] → features; what ``--model_name run:`` reuses (at
   any resolution).
 - ``explain`` (``image_bytes``) and ``explain_images`` (eval crops), only when the backbone has
   a feature map: ``serving_default``'s outputs plus ``explained`` (int32 ``[None, m]``, the
@@ -169,7 +169,7 @@ def _archive(model: keras.Model, backbone, task, top_k: int) -> keras.export.Exp
         check_image_size(images, size)), input_signature=[image_spec])
     archive.add_endpoint("embed", lambda image_bytes: {"embedding": features(
         decode_batch(image_bytes, spec))}, input_signature=[bytes_spec])
-    # any size: a convolutional backbone reused by --init_from may run at another resolution
+    # any size: a convolutional backbone reused by run: may run at another resolution
     archive.add_endpoint("feature_vector", features, input_signature=[image_spec])
     split = logits_from_feature_map(model, backbone)
     if split is not None:

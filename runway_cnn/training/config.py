@@ -44,17 +44,22 @@ class FinetuneConfig:
     export_dir: str = _opt(None, "base dir of the SavedModel export "
                                  "(default: <train_dir>/export)")
     serving_name: str = _opt(None, "model name under export_dir (default: the dataset folder's)")
-    model_name: str = _opt("efficientnet_lite0", "backbone registry name (see --list_backbones)")
-    hub_handle: str = _opt(None, "a TF-Hub image feature-vector handle (URL or local SavedModel "
-                                 "dir, [0, 1] inputs); overrides --model_name")
-    init_from: str = _opt(None, "start from a previous run's train dir or export, of any task "
-                                "(domain pre-training chains: ImageNet → clothing task → "
-                                "target): its backbone weights and preprocessing are reused, "
-                                "its head is dropped; overrides --model_name")
-    init_from_run: str = _opt(None, "the same as --init_from (its earlier name)")
+    model_name: str = _opt(None, "the backbone and its weights, one spec: a registry name (see "
+                                 "--list_backbones); hub:URL_OR_DIR, a TF-Hub image "
+                                 "feature-vector handle ([0, 1] inputs); "
+                                 "keras:NAME[:WEIGHTS_FILE], a Keras application of the "
+                                 "registry with a weights file; or run:TRAIN_OR_EXPORT_DIR, a "
+                                 "previous run's backbone, of any task (domain pre-training "
+                                 "chains: ImageNet → clothing task → target; its preprocessing "
+                                 "is reused, its head dropped) (default: efficientnet_lite0)")
+    hub_handle: str = _opt(None, "the same as --model_name hub:HUB_HANDLE (its earlier form)")
+    init_from: str = _opt(None, "the same as --model_name run:INIT_FROM (its earlier form)")
+    init_from_run: str = _opt(None, "the same as --model_name run:INIT_FROM_RUN (its earlier "
+                                    "form)")
     weights: str = _opt("default", "default or imagenet: the backbone's ImageNet weights; none: "
                                    "untrained (Keras applications only); or a weights file "
-                                   "(Keras applications) / a TF-Hub handle (TF-Hub entries)")
+                                   "(Keras applications: the same as --model_name "
+                                   "keras:NAME:FILE) / a TF-Hub handle (TF-Hub entries)")
     task: str = _opt("single_label", "what to predict: single_label (one class per image: class "
                                       "folders, or a --labels_csv 'label' column), multi_label "
                                       "(a --labels_csv 'labels' column, ';'-separated) or "
@@ -208,7 +213,9 @@ class FinetuneConfig:
     def _absolute_paths(self) -> None:
         """Every path made absolute once, here, so that a run's files (config, metrics, export
         records) name the same places from any working directory; a registered dataset name and a
-        TF-Hub URL stay as they are. The default train dir is ``runs/<dataset folder name>``."""
+        TF-Hub URL stay as they are; the backbone's flags become one spec in ``model_name``. The
+        default train dir is ``runs/<dataset folder name>``."""
+        from runway_cnn.backbones.factory import model_spec
         from runway_cnn.data.folders import DATASETS, dataset_name
 
         if self.dataset_dir not in DATASETS:
@@ -219,14 +226,11 @@ class FinetuneConfig:
         self.labels_csv = self.labels_csv and _absolute(self.labels_csv)
         self.labels_file = self.labels_file and _absolute(self.labels_file)
         self.label_embeddings = self.label_embeddings and _absolute(self.label_embeddings)
-        if self.init_from and self.init_from_run and \
-                _absolute(self.init_from) != _absolute(self.init_from_run):
-            raise RunwayError(f"--init_from {self.init_from} and --init_from_run "
-                              f"{self.init_from_run}: give one (they are the same flag)")
-        start = self.init_from or self.init_from_run
-        self.init_from = self.init_from_run = start and _absolute(start)
-        if self.hub_handle and "://" not in self.hub_handle:
-            self.hub_handle = _absolute(self.hub_handle)
+        spec, self.weights = model_spec(self.model_name, self.weights, hub_handle=self.hub_handle,
+                                        init_from=self.init_from,
+                                        init_from_run=self.init_from_run)
+        self.model_name, self.hub_handle, self.init_from, self.init_from_run = \
+            str(spec), None, None, None
 
     def check_outputs_outside_dataset(self) -> None:
         """A run's outputs inside its dataset folder would be scanned as images by this run

@@ -232,7 +232,7 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig, ta
     return {
         "protocol": "random_splits" if config.num_splits else "kfold",
         "dataset_dir": str(data.resolve_dataset_dir(config.dataset_dir)),
-        "backbone": config.hub_handle or config.init_from or config.model_name,
+        "backbone": config.model_name,
         "seed": config.seed, "group_by": config.group_by, "runs_planned": len(plans),
         "runs_finished": len(rows),
         "complete": len(rows) == len(plans), "task": task.config(),

@@ -5,9 +5,10 @@ task and its data splits — what re-exporting, TFLite conversion and later eval
     run.model            # keras.Model: [0, 1] images → logits, with model.weights.h5 loaded
     run_split("runs/brands", "validation").paths
 
-The backbone is rebuilt from ``config.json`` (``model_name`` / ``hub_handle`` / ``init_from``
-and ``image_size``) without downloading pre-trained weights, since ``model.weights.h5`` replaces
-them; a TF-Hub handle or parent run the config names must still exist.
+The backbone is rebuilt from ``config.json`` (its ``model_name`` spec, or an older version's
+``hub_handle`` / ``init_from``, and ``image_size``) without downloading pre-trained weights, since
+``model.weights.h5`` replaces them; a TF-Hub handle or parent run the config names must still
+exist.
 """
 from __future__ import annotations
 
@@ -15,17 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from runway_cnn.backbones.factory import BACKBONES, Backbone
+from runway_cnn.backbones.factory import (
+    BACKBONES,
+    Backbone,
+    ModelSpec,
+    current_backbone_settings,
+    get_backbone,
+    parse_model_spec,
+)
 from runway_cnn.data.dataset import Split
 from runway_cnn.data.tfrecords import RECORD_PREFIX, is_tfrecord_dir, read_tfrecord_dataset
 from runway_cnn.errors import CheckpointError, DataError, first_line
 from runway_cnn.runfiles import TrainDir, read_json
 from runway_cnn.tasks import Task, task_for_run, task_from_config
-from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.runtime import float32_policy
 from runway_cnn.training.trainer import (
     RunResult,
-    build_backbone,
     classifier,
     load_model_weights,
 )
@@ -65,12 +71,15 @@ def class_names(train_dir: str | Path) -> list[str]:
 
 
 def rebuild_backbone(config: dict) -> Backbone:
-    """The run's backbone architecture from its config, fetching as few pre-trained weights as
-    its entry allows (``model.weights.h5`` overwrites every weight anyway)."""
+    """The run's backbone architecture from its config (of any version), fetching as few
+    pre-trained weights as its entry allows (``model.weights.h5`` overwrites every weight
+    anyway)."""
+    spec = parse_model_spec(current_backbone_settings(config)["model_name"])
     weights = "default"
-    if not (config.get("hub_handle") or config.get("init_from") or config.get("init_from_run")):
-        weights = BACKBONES.get(config["model_name"]).architecture_weights
-    return build_backbone(FinetuneConfig(**{**config, "weights": weights or "none"}))
+    if spec.source in ("registry", "keras"):
+        spec = ModelSpec(spec.source, spec.target)  # not its weights file
+        weights = BACKBONES.get(spec.target).architecture_weights
+    return get_backbone(spec, weights=weights, image_size=config.get("image_size"))
 
 
 def restore_run(train_dir: str | Path) -> RunResult:

@@ -13,7 +13,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn.backbones.factory import Backbone, backbone_chain, get_backbone
+from runway_cnn.backbones.factory import (
+    Backbone,
+    backbone_chain,
+    current_backbone_settings,
+    get_backbone,
+)
 from runway_cnn.backbones.features import extract_features
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
@@ -128,13 +133,9 @@ def any_size_classifier(backbone: Backbone, head: keras.Model, pooling: str = "a
 
 
 def build_backbone(config: FinetuneConfig) -> Backbone:
-    """The backbone ``config`` asks for (registry name, TF-Hub handle or previous run)."""
-    c = config
-    if c.hub_handle or c.init_from:
-        return get_backbone(hub_handle=c.hub_handle, from_run=c.init_from,
-                            image_size=c.image_size)
-    weights = {"none": None}.get(str(c.weights).lower(), c.weights)
-    return get_backbone(c.model_name, weights=weights, image_size=c.image_size)
+    """The backbone ``config.model_name`` names (a registry name, ``hub:``, ``keras:`` or
+    ``run:`` spec)."""
+    return get_backbone(config.model_name, weights=config.weights, image_size=config.image_size)
 
 
 def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
@@ -149,7 +150,7 @@ def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     if path.exists() and TrainDir(train_dir).has_training():
         old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
         defaults = {f.name: f.default for f in FinetuneConfig.fields()}
-        old.setdefault("init_from", old.get("init_from_run"))  # the flag's earlier name
+        old = current_backbone_settings(old)  # a run of an older version: its backbone flags
         # a setting the old run did not know yet counts as its default (flags added later)
         changed = sorted(k for k in new if k not in _RESUMABLE
                          and old.get(k, defaults.get(k)) != new[k])
