@@ -13,7 +13,8 @@ from runway_cnn.export.saved_model import export_model
 from runway_cnn.runfiles import TrainDir, read_assets, write_json
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.experiments import run_experiment
-from runway_cnn.training.trainer import FineTuner, RunResult
+from runway_cnn.training.result import RunResult
+from runway_cnn.training.trainer import FineTuner
 
 
 def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:

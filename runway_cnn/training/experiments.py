@@ -39,8 +39,9 @@ from runway_cnn.tasks import Task
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.features import extract_features, load_features, save_features
+from runway_cnn.training.resume import check_resume
 from runway_cnn.training.runtime import configure_device, make_distribution
-from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
+from runway_cnn.training.trainer import FineTuner, build_backbone
 
 TIMES = ("stage1_seconds", "stage2_seconds", "run_seconds")
 
@@ -140,7 +141,7 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
         raise RunwayError("an experiment needs --num_splits N or --kfold K")
     dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
     root = Path(config.train_dir)
-    _check_resume(root, config)
+    check_resume(root, config)
     configure_device(config.jit_compile, config.mixed_precision, config.seed)
     dataset, task = load_dataset(config, root, TrainDir(root).data_report)
     write_json(TrainDir(root).data_report, dataset.report())
