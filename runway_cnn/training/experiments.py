@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from runway_cnn.backbones.factory import Backbone
-from runway_cnn.data import folders as data
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task
@@ -139,7 +139,7 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     check_experiment(config)
     if not (config.num_splits or config.kfold):
         raise RunwayError("an experiment needs --num_splits N or --kfold K")
-    dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
+    dataset_dir = dataset_source(config.dataset_dir, config.labels_csv).root
     root = Path(config.train_dir)
     check_resume(root, config)
     configure_device(config.jit_compile, config.mixed_precision, config.seed)
@@ -232,7 +232,7 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig, ta
                       else (previous or {}).get("shared_seconds", {}))
     return {
         "protocol": "random_splits" if config.num_splits else "kfold",
-        "dataset_dir": str(data.resolve_dataset_dir(config.dataset_dir)),
+        "dataset_dir": str(dataset_source(config.dataset_dir, config.labels_csv).root),
         "backbone": config.hub_handle or config.init_from or config.model_name,
         "seed": config.seed, "group_by": config.group_by, "runs_planned": len(plans),
         "runs_finished": len(rows),

@@ -18,6 +18,7 @@ from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.leaks import check_split_leaks, warning_line
 from runway_cnn.data.preprocessing import Augmentation
+from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import RunwayError
 from runway_cnn.runfiles import StageDir, TrainDir, read_json, write_json
 from runway_cnn.tasks import task_for_run, task_from_config
@@ -111,7 +112,7 @@ class FineTuner:
                  features: Mapping[str, np.ndarray] | None = None):
         self.config = config
         self.started = time.monotonic()  # --time_budget counts from here
-        data.resolve_dataset_dir(config.dataset_dir)  # a missing dataset fails before any write
+        dataset_source(config.dataset_dir, config.labels_csv)  # a missing dataset fails first
         self.distribution: Distribution = make_distribution(config.strategy,
                                                             config.worker_timeout)
         self.train_dir = self.distribution.work_dir(config.train_dir)  # non-chief: a temp dir
