@@ -86,7 +86,7 @@ def _ema_callbacks(*args, **kwargs) -> list[keras.callbacks.Callback]:
     return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), *PLAIN["callbacks"](*args, **kwargs)]
 
 
-PLAIN = {"compile": trainer.FineTuner._compile, "callbacks": trainer._callbacks,
+PLAIN = {"compile": trainer.FineTuner._compile, "callbacks": trainer.stage_callbacks,
          "augmentation": trainer.Augmentation}
 PATCHES = {"llrd": {"compile": _llrd_compile},
            "ema": {"compile": _ema_compile, "callbacks": _ema_callbacks},
@@ -97,7 +97,7 @@ def _patch(variant: str) -> None:
     """Puts ``variant``'s replacements (or the package's own code) into the trainer."""
     chosen = {**PLAIN, **PATCHES.get(variant, {})}
     trainer.FineTuner._compile = chosen["compile"]
-    trainer._callbacks = chosen["callbacks"]
+    trainer.stage_callbacks = chosen["callbacks"]
     trainer.Augmentation = chosen["augmentation"]
 
 

@@ -17,7 +17,7 @@ from runway_cnn.data.folders import DATASETS, scan_image_folder  # noqa: E402
 from runway_cnn.errors import BackboneError, CheckpointError, DataError, RunwayError  # noqa: E402
 from runway_cnn.tasks import TASKS, Task, get_task  # noqa: E402
 from runway_cnn.training.config import FinetuneConfig  # noqa: E402
-from runway_cnn.training.trainer import RunResult  # noqa: E402
+from runway_cnn.training.result import RunResult  # noqa: E402
 
 __version__ = "0.1.0"
 # imported on first use: the inference side loads only when asked for

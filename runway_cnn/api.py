@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runway_cnn.data.folders import dataset_name
 from runway_cnn.errors import CheckpointError
 from runway_cnn.export.saved_model import export_model
 from runway_cnn.runfiles import TrainDir, read_assets, write_json
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.experiments import run_experiment
-from runway_cnn.training.trainer import FineTuner, RunResult
+from runway_cnn.training.result import RunResult, export_location
+from runway_cnn.training.trainer import FineTuner
 
 
 def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
@@ -30,9 +30,9 @@ def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
     if config.num_splits or config.kfold:
         return RunResult(Path(config.train_dir), config.to_dict(), run_experiment(config))
     tuner = FineTuner(config)
-    export_base = (tuner.distribution.work_dir(config.export_dir) if config.export_dir
-                   else TrainDir(tuner.train_dir).export_base)  # a non-chief's: temporary
-    model_dir = export_base / (config.serving_name or dataset_name(config.dataset_dir))
+    # where the flags say, not where a finished run last exported (a non-chief's: temporary)
+    model_dir = export_location(config.to_dict(), tuner.train_dir, export_dir=(
+        config.export_dir and tuner.distribution.work_dir(config.export_dir)))
     finished = tuner.finished()
     if finished is not None and _exported(finished.export_path, model_dir, config.top_k):
         print(f"{tuner.train_dir} holds this run, finished; its export is "

@@ -77,7 +77,7 @@ def killed_in_stage2(run, monkeypatch, epoch: int = 1):
 
     from runway_cnn.training import trainer
 
-    original = trainer._callbacks
+    original = trainer.stage_callbacks
 
     def interrupting(stage_dir, *args):
         callbacks = original(stage_dir, *args)
@@ -88,9 +88,9 @@ def killed_in_stage2(run, monkeypatch, epoch: int = 1):
             callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop))
         return callbacks
 
-    monkeypatch.setattr(trainer, "_callbacks", interrupting)
+    monkeypatch.setattr(trainer, "stage_callbacks", interrupting)
     try:
         with pytest.raises(Interrupt):
             run()
     finally:
-        monkeypatch.setattr(trainer, "_callbacks", original)
+        monkeypatch.setattr(trainer, "stage_callbacks", original)

@@ -395,11 +395,11 @@ def test_resumed_stage_says_so_and_counts_every_process(corpus, tmp_path, monkey
             if epoch == 2:
                 raise Interrupt
 
-    callbacks = trainer._callbacks
-    monkeypatch.setattr(trainer, "_callbacks", lambda *a: callbacks(*a) + [StopAtEpoch2()])
+    callbacks = trainer.stage_callbacks
+    monkeypatch.setattr(trainer, "stage_callbacks", lambda *a: callbacks(*a) + [StopAtEpoch2()])
     with pytest.raises(Interrupt):
         fine_tune(config)
-    monkeypatch.setattr(trainer, "_callbacks", callbacks)
+    monkeypatch.setattr(trainer, "stage_callbacks", callbacks)
     first = json.loads((tmp_path / "run" / "stage1" / "seconds.json").read_text())["seconds"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

@@ -121,13 +121,13 @@ WORKER = textwrap.dedent("""
         def on_train_end(self, logs=None):
             np.savez(f"{out}/after_{index}.npz", *self.model.get_weights())
 
-    original = trainer._callbacks
+    original = trainer.stage_callbacks
 
     def recording(stage_dir, *args):
         callbacks = original(stage_dir, *args)
         return callbacks + [Weights()] if stage_dir.name == "stage2" else callbacks
 
-    trainer._callbacks = recording
+    trainer.stage_callbacks = recording
     result = fine_tune(FinetuneConfig(**settings))
     print("RESULT " + json.dumps({"train_dir": str(result.train_dir),
                                   "distribution": result.metrics["distribution"]}))

@@ -53,7 +53,8 @@ def experiment(workspace):
     session)."""
     config = _config(workspace, "exp", num_splits=3)
     calls = []
-    original_features, original_callbacks = experiments.extract_features, trainer_module._callbacks
+    original_features = experiments.extract_features
+    original_callbacks = trainer_module.stage_callbacks
 
     def counting_features(*args, **kwargs):
         calls[-1] += 1
@@ -70,11 +71,11 @@ def experiment(workspace):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(experiments, "extract_features", counting_features)
-        mp.setattr(trainer_module, "_callbacks", interrupting)
+        mp.setattr(trainer_module, "stage_callbacks", interrupting)
         calls.append(0)
         with pytest.raises(_Interrupt):
             experiments.run_experiment(config)
-        mp.setattr(trainer_module, "_callbacks", original_callbacks)
+        mp.setattr(trainer_module, "stage_callbacks", original_callbacks)
         root = workspace[0] / "exp"
         assert (root / "split_00" / "done.json").exists()
         assert not (root / "split_01" / "done.json").exists()

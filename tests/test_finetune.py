@@ -18,9 +18,9 @@ from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.features import extract_features
 from runway_cnn.errors import RunwayError
 from runway_cnn.runfiles import StageDir
+from runway_cnn.training import callbacks as callbacks_module
 from runway_cnn.training import plan as planning
 from runway_cnn.training import schedule
-from runway_cnn.training import trainer as trainer_module
 from runway_cnn.training.trainer import FineTuner
 
 CLASSES = ("checks", "circles", "hstripes", "vstripes")
@@ -405,10 +405,10 @@ def test_a_resumed_stage_keeps_the_best_epoch_logged_before_it_stopped(tmp_path)
     stage = StageDir(tmp_path / "stage2")
     stage.path.mkdir()
     stage.history.write_text("epoch,val_top1\n0,0.75\n1,0.5\n")
-    assert trainer_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.6  # no best file yet
+    assert callbacks_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.6  # no best file yet
     stage.best_weights.write_bytes(b"")
-    assert trainer_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.75
-    assert trainer_module._best_so_far(stage, "val_top1", "min", 0.6) == 0.5
+    assert callbacks_module._best_so_far(stage, "val_top1", "max", 0.6) == 0.75
+    assert callbacks_module._best_so_far(stage, "val_top1", "min", 0.6) == 0.5
 
 
 @pytest.mark.parametrize("flag, value", [("batch_size", 0), ("stage2_epochs", -1),

@@ -143,7 +143,7 @@ def test_a_run_spec_reuses_the_runs_backbone(tiny_run, tmp_path):
                                      model_name=f"run:{run.train_dir}", **common))
     assert tuner.backbone.name == f"run:{run.export_path}"
     paths = tuner.dataset.splits["validation"].paths
-    from runway_cnn.training.features import extract_features
+    from runway_cnn.backbones.features import extract_features
 
     np.testing.assert_allclose(extract_features(tuner.backbone, paths, 8),
                                extract_features(run.backbone, paths, 8), atol=1e-5)
@@ -153,7 +153,7 @@ def test_runs_recorded_by_older_versions_restore_and_resume(tiny_run, tmp_path):
     """An older ``config.json`` kept ``model_name`` beside the ``hub_handle`` / ``init_from``
     that overrode it: it restores, and the same flags (old or new spelling) resume it."""
     from runway_cnn.training.restore import restore_run
-    from runway_cnn.training.trainer import _check_resume
+    from runway_cnn.training.resume import check_resume
 
     root, hub, run, common = tiny_run
     old = tmp_path / "old"
@@ -168,7 +168,7 @@ def test_runs_recorded_by_older_versions_restore_and_resume(tiny_run, tmp_path):
     np.testing.assert_allclose(np.asarray(restored.model(images)),
                                np.asarray(run.model(images)), atol=1e-5)
     for flags in (dict(hub_handle=str(hub)), dict(model_name=f"hub:{hub}")):
-        _check_resume(old, FinetuneConfig(train_dir=str(old), **flags, **common))
+        check_resume(old, FinetuneConfig(train_dir=str(old), **flags, **common))
         (old / "config.json").write_text(json.dumps(config))
     with pytest.raises(BackboneError, match="exactly one"):  # the old override, now refused
         FinetuneConfig(train_dir=str(old), model_name="efficientnet_lite0",

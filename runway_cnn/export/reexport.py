@@ -14,6 +14,7 @@ from runway_cnn.export.saved_model import export_model
 from runway_cnn.export.tflite import export_tflite, tflite_probabilities
 from runway_cnn.runfiles import check_output_dir, version_dirs
 from runway_cnn.training.restore import restore_run, run_split
+from runway_cnn.training.result import export_location
 
 
 @dataclass
@@ -51,11 +52,11 @@ def reexport(train_dir: str | Path, export_dir: str | Path | None = None,
         raise RunwayError(f"--top_k {top_k}: must be at least 1")
     check_output_dir(export_dir, "--export_dir")
     run = restore_run(train_dir)
-    export_dir = Path(export_dir) if export_dir else run.export_base
-    model_dir = export_dir / (serving_name or run.serving_name)
+    model_dir = export_location(run.config, run.train_dir, run.recorded_export, export_dir,
+                                serving_name)
     before = set(version_dirs(model_dir))
-    version_dir = export_model(run.model, run.backbone, run.task, export_dir,
-                               serving_name or run.serving_name,
+    version_dir = export_model(run.model, run.backbone, run.task, model_dir.parent,
+                               model_dir.name,
                                top_k=top_k or run.config.get("top_k") or 5,
                                keep_versions=keep_versions)
     result = ReexportResult(version_dir, _dir_size(version_dir),

@@ -12,7 +12,7 @@ from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import Split
 from runway_cnn.data.manifest import scan_labels_csv
-from runway_cnn.data.tfrecords import is_tfrecord_dir
+from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.inference.predict import safe_name
 from runway_cnn.inference.predictor import Predictor
@@ -28,6 +28,7 @@ class EvaluationImages(NamedTuple):
     split: str  # the split folder, or "all"
     description: str
     skipped: int  # unusable files (and bad manifest rows) left out
+    root: Path  # the dataset dir, resolved
 
 
 def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=None,
@@ -35,8 +36,8 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
     """The rows of a ``labels_csv`` manifest (read the ``task``'s way), else the ``split`` of a
     TFRecord directory or the ``split`` folder of a dataset with split folders, else all its
     images."""
-    root = data.resolve_dataset_dir(str(dataset_dir))
-    if is_tfrecord_dir(root):
+    kind, root = dataset_source(dataset_dir, labels_csv)
+    if kind == "tfrecords":
         records, _ = read_records(root)  # checked against its dataset.json
         if split not in records.splits:
             raise DataError(f"{records.root} has no {split} split (it has "
@@ -44,19 +45,19 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
         images = records.splits[split]
         return EvaluationImages(records, images, split,
                                 f"the {len(images)} records of its {split} split",
-                                len(records.skipped))
-    if labels_csv:
+                                len(records.skipped), root)
+    if kind == "manifest":
         rows = scan_labels_csv(root, labels_csv, task.raw_label, columns=task.csv_columns,
                                task=task.name)
         images = Split(rows.paths, np.zeros(len(rows.paths)), rows.sources, rows.raw_labels)
         return EvaluationImages(rows.tmpdir, images, "all",
                                 f"the {len(images)} usable rows of {rows.csv_path}",
-                                len(rows.bad_rows) + len(rows.skipped))
+                                len(rows.bad_rows) + len(rows.skipped), root)
     dataset = data.scan_image_folder(root, make_splits=False)
     pool = dataset.pooled()
     if dataset.split_settings.get("layout") != "split folders":
         return EvaluationImages(dataset, pool, "all", f"all {len(pool)} images (no split folders)",
-                                len(dataset.skipped))
+                                len(dataset.skipped), root)
     given = dataset.split_settings.get("given_splits", [])
     if split not in given:
         raise DataError(f"{dataset.root} has no {split}/ folder (it has {', '.join(given)}); "
@@ -64,13 +65,13 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
     images = pool.subset(np.array([i for i, s in enumerate(pool.sources)
                                    if s.startswith(f"{split}/")], int))
     return EvaluationImages(dataset, images, split, f"the {len(images)} images of {split}/",
-                            len(dataset.skipped))
+                            len(dataset.skipped), root)
 
 
 def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | Path,
                        split: str) -> Path:
     model = Path(model)
-    name = f"{data.resolve_dataset_dir(str(dataset_dir)).name}_{split}"
+    name = f"{data.dataset_name(str(dataset_dir))}_{split}"
     files = TrainDir(model)
     if not (model / "saved_model.pb").exists() and (files.metrics.exists()
                                                     or files.config.exists()):
@@ -103,7 +104,7 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
     scores = pipeline.predict_in_order(classifier.probabilities, images.paths, classifier.spec,
                                        batch_size)
     result = {"model": str(classifier.version_dir),
-              "dataset_dir": str(data.resolve_dataset_dir(str(dataset_dir))),
+              "dataset_dir": str(chosen.root),
               "split": chosen.split, "images": chosen.description,
               "skipped_files": chosen.skipped, "task": task.config(),
               **(task.unknown_summary(images.raw_labels) if images.raw_labels is not None

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
-from runway_cnn.data.folders import resolve_dataset_dir, scan_image_folder
+from runway_cnn.data.folders import scan_image_folder
 from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
 from runway_cnn.data.manifest import scan_labels_csv
+from runway_cnn.data.source import dataset_source
 from runway_cnn.data.tfrecords import (
     DESCRIPTOR,
     check_records_output,
-    is_tfrecord_dir,
     read_tfrecord_dataset,
     write_tfrecords,
 )
@@ -31,11 +31,11 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
     ``data_report.json``) before its error. With ``make_splits=False`` nothing is carved: the
     splits are the given folders (or a TFRecord directory's), else every image is ``"train"``
     (what an audit of the whole dataset needs)."""
-    dataset_dir = resolve_dataset_dir(config.dataset_dir)
+    kind, dataset_dir = dataset_source(config.dataset_dir, config.labels_csv)
     settings = config.to_dict()
-    if is_tfrecord_dir(dataset_dir):
+    if kind == "tfrecords":
         return _tfrecord_dataset(config, dataset_dir)
-    if not config.labels_csv:
+    if kind == "folders":
         dataset = scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                     test_fraction=config.test_fraction, seed=config.seed,
                                     work_dir=work_dir, group_by=config.group_by,

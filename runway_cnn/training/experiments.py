@@ -32,15 +32,16 @@ import numpy as np
 
 from runway_cnn.backbones.factory import Backbone
 from runway_cnn.backbones.features import extract_features, load_features, save_features
-from runway_cnn.data import folders as data
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.resume import check_resume
 from runway_cnn.training.runtime import configure_device, make_distribution
-from runway_cnn.training.trainer import FineTuner, _check_resume, build_backbone
+from runway_cnn.training.trainer import FineTuner, build_backbone
 
 TIMES = ("stage1_seconds", "stage2_seconds", "run_seconds")
 
@@ -138,9 +139,9 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     check_experiment(config)
     if not (config.num_splits or config.kfold):
         raise RunwayError("an experiment needs --num_splits N or --kfold K")
-    dataset_dir = data.resolve_dataset_dir(config.dataset_dir)
+    dataset_dir = dataset_source(config.dataset_dir, config.labels_csv).root
     root = Path(config.train_dir)
-    _check_resume(root, config)
+    check_resume(root, config)
     configure_device(config.jit_compile, config.mixed_precision, config.seed)
     dataset, task = load_dataset(config, root, TrainDir(root).data_report)
     write_json(TrainDir(root).data_report, dataset.report())
@@ -231,7 +232,7 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig, ta
                       else (previous or {}).get("shared_seconds", {}))
     return {
         "protocol": "random_splits" if config.num_splits else "kfold",
-        "dataset_dir": str(data.resolve_dataset_dir(config.dataset_dir)),
+        "dataset_dir": str(dataset_source(config.dataset_dir, config.labels_csv).root),
         "backbone": config.model_name,
         "seed": config.seed, "group_by": config.group_by, "runs_planned": len(plans),
         "runs_finished": len(rows),

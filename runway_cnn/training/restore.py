@@ -29,12 +29,10 @@ from runway_cnn.data.tfrecords import RECORD_PREFIX, is_tfrecord_dir, read_tfrec
 from runway_cnn.errors import CheckpointError, DataError, first_line
 from runway_cnn.runfiles import TrainDir, read_json
 from runway_cnn.tasks import Task, task_for_run, task_from_config
+from runway_cnn.training.callbacks import load_model_weights
+from runway_cnn.training.result import RunResult
 from runway_cnn.training.runtime import float32_policy
-from runway_cnn.training.trainer import (
-    RunResult,
-    classifier,
-    load_model_weights,
-)
+from runway_cnn.training.trainer import classifier
 
 
 def recorded_export(metrics: dict) -> Path | None:

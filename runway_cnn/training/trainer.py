@@ -1,11 +1,10 @@
 """The two-stage fine-tune: scan → split → backbone → stage 1 (frozen) → stage 2 (unfrozen top)
-→ evaluate → export. ``fine_tune`` is the whole run; the CLI is a flag layer over it."""
+→ evaluate → export. ``fine_tune`` is the whole run; the CLI is a flag layer over it. This
+module assembles the model and runs the stages; the result type, the resume checks and the
+stages' callbacks have modules of their own."""
 from __future__ import annotations
 
-import csv
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -13,31 +12,31 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn.backbones.factory import (
-    Backbone,
-    backbone_chain,
-    current_backbone_settings,
-    get_backbone,
-)
+from runway_cnn.backbones.factory import Backbone, backbone_chain, get_backbone
 from runway_cnn.backbones.features import extract_features
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.leaks import check_split_leaks, warning_line
 from runway_cnn.data.preprocessing import Augmentation
-from runway_cnn.errors import RunwayError, first_line
-from runway_cnn.runfiles import (
-    StageDir,
-    TrainDir,
-    check_output_dir,
-    read_json,
-    write_json,
-)
-from runway_cnn.tasks import Task, task_for_run, task_from_config
+from runway_cnn.data.source import dataset_source
+from runway_cnn.errors import RunwayError
+from runway_cnn.runfiles import StageDir, TrainDir, read_json, write_json
+from runway_cnn.tasks import task_for_run, task_from_config
 from runway_cnn.training import plan as planning
 from runway_cnn.training import schedule
+from runway_cnn.training.callbacks import (
+    StageClock,
+    load_best,
+    load_model_weights,
+    resumed_epoch,
+    stage_callbacks,
+    validation_bought,
+)
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.result import RunResult
+from runway_cnn.training.resume import check_resume, check_same_data, mark_done, stage_done
 from runway_cnn.training.runtime import (
     DeviceSettings,
     Distribution,
@@ -47,52 +46,6 @@ from runway_cnn.training.runtime import (
     note_compiled,
     predict_rows,
 )
-
-# settings that may differ between a run and its resumption without invalidating it (a train
-# dir may be moved)
-_RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k", "train_dir",
-              "worker_timeout"}
-
-
-@dataclass
-class RunResult:
-    """A finished run: what :func:`runway_cnn.fine_tune` returns and
-    :func:`runway_cnn.training.restore.restore_run` rebuilds. For an experiment (``--num_splits``
-    / ``--kfold``) ``metrics`` is its summary and there is no model (each run has its folder)."""
-
-    train_dir: Path
-    config: dict
-    metrics: dict
-    model: keras.Model | None = None
-    task: Task | None = None
-    backbone: Backbone | None = None
-    export_path: Path | None = None
-
-    @property
-    def is_experiment(self) -> bool:
-        return bool(self.config.get("num_splits") or self.config.get("kfold"))
-
-    @property
-    def recorded_export(self) -> Path | None:
-        """The export version dir ``metrics.json`` records (it may be gone)."""
-        recorded = self.metrics.get("export_path")
-        return Path(recorded) if recorded else None
-
-    @property
-    def serving_name(self) -> str:
-        """The model name the run exports under: its recorded export's, else ``--serving_name``,
-        else the dataset folder's name."""
-        if self.recorded_export is not None:
-            return self.recorded_export.parent.name
-        return self.config.get("serving_name") or data.dataset_name(self.config["dataset_dir"])
-
-    @property
-    def export_base(self) -> Path:
-        """The base dir the run exports to: its recorded export's, else ``--export_dir``, else
-        ``<train_dir>/export``."""
-        if self.recorded_export is not None:
-            return self.recorded_export.parent.parent
-        return Path(self.config.get("export_dir") or TrainDir(self.train_dir).export_base)
 
 
 def _sharded(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -138,186 +91,6 @@ def build_backbone(config: FinetuneConfig) -> Backbone:
     return get_backbone(config.model_name, weights=config.weights, image_size=config.image_size)
 
 
-def _check_resume(train_dir: Path, config: FinetuneConfig) -> None:
-    """Refuses output folders that are files or inside the dataset, and resuming training that
-    was started with other settings; a train dir with no training in it yet (say, a run that
-    stopped at a typo in a flag) is simply reused."""
-    check_output_dir(train_dir, "--train_dir")
-    check_output_dir(config.export_dir, "--export_dir")
-    config.check_outputs_outside_dataset()
-    path = TrainDir(train_dir).config
-    new = config.to_dict()
-    if path.exists() and TrainDir(train_dir).has_training():
-        old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
-        defaults = {f.name: f.default for f in FinetuneConfig.fields()}
-        old = current_backbone_settings(old)  # a run of an older version: its backbone flags
-        # a setting the old run did not know yet counts as its default (flags added later)
-        changed = sorted(k for k in new if k not in _RESUMABLE
-                         and old.get(k, defaults.get(k)) != new[k])
-        if changed:
-            raise RunwayError(f"{train_dir} holds a run with other settings ({', '.join(changed)}); "
-                              "use a new --train_dir or the same flags to resume")
-    train_dir.mkdir(parents=True, exist_ok=True)
-    write_json(path, new, indent=2)
-
-
-def _check_same_data(dataset: ImageDataset, train_dir: Path) -> None:
-    """A resumed run must see the classes and splits it started with."""
-    path = TrainDir(train_dir).splits
-    if not (path.exists() and TrainDir(train_dir).has_training()):
-        return
-    old = read_json(path, fix="use a new --train_dir (the run's images cannot be checked)")
-    new = {name: [src for src in split.sources] for name, split in dataset.splits.items()}
-    if {k: [item["source"] for item in v] for k, v in old.items()} != new:
-        raise RunwayError(f"the images or classes of {dataset.root} changed since the run in "
-                          f"{train_dir} started; use a new --train_dir")
-
-
-def _logged(stage_dir: StageDir, monitor: str) -> list[float]:
-    """The figure ``monitor`` of every epoch in the stage's ``history.csv`` (none yet: [])."""
-    if not stage_dir.history.exists():
-        return []
-    with stage_dir.history.open() as f:
-        return [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
-
-
-def _best_so_far(stage_dir: StageDir, monitor: str, mode: str, baseline: float | None
-                 ) -> float | None:
-    """The value a stage's best checkpoint must beat: its baseline, or, for a resumed stage, the
-    best epoch logged before the interruption (Keras' ModelCheckpoint forgets it on restart)."""
-    values = [] if baseline is None else [baseline]
-    if stage_dir.best_weights.exists():
-        values += _logged(stage_dir, monitor)
-    if not values:
-        return None
-    return max(values) if mode == "max" else min(values)
-
-
-class ResumingBackup(keras.callbacks.BackupAndRestore):
-    """Keras' ``BackupAndRestore`` that says when a stage resumes, and sets a damaged backup
-    aside (with a message; the stage then restarts from its start, the last good state) instead
-    of failing every later attempt until ``backup/`` is deleted by hand."""
-
-    def __init__(self, stage_dir: StageDir):
-        super().__init__(str(stage_dir.backup))
-        self.stage = stage_dir.name
-
-    def on_train_begin(self, logs=None):
-        backup = Path(self.backup_dir)
-        if not backup.exists():
-            return
-        model = self.model
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        variables = list(model.variables) + list(getattr(model.optimizer, "variables", []))
-        start = [v.numpy() for v in variables]
-        try:
-            super().on_train_begin(logs)
-            epoch = int(model._initial_epoch or 0)
-        except Exception as error:  # noqa: BLE001 - a truncated or foreign backup file
-            for variable, value in zip(variables, start):
-                variable.assign(value)
-            model._initial_epoch = None
-            aside = backup.with_name(f"backup.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-            backup.rename(aside)
-            print(f"{backup} is damaged ({first_line(error)}): set aside as {aside.name}; "
-                  f"{self.stage} restarts from its start", flush=True)
-            return
-        print(f"resuming {self.stage} at epoch {epoch + 1}", flush=True)
-
-
-class StageClock(keras.callbacks.Callback):
-    """A stage's wall time over every process that worked on it: saved at each epoch end, so
-    the ``done.json`` of a resumed stage counts the interrupted processes too."""
-
-    def __init__(self, stage_dir: StageDir):
-        super().__init__()
-        self.path = stage_dir.seconds
-        self.before = float(read_json(self.path, fix=f"delete it (only {stage_dir.name}'s "
-                                                     "reported time is lost)", required=False
-                                      ).get("seconds", 0.0))
-        self.start = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def on_epoch_end(self, epoch, logs=None):
-        write_json(self.path, {"seconds": self.seconds})
-
-
-def _callbacks(stage_dir: StageDir, monitor: str, mode: str, baseline: float | None,
-               patience: int | None, clock: StageClock) -> list[keras.callbacks.Callback]:
-    stage_dir.path.mkdir(parents=True, exist_ok=True)
-    baseline = _best_so_far(stage_dir, monitor, mode, baseline)
-    callbacks = [
-        ResumingBackup(stage_dir), clock, keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(str(stage_dir.history), append=True),
-        keras.callbacks.TensorBoard(str(stage_dir.logs), write_graph=False),
-        keras.callbacks.ModelCheckpoint(str(stage_dir.best_weights), monitor=monitor,
-                                        mode=mode, save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=baseline),
-    ]
-    if patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
-    return callbacks
-
-
-def _validation_bought(stage_dir: StageDir, monitor: str, mode: str, baseline: float,
-                       improved: bool) -> tuple[dict, str]:
-    """What stage 2 bought on validation: its best epoch's monitored figure against stage 1's
-    (``validation_gain`` > 0 is better, whichever way the figure goes; 0 when stage 2 is not
-    kept), as ``metrics.json`` entries and the line the run prints."""
-    values = _logged(stage_dir, monitor)
-    sign = 1.0 if mode == "max" else -1.0
-    best = (max if mode == "max" else min)(values) if values else baseline
-    gain = sign * (best - baseline)
-    kept = "kept" if improved else "not kept: stage 1's weights stay"
-    return ({f"stage1_{monitor}": baseline, f"best_{monitor}": best,
-             "validation_gain": gain if improved else 0.0},
-            f"stage 2: best {monitor} {best:.4f} against stage 1's {baseline:.4f} ({gain:+.4f}) "
-            f"in {len(values)} epoch(s), {kept}")
-
-
-def load_model_weights(model: keras.Model, path: Path) -> None:
-    """``model.load_weights``, quiet about optimizer state: weight files are saved before or after
-    a stage compiles its optimizer, and only the model's weights matter when loading them."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(str(path))
-
-
-def _load_best(model: keras.Model, stage_dir: StageDir) -> bool:
-    """Loads the stage's best weights if it saved any (it beat its baseline); says whether."""
-    best = stage_dir.best_weights
-    if best.exists():
-        load_model_weights(model, best)
-    return best.exists()
-
-
-def _resumed_epoch(stage_dir: StageDir) -> int:
-    """The epoch an interrupted stage resumes at: the one Keras' BackupAndRestore recorded."""
-    metadata = stage_dir.backup / "training_metadata.json"
-    if not metadata.exists():
-        return 0
-    try:
-        return int(read_json(metadata, fix="").get("epoch", 0))
-    except (RunwayError, TypeError, ValueError):
-        return 0  # a damaged backup: ResumingBackup sets it aside and the stage restarts
-
-
-def _mark_done(stage_dir: StageDir, summary: dict) -> dict:
-    write_json(stage_dir.done, summary, indent=2)
-    return summary
-
-
-def _stage_done(stage_dir: StageDir) -> dict | None:
-    marker = stage_dir.done
-    if not marker.exists():
-        return None
-    return read_json(marker, fix=f"delete it to run {stage_dir.name} again")
-
-
 class FineTuner:
     """One run's state; ``run()`` executes the stages that are not done yet.
 
@@ -335,12 +108,12 @@ class FineTuner:
                  features: Mapping[str, np.ndarray] | None = None):
         self.config = config
         self.started = time.monotonic()  # --time_budget counts from here
-        data.resolve_dataset_dir(config.dataset_dir)  # a missing dataset fails before any write
+        dataset_source(config.dataset_dir, config.labels_csv)  # a missing dataset fails first
         self.distribution: Distribution = make_distribution(config.strategy,
                                                             config.worker_timeout)
         self.train_dir = self.distribution.work_dir(config.train_dir)  # non-chief: a temp dir
         self.files = TrainDir(self.train_dir)
-        _check_resume(self.train_dir, config)
+        check_resume(self.train_dir, config)
         self.device: DeviceSettings = configure_device(config.jit_compile, config.mixed_precision,
                                                        config.seed)
         if dataset is None:
@@ -349,7 +122,7 @@ class FineTuner:
         else:
             self.task = task_for_run(config.task, dataset.labels, config.to_dict())
         self.dataset = dataset
-        _check_same_data(self.dataset, self.train_dir)
+        check_same_data(self.dataset, self.train_dir)
         data.write_run_files(self.dataset, self.train_dir)
         print(self.dataset.summary_line(), flush=True)
         self.features = features
@@ -360,7 +133,7 @@ class FineTuner:
             self.backbone = backbone if backbone is not None else build_backbone(config)
             self.head = self.task.build_head(self.backbone.feature_dim)
             self.model = classifier(self.backbone, self.head, config.pooling)
-        if config.stage2_epochs != 0 and not _stage_done(self.files.stage("stage2")):
+        if config.stage2_epochs != 0 and not stage_done(self.files.stage("stage2")):
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
 
     # -- stages ------------------------------------------------------------------------------
@@ -400,7 +173,7 @@ class FineTuner:
         is on (exact for a frozen backbone, and far cheaper): by default as the task's convex
         problem (logistic regression for single-label), else with Keras and Adam."""
         c, stage_dir = self.config, self.files.stage("stage1")
-        done = _stage_done(stage_dir)
+        done = stage_done(stage_dir)
         if done:
             load_model_weights(self.model, stage_dir.final_weights)
             return done
@@ -413,8 +186,8 @@ class FineTuner:
             solved = self.task.fit_head_convex(self.head, self._features(train), train.targets,
                                                self._features(val), val.targets)
         if solved is None:
-            callbacks = _callbacks(stage_dir, self.task.monitor, self.task.monitor_mode, None,
-                                   None, clock)
+            callbacks = stage_callbacks(stage_dir, self.task.monitor, self.task.monitor_mode,
+                                        None, None, clock)
             if c.stage1_augment:
                 self._compile(self.model, self.learning_rates["stage1"])
                 self.model.fit(self._train_ds(train, augment=True), epochs=c.stage1_epochs,
@@ -427,13 +200,13 @@ class FineTuner:
                               epochs=c.stage1_epochs, callbacks=callbacks,
                               validation_data=(self._features(val), val.targets),
                               verbose=c.verbose)
-            _load_best(self.model if c.stage1_augment else self.head, stage_dir)
+            load_best(self.model if c.stage1_augment else self.head, stage_dir)
         self.model.save_weights(str(stage_dir.final_weights))
-        return _mark_done(stage_dir, {"seconds": clock.seconds,
-                                      "features_cached": not c.stage1_augment,
-                                      "solver": solved or {"solver": "adam"},
-                                      "validation": self.evaluate("validation"),
-                                      "leaks": self.check_leaks()})
+        return mark_done(stage_dir, {"seconds": clock.seconds,
+                                     "features_cached": not c.stage1_augment,
+                                     "solver": solved or {"solver": "adam"},
+                                     "validation": self.evaluate("validation"),
+                                     "leaks": self.check_leaks()})
 
     def stage2(self, baseline: float) -> dict:
         """Fine-tunes the unfrozen backbone (BatchNorm statistics frozen) at a warmed-up,
@@ -443,7 +216,7 @@ class FineTuner:
         if c.stage2_epochs == 0:
             print("stage 2 skipped: --stage2_epochs 0", flush=True)
             return {"skipped": True, "why": "--stage2_epochs 0"}
-        done = _stage_done(stage_dir)
+        done = stage_done(stage_dir)
         if done:
             if not done.get("skipped"):
                 load_model_weights(self.model, stage_dir.final_weights)
@@ -458,12 +231,12 @@ class FineTuner:
         print(plan.describe(), flush=True)
         if not plan.epochs:
             schedule.freeze(self.backbone.model)
-            return _mark_done(stage_dir, {"skipped": True, "why": plan.why,
-                                          "plan": plan.record(), "seconds": clock.seconds})
+            return mark_done(stage_dir, {"skipped": True, "why": plan.why,
+                                         "plan": plan.record(), "seconds": clock.seconds})
         self._backbone_changed = True
         train = self._split("train")
         steps = self._steps_per_epoch(len(train.paths))
-        first = _resumed_epoch(stage_dir)
+        first = resumed_epoch(stage_dir)
         budget = [] if plan.budget_seconds is None else [
             planning.BudgetStop(self.deadline, plan.sizes)]
         rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
@@ -471,24 +244,25 @@ class FineTuner:
         model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:]),
                   epochs=plan.epochs, steps_per_epoch=steps, shuffle=False,
                   validation_data=self._eval_ds(self._split("validation")),
-                  callbacks=[*_callbacks(stage_dir, self.task.monitor, self.task.monitor_mode,
-                                         baseline, c.patience, clock),
+                  callbacks=[*stage_callbacks(stage_dir, self.task.monitor,
+                                              self.task.monitor_mode, baseline, c.patience,
+                                              clock),
                              schedule.StepSchedule(rate), *budget],
                   verbose=c.verbose)
-        improved = _load_best(model, stage_dir)
+        improved = load_best(model, stage_dir)
         if not improved:  # stage 2 never beat stage 1 on validation: keep stage 1's weights
             load_model_weights(self.model, self.files.stage("stage1").final_weights)
         self._backbone_changed = improved
         self.model.save_weights(str(stage_dir.final_weights))
-        bought, said = _validation_bought(stage_dir, self.task.monitor, self.task.monitor_mode,
-                                          baseline, improved)
+        bought, said = validation_bought(stage_dir, self.task.monitor, self.task.monitor_mode,
+                                         baseline, improved)
         print(said, flush=True)
         stopped = budget[0].stopped_after if budget else None
-        return _mark_done(stage_dir, {"seconds": clock.seconds,
-                                      "improved_on_stage1": improved,
-                                      "unfrozen_weights": len(unfrozen), "plan": plan.record(),
-                                      "stopped_by_budget_after": stopped, **bought,
-                                      "validation": self.evaluate("validation")})
+        return mark_done(stage_dir, {"seconds": clock.seconds,
+                                     "improved_on_stage1": improved,
+                                     "unfrozen_weights": len(unfrozen), "plan": plan.record(),
+                                     "stopped_by_budget_after": stopped, **bought,
+                                     "validation": self.evaluate("validation")})
 
     @property
     def training_model(self) -> keras.Model:
