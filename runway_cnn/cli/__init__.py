@@ -9,9 +9,12 @@ from runway_cnn.errors import RunwayError, one_line
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, config_cls) -> None:
-    """One ``--flag`` per field, typed from its default, with the field's ``help`` metadata."""
+    """One ``--flag`` per field, typed from its default, with the field's ``help`` metadata
+    (fields marked ``flag: False`` have none)."""
     for f in config_cls.fields():
         meta = dict(f.metadata)
+        if not meta.pop("flag", True):
+            continue
         kwargs = {"help": meta.pop("help", ""), "default": f.default}
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         if kind.startswith("bool"):
@@ -24,6 +27,32 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, config_cls) -> None:
             kwargs["required"] = True
             kwargs.pop("default")
         parser.add_argument(f"--{f.name}", **kwargs)
+
+
+def add_task_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per option of every registered task (the fields of its ``options_class``),
+    in a group per task. A flag that is not given is left out of the parsed arguments, so the
+    run sees only what the user set (and an option of another task is an error there). An
+    option two tasks share (``--loss``) is one flag whose choices each task checks."""
+    from runway_cnn.tasks import TASKS
+
+    seen: dict[str, tuple[argparse.Action, list[str]]] = {}
+    for name in TASKS:
+        group = parser.add_argument_group(f"--task {name} options")
+        for f in TASKS.get(name).options_class.fields():
+            meta = dict(f.metadata)
+            text = meta.get("help", "") + ("" if f.default is None else
+                                           f" (default: {f.default})")
+            if f.name in seen:
+                action, helps = seen[f.name]
+                helps.append(text)
+                action.help, action.choices = "; ".join(helps), None
+                continue
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            action = group.add_argument(
+                f"--{f.name}", default=argparse.SUPPRESS, help=text, choices=meta.get("choices"),
+                type={"int": int, "float": float}.get(kind.split()[0], str))
+            seen[f.name] = (action, [text])
 
 
 def run(main: Callable[[], object]) -> None:

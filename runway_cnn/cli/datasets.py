@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 
+from runway_cnn import cli
 from runway_cnn.training.config import FinetuneConfig
 
 SCAN_FLAGS = ("dataset_dir", "labels_csv", "labels_file", "task", "validation_fraction",
-              "test_fraction", "seed", "attributes", "min_count", "rare")
+              "test_fraction", "seed")  # and every task's options (add_task_option_flags)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             convert.add_argument(f"--{name}", type=kind, default=f.default,
                                  required=name == "dataset_dir",
                                  help=f.metadata.get("help", ""))
+    cli.add_task_option_flags(convert)
     convert.add_argument("--output_dir", required=True, help="a new or empty folder")
     convert.add_argument("--num_shards", type=int, default=4, help="shards per split (at most "
                          "one per image)")

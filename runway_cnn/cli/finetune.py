@@ -5,7 +5,8 @@ Example::
     python -m runway_cnn.finetune --dataset_dir photos/ --train_dir runs/brands \\
         --export_dir exports/ --model_name efficientnet_lite0
 
-Every flag is a field of :class:`runway_cnn.FinetuneConfig`; the run is
+Every flag is a field of :class:`runway_cnn.FinetuneConfig` or an option of a task (the fields
+of its ``options_class``: ``--head``, ``--attributes``, ``--target_column`` …); the run is
 ``runway_cnn.fine_tune(...)``. With ``--num_splits N`` or ``--kfold K`` it runs that many runs on
 stratified splits of all images and summarises them (``runway_cnn.experiments``).
 """
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
         prog="python -m runway_cnn.finetune", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     cli.add_dataclass_flags(parser, FinetuneConfig)
+    cli.add_task_option_flags(parser)
     parser.add_argument("--list_backbones", nargs=0, action=_ListBackbones,
                         help="print the backbone registry and exit")
     args = vars(parser.parse_args(argv))

@@ -47,8 +47,8 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
                                 f"the {len(images)} records of its {split} split",
                                 len(records.skipped), root)
     if kind == "manifest":
-        rows = scan_labels_csv(root, labels_csv, task.raw_label, columns=task.csv_columns,
-                               task=task.name)
+        raw_label, columns = task.csv_reader(**task.options)
+        rows = scan_labels_csv(root, labels_csv, raw_label, columns=columns, task=task.name)
         images = Split(rows.paths, np.zeros(len(rows.paths)), rows.sources, rows.raw_labels)
         return EvaluationImages(rows.tmpdir, images, "all",
                                 f"the {len(images)} usable rows of {rows.csv_path}",

@@ -24,6 +24,7 @@ import csv
 import re
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,8 +35,7 @@ from sklearn import metrics as skm
 
 from runway_cnn.data.splits import by_group
 from runway_cnn.errors import DataError
-from runway_cnn.plots import plot_attribute_scores, plot_confusion_matrix
-from runway_cnn.tasks.base import Task
+from runway_cnn.tasks.base import Task, TaskOptions, option
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.logistic import SoftmaxPerAttribute
 from runway_cnn.tasks.losses import MaskedAttributeCrossentropy
@@ -48,6 +48,22 @@ BALANCE = ("none", "oversample", "class_weight")
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
+@dataclass
+class AttributeOptions(TaskOptions):
+    attributes: str = option(None, "attributes: the --labels_csv columns to learn, "
+                                   "comma-separated (default: every column but filename)")
+    min_count: int = option(5, "attributes: values with fewer images in the CSV are rare "
+                               "(--rare)")
+    rare: str = option("merge", "attributes: rare values merged into 'other' (merge) or made "
+                                "unknown cells (drop)", choices=RARE)
+    balance: str = option("none", "attributes: none; oversample (repeat-factor sampling of "
+                                  "images with rare values, as per-image weights); or "
+                                  "class_weight (each known cell weighted by its value's "
+                                  "balanced weight)", choices=BALANCE)
+    attribute_weights: str = option(None, "attributes: loss weight per attribute, e.g. "
+                                          "'neckline=2,pattern=0.5' (others 1)")
+
+
 class AttributeTask(Task):
     """One softmax per attribute; targets ``[n, attributes]`` value ids, -1 where unknown;
     results ``{"attributes": {name: {"value": …, "score": …}}}``."""
@@ -58,11 +74,15 @@ class AttributeTask(Task):
     summary_figures = ("accuracy", "macro_f1", "balanced_accuracy", "majority_accuracy",
                        "majority_macro_f1", "majority_balanced_accuracy", "loss")
     plotted_figures = ("accuracy", "macro_f1", "balanced_accuracy", "majority_accuracy")
+    options_class = AttributeOptions
 
     def __init__(self, labels: Sequence[str], rare: str = "merge", balance: str = "none",
                  attribute_weights: str | dict | None = None, dropout: float = 0.2,
                  majority: Sequence[int] | None = None,
-                 value_weights: Sequence[float] | None = None):
+                 value_weights: Sequence[float] | None = None, attributes: str | None = None,
+                 min_count: int = 5):
+        # ``attributes`` and ``min_count`` are options of the label space (label_space), which
+        # ``labels`` already are: the task is built from all of its options and keeps the labels
         if rare not in RARE:
             raise DataError(f"--rare {rare!r}: use one of {', '.join(RARE)}")
         if balance not in BALANCE:
@@ -94,7 +114,7 @@ class AttributeTask(Task):
 
     @classmethod
     def label_space(cls, raw_labels: Sequence[dict], attributes: str | None = None,
-                    min_count: int = 5, rare: str = "merge") -> list[str]:
+                    min_count: int = 5, rare: str = "merge", **options) -> list[str]:
         """``attribute=value`` names of the chosen attributes (default: every column but
         ``filename``), values with fewer than ``min_count`` images merged into ``other`` or
         dropped."""
@@ -406,6 +426,8 @@ class AttributeTask(Task):
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         """``per_attribute.csv``, ``attributes.png`` (each attribute's figures beside its
         majority baseline) and one ``confusion_<attribute>.png`` per attribute."""
+        from runway_cnn.plots import plot_attribute_scores, plot_confusion_matrix
+
         _write_table(figures["per_attribute"], output_dir / "per_attribute.csv")
         plot_attribute_scores(figures["per_attribute"], output_dir / "attributes.png",
                               f"{title}: mean accuracy {figures['accuracy']:.3f} (majority "
@@ -447,6 +469,8 @@ class AttributeTask(Task):
                 combined[a][f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 \
                     else 0.0
         _write_table(combined, output_dir / "per_attribute.csv")
+        from runway_cnn.plots import plot_attribute_scores  # matplotlib only when drawing
+
         plot_attribute_scores(combined, output_dir / "attributes.png", title)
         return {"per_attribute": combined}
 

@@ -12,14 +12,43 @@ vector (multi-label), attribute value ids with -1 for unknown (attributes).
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from runway_cnn.errors import control_character
+
+
+def option(default, help: str, **extra) -> Any:
+    """A task option: a dataclass field whose ``help`` (and ``choices``) make its ``finetune``
+    flag."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TaskOptions:
+    """A task's own settings, each a ``finetune`` flag of the same name (``--head``,
+    ``--attributes`` …); what every task shares (dropout, pooling, the splits) is in
+    :class:`~runway_cnn.training.config.FinetuneConfig`. A task without options keeps this empty
+    class."""
+
+    def __post_init__(self):
+        for f in self.fields():
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ValueError(f"--{f.name} {value!r}: use one of {', '.join(choices)}")
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 class Task:
@@ -37,6 +66,7 @@ class Task:
     summary_figures: tuple[str, ...] = ("loss",)
     plotted_figures: tuple[str, ...] = ()  # summary figures in [0, 1], drawn side by side
     csv_columns: tuple[str, ...] = ()  # the --labels_csv columns raw_label needs besides filename
+    options_class: type[TaskOptions] = TaskOptions  # the task's flags
 
     def __init__(self, labels: Sequence[str], **options):
         self.labels = list(labels)
@@ -59,9 +89,17 @@ class Task:
         return text
 
     @classmethod
-    def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
+    def csv_reader(cls, **options) -> tuple[Callable[[dict], Any], tuple[str, ...]]:
+        """How a ``--labels_csv`` row becomes a raw label under the task's ``options``: the
+        function and the columns it needs (by default :meth:`raw_label` and
+        :attr:`csv_columns`)."""
+        return cls.raw_label, cls.csv_columns
+
+    @classmethod
+    def label_space(cls, raw_labels: Sequence[Any], **options) -> list[str]:
         """The labels of a dataset, in target order, from every image's raw label (a class
-        name; a tuple of tags; a dict of attribute values)."""
+        name; a tuple of tags; a dict of attribute values) and the task's ``options`` (the
+        fields of :attr:`options_class`; a task uses those it needs)."""
         raise NotImplementedError
 
     def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:

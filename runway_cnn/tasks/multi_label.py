@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +29,7 @@ from sklearn import metrics as skm
 
 from runway_cnn.data.splits import by_group
 from runway_cnn.errors import DataError
-from runway_cnn.tasks.base import Task
+from runway_cnn.tasks.base import Task, TaskOptions, option
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.logistic import OneVsRestLogistic
 from runway_cnn.tasks.losses import AsymmetricLoss
@@ -47,6 +48,18 @@ HEADS = ("sigmoid", "mlgcn")
 LOSSES = ("bce", "asl")
 
 
+@dataclass
+class MultiLabelOptions(TaskOptions):
+    head: str = option("sigmoid", "multi_label head: sigmoid (dense) or mlgcn (ML-GCN)",
+                       choices=HEADS)
+    loss: str = option("bce", "multi_label loss: bce or asl (asymmetric loss: gamma- 4, gamma+ 0, "
+                              "clip 0.05)", choices=LOSSES)
+    threshold: float = option(None, "multi_label: one decision threshold for every label "
+                                    "(default: per label, the best F1 on validation)")
+    label_embeddings: str = option(None, "mlgcn: label word vectors, a GloVe-style text file or "
+                                         "a .npy [labels, d] array (default: one-hot)", path=True)
+
+
 class MultiLabelTask(Task):
     """Several labels per image: multi-hot targets, sigmoid outputs, mAP and the ML-GCN paper's
     CP / CR / CF1 / OP / OR / OF1; results are the predicted label sets with their scores."""
@@ -57,6 +70,7 @@ class MultiLabelTask(Task):
     summary_figures = ("map", "cf1", "of1", "loss")
     plotted_figures = ("map", "cf1", "of1")
     csv_columns = (LABELS_COLUMN,)
+    options_class = MultiLabelOptions
 
     def __init__(self, labels: Sequence[str], head: str = "sigmoid", loss: str = "bce",
                  dropout: float = 0.2, threshold: float | None = None,
@@ -88,7 +102,7 @@ class MultiLabelTask(Task):
         return tuple(dict.fromkeys(cls.label_text(t) for t in tags if t))
 
     @classmethod
-    def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
+    def label_space(cls, raw_labels: Sequence[Any], **options) -> list[str]:
         return sorted({tag for tags in raw_labels for tag in _tags(tags)})
 
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,8 +15,7 @@ from sklearn import metrics as skm
 
 from runway_cnn.data.splits import kfold_splits, stratified_split
 from runway_cnn.errors import DataError
-from runway_cnn.plots import plot_confusion_matrix
-from runway_cnn.tasks.base import Task
+from runway_cnn.tasks.base import Task, TaskOptions, option
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.losses import SparseSmoothedCrossentropy
 
@@ -39,6 +39,16 @@ def feature_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(std, floor)
 
 
+@dataclass
+class SingleLabelOptions(TaskOptions):
+    label_smoothing: float = option(0.1, "single_label: label smoothing of the cross-entropy")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.label_smoothing < 1:
+            raise DataError(f"--label_smoothing {self.label_smoothing}: must be in [0, 1)")
+
+
 class SingleLabelTask(Task):
     """One class per image: targets are class ids, the head a softmax classifier, the figures
     top-1 / top-5 / macro-F1, results the top-k classes with their probabilities."""
@@ -49,6 +59,7 @@ class SingleLabelTask(Task):
     summary_figures = ("top1", "top5", "macro_f1", "loss")
     plotted_figures = ("top1", "top5", "macro_f1")
     csv_columns = (LABEL_COLUMN,)
+    options_class = SingleLabelOptions
 
     def __init__(self, labels: Sequence[str], label_smoothing: float = 0.1,
                  dropout: float = 0.2):
@@ -68,7 +79,7 @@ class SingleLabelTask(Task):
         return cls.label_text(label)
 
     @classmethod
-    def label_space(cls, raw_labels: Sequence[Any]) -> list[str]:
+    def label_space(cls, raw_labels: Sequence[Any], **options) -> list[str]:
         return sorted({str(label) for label in raw_labels})
 
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
@@ -287,6 +298,8 @@ class SingleLabelTask(Task):
 
 
 def _plot_confusion(matrix: np.ndarray, labels: list[str], output: Path, title: str) -> None:
+    from runway_cnn.plots import plot_confusion_matrix  # matplotlib only when drawing
+
     shown = np.flatnonzero(matrix.sum(axis=0) + matrix.sum(axis=1))  # classes that occur
     plot_confusion_matrix(matrix[np.ix_(shown, shown)], [labels[i] for i in shown], output,
                           title=title)

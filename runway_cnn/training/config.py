@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runway_cnn.errors import RunwayError
+from runway_cnn.tasks import TASKS, foreign_options, task_options
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -30,11 +31,15 @@ def check_outside_dataset(flag: str, path: str | None, dataset_dir: str, hint: s
                           f"scanned as images{hint}; give a {flag} outside it")
 
 
+def _every_task_option() -> set[str]:
+    return {f.name for name in TASKS for f in TASKS.get(name).options_class.fields()}
+
+
 def _opt(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
 
 
-@dataclass
+@dataclass(init=False)
 class FinetuneConfig:
     dataset_dir: str = _opt(None, "dataset folder (one sub-folder per class, optionally under "
                                   "train/ validation/ test/) or a registered dataset name",
@@ -62,9 +67,11 @@ class FinetuneConfig:
                                    "keras:NAME:FILE) / a TF-Hub handle (TF-Hub entries)")
     task: str = _opt("single_label", "what to predict: single_label (one class per image: class "
                                       "folders, or a --labels_csv 'label' column), multi_label "
-                                      "(a --labels_csv 'labels' column, ';'-separated) or "
+                                      "(a --labels_csv 'labels' column, ';'-separated), "
                                       "attributes (one --labels_csv column per attribute, an "
-                                      "empty cell unknown)")
+                                      "empty cell unknown) or regression (a number per image: "
+                                      "a --labels_csv 'value' column, or --target_column); each "
+                                      "task's own flags are listed under its name")
     labels_csv: str = _opt(None, "CSV manifest: a 'filename' column (paths relative to "
                                  "--dataset_dir) and the task's label column(s); without it, "
                                  "class folders are the labels")
@@ -74,25 +81,6 @@ class FinetuneConfig:
                                "(ML-GCN's global max pooling; needs a backbone with a feature "
                                "map: Keras applications, EfficientNet-Lite)",
                         choices=("avg", "max"))
-    head: str = _opt("sigmoid", "multi_label head: sigmoid (dense) or mlgcn (ML-GCN)",
-                     choices=("sigmoid", "mlgcn"))
-    loss: str = _opt("bce", "multi_label loss: bce or asl (asymmetric loss: gamma- 4, gamma+ 0, "
-                            "clip 0.05)", choices=("bce", "asl"))
-    threshold: float = _opt(None, "multi_label: one decision threshold for every label "
-                                  "(default: per label, the best F1 on validation)")
-    label_embeddings: str = _opt(None, "mlgcn: label word vectors, a GloVe-style text file or "
-                                       "a .npy [labels, d] array (default: one-hot)")
-    attributes: str = _opt(None, "attributes: the --labels_csv columns to learn, comma-separated "
-                                 "(default: every column but filename)")
-    min_count: int = _opt(5, "attributes: values with fewer images in the CSV are rare (--rare)")
-    rare: str = _opt("merge", "attributes: rare values merged into 'other' (merge) or made "
-                              "unknown cells (drop)", choices=("merge", "drop"))
-    balance: str = _opt("none", "attributes: none; oversample (repeat-factor sampling of images "
-                                "with rare values, as per-image weights); or class_weight (each "
-                                "known cell weighted by its value's balanced weight)",
-                        choices=("none", "oversample", "class_weight"))
-    attribute_weights: str = _opt(None, "attributes: loss weight per attribute, e.g. "
-                                        "'neckline=2,pattern=0.5' (others 1)")
     image_size: int = _opt(None, "input resolution (default: the backbone's)")
     batch_size: int = _opt(32, "images per training step on each replica (the global batch is "
                                "this times the replicas of --strategy)")
@@ -129,7 +117,6 @@ class FinetuneConfig:
     stage1_augment: bool = _opt(False, "augment in stage 1 (then backbone features cannot be "
                                        "cached and stage 1 runs the whole backbone every step)")
     augment: bool = _opt(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
-    label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy")
     dropout: float = _opt(0.2, "dropout before the classifier")
     warmup_fraction: float = _opt(0.1, "share of stage-2 steps spent warming up the learning rate")
     patience: int = _opt(2, "stage-2 early stopping patience (epochs without validation gain)")
@@ -169,6 +156,21 @@ class FinetuneConfig:
                                                  "before giving up, naming those that did not")
     top_k: int = _opt(5, "labels returned by the exported serving signature")
     verbose: int = _opt(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    task_options: dict = field(default_factory=dict, metadata={
+        "help": "the task's own options (its flags: --head, --attributes …)", "flag": False})
+
+    def __init__(self, task_options: dict | None = None, **settings):
+        """The fields by name, and the task's options (``head="mlgcn"``, ``attributes=...``)
+        either in ``task_options`` or as keywords beside the fields, as on the command line."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        options = dict(task_options or {})
+        for name in [k for k in settings if k not in known]:
+            options[name] = settings.pop(name)
+        for name, f in known.items():
+            if name != "task_options":
+                setattr(self, name, settings.get(name, f.default))
+        self.task_options = options
+        self.__post_init__()
 
     def __post_init__(self):
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
@@ -186,7 +188,6 @@ class FinetuneConfig:
             ("learning_rate", self.learning_rate > 0, "must be positive"),
             ("stage2_learning_rate", self.stage2_learning_rate is None
              or self.stage2_learning_rate > 0, "must be positive"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
             ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
             ("warmup_fraction", 0 <= self.warmup_fraction < 1, "must be in [0, 1)"),
             ("image_size", self.image_size is None or self.image_size >= 16,
@@ -205,6 +206,15 @@ class FinetuneConfig:
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))
+        unknown = sorted(k for k in self.task_options if k not in _every_task_option())
+        if unknown:
+            raise RunwayError(f"{', '.join('--' + k for k in unknown)}: no such setting")
+        foreign = foreign_options(self.task, self.task_options)
+        if foreign:
+            own = ", ".join(f"--{f.name}" for f in TASKS.get(self.task).options_class.fields())
+            raise RunwayError(f"{', '.join('--' + k for k in foreign)}: not an option of --task "
+                              f"{self.task} (its options: {own or 'none'})")
+        self.task_options = task_options(self.task, self.task_options).to_dict()
         from runway_cnn.training.plan import parse_sizes
 
         parse_sizes(self.stage2_sizes)  # a bad --stage2_sizes is one line here
@@ -225,7 +235,9 @@ class FinetuneConfig:
         self.export_dir = self.export_dir and _absolute(self.export_dir)
         self.labels_csv = self.labels_csv and _absolute(self.labels_csv)
         self.labels_file = self.labels_file and _absolute(self.labels_file)
-        self.label_embeddings = self.label_embeddings and _absolute(self.label_embeddings)
+        for f in TASKS.get(self.task).options_class.fields():
+            if f.metadata.get("path") and self.task_options.get(f.name):
+                self.task_options[f.name] = _absolute(self.task_options[f.name])
         spec, self.weights = model_spec(self.model_name, self.weights, hub_handle=self.hub_handle,
                                         init_from=self.init_from,
                                         init_from_run=self.init_from_run)
@@ -241,7 +253,10 @@ class FinetuneConfig:
         check_outside_dataset("--export_dir", self.export_dir, self.dataset_dir)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every setting by its flag's name: the fields and the task's options side by side (as
+        ``config.json`` holds them)."""
+        settings = dataclasses.asdict(self)
+        return {**settings, **settings.pop("task_options")}
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:

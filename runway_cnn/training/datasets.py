@@ -48,8 +48,9 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
         return dataset, task
     task_class = TASKS.get(config.task)
     group_by = GroupBy(config.group_by) if config.group_by else None
-    rows = scan_labels_csv(dataset_dir, config.labels_csv, task_class.raw_label, work_dir,
-                           columns=task_class.csv_columns, task=config.task,
+    raw_label, columns = task_class.csv_reader(**config.task_options)
+    rows = scan_labels_csv(dataset_dir, config.labels_csv, raw_label, work_dir,
+                           columns=columns, task=config.task,
                            report_path=report_path,
                            keep_columns=[group_by.column] if group_by and group_by.column else [])
     labels = (read_labels_file(config.labels_file) if config.labels_file

@@ -1,0 +1,155 @@
+"""Regression (``--task regression``): a price per photo read from a CSV column, stage 1 solved as
+ridge regression, stage 2 with the Huber loss, exported, served, predicted and evaluated end to
+end on test-made photos; the head against scikit-learn; the task's flags."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import make_image
+from fastapi.testclient import TestClient
+from sklearn.linear_model import Ridge
+from test_bad_input import assert_one_line_error, predict_csv_rows, run_cli
+from tiny_models import make_tiny_hub_module
+
+from runway_cnn import FinetuneConfig, fine_tune
+from runway_cnn.app.server import create_app
+from runway_cnn.cli import finetune as finetune_cli
+from runway_cnn.inference.evaluate import evaluate_model
+from runway_cnn.inference.predict import predict
+from runway_cnn.inference.predictor import Predictor
+from runway_cnn.tasks import RegressionTask, task_from_config
+from runway_cnn.tasks.regression.task import ALPHA_GRID
+from runway_cnn.tasks.single_label import feature_scale
+
+PRICE = {0: 100.0, 1: 110.0, 2: 120.0, 3: 130.0}  # a photo's price follows its pattern
+
+
+def write_priced_photos(root, per_kind: int = 12, column: str = "value"):
+    """``root/photos/*.jpg`` of 4 patterns and ``root/prices.csv`` (``filename``, ``column``):
+    the pattern's price plus noise, and two rows whose cell is not a usable number."""
+    photos = root / "photos"
+    photos.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for kind in range(4):
+        for i in range(per_kind):
+            name = f"k{kind}_{i}.jpg"
+            make_image(kind, (48, 48), rng).save(photos / name, quality=90)
+            rows.append((name, f"{PRICE[kind] + rng.normal():.3f}"))
+    make_image(0, (48, 48), rng).save(photos / "no_price.jpg")
+    make_image(1, (48, 48), rng).save(photos / "infinite.jpg")
+    rows += [("no_price.jpg", "about 100"), ("infinite.jpg", "inf")]
+    with (root / "prices.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", column])
+        writer.writerows(rows)
+    return photos, root / "prices.csv"
+
+
+@pytest.fixture(scope="module")
+def price_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("regression")
+    photos, prices = write_priced_photos(root)
+    result = fine_tune(FinetuneConfig(
+        dataset_dir=str(photos), labels_csv=str(prices), task="regression",
+        train_dir=str(root / "run"), hub_handle=str(make_tiny_hub_module(root / "hub")),
+        image_size=32, batch_size=8, stage2_epochs=1, validation_fraction=0.25,
+        test_fraction=0.25, verbose=0))
+    return root, photos, prices, result
+
+
+def _truth(prices) -> dict[str, float]:
+    with open(prices, newline="") as f:
+        return {row["filename"]: float(row["value"]) for row in csv.DictReader(f)
+                if row["filename"].startswith("k")}
+
+
+def test_prices_train_export_serve_predict_and_evaluate(price_run, tmp_path):
+    root, photos, prices, result = price_run
+    assert result.task.labels == ["value"]
+    report = json.loads((result.train_dir / "data_report.json").read_text())
+    bad = json.dumps(report)
+    assert "no_price.jpg" in bad and "infinite.jpg" in bad  # counted, named, not trained on
+    stage1 = result.metrics["stages"]["stage1"]["solver"]
+    assert stage1["solver"] == "ridge" and stage1["alpha"] in ALPHA_GRID
+    assert "improved_on_stage1" in result.metrics["stages"]["stage2"]  # stage 2 ran (Huber)
+    test = result.metrics["test"]
+    # the photos' price follows their pattern: the model is far better than the mean
+    assert test["mae"] < 0.5 * test["baseline_mae"] and test["r2"] > 0.5
+    assert test["num_examples"] == 12
+
+    truth = _truth(prices)
+    names = sorted(truth)[:8]
+    predictor = Predictor(result.export_path)
+    answers = predictor.predict([str(photos / n) for n in names])
+    assert all(set(a) == {"value"} and isinstance(a["value"], float) for a in answers)
+    rows = predict_csv_rows(result.export_path, [photos / n for n in names], tmp_path / "p.csv")
+    # predict crops in Python, the signature in the graph: resizing differs by ~1e-4 relative
+    np.testing.assert_allclose([float(r["value"]) for r in rows],
+                               [a["value"] for a in answers], rtol=2e-3)
+    with TestClient(create_app([str(result.export_path)])) as client:
+        posted = client.post("/api/predict", files={
+            "file": (names[0], (photos / names[0]).read_bytes(), "image/jpeg")}).json()
+    assert list(posted["predictions"].values()) == [answers[0]]
+
+    figures = evaluate_model(result.export_path, photos, labels_csv=prices,
+                             output_dir=tmp_path / "eval")
+    everything = sorted(truth)
+    values = np.array([r["value"] for r in predict(predictor, [photos / n for n in everything])])
+    expected = np.abs(values - np.array([truth[n] for n in everything])).mean()
+    assert figures["mae"] == pytest.approx(expected, rel=1e-4)
+    assert figures["num_examples"] == len(everything)
+    assert (tmp_path / "eval" / "predicted_vs_true.png").stat().st_size > 0
+
+
+def test_the_ridge_head_predicts_what_scikit_learn_predicts():
+    rng = np.random.default_rng(1)
+    features, val_features = rng.normal(size=(60, 16)), rng.normal(size=(20, 16))
+    weights = rng.normal(size=16)
+    targets = (features @ weights * 30 + 500 + rng.normal(size=60)).reshape(-1, 1)
+    val_targets = (val_features @ weights * 30 + 500).reshape(-1, 1)
+    task = RegressionTask(["price"])
+    task.prepare(targets)
+    head = task.build_head(16)
+    chosen = task.fit_head_convex(head, features, targets, val_features, val_targets)
+
+    mean, scale = feature_scale(features)
+    z = (targets[:, 0] - targets.mean()) / targets.std()
+    rmse = {a: np.sqrt(np.mean((Ridge(alpha=a).fit((features - mean) / scale, z).predict(
+        (val_features - mean) / scale) * targets.std() + targets.mean() - val_targets[:, 0]) ** 2))
+        for a in ALPHA_GRID}
+    best = min(rmse, key=rmse.get)
+    assert chosen["alpha"] == best
+    reference = Ridge(alpha=best).fit((features - mean) / scale, z).predict(
+        (val_features - mean) / scale) * targets.std() + targets.mean()
+    predicted = head(val_features.astype("float32"), training=False).numpy()[:, 0]
+    np.testing.assert_allclose(predicted, reference, rtol=1e-4, atol=1e-3)
+    rebuilt = task_from_config(json.loads(json.dumps(task.config())))
+    assert (rebuilt.mean, rebuilt.std) == (task.mean, task.std)
+    d = task.std  # Huber: squared within one standard deviation, linear beyond
+    loss = float(rebuilt.loss()(np.zeros((1, 1)), np.full((1, 1), 3 * d)))
+    assert loss == pytest.approx(0.5 * d ** 2 + d * (3 * d - d), rel=1e-5)
+
+
+def test_another_column_is_read_with_target_column_and_bad_flags_are_one_line(tmp_path):
+    photos, prices = write_priced_photos(tmp_path, per_kind=3, column="price")
+    task = RegressionTask(["price"], target_column="price")
+    read, columns = task.csv_reader(**task.options)
+    assert columns == ("price",) and read({"filename": "a.jpg", "price": " 12.5 "}) == 12.5
+    for cell in ("", "cheap", "nan", "-inf"):
+        with pytest.raises(ValueError, match="price"):
+            read({"filename": "a.jpg", "price": cell})
+    common = ["--dataset_dir", str(photos), "--labels_csv", str(prices), "--task", "regression",
+              "--train_dir", str(tmp_path / "run"), "--stage2_epochs", "0"]
+    code, _, err = run_cli(finetune_cli.main, common)  # no 'value' column
+    assert_one_line_error(code, err, "value")
+    code, _, err = run_cli(finetune_cli.main, [*common, "--head", "mlgcn"])
+    assert_one_line_error(code, err, "--head", "regression")
+    code, _, err = run_cli(finetune_cli.main, [*common, "--loss", "bce"])
+    assert_one_line_error(code, err, "--loss", "bce")
+    config = finetune_cli.parse_args([*common, "--target_column", "price", "--loss", "mse"])
+    assert config.task_options == {"target_column": "price", "loss": "mse"}
+    assert config.to_dict()["target_column"] == "price"
