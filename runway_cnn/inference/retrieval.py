@@ -33,9 +33,9 @@ INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
 FORMAT = "runway_cnn image index"
 OWN_FILES = (INDEX_JSON, EMBEDDINGS, "neighbours.png")  # what build and query write (the grid)
 BACKENDS = ("auto", "exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
-# "auto" builds FAISS HNSW only where it pays back its build (BENCHMARKS.md, issue 13): at 100k
-# items HNSW answers in 0.3 ms where exact search takes 19 ms (182 ms at 1M), but building it
-# takes 20 s, repaid after ~1,100 single queries or ~12,600 in batches of 100
+# "auto" builds FAISS HNSW only where it pays back its build (BENCHMARKS.md's retrieval timings):
+# at 100k items HNSW answers in 0.3 ms where exact search takes 19 ms (182 ms at 1M), but
+# building it takes 20 s, repaid after ~1,100 single queries or ~12,600 in batches of 100
 AUTO_FAISS_FROM, AUTO_FAISS_QUERIES = 100_000, 10_000
 RECALL_AT = (1, 5, 10)
 
