@@ -20,9 +20,7 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 from PIL import Image
-from test_attributes import write_attribute_photos
-from test_bad_input import assert_one_line_error, run_cli
-from test_multi_label import make_multilabel_folder
+from helpers import assert_one_line_error, make_multilabel_folder, run_cli, write_attribute_photos
 from tiny_models import make_tiny_hub_module
 
 fastapi = pytest.importorskip("fastapi", reason="the [app] extra is not installed")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image, make_image_folder
-from test_bad_input import predict_csv_rows
+from conftest import make_image_folder
+from helpers import (PATTERNS, assert_one_line_error, predict_csv_rows, run_cli,
+                     tflite_and_client_answers, write_attribute_photos)
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
@@ -24,35 +25,6 @@ from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import AttributeTask
 from runway_cnn.tasks.losses import MaskedAttributeCrossentropy
 from runway_cnn.training.restore import restore_run
-
-PATTERNS = ("checks", "disc", "hstripes", "vstripes")
-
-
-def write_attribute_photos(root, per_kind: int = 10, seed: int = 0):
-    """``root/photos/*.jpg`` of 8 kinds (pattern = kind % 4; dark for kinds 4–7) and
-    ``root/attributes.csv``: pattern, tone (unknown for every image numbered 0) and sleeve (a
-    rare value 'cap' on 2 images, unknown for odd kinds)."""
-    photos = root / "photos"
-    photos.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for kind in range(8):
-        for i in range(per_kind):
-            name = f"k{kind}_{i}.jpg"
-            image = make_image(kind, tuple(int(v) for v in rng.integers(40, 73, 2)), rng)
-            if kind >= 4:
-                image = image.point(lambda v: v // 2)
-            image.save(photos / name, quality=90)
-            tone = "" if i == 0 else ("dark" if kind >= 4 else "light")
-            sleeve = "cap" if (kind, i) in ((0, 1), (2, 1)) else (
-                "" if kind % 2 else ("long" if kind < 4 else "short"))
-            rows.append((name, PATTERNS[kind % 4], tone, sleeve))
-    with (root / "attributes.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["filename", "pattern", "tone", "sleeve"])
-        writer.writerows(rows)
-    return photos, root / "attributes.csv"
-
 
 @pytest.fixture(scope="module")
 def attribute_run(tmp_path_factory):
@@ -248,8 +220,6 @@ def test_attributes_train_export_serve_and_restore_end_to_end(attribute_run, tmp
 
 
 def test_client_and_tflite_answers_carry_every_attribute(attribute_run, tmp_path):
-    from test_serving import tflite_and_client_answers
-
     from runway_cnn.inference.predictor import INVALID_IMAGE
 
     _, photos, _, result = attribute_run
@@ -295,8 +265,6 @@ def test_oversample_and_class_weight_runs_train_with_their_weights(attribute_run
 
 
 def test_bad_attribute_flags_are_one_line_errors(attribute_run, tmp_path):
-    from test_bad_input import assert_one_line_error, run_cli
-
     from runway_cnn.cli import finetune as finetune_cli
 
     root, photos, labels_csv, _ = attribute_run
@@ -380,8 +348,6 @@ def test_neighbours_are_the_nearest_score_vectors_and_share_attributes(catalog_i
 
 def test_damaged_or_foreign_indexes_are_one_line_errors(catalog_index, attribute_run, tmp_path):
     import shutil
-
-    from test_bad_input import assert_one_line_error, run_cli
 
     from runway_cnn.cli import recommend as recommend_cli
 

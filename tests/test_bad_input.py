@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runway_cnn import FinetuneConfig, cli, fine_tune
+from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.cli import evaluate as evaluate_cli
 from runway_cnn.cli import export as export_cli
 from runway_cnn.export.reexport import reexport
@@ -38,6 +38,9 @@ from bad_input_corpus import (BAD_CLASS, CASES, CLASSES, GOOD_PER_CLASS, NOT_UTF
                               edit_descriptor, make_corpus, make_csv_photos, make_records,
                               skipped_names, snapshot, swap_labels, write_csv)
 from conftest import make_image_folder
+from helpers import (assert_one_line_error, decode_rest_instances, encode_rest_predictions,
+                     free_ports, make_multilabel_folder, run_cli, run_signature,
+                     write_attribute_photos)
 from tiny_models import make_tiny_hub_module
 
 
@@ -54,38 +57,6 @@ def corpus(tmp_path_factory):
         image_size=32, batch_size=8, stage2_epochs=1, validation_fraction=0.2,
         test_fraction=0.2, top_k=2, verbose=0))
     return {"root": root, "dataset": dataset, "hub": hub, "before": before, "run": run}
-
-
-def run_cli(main, argv) -> tuple[int, str, str]:
-    """A CLI's ``main`` under ``cli.run``, as ``python -m`` runs it: (exit code, stdout,
-    stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.run(lambda: main(argv))
-        except SystemExit as stop:
-            code = stop.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def predict_csv_rows(model, files, output) -> list[dict]:
-    """``python -m runway_cnn.predict --model MODEL FILES --output OUTPUT`` (which must succeed)
-    and the CSV rows it wrote."""
-    code, _, stderr = run_cli(predict_cli.main, ["--model", str(model), *map(str, files),
-                                                 "--output", str(output)])
-    assert code == 0, stderr
-    with open(output, newline="", errors="surrogateescape") as f:
-        return list(csv.DictReader(f))
-
-
-def assert_one_line_error(code: int, stderr: str, *named: str) -> None:
-    assert code == 2, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
-    for text in named:
-        assert text in lines[0], (text, lines[0])
 
 
 def _outcome_of_scan(report: dict, used: set[str], name: str) -> str:
@@ -166,8 +137,6 @@ def test_client_gives_the_predictors_answers_from_tf_servings_bodies(corpus):
     """The REST body a Client sends for each corpus file, answered as TF Serving answers it
     (the signature run on the decoded instances), parsed by the Client: the Predictor's results,
     bad files marked; without per-image errors, TF Serving's HTTP 400 is a one-line error."""
-    from test_serving import decode_rest_instances, encode_rest_predictions, run_signature
-
     predictor = Predictor(corpus["run"].export_path)
     folder = corpus["dataset"] / BAD_CLASS
     cases = [c for c in CASES if c.predict in ("labels", "error: not an image",
@@ -652,8 +621,6 @@ def test_a_train_dir_inside_the_dataset_is_refused_up_front(tmp_path, monkeypatc
 def test_a_reordered_label_list_in_dataset_json_is_refused(corpus, tmp_path):
     """Swapping two labels of dataset.json would train (and export) red photos as 'blue': the
     records' own label text must disagree with it before anything trains or evaluates."""
-    from test_attributes import write_attribute_photos
-    from test_multi_label import make_multilabel_folder
 
     from runway_cnn.training.datasets import load_dataset
 
@@ -733,8 +700,6 @@ def test_a_records_folder_without_its_descriptor_keys_is_named(corpus, tmp_path)
 
 
 def test_bad_label_vectors_and_attribute_weights_are_named_before_training(corpus, tmp_path):
-    from test_attributes import write_attribute_photos
-    from test_multi_label import make_multilabel_folder
 
     photos, labels_csv = make_multilabel_folder(tmp_path / "ml", per_kind=4)
     labels = ["checks", "dark", "disc", "hstripes", "striped", "vstripes"]
@@ -886,9 +851,7 @@ def test_parameter_servers_and_bad_seeds_are_one_line_errors(corpus, tmp_path, m
 
 def _worker_command(corpus, tmp_path, peer: str, *extra: str) -> tuple[list[str], dict]:
     """``finetune --strategy multi_worker`` as worker 0 of a loopback port and ``peer``."""
-    from test_distribute import _free_ports
-
-    cluster = {"worker": [f"127.0.0.1:{_free_ports(1)[0]}", peer]}
+    cluster = {"worker": [f"127.0.0.1:{free_ports(1)[0]}", peer]}
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CONFIG": json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": 0}}),
         "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).resolve().parent.parent),
@@ -915,9 +878,7 @@ def test_a_worker_whose_peer_never_answers_ends_in_one_line(corpus, tmp_path):
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_end_a_waiting_worker(corpus, tmp_path, signal_number):
-    from test_distribute import _free_ports
-
-    argv, env = _worker_command(corpus, tmp_path, f"127.0.0.1:{_free_ports(1)[0]}")
+    argv, env = _worker_command(corpus, tmp_path, f"127.0.0.1:{free_ports(1)[0]}")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     try:

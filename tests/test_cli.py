@@ -3,10 +3,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from importlib import metadata
 
 import pytest
 
 from runway_cnn.cli import main as runway_cnn
+
+
+def _installed() -> bool:
+    """Whether pip installed the package: its console script reads the package's metadata."""
+    try:
+        metadata.distribution("runway_cnn")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def test_help_lists_every_command(capsys):
@@ -31,6 +41,8 @@ def test_an_unknown_command_is_one_clear_error(capsys):
     assert "unknown command 'fine-tune'" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not _installed(), reason="runway_cnn is not installed (no package metadata "
+                    "for its console script): pip install -e .")
 def test_the_installed_script_runs():
     """``pip install -e .`` (the README's commands) puts ``runway-cnn`` on the PATH."""
     script = shutil.which("runway-cnn")

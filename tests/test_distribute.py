@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import killed_in_stage2, make_image_folder
+from helpers import free_ports
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
@@ -134,22 +134,11 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def run_workers(settings: dict, out_dir, count: int = 2, timeout: float = 600
                 ) -> list[subprocess.CompletedProcess]:
     """``count`` worker processes of one MultiWorkerMirroredStrategy run on loopback ports,
     all killed if any fails to finish in ``timeout`` seconds."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(count)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(count)]}
     procs = []
     try:
         for index in range(count):

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import make_image_folder
-from test_bad_input import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune

@@ -4,14 +4,14 @@ through export and restore, and the whole run (train → export → Predictor / 
 on test-made photos whose labels co-occur by construction."""
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from conftest import make_image
+from helpers import (make_multilabel_folder, predict_csv_rows, run_cli, tags_of,
+                     tflite_and_client_answers)
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.cli import evaluate as evaluate_cli
 from runway_cnn.data.manifest import scan_labels_csv
@@ -20,44 +20,7 @@ from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import MultiLabelTask
 from runway_cnn.tasks.losses import AsymmetricLoss
 from runway_cnn.training.restore import restore_run
-from test_bad_input import predict_csv_rows, run_cli
 from tiny_models import make_tiny_hub_module
-
-PATTERNS = ("checks", "disc", "hstripes", "vstripes")
-
-
-def tags_of(index: int) -> list[str]:
-    """Image kind ``index`` (pattern ``index % 4``, colour ``index``): its pattern, ``striped``
-    with both stripe patterns (co-occurrence by construction) and ``dark`` for kinds 4–7."""
-    tags = [PATTERNS[index % 4]]
-    if index % 4 in (2, 3):
-        tags.append("striped")
-    if index >= 4:
-        tags.append("dark")
-    return tags
-
-
-def make_multilabel_folder(root, per_kind: int = 8, seed: int = 0):
-    """``root/photos/*.jpg`` of 8 kinds and ``root/labels.csv`` (``filename,labels``)."""
-    rng = np.random.default_rng(seed)
-    photos = root / "photos"
-    photos.mkdir(parents=True)
-    rows = []
-    for kind in range(8):
-        for i in range(per_kind):
-            name = f"kind{kind}_{i:02d}.jpg"
-            size = tuple(int(v) for v in rng.integers(40, 73, 2))
-            image = make_image(kind, size, rng)
-            if kind >= 4:  # "dark": a darker version
-                image = image.point(lambda v: v // 2)
-            image.save(photos / name, quality=90)
-            rows.append((name, ";".join(tags_of(kind))))
-    with (root / "labels.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["filename", "labels"])
-        writer.writerows(rows)
-    return photos, root / "labels.csv"
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -313,8 +276,6 @@ def test_joint_one_vs_rest_solver_is_scikit_learns_logistic_regression_per_label
 
 
 def test_tflite_and_client_answers_carry_the_label_sets(trained, tmp_path):
-    from test_serving import tflite_and_client_answers
-
     from runway_cnn.inference.predictor import INVALID_IMAGE
 
     _, photos, _, _, result = trained

@@ -11,7 +11,7 @@ import pytest
 from conftest import make_image
 from fastapi.testclient import TestClient
 from sklearn.linear_model import Ridge
-from test_bad_input import assert_one_line_error, predict_csv_rows, run_cli
+from helpers import assert_one_line_error, predict_csv_rows, run_cli
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune

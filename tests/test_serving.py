@@ -8,7 +8,6 @@ import http.server
 import io
 import json
 import re
-import socket
 import threading
 import time
 from concurrent import futures
@@ -27,6 +26,7 @@ from runway_cnn.inference import serving_config
 from runway_cnn.inference.client import (Client, ServingRequestError, ServingTimeout,
                                          ServingUnavailable)
 from runway_cnn.inference.predictor import Predictor
+from helpers import decode_rest_instances, encode_rest_predictions, free_ports, run_signature
 from serving_fixtures import CLASSES, bad_inputs, sample_images, shared_run
 
 DATA = Path(__file__).parent / "data" / "serving"
@@ -50,54 +50,6 @@ def files(run):
 
 
 # --- what TF Serving does with a REST request ---------------------------------------------------
-
-def decode_rest_instances(body: dict, input_names: list[str]) -> dict[str, list]:
-    """TF Serving's row format: ``instances`` → one list per input; ``{"b64": s}`` → bytes."""
-    def value(v):
-        return base64.b64decode(v["b64"]) if isinstance(v, dict) and set(v) == {"b64"} else v
-    rows = body["instances"]
-    if rows and isinstance(rows[0], dict) and set(rows[0]) != {"b64"}:  # named inputs
-        return {name: [value(row[name]) for row in rows] for name in rows[0]}
-    (name,) = input_names  # bare values: the signature must have exactly one input
-    return {name: [value(v) for v in rows]}
-
-
-def encode_rest_predictions(outputs: dict[str, np.ndarray]) -> str:
-    """TF Serving's row-format answer; DT_STRING outputs as text (they are not named *_bytes)."""
-    def plain(v):
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        return v.decode() if isinstance(v, bytes) else v
-    lists = {k: v.tolist() for k, v in outputs.items()}
-    n = len(next(iter(lists.values())))
-    rows = [{k: plain(v[i]) for k, v in lists.items()} for i in range(n)]
-    return json.dumps({"predictions": rows})
-
-
-def run_signature(loaded, signature: str, inputs: dict[str, list]) -> dict[str, np.ndarray]:
-    fn = loaded.signatures[signature]
-    return {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-
-
-def tflite_and_client_answers(result, files, tmp_path, model_name: str) -> tuple[Predictor, list]:
-    """Checks a run's float TFLite file gives its SavedModel's probabilities on ``files``' eval
-    crops; returns the export's Predictor and what a :class:`Client` decodes from TF Serving's
-    ``serving_per_image`` REST answer for ``files`` plus one non-image (last)."""
-    from runway_cnn.export.tflite import export_tflite, tflite_probabilities
-
-    predictor = Predictor(result.export_path)
-    images = np.stack([predictor.crop(np.asarray(Image.open(f).convert("RGB"))) for f in files])
-    paths = export_tflite(result.model, result.task, 32, tmp_path / "1", ["float"])
-    np.testing.assert_allclose(tflite_probabilities(paths["float"], images),
-                               predictor.probabilities(images), atol=1e-5)
-    encoded, _ = serving.encode_images(files + [b"not a photo"])
-    body = json.loads(json.dumps(Client.rest_body(encoded, "serving_per_image")))
-    answer = encode_rest_predictions(run_signature(
-        predictor.model, "serving_per_image", decode_rest_instances(body, ["image_bytes"])))
-    client = Client("localhost", model_name, task=predictor.task)
-    return predictor, client.task.decode(Client.parse_rest_response(200, answer),
-                                         serving.INVALID_IMAGE)
-
 
 def input_names(loaded, signature: str) -> list[str]:
     return sorted(loaded.signatures[signature].structured_input_signature[1])
@@ -141,12 +93,6 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
         except tf.errors.InvalidArgumentError as error:
             return self._reply(400, json.dumps({"error": error.message}))
         self._reply(200, encode_rest_predictions(outputs))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +272,7 @@ def test_rest_timeouts_and_unreachable_servers(files, rest_server):
         Client(address, "slow", timeout=TIMEOUT).predict(files[:1])
     assert time.perf_counter() - start < SLOW
     with pytest.raises(ServingUnavailable, match="cannot connect"):
-        Client(f"127.0.0.1:{_free_port()}", "looks", timeout=5).predict(files[:1])
+        Client(f"127.0.0.1:{free_ports(1)[0]}", "looks", timeout=5).predict(files[:1])
 
 
 # --- gRPC ---------------------------------------------------------------------------------------
@@ -371,7 +317,7 @@ def test_grpc_client_against_a_stand_in_server(predictor, files, grpc_server):
         Client(address, "slow", protocol="grpc", timeout=TIMEOUT).predict(files[:1])
     assert time.perf_counter() - start < SLOW
     with pytest.raises(ServingUnavailable, match="UNAVAILABLE"):
-        Client(f"127.0.0.1:{_free_port()}", "looks", protocol="grpc", timeout=5).predict(
+        Client(f"127.0.0.1:{free_ports(1)[0]}", "looks", protocol="grpc", timeout=5).predict(
             files[:1])
 
 
@@ -426,7 +372,7 @@ def test_cli_config_and_predict(run, files, rest_server, tmp_path, capsys):
                         lines[0])
     assert lines[2] == f"{tmp_path / 'models.config'}: error: {serving.INVALID_IMAGE}"
     with pytest.raises(SystemExit) as exit_:  # a user error: one line, status 2
-        cli.run(lambda: serving_cli.main(["predict", "--host", f"127.0.0.1:{_free_port()}",
+        cli.run(lambda: serving_cli.main(["predict", "--host", f"127.0.0.1:{free_ports(1)[0]}",
                                       "--model", "looks", str(files[0])]))
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()

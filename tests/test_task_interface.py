@@ -17,7 +17,7 @@ from runway_cnn.data.splits import by_group
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import TASKS, Task
 from runway_cnn.training.restore import restore_run
-from test_bad_input import predict_csv_rows
+from helpers import predict_csv_rows
 from tiny_models import make_tiny_hub_module
 
 ATTRIBUTES = {"pattern": ("checks", "disc", "hstripes", "vstripes"), "tone": ("light", "dark")}

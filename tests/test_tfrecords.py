@@ -20,8 +20,7 @@ from runway_cnn.inference.evaluate import evaluate_model
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import convert_dataset, load_dataset
 from runway_cnn.training.restore import run_split
-from test_attributes import write_attribute_photos
-from test_multi_label import make_multilabel_folder
+from helpers import make_multilabel_folder, write_attribute_photos
 from tiny_models import make_tiny_hub_module
 
 CLASSES = ["checks", "circles", "hstripes", "vstripes"]

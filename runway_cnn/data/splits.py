@@ -8,6 +8,11 @@ class, so its share of images is near, not at, ``f``; k-fold is scikit-learn's
 and tested: its group stays in training, and a class the folds left out of training gets its
 smallest group back. :func:`by_group` makes any splitter of per-row indicator columns
 (multi-label, attributes) a grouped one.
+
+Rows of several 0/1 columns (multi-label tags, one-hot attribute values) are split by iterative
+stratification (Sechidis et al. 2011, the ``iterative-stratification`` package), so every split
+keeps the columns' proportions and rare columns reach every split; with ``groups``, through
+:func:`by_group`.
 """
 from __future__ import annotations
 
@@ -87,6 +92,63 @@ def by_group(split: Callable[[np.ndarray], dict | list], indicators: np.ndarray,
     def rows(parts: dict) -> dict:
         return {name: np.flatnonzero(np.isin(inverse, idx)) for name, idx in parts.items()}
     return [rows(fold) for fold in result] if isinstance(result, list) else rows(result)
+
+
+def multilabel_split(indicators: np.ndarray, validation_fraction: float, test_fraction: float,
+                     seed: int, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A random split by iterative stratification of the 0/1 columns ``indicators``: every split
+    keeps their proportions. Sorted indices; deterministic in ``seed``; no ``"test"`` key when
+    ``test_fraction`` is 0; with ``groups``, every group stays in one split."""
+    return by_group(lambda rows: _iterative_split(rows, validation_fraction, test_fraction, seed),
+                    indicators, groups)
+
+
+def multilabel_kfold_splits(indicators: np.ndarray, k: int, seed: int, validation_fraction: float,
+                            groups: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
+    """K folds by iterative stratification of the 0/1 columns ``indicators``, validation carved
+    (the same way) from the rest; with ``groups``, every group stays in one split."""
+    return by_group(lambda rows: _iterative_kfold(rows, k, seed, validation_fraction),
+                    indicators, groups)
+
+
+def _iterative_split(indicators: np.ndarray, validation_fraction: float, test_fraction: float,
+                     seed: int) -> dict[str, np.ndarray]:
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    def carve(index: np.ndarray, fraction: float, seed: int):
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction,
+                                                    random_state=seed)
+        keep, out = next(splitter.split(np.zeros(len(index)), indicators[index]))
+        return index[keep], index[out]
+
+    indicators = np.asarray(indicators)
+    if len(indicators) < 3:
+        raise ValueError(f"{len(indicators)} images are too few to split")
+    index, out = np.arange(len(indicators)), {}
+    if test_fraction > 0:
+        index, out["test"] = carve(index, test_fraction, seed)
+    train, validation = carve(index, validation_fraction / (1 - test_fraction), seed)
+    out = {"train": train, "validation": validation, **out}
+    return {name: np.sort(idx) for name, idx in out.items()}
+
+
+def _iterative_kfold(indicators: np.ndarray, k: int, seed: int,
+                     validation_fraction: float) -> list[dict[str, np.ndarray]]:
+    from iterstrat.ml_stratifiers import (
+        MultilabelStratifiedKFold,
+        MultilabelStratifiedShuffleSplit,
+    )
+
+    indicators = np.asarray(indicators)
+    folds = []
+    for rest, test in MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed
+                                                ).split(np.zeros(len(indicators)), indicators):
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=validation_fraction,
+                                                    random_state=seed)
+        keep, validation = next(splitter.split(np.zeros(len(rest)), indicators[rest]))
+        folds.append({"train": np.sort(rest[keep]), "validation": np.sort(rest[validation]),
+                      "test": np.sort(test)})
+    return folds
 
 
 def _grouped_split(labels: np.ndarray, groups: np.ndarray, validation_fraction: float,

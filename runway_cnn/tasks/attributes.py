@@ -7,7 +7,8 @@ the stage-1 regression, the metrics or the splits.
 - Label space: ``attribute=value`` names, attribute by attribute in CSV column order, values
   sorted; values with fewer than ``--min_count`` images in the CSV are merged into ``other``
   (``--rare merge``) or become unknown cells (``--rare drop``); the data report counts both.
-- Splits: iterative stratification of the one-hot attribute values (as for multi-label).
+- Splits: iterative stratification of the one-hot attribute values
+  (:func:`runway_cnn.data.splits.multilabel_split`, as for multi-label).
 - Imbalance (``--balance``): ``class_weight`` weighs each known cell by scikit-learn's "balanced"
   weight of its value; ``oversample`` is repeat-factor sampling (Gupta et al., LVIS, 2019) as
   per-image weights: an image counts max(1, √(t / f)) times, f the share of its rarest value among
@@ -33,13 +34,12 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from runway_cnn.data.splits import by_group
+from runway_cnn.data.splits import multilabel_kfold_splits, multilabel_split
 from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task, TaskOptions, option
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.logistic import SoftmaxPerAttribute
 from runway_cnn.tasks.losses import MaskedAttributeCrossentropy
-from runway_cnn.tasks.multi_label import iterative_kfold, iterative_split
 
 FILENAME_COLUMN = "filename"
 OTHER = "other"
@@ -186,12 +186,12 @@ class AttributeTask(Task):
         return out
 
     def split(self, targets, validation_fraction, test_fraction, seed, groups=None):
-        return by_group(lambda rows: iterative_split(rows, validation_fraction, test_fraction,
-                                                     seed), self._one_hot(targets), groups)
+        return multilabel_split(self._one_hot(targets), validation_fraction, test_fraction, seed,
+                                groups)
 
     def kfold(self, targets, k, seed, validation_fraction, groups=None):
-        return by_group(lambda rows: iterative_kfold(rows, k, seed, validation_fraction),
-                        self._one_hot(targets), groups)
+        return multilabel_kfold_splits(self._one_hot(targets), k, seed, validation_fraction,
+                                       groups)
 
     # -- model --
     def prepare(self, train_targets: np.ndarray) -> None:

@@ -2,8 +2,8 @@
 one sigmoid per label. Data: ``--labels_csv`` with ``filename,labels``, labels ``;``-separated (an
 empty cell: none of them).
 
-- Splits: iterative stratification (Sechidis et al. 2011, the ``iterative-stratification``
-  package), so every split keeps the label proportions and rare labels reach every split.
+- Splits: iterative stratification (:func:`runway_cnn.data.splits.multilabel_split`), so every
+  split keeps the label proportions and rare labels reach every split.
 - Heads: ``sigmoid`` (dense logits) or ``mlgcn`` (:mod:`runway_cnn.tasks.mlgcn`); losses ``bce``
   or ``asl`` (asymmetric loss). Stage 1 solves the sigmoid head on cached features as one-vs-rest
   logistic regression, C chosen on validation mAP.
@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from runway_cnn.data.splits import by_group
+from runway_cnn.data.splits import multilabel_kfold_splits, multilabel_split
 from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task, TaskOptions, option
 from runway_cnn.tasks.heads import classification_head
@@ -130,12 +130,10 @@ class MultiLabelTask(Task):
         return {name: int(n) for name, n in zip(self.labels, np.asarray(targets).sum(axis=0))}
 
     def split(self, targets, validation_fraction, test_fraction, seed, groups=None):
-        return by_group(lambda rows: iterative_split(rows, validation_fraction, test_fraction,
-                                                     seed), targets, groups)
+        return multilabel_split(targets, validation_fraction, test_fraction, seed, groups)
 
     def kfold(self, targets, k, seed, validation_fraction, groups=None):
-        return by_group(lambda rows: iterative_kfold(rows, k, seed, validation_fraction),
-                        targets, groups)
+        return multilabel_kfold_splits(targets, k, seed, validation_fraction, groups)
 
     # -- model --
     def build_head(self, feature_dim: int) -> keras.Model:
@@ -357,49 +355,6 @@ class MultiLabelTask(Task):
     def config(self) -> dict:
         return {**super().config(), "thresholds": None if self.thresholds is None
                 else [float(t) for t in self.thresholds]}
-
-
-def iterative_split(indicators: np.ndarray, validation_fraction: float, test_fraction: float,
-                     seed: int) -> dict[str, np.ndarray]:
-    """A random split by iterative stratification of the 0/1 columns ``indicators`` (labels, or
-    attribute values): every split keeps their proportions."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
-
-    def carve(index: np.ndarray, fraction: float, seed: int):
-        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction,
-                                                    random_state=seed)
-        keep, out = next(splitter.split(np.zeros(len(index)), indicators[index]))
-        return index[keep], index[out]
-
-    indicators = np.asarray(indicators)
-    if len(indicators) < 3:
-        raise ValueError(f"{len(indicators)} images are too few to split")
-    index, out = np.arange(len(indicators)), {}
-    if test_fraction > 0:
-        index, out["test"] = carve(index, test_fraction, seed)
-    train, validation = carve(index, validation_fraction / (1 - test_fraction), seed)
-    out = {"train": train, "validation": validation, **out}
-    return {name: np.sort(idx) for name, idx in out.items()}
-
-
-def iterative_kfold(indicators: np.ndarray, k: int, seed: int,
-                     validation_fraction: float) -> list[dict[str, np.ndarray]]:
-    """K folds by iterative stratification of ``indicators``, validation carved from the rest."""
-    from iterstrat.ml_stratifiers import (
-        MultilabelStratifiedKFold,
-        MultilabelStratifiedShuffleSplit,
-    )
-
-    indicators = np.asarray(indicators)
-    folds = []
-    for rest, test in MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed
-                                                ).split(np.zeros(len(indicators)), indicators):
-        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=validation_fraction,
-                                                    random_state=seed)
-        keep, validation = next(splitter.split(np.zeros(len(rest)), indicators[rest]))
-        folds.append({"train": np.sort(rest[keep]), "validation": np.sort(rest[validation]),
-                      "test": np.sort(test)})
-    return folds
 
 
 def _tags(raw: Any) -> tuple[str, ...]:
