@@ -15,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import make_image
-from runway_cnn import cli
+from runway_cnn import FinetuneConfig, RunResult, cli, fine_tune
 from runway_cnn.cli import predict as predict_cli
 from runway_cnn.inference.client import Client
 from runway_cnn.inference.predictor import INVALID_IMAGE, Predictor, encode_images
@@ -24,6 +24,17 @@ PATTERNS = ("checks", "disc", "hstripes", "vstripes")
 
 
 # --- test-made photo sets -----------------------------------------------------------------------
+def tiny_csv_run(photos, labels_csv, task: str, train_dir, hub, **settings) -> RunResult:
+    """A run of ``task`` on ``photos`` labelled by ``labels_csv``, on the tiny backbone ``hub`` at
+    32 px, a quarter of the photos each for validation and test (stage 1 only unless
+    ``settings`` say otherwise)."""
+    return fine_tune(FinetuneConfig(**{
+        "dataset_dir": str(photos), "labels_csv": str(labels_csv), "task": task,
+        "train_dir": str(train_dir), "hub_handle": str(hub), "image_size": 32, "batch_size": 8,
+        "stage2_epochs": 0, "validation_fraction": 0.25, "test_fraction": 0.25, "verbose": 0,
+        **settings}))
+
+
 
 def tags_of(index: int) -> list[str]:
     """Image kind ``index`` (pattern ``index % 4``, colour ``index``): its pattern, ``striped``

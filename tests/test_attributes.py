@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 from helpers import (PATTERNS, assert_one_line_error, predict_csv_rows, run_cli,
-                     tflite_and_client_answers, write_attribute_photos)
+                     tflite_and_client_answers, tiny_csv_run, write_attribute_photos)
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
@@ -30,11 +30,8 @@ from runway_cnn.training.restore import restore_run
 def attribute_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("attributes")
     photos, labels_csv = write_attribute_photos(root)
-    result = fine_tune(FinetuneConfig(
-        dataset_dir=str(photos), labels_csv=str(labels_csv), task="attributes",
-        train_dir=str(root / "run"), hub_handle=str(make_tiny_hub_module(root / "hub")),
-        image_size=32, batch_size=8, stage2_epochs=0, validation_fraction=0.25,
-        test_fraction=0.25, verbose=0))
+    result = tiny_csv_run(photos, labels_csv, "attributes", root / "run",
+                          make_tiny_hub_module(root / "hub"))
     return root, photos, labels_csv, result
 
 

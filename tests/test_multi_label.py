@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics as skm
 
 from helpers import (make_multilabel_folder, predict_csv_rows, run_cli, tags_of,
-                     tflite_and_client_answers)
+                     tflite_and_client_answers, tiny_csv_run)
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.cli import evaluate as evaluate_cli
 from runway_cnn.data.manifest import scan_labels_csv
@@ -27,10 +27,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("multi_label")
     photos, labels_csv = make_multilabel_folder(root)
     hub = make_tiny_hub_module(root / "hub")
-    result = fine_tune(FinetuneConfig(
-        dataset_dir=str(photos), labels_csv=str(labels_csv), task="multi_label",
-        train_dir=str(root / "run"), hub_handle=str(hub), image_size=32, batch_size=8,
-        stage2_epochs=0, validation_fraction=0.25, test_fraction=0.25, verbose=0))
+    result = tiny_csv_run(photos, labels_csv, "multi_label", root / "run", hub)
     return root, photos, labels_csv, hub, result
 
 

@@ -11,10 +11,9 @@ import pytest
 from conftest import make_image
 from fastapi.testclient import TestClient
 from sklearn.linear_model import Ridge
-from helpers import assert_one_line_error, predict_csv_rows, run_cli
+from helpers import assert_one_line_error, predict_csv_rows, run_cli, tiny_csv_run
 from tiny_models import make_tiny_hub_module
 
-from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.app.server import create_app
 from runway_cnn.cli import finetune as finetune_cli
 from runway_cnn.inference.evaluate import evaluate_model
@@ -53,11 +52,8 @@ def write_priced_photos(root, per_kind: int = 12, column: str = "value"):
 def price_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("regression")
     photos, prices = write_priced_photos(root)
-    result = fine_tune(FinetuneConfig(
-        dataset_dir=str(photos), labels_csv=str(prices), task="regression",
-        train_dir=str(root / "run"), hub_handle=str(make_tiny_hub_module(root / "hub")),
-        image_size=32, batch_size=8, stage2_epochs=1, validation_fraction=0.25,
-        test_fraction=0.25, verbose=0))
+    result = tiny_csv_run(photos, prices, "regression", root / "run",
+                          make_tiny_hub_module(root / "hub"), stage2_epochs=1)
     return root, photos, prices, result
 
 
