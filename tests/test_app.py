@@ -10,9 +10,6 @@ import asyncio
 import dataclasses
 import io
 import shutil
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +17,8 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 from PIL import Image
-from helpers import assert_one_line_error, make_multilabel_folder, run_cli, write_attribute_photos
+from helpers import (assert_one_line_error, headless_browser, make_multilabel_folder, run_cli,
+                     serving, write_attribute_photos)
 from tiny_models import make_tiny_hub_module
 
 fastapi = pytest.importorskip("fastapi", reason="the [app] extra is not installed")
@@ -35,7 +33,6 @@ from runway_cnn.inference.recommend import build_attribute_index, query_attribut
 from runway_cnn.inference.retrieval import build_image_index, query_image_index  # noqa: E402
 
 CLASSES = ("checks", "disc", "hstripes", "vstripes")
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -185,23 +182,8 @@ def test_cli_errors_are_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def server(served):
     """uvicorn serving the app on a free 127.0.0.1 port in a thread; its base URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(served[2]), host="127.0.0.1", port=port,
-                            log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(served[2])) as url:
+        yield url
 
 
 def test_200_requests_8_at_a_time_are_all_answered_right(served, server):
@@ -228,22 +210,10 @@ def test_200_requests_8_at_a_time_are_all_answered_right(served, server):
 
 def test_a_browser_uploads_a_photo_and_sees_labels_and_similar_items(served, server,
                                                                       tmp_path):
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip(f"no headless Chromium: {CHROMIUM} and {CHROMEDRIVER} are needed "
-                    "(apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    with headless_browser() as browser:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1100,900"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        browser.set_page_load_timeout(30)
         browser.get(server + "/")
         photo = served[3][0]
         browser.find_element(By.ID, "file").send_keys(str(photo))
@@ -271,5 +241,3 @@ def test_a_browser_uploads_a_photo_and_sees_labels_and_similar_items(served, ser
         browser.find_element(By.ID, "file").send_keys(str(bad))
         wait.until(lambda b: b.find_element(By.ID, "error").text)
         assert "not an image" in browser.find_element(By.ID, "error").text
-    finally:
-        browser.quit()

@@ -11,7 +11,8 @@ import pytest
 from conftest import make_image
 from fastapi.testclient import TestClient
 from sklearn.linear_model import Ridge
-from helpers import assert_one_line_error, predict_csv_rows, run_cli, tiny_csv_run
+from helpers import (assert_one_line_error, headless_browser, predict_csv_rows, run_cli,
+                     serving, tiny_csv_run)
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn.app.server import create_app
@@ -149,3 +150,19 @@ def test_another_column_is_read_with_target_column_and_bad_flags_are_one_line(tm
     config = finetune_cli.parse_args([*common, "--target_column", "price", "--loss", "mse"])
     assert config.task_options == {"target_column": "price", "loss": "mse"}
     assert config.to_dict()["target_column"] == "price"
+
+
+def test_the_web_page_shows_a_photos_price(price_run):
+    root, photos, _, result = price_run
+    photo = photos / "k2_3.jpg"
+    value = Predictor(result.export_path).predict([str(photo)])[0]["value"]
+    with serving(create_app([str(result.export_path)])) as url, headless_browser() as browser:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        browser.get(url + "/")
+        browser.find_element(By.ID, "file").send_keys(str(photo))
+        WebDriverWait(browser, 60).until(
+            lambda b: b.find_element(By.ID, "status").text == photo.name)
+        assert f"value: {value:.3f}" in browser.find_element(By.ID, "answers").text
+        assert browser.find_element(By.ID, "error").text == ""
