@@ -1,29 +1,8 @@
-"""Garment attributes: several attributes per image (type, pattern, neckline, sleeve length …),
-one softmax per attribute over its values, on one shared backbone. Data: ``--labels_csv`` with a
-``filename`` column and one column per attribute (``--attributes a,b,c`` picks some); an empty
-cell means unknown for that image (a skirt has no sleeve length) and weighs nothing in the loss,
-the stage-1 regression, the metrics or the splits.
-
-- Label space: ``attribute=value`` names, attribute by attribute in CSV column order, values
-  sorted; values with fewer than ``--min_count`` images in the CSV are merged into ``other``
-  (``--rare merge``) or become unknown cells (``--rare drop``); the data report counts both.
-- Splits: iterative stratification of the one-hot attribute values
-  (:func:`runway_cnn.data.splits.multilabel_split`, as for multi-label).
-- Imbalance (``--balance``): ``class_weight`` weighs each known cell by scikit-learn's "balanced"
-  weight of its value; ``oversample`` is repeat-factor sampling (Gupta et al., LVIS, 2019) as
-  per-image weights: an image counts max(1, √(t / f)) times, f the share of its rarest value among
-  the images where that attribute is known and t = 1 / (the attribute's number of values).
-- Stage 1: one multinomial logistic regression per attribute on its known rows (all solved
-  together: :class:`~runway_cnn.tasks.logistic.SoftmaxPerAttribute`), C per attribute chosen on
-  validation accuracy (balanced accuracy when balancing).
-- Figures per attribute: accuracy, macro-F1, balanced accuracy, the confusion matrix, and the same
-  for the majority value of the training split beside them; their means over attributes.
-"""
+"""The attributes task: value ids per attribute, the head of side-by-side softmaxes, its masked
+loss and accuracy, balancing, the stage-1 softmax regression per attribute, export outputs and
+decoding (its figures are in :mod:`runway_cnn.tasks.attributes.evaluation`)."""
 from __future__ import annotations
 
-import csv
-import re
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +11,10 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn import metrics as skm
 
 from runway_cnn.data.splits import multilabel_kfold_splits, multilabel_split
 from runway_cnn.errors import DataError
+from runway_cnn.tasks.attributes import evaluation
 from runway_cnn.tasks.base import Task, TaskOptions, option
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.logistic import SoftmaxPerAttribute
@@ -279,7 +258,7 @@ class AttributeTask(Task):
                 a, columns = self.attributes[i], slice(start, start + self.sizes[i])
                 known = val_targets[:, i] >= 0
                 guess = (val_features @ k[:, columns] + b[columns]).argmax(axis=1)
-                scores[a] = _score(figure, val_targets[known, i], guess[known])
+                scores[a] = evaluation.score(figure, val_targets[known, i], guess[known])
                 if scores[a] > best[i]:
                     target = slice(self.starts[i], self.starts[i] + self.sizes[i])
                     kernel[:, target], bias[target] = k[:, columns], b[columns]
@@ -358,121 +337,34 @@ class AttributeTask(Task):
     def assets(self) -> dict[str, str]:
         return {**super().assets(), "attributes.txt": "\n".join(self.attributes) + "\n"}
 
-    # -- evaluation --
+    # -- evaluation (the figures themselves: evaluation.py) --
     def agreement(self, reference, scores):
         """Share of image-attribute cells with the same top value."""
         return float(np.mean(self._argmax(scores) == self._argmax(reference)))
 
     def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
-        """Per attribute, on its known cells: accuracy, macro-F1 and balanced accuracy
-        (scikit-learn's), the confusion matrix, and the same three for always answering the
-        training split's majority value; the unweighted means over attributes beside them."""
-        targets, scores = np.asarray(targets), np.asarray(scores, np.float64)
-        predicted = self._argmax(scores)
-        majority = self.options["majority"]
-        per_attribute, losses = {}, []
-        for i, a in enumerate(self.attributes):
-            known = targets[:, i] >= 0
-            truth, guess = targets[known, i], predicted[known, i]
-            # the baseline answers the training split's majority value (these images' own
-            # when the model was not trained here)
-            common = majority[i] if majority else int(np.bincount(truth, minlength=1).argmax())
-            constant = np.full_like(truth, common)
-            part = scores[known, self.starts[i]:self.starts[i] + self.sizes[i]]
-            losses += list(-np.log(np.clip(part[np.arange(len(truth)), truth], 1e-12, 1.0)))
-            per_attribute[a] = {
-                "support": int(known.sum()),
-                **{figure: _score(figure, truth, guess) for figure in FIGURES},
-                **{f"majority_{figure}": _score(figure, truth, constant) for figure in FIGURES},
-                "majority_value": self.values[a][common],
-                "confusion_matrix": skm.confusion_matrix(
-                    truth, guess, labels=np.arange(self.sizes[i])).tolist()}
-        scored = [m for m in per_attribute.values() if m["support"]]
-        figures = {"num_examples": int(len(targets)),
-                   **{f: float(np.mean([m[f] for m in scored])) if scored else 0.0
-                      for f in FIGURES + tuple(f"majority_{f}" for f in FIGURES)},
-                   "loss": float(np.mean(losses)) if losses else 0.0,
-                   "per_attribute": per_attribute}
-        return figures
+        return evaluation.figures(targets, scores, self._argmax(np.asarray(scores)), self.values,
+                                  self.starts, self.options["majority"])
 
     def predictions(self, sources, targets, scores):
-        targets, predicted = np.asarray(targets), self._argmax(np.asarray(scores))
-        rows = []
-        for n, source in enumerate(sources):
-            row = {"source": source}
-            for i, a in enumerate(self.attributes):
-                row[a] = self.values[a][targets[n, i]] if targets[n, i] >= 0 else ""
-                row[f"{a}_predicted"] = self.values[a][predicted[n, i]]
-            rows.append(row)
-        return rows
+        return evaluation.prediction_rows(sources, targets, self._argmax(np.asarray(scores)),
+                                          self.values)
 
     def confident_errors(self, targets, scores, n):
-        """Per ``attribute=true value``, the images given another value of that attribute,
-        highest score first; the map is the predicted value's."""
-        targets, predicted = np.asarray(targets), self._argmax(np.asarray(scores))
-        errors = {}
-        for a, (attribute, start) in enumerate(zip(self.attributes, self.starts)):
-            for v, value in enumerate(self.values[attribute]):
-                wrong = np.flatnonzero((targets[:, a] == v) & (predicted[:, a] != v))
-                columns = start + predicted[wrong, a]
-                order = np.argsort(-scores[wrong, columns], kind="stable")[:n]
-                if len(order):
-                    errors[f"{attribute}={value}"] = [
-                        (int(wrong[k]), int(columns[k]),
-                         f"{value} → {self.values[attribute][predicted[wrong[k], a]]} "
-                         f"{scores[wrong[k], columns[k]]:.2f}") for k in order]
-        return errors
+        return evaluation.confident_errors(targets, scores, self._argmax(np.asarray(scores)),
+                                           self.values, self.starts, n)
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
-        """``per_attribute.csv``, ``attributes.png`` (each attribute's figures beside its
-        majority baseline) and one ``confusion_<attribute>.png`` per attribute."""
-        from runway_cnn.plots import plot_attribute_scores, plot_confusion_matrix
-
-        _write_table(figures["per_attribute"], output_dir / "per_attribute.csv")
-        plot_attribute_scores(figures["per_attribute"], output_dir / "attributes.png",
-                              f"{title}: mean accuracy {figures['accuracy']:.3f} (majority "
-                              f"{figures['majority_accuracy']:.3f})")
-        for a, m in figures["per_attribute"].items():
-            if m["support"]:
-                plot_confusion_matrix(np.asarray(m["confusion_matrix"]), self.values[a],
-                                      output_dir / f"confusion_{_file_name(a)}.png",
-                                      title=f"{title}: {a} (accuracy {m['accuracy']:.3f})")
+        evaluation.write_files(figures, output_dir, title, self.values)
 
     def headline(self, figures: dict) -> str:
-        return (f"accuracy {figures['accuracy']:.3f} (majority {figures['majority_accuracy']:.3f})"
-                f"  macro-F1 {figures['macro_f1']:.3f} ({figures['majority_macro_f1']:.3f})  "
-                f"balanced {figures['balanced_accuracy']:.3f} "
-                f"({figures['majority_balanced_accuracy']:.3f})")
+        return evaluation.headline(figures)
 
     def format_figures(self, figures: dict) -> list[str]:
-        width = max([len(a) for a in figures["per_attribute"]] + [9])
-        lines = [f"{'attribute':{width}s}  accuracy (majority)  macro-F1 (majority)  "
-                 "balanced (majority)  support"]
-        for a, m in figures["per_attribute"].items():
-            lines.append(f"{a:{width}s}  {m['accuracy']:8.3f} ({m['majority_accuracy']:.3f})  "
-                         f"{m['macro_f1']:8.3f} ({m['majority_macro_f1']:.3f})  "
-                         f"{m['balanced_accuracy']:8.3f} ({m['majority_balanced_accuracy']:.3f})"
-                         f"  {m['support']:7d}")
-        return lines
+        return evaluation.format_figures(figures)
 
     def combine(self, figures, output_dir, title):
-        """Per attribute, each figure's mean ± sample std over the runs
-        (``per_attribute.csv`` and ``attributes.png`` of the means)."""
-        names = FIGURES + tuple(f"majority_{f}" for f in FIGURES)
-        combined = {}
-        for a in self.attributes:
-            runs = [f["per_attribute"][a] for f in figures if f["per_attribute"][a]["support"]]
-            combined[a] = {"support": int(sum(m["support"] for m in runs))}
-            for name in names:
-                values = [m[name] for m in runs]
-                combined[a][name] = float(np.mean(values)) if values else 0.0
-                combined[a][f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 \
-                    else 0.0
-        _write_table(combined, output_dir / "per_attribute.csv")
-        from runway_cnn.plots import plot_attribute_scores  # matplotlib only when drawing
-
-        plot_attribute_scores(combined, output_dir / "attributes.png", title)
-        return {"per_attribute": combined}
+        return evaluation.combine(figures, output_dir, title, self.attributes)
 
 
 class MaskedAttributeAccuracy(keras.metrics.Mean):
@@ -495,34 +387,6 @@ class MaskedAttributeAccuracy(keras.metrics.Mean):
 
     def get_config(self):
         return {**super().get_config(), "sizes": self.sizes}
-
-
-FIGURES = ("accuracy", "macro_f1", "balanced_accuracy")
-
-
-def _score(figure: str, truth: np.ndarray, predicted: np.ndarray) -> float:
-    """scikit-learn's figure over the values that occur in ``truth`` or ``predicted``; 0 for no
-    cells."""
-    if not len(truth):
-        return 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # balanced accuracy on a value never true here
-        if figure == "accuracy":
-            return float(skm.accuracy_score(truth, predicted))
-        if figure == "macro_f1":
-            return float(skm.f1_score(truth, predicted, average="macro", zero_division=0,
-                                      labels=np.union1d(truth, predicted)))
-        return float(skm.balanced_accuracy_score(truth, predicted))
-
-
-def _write_table(per_attribute: dict, path: Path) -> None:
-    columns = [k for k in next(iter(per_attribute.values()))
-               if k not in ("confusion_matrix", "majority_value")]
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["attribute", *columns])
-        for a, m in per_attribute.items():
-            writer.writerow([a, *(m[k] for k in columns)])
 
 
 def _split_label(label: str) -> tuple[str, str]:
@@ -555,10 +419,6 @@ def _parse_weights(weights: str | dict | None, attributes: list[str]) -> dict[st
                             + ("weights must be finite numbers ≥ 0" if name in attributes else
                                f"no such attribute (the attributes: {', '.join(attributes)})"))
     return out
-
-
-def _file_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "attribute"
 
 
 def _text(value: Any) -> str:

@@ -1,8 +1,7 @@
-"""Single-label classification: one class per image (a look's brand, a garment's category),
-softmax over the classes."""
+"""The single-label task: class ids, the softmax head, its loss, the stage-1 logistic regression,
+export outputs and decoding (its figures are in :mod:`runway_cnn.tasks.single_label.evaluation`)."""
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,16 +10,15 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn import metrics as skm
 
 from runway_cnn.data.splits import kfold_splits, stratified_split
 from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task, TaskOptions, option
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.losses import SparseSmoothedCrossentropy
+from runway_cnn.tasks.single_label import evaluation
 
 LABEL_COLUMN = "label"  # a --labels_csv's class column
-WORST_PAIRS = 10  # worst-confused class pairs reported by evaluation
 # inverse L2 strengths stage 1 chooses from, for standardised features
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 # features are divided by their standard deviation, but by no less than this quantile of them
@@ -196,113 +194,31 @@ class SingleLabelTask(Task):
                       f"{result['scores'][i]:.6f}" if has else ""]
         return cells
 
-    # -- evaluation --
-    def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
-        """scikit-learn's figures: top-1, top-5, macro-F1, loss, per-class precision / recall / F1
-        / support over the classes that occur in the labels or predictions (so a model that knows
-        more classes than the data holds is not diluted), the confusion matrix over all classes
-        (rows: true class, in label order) and the worst-confused pairs."""
-        labels, probabilities = np.asarray(targets).astype(int), scores
-        names, ids = self.labels, np.arange(self.num_classes)
-        predicted = probabilities.argmax(axis=-1)
-        k = min(5, self.num_classes)
-        present = np.union1d(labels, predicted)
-        per_class = skm.precision_recall_fscore_support(labels, predicted, labels=present,
-                                                        zero_division=0)
-        confusion = skm.confusion_matrix(labels, predicted, labels=ids)
-        totals = confusion.sum(axis=1)
-        pairs = sorted(((int(confusion[i, j]), i, j) for i in ids for j in ids
-                        if i != j and confusion[i, j]),
-                       key=lambda t: (-t[0], -t[0] / totals[t[1]], t[1], t[2]))
-        return {
-            "num_examples": int(len(labels)),
-            "top1": float(skm.accuracy_score(labels, predicted)),
-            "top5": float(skm.top_k_accuracy_score(labels, probabilities, k=k, labels=ids))
-            if k < self.num_classes else 1.0,
-            "top5_k": k,
-            "macro_f1": float(skm.f1_score(labels, predicted, average="macro", labels=present,
-                                           zero_division=0)),
-            "loss": float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels],
-                                                  1e-12, 1.0)))),
-            "per_class": {names[c]: {"precision": float(p), "recall": float(r), "f1": float(f),
-                                     "support": int(n)}
-                          for c, p, r, f, n in zip(present, *per_class)},
-            "confusion_matrix": confusion.tolist(),
-            "worst_confusions": [{"true": names[i], "predicted": names[j], "count": n,
-                                  "share_of_true": float(n / totals[i])}
-                                 for n, i, j in pairs[:WORST_PAIRS]],
-        }
-
+    # -- evaluation (the figures themselves: evaluation.py) --
     def agreement(self, reference, scores):
         """Top-1 agreement."""
         return float(np.mean(scores.argmax(-1) == reference.argmax(-1)))
 
+    def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
+        return evaluation.figures(targets, scores, self.labels)
+
     def predictions(self, sources, targets, scores):
-        predicted = scores.argmax(axis=1)
-        return [{"source": s, "label": self.labels[t], "predicted": self.labels[p],
-                 "score": float(scores[i, p])}
-                for i, (s, t, p) in enumerate(zip(sources, np.asarray(targets, int), predicted))]
+        return evaluation.prediction_rows(sources, targets, scores, self.labels)
 
     def confident_errors(self, targets, scores, n):
-        """Per true class, its images predicted as another class, highest predicted
-        probability first; the map is the predicted class's."""
-        targets, predicted = np.asarray(targets, int), scores.argmax(axis=1)
-        errors = {}
-        for c, name in enumerate(self.labels):
-            wrong = np.flatnonzero((targets == c) & (predicted != c))
-            wrong = wrong[np.argsort(-scores[wrong, predicted[wrong]], kind="stable")][:n]
-            if len(wrong):
-                errors[name] = [(int(i), int(predicted[i]), f"{name} → {self.labels[predicted[i]]} "
-                                 f"{scores[i, predicted[i]]:.2f}") for i in wrong]
-        return errors
+        return evaluation.confident_errors(targets, scores, self.labels, n)
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
-        """``per_class.csv``, ``confusion_matrix.csv`` and ``confusion_matrix.png`` (normalised
-        per true class, the classes that occur)."""
-        with (output_dir / "per_class.csv").open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["class", "precision", "recall", "f1", "support"])
-            for name, m in figures["per_class"].items():
-                writer.writerow([name, m["precision"], m["recall"], m["f1"], m["support"]])
-        with (output_dir / "confusion_matrix.csv").open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["true \\ predicted", *self.labels])
-            writer.writerows([name, *row]
-                             for name, row in zip(self.labels, figures["confusion_matrix"]))
-        _plot_confusion(np.asarray(figures["confusion_matrix"]), self.labels,
-                        output_dir / "confusion_matrix.png",
-                        f"{title}: top-1 {figures['top1']:.3f}")
+        evaluation.write_files(figures, output_dir, title, self.labels)
 
     def headline(self, figures: dict) -> str:
-        return (f"top1 {figures['top1']:.3f}  top{figures.get('top5_k', 5)} {figures['top5']:.3f}"
-                f"  macro-F1 {figures['macro_f1']:.3f}")
+        return evaluation.headline(figures)
 
     def format_figures(self, figures: dict) -> list[str]:
-        """The per-class table and the worst-confused pairs."""
-        width = max([len(c) for c in figures["per_class"]] + [5])
-        lines = [f"{'class':{width}s}  precision  recall     f1  support"]
-        for name, m in figures["per_class"].items():
-            lines.append(f"{name:{width}s}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
-                         f"{m['f1']:5.3f}  {m['support']:7d}")
-        if figures["worst_confusions"]:
-            lines += ["", "most confused (true → predicted: images, share of the true class):"]
-            lines += [f"  {p['true']} → {p['predicted']}: {p['count']} ({p['share_of_true']:.0%})"
-                      for p in figures["worst_confusions"]]
-        return lines
+        return evaluation.format_figures(figures)
 
     def combine(self, figures, output_dir, title):
-        """The test confusion matrices summed over an experiment's runs, and their PNG."""
-        confusion = np.sum([f["confusion_matrix"] for f in figures], axis=0)
-        _plot_confusion(confusion, self.labels, output_dir / "confusion_matrix.png", title)
-        return {"confusion_matrix": confusion.tolist()}
-
-
-def _plot_confusion(matrix: np.ndarray, labels: list[str], output: Path, title: str) -> None:
-    from runway_cnn.plots import plot_confusion_matrix  # matplotlib only when drawing
-
-    shown = np.flatnonzero(matrix.sum(axis=0) + matrix.sum(axis=1))  # classes that occur
-    plot_confusion_matrix(matrix[np.ix_(shown, shown)], [labels[i] for i in shown], output,
-                          title=title)
+        return evaluation.combine(figures, output_dir, title, self.labels)
 
 
 def _text(value) -> str:

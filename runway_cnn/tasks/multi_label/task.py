@@ -1,22 +1,8 @@
-"""Multi-label classification: several labels per image (an outfit's styles, a garment's tags),
-one sigmoid per label. Data: ``--labels_csv`` with ``filename,labels``, labels ``;``-separated (an
-empty cell: none of them).
-
-- Splits: iterative stratification (:func:`runway_cnn.data.splits.multilabel_split`), so every
-  split keeps the label proportions and rare labels reach every split.
-- Heads: ``sigmoid`` (dense logits) or ``mlgcn`` (:mod:`runway_cnn.tasks.mlgcn`); losses ``bce``
-  or ``asl`` (asymmetric loss). Stage 1 solves the sigmoid head on cached features as one-vs-rest
-  logistic regression, C chosen on validation mAP.
-- Decisions: one threshold per label, the one with the best F1 on validation
-  (:meth:`MultiLabelTask.calibrate`), stored with the model; ``--threshold`` sets one for all.
-- Figures (as the ML-GCN paper reports them): mAP (mean over labels of scikit-learn's average
-  precision), per-label AP, and CP, CR, CF1 (per-label precision and recall averaged, their
-  harmonic mean) and OP, OR, OF1 (over all image-label pairs), at the thresholds and for the
-  top-3 labels of each image.
-"""
+"""The multi-label task: multi-hot targets, the sigmoid or ML-GCN head, its losses, the stage-1
+one-vs-rest logistic regression, the per-label thresholds, export outputs and decoding (its
+figures are in :mod:`runway_cnn.tasks.multi_label.evaluation`)."""
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +19,11 @@ from runway_cnn.tasks.base import Task, TaskOptions, option
 from runway_cnn.tasks.heads import classification_head
 from runway_cnn.tasks.logistic import OneVsRestLogistic
 from runway_cnn.tasks.losses import AsymmetricLoss
-from runway_cnn.tasks.mlgcn import (
-    cooccurrence,
-    label_adjacency,
-    label_embeddings,
-    mlgcn_head,
-)
+from runway_cnn.tasks.mlgcn import label_adjacency, label_embeddings, mlgcn_head
+from runway_cnn.tasks.multi_label import evaluation
 
 LABELS_COLUMN = "labels"
 SEPARATOR = ";"
-TOP = 3  # the paper's top-3 figures
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 HEADS = ("sigmoid", "mlgcn")
 LOSSES = ("bce", "asl")
@@ -185,7 +166,7 @@ class MultiLabelTask(Task):
             bias = np.log(prior / (1 - prior)).astype(np.float32)
             kernel[:, both], bias[both] = solver.fit(c)
             scores = 1 / (1 + np.exp(-(val_features @ kernel + bias)))
-            figure = _mean_ap(val_targets, scores)
+            figure = evaluation.mean_ap(val_targets, scores)
             tried.append({"C": c, "val_map": figure})
             if best is None or figure > best[0]:
                 best = (figure, c, kernel, bias)
@@ -264,93 +245,31 @@ class MultiLabelTask(Task):
         lines = [f"{name}\t{t:.6f}" for name, t in zip(self.labels, self._cutoffs())]
         return {**super().assets(), "thresholds.tsv": "\n".join(lines) + "\n"}
 
-    # -- evaluation --
+    # -- evaluation (the figures themselves: evaluation.py) --
     def agreement(self, reference, scores):
         """Share of images with the same predicted label set."""
         cut = self._cutoffs()
         return float(np.mean(np.all((scores >= cut) == (reference >= cut), axis=1)))
 
     def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
-        truth = np.asarray(targets) > 0.5
-        scores = np.asarray(scores, np.float64)
-        at_threshold = scores >= self._cutoffs()
-        top = np.zeros_like(truth)
-        rows = np.arange(len(scores))[:, None]
-        top[rows, np.argsort(-scores, axis=1, kind="stable")[:, :min(TOP, self.num_labels)]] = True
-        ap = _per_label_ap(truth, scores)
-        p = np.clip(scores, 1e-7, 1 - 1e-7)
-        figures = {
-            "num_examples": int(len(truth)),
-            "map": float(np.mean([v for v in ap if v is not None])) if any(
-                v is not None for v in ap) else 0.0,
-            **_paper_figures(truth, at_threshold),
-            **{f"{k}_top{TOP}": v for k, v in _paper_figures(truth, top).items()},
-            "loss": float(-np.mean(truth * np.log(p) + (~truth) * np.log(1 - p))),
-            "cooccurrence": cooccurrence(truth).tolist(),
-            "per_label": {name: {"ap": a, "support": int(truth[:, j].sum()),
-                                 "threshold": float(self._cutoffs()[j]),
-                                 **_label_prf(truth[:, j], at_threshold[:, j])}
-                          for j, (name, a) in enumerate(zip(self.labels, ap))},
-        }
-        return figures
+        return evaluation.figures(targets, scores, self.labels, self._cutoffs())
 
     def predictions(self, sources, targets, scores):
-        truth, at_threshold = np.asarray(targets) > 0.5, np.asarray(scores) >= self._cutoffs()
-        return [{"source": s,
-                 "labels": SEPARATOR.join(n for n, t in zip(self.labels, truth[i]) if t),
-                 "predicted": SEPARATOR.join(n for n, t in zip(self.labels, at_threshold[i]) if t),
-                 "scores": SEPARATOR.join(f"{v:.4f}" for v in scores[i])}
-                for i, s in enumerate(sources)]
+        return evaluation.prediction_rows(sources, targets, scores, self.labels, self._cutoffs(),
+                                          SEPARATOR)
 
     def confident_errors(self, targets, scores, n):
-        """Per label, its false positives (predicted, not true), highest score first; the map
-        is that label's."""
-        truth, predicted = np.asarray(targets) > 0.5, scores >= self._cutoffs()
-        errors = {}
-        for j, name in enumerate(self.labels):
-            wrong = np.flatnonzero(predicted[:, j] & ~truth[:, j])
-            wrong = wrong[np.argsort(-scores[wrong, j], kind="stable")][:n]
-            if len(wrong):
-                errors[name] = [(int(i), j, f"not {name}, scored {scores[i, j]:.2f}")
-                                for i in wrong]
-        return errors
+        return evaluation.confident_errors(targets, scores, self.labels, self._cutoffs(), n)
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
-        """``per_label.csv`` (AP, precision, recall, F1, support, threshold),
-        ``per_label_ap.png``, the labels' co-occurrence in these images as
-        ``label_cooccurrence.png`` (P(column | row)) and, for ML-GCN, its label graph as
-        ``label_graph.png``."""
-        from runway_cnn.plots import plot_label_matrix, plot_per_label_ap
-
-        with (output_dir / "per_label.csv").open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["label", "ap", "precision", "recall", "f1", "support", "threshold"])
-            for name, m in figures["per_label"].items():
-                writer.writerow([name, m["ap"], m["precision"], m["recall"], m["f1"],
-                                 m["support"], m["threshold"]])
-        plot_per_label_ap({n: m["ap"] for n, m in figures["per_label"].items()},
-                          output_dir / "per_label_ap.png", f"{title}: mAP {figures['map']:.3f}")
-        plot_label_matrix(np.asarray(figures["cooccurrence"]), self.labels,
-                          output_dir / "label_cooccurrence.png", f"{title}: label co-occurrence")
-        if self.options.get("adjacency") is not None:
-            plot_label_matrix(np.asarray(self.options["adjacency"]), self.labels,
-                              output_dir / "label_graph.png", "ML-GCN label graph (Â)",
-                              colorbar="weight")
+        evaluation.write_files(figures, output_dir, title, self.labels,
+                               self.options.get("adjacency"))
 
     def headline(self, figures: dict) -> str:
-        return (f"mAP {figures['map']:.3f}  CF1 {figures['cf1']:.3f}  OF1 {figures['of1']:.3f}")
+        return evaluation.headline(figures)
 
     def format_figures(self, figures: dict) -> list[str]:
-        width = max([len(n) for n in figures["per_label"]] + [5])
-        lines = [f"top-{TOP}: CP {figures[f'cp_top{TOP}']:.3f}  CR {figures[f'cr_top{TOP}']:.3f}"
-                 f"  CF1 {figures[f'cf1_top{TOP}']:.3f}  OP {figures[f'op_top{TOP}']:.3f}  OR "
-                 f"{figures[f'or_top{TOP}']:.3f}  OF1 {figures[f'of1_top{TOP}']:.3f}", "",
-                 f"{'label':{width}s}     AP  precision  recall     f1  support"]
-        for name, m in figures["per_label"].items():
-            ap = "    -" if m["ap"] is None else f"{m['ap']:.3f}"
-            lines.append(f"{name:{width}s}  {ap:>5s}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
-                         f"{m['f1']:5.3f}  {m['support']:7d}")
-        return lines
+        return evaluation.format_figures(figures)
 
     def config(self) -> dict:
         return {**super().config(), "thresholds": None if self.thresholds is None
@@ -360,42 +279,6 @@ class MultiLabelTask(Task):
 def _tags(raw: Any) -> tuple[str, ...]:
     """An image's tags: a manifest's tuple, or a class folder's name as its one tag."""
     return (raw,) if isinstance(raw, str) else tuple(raw)
-
-
-def _per_label_ap(truth: np.ndarray, scores: np.ndarray) -> list[float | None]:
-    """scikit-learn's average precision per label; None for a label without positives."""
-    return [float(skm.average_precision_score(truth[:, j], scores[:, j]))
-            if truth[:, j].any() else None for j in range(truth.shape[1])]
-
-
-def _mean_ap(truth: np.ndarray, scores: np.ndarray) -> float:
-    values = [v for v in _per_label_ap(truth, scores) if v is not None]
-    return float(np.mean(values)) if values else 0.0
-
-
-def _paper_figures(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """CP, CR, CF1 (per-label precision and recall, averaged over labels; CF1 their harmonic
-    mean) and OP, OR, OF1 (over all image-label pairs), as ML-GCN reports them. A label never
-    predicted has precision 0."""
-    tp = (truth & predicted).sum(axis=0).astype(np.float64)
-    n_predicted, n_true = predicted.sum(axis=0), truth.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cp = float(np.mean(np.where(n_predicted > 0, tp / np.maximum(n_predicted, 1), 0.0)))
-        cr = float(np.mean(np.where(n_true > 0, tp / np.maximum(n_true, 1), 0.0)))
-    op = float(tp.sum() / max(n_predicted.sum(), 1))
-    or_ = float(tp.sum() / max(n_true.sum(), 1))
-    return {"cp": cp, "cr": cr, "cf1": _harmonic(cp, cr), "op": op, "or": or_,
-            "of1": _harmonic(op, or_)}
-
-
-def _label_prf(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    p, r, f, _ = skm.precision_recall_fscore_support(truth, predicted, average="binary",
-                                                     zero_division=0)
-    return {"precision": float(p), "recall": float(r), "f1": float(f)}
-
-
-def _harmonic(a: float, b: float) -> float:
-    return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
 def _best_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
