@@ -1,5 +1,5 @@
 """Tasks: everything about the labels of a prediction problem behind one interface
-(:class:`~runway_cnn.tasks.base.Task`), one module or folder per task, chosen by name from
+(:class:`~runway_cnn.tasks.base.Task`), one folder per task, chosen by name from
 ``TASKS``. A task's own flags are the fields of its :class:`~runway_cnn.tasks.base.TaskOptions`
 dataclass; adding a task is its folder and one line below."""
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Sequence
 
 import keras
@@ -67,6 +68,9 @@ class Task:
     plotted_figures: tuple[str, ...] = ()  # summary figures in [0, 1], drawn side by side
     csv_columns: tuple[str, ...] = ()  # the --labels_csv columns raw_label needs besides filename
     options_class: type[TaskOptions] = TaskOptions  # the task's flags
+    # the module of the task's figures, files and text (its ``headline(figures)`` and
+    # ``format_figures(figures)`` are the task's), or None
+    evaluation: ModuleType | None = None
 
     def __init__(self, labels: Sequence[str], **options):
         self.labels = list(labels)
@@ -241,12 +245,16 @@ class Task:
         """The task's evaluation files (CSVs, PNGs) beside ``eval.json``."""
 
     def headline(self, figures: dict) -> str:
-        """The figures in one line, for the terminal."""
+        """The figures in one line, for the terminal (the :attr:`evaluation` module's
+        ``headline`` where the task has one)."""
+        if self.evaluation is not None:
+            return self.evaluation.headline(figures)
         return "  ".join(f"{k} {figures[k]:.3f}" for k in self.summary_figures if k in figures)
 
     def format_figures(self, figures: dict) -> list[str]:
-        """The figures as text lines beyond the headline (per-label tables …)."""
-        return []
+        """The figures as text lines beyond the headline (per-label tables …; the
+        :attr:`evaluation` module's ``format_figures`` where the task has one)."""
+        return [] if self.evaluation is None else self.evaluation.format_figures(figures)
 
     def combine(self, figures: Sequence[dict], output_dir: Path, title: str) -> dict:
         """What an experiment adds up over its runs' test figures (written into ``output_dir``

@@ -54,6 +54,7 @@ class AttributeTask(Task):
                        "majority_macro_f1", "majority_balanced_accuracy", "loss")
     plotted_figures = ("accuracy", "macro_f1", "balanced_accuracy", "majority_accuracy")
     options_class = AttributeOptions
+    evaluation = evaluation
 
     def __init__(self, labels: Sequence[str], rare: str = "merge", balance: str = "none",
                  attribute_weights: str | dict | None = None, dropout: float = 0.2,
@@ -356,12 +357,6 @@ class AttributeTask(Task):
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         evaluation.write_files(figures, output_dir, title, self.values)
-
-    def headline(self, figures: dict) -> str:
-        return evaluation.headline(figures)
-
-    def format_figures(self, figures: dict) -> list[str]:
-        return evaluation.format_figures(figures)
 
     def combine(self, figures, output_dir, title):
         return evaluation.combine(figures, output_dir, title, self.attributes)

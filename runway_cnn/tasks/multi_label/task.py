@@ -52,6 +52,7 @@ class MultiLabelTask(Task):
     plotted_figures = ("map", "cf1", "of1")
     csv_columns = (LABELS_COLUMN,)
     options_class = MultiLabelOptions
+    evaluation = evaluation
 
     def __init__(self, labels: Sequence[str], head: str = "sigmoid", loss: str = "bce",
                  dropout: float = 0.2, threshold: float | None = None,
@@ -264,12 +265,6 @@ class MultiLabelTask(Task):
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         evaluation.write_files(figures, output_dir, title, self.labels,
                                self.options.get("adjacency"))
-
-    def headline(self, figures: dict) -> str:
-        return evaluation.headline(figures)
-
-    def format_figures(self, figures: dict) -> list[str]:
-        return evaluation.format_figures(figures)
 
     def config(self) -> dict:
         return {**super().config(), "thresholds": None if self.thresholds is None

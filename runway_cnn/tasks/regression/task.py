@@ -58,6 +58,7 @@ class RegressionTask(Task):
     monitor_mode = "min"
     summary_figures = ("mae", "rmse", "r2", "baseline_mae", "baseline_rmse")
     options_class = RegressionOptions
+    evaluation = evaluation
 
     def __init__(self, labels: Sequence[str], target_column: str = TARGET_COLUMN, loss: str = "huber",
                  dropout: float = 0.2, target_mean: float = 0.0, target_std: float = 1.0):
@@ -218,12 +219,6 @@ class RegressionTask(Task):
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         evaluation.write_files(figures, output_dir, title, self.labels[0])
-
-    def headline(self, figures: dict) -> str:
-        return evaluation.headline(figures)
-
-    def format_figures(self, figures: dict) -> list[str]:
-        return evaluation.format_figures(figures)
 
 
 def _bins(targets: np.ndarray, smallest_fraction: float) -> np.ndarray:

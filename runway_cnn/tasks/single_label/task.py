@@ -58,6 +58,7 @@ class SingleLabelTask(Task):
     plotted_figures = ("top1", "top5", "macro_f1")
     csv_columns = (LABEL_COLUMN,)
     options_class = SingleLabelOptions
+    evaluation = evaluation
 
     def __init__(self, labels: Sequence[str], label_smoothing: float = 0.1,
                  dropout: float = 0.2):
@@ -210,12 +211,6 @@ class SingleLabelTask(Task):
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         evaluation.write_files(figures, output_dir, title, self.labels)
-
-    def headline(self, figures: dict) -> str:
-        return evaluation.headline(figures)
-
-    def format_figures(self, figures: dict) -> list[str]:
-        return evaluation.format_figures(figures)
 
     def combine(self, figures, output_dir, title):
         return evaluation.combine(figures, output_dir, title, self.labels)
