@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Callable
 
 from runway_cnn.errors import RunwayError, one_line
+
+
+def flag_type(f: dataclasses.Field) -> type:
+    """The argparse type of a dataclass field's flag, from its annotation: int, float or str."""
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    return {"int": int, "float": float}.get(kind.split()[0], str)
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, config_cls) -> None:
@@ -20,7 +27,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, config_cls) -> None:
         if kind.startswith("bool"):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = {"int": int, "float": float}.get(kind.split()[0], str)
+            kwargs["type"] = flag_type(f)
             if meta.get("choices"):
                 kwargs["choices"] = meta["choices"]
         if meta.get("required"):
@@ -48,10 +55,9 @@ def add_task_option_flags(parser: argparse.ArgumentParser) -> None:
                 helps.append(text)
                 action.help, action.choices = "; ".join(helps), None
                 continue
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
             action = group.add_argument(
                 f"--{f.name}", default=argparse.SUPPRESS, help=text, choices=meta.get("choices"),
-                type={"int": int, "float": float}.get(kind.split()[0], str))
+                type=flag_type(f))
             seen[f.name] = (action, [text])
 
 

@@ -32,8 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in SCAN_FLAGS:
         if name in fields:
             f = fields[name]
-            kind = {"int": int, "float": float}.get(str(f.type).split()[0], str)
-            convert.add_argument(f"--{name}", type=kind, default=f.default,
+            convert.add_argument(f"--{name}", type=cli.flag_type(f), default=f.default,
                                  required=name == "dataset_dir",
                                  help=f.metadata.get("help", ""))
     cli.add_task_option_flags(convert)

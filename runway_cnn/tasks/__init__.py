@@ -39,15 +39,21 @@ def task_options(name: str, settings: dict) -> TaskOptions:
         raise RunwayError(f"--task {name}: {error}") from None
 
 
+def option_defaults() -> dict[str, list]:
+    """Every registered task's option names, each with its default in each task that has it."""
+    defaults: dict[str, list] = {}
+    for name in TASKS:
+        for f in TASKS.get(name).options_class.fields():
+            defaults.setdefault(f.name, []).append(f.default)
+    return defaults
+
+
 def foreign_options(name: str, settings: dict) -> list[str]:
     """Keys of ``settings`` that are another task's options set away from that task's default:
     flags task ``name`` would silently ignore (``--head mlgcn --task single_label``). An older
     run's ``config.json`` holds every task's options at their defaults; those pass."""
     own = {f.name for f in TASKS.get(name).options_class.fields()}
-    defaults: dict[str, list] = {}
-    for other in TASKS:
-        for f in TASKS.get(other).options_class.fields():
-            defaults.setdefault(f.name, []).append(f.default)
+    defaults = option_defaults()
     return sorted(k for k, v in settings.items()
                   if k in defaults and k not in own and v not in defaults[k])
 
@@ -80,4 +86,4 @@ def task_from_config(config: dict) -> Task:
 
 __all__ = ["TASKS", "AttributeTask", "MultiLabelTask", "RegressionTask", "SingleLabelTask",
            "Task", "TaskOptions", "foreign_options", "get_task", "labels_for_run",
-           "task_for_run", "task_from_config", "task_options"]
+           "option_defaults", "task_for_run", "task_from_config", "task_options"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runway_cnn.errors import RunwayError
-from runway_cnn.tasks import TASKS, foreign_options, task_options
+from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -29,10 +29,6 @@ def check_outside_dataset(flag: str, path: str | None, dataset_dir: str, hint: s
     if path and Path(path).resolve().is_relative_to(Path(dataset).expanduser().resolve()):
         raise RunwayError(f"{flag} {path} is inside --dataset_dir {dataset}, whose files are "
                           f"scanned as images{hint}; give a {flag} outside it")
-
-
-def _every_task_option() -> set[str]:
-    return {f.name for name in TASKS for f in TASKS.get(name).options_class.fields()}
 
 
 def _opt(default, help: str, **extra):
@@ -206,7 +202,7 @@ class FinetuneConfig:
         ) if not ok]
         if problems:
             raise RunwayError("; ".join(problems))
-        unknown = sorted(k for k in self.task_options if k not in _every_task_option())
+        unknown = sorted(k for k in self.task_options if k not in option_defaults())
         if unknown:
             raise RunwayError(f"{', '.join('--' + k for k in unknown)}: no such setting")
         foreign = foreign_options(self.task, self.task_options)

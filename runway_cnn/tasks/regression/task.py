@@ -95,8 +95,7 @@ class RegressionTask(Task):
 
     def targets(self, raw_labels: Sequence[Any], where: str) -> np.ndarray:
         try:
-            values = [parse_value(r if isinstance(r, str) else str(r), self.target_column)
-                      for r in raw_labels]
+            values = [parse_value(r, self.target_column) for r in raw_labels]
         except ValueError as error:
             raise DataError(f"{where}: {error}") from None
         return np.asarray(values, np.float32).reshape(-1, 1)
