@@ -164,6 +164,15 @@ class Task:
         None where the task has no such solver (the trainer then trains the head with Keras)."""
         return None
 
+    def refit_head_convex(self, head: keras.Model, features: np.ndarray, targets: np.ndarray,
+                          solved: dict) -> dict | None:
+        """Solves the head again on ``features`` (more images than stage 1's training split)
+        with the regularisation ``solved`` (what :meth:`fit_head_convex` returned) chose,
+        writing the solution into ``head``; returns what was fitted, or None where the task has
+        no convex solver (the trainer then trains the head with Keras for stage 1's best number
+        of epochs)."""
+        return None
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Logits → the scores evaluation works on."""
         raise NotImplementedError

@@ -269,6 +269,24 @@ class AttributeTask(Task):
         head.get_layer("logits").set_weights([kernel, bias])
         return {"solver": "newton softmax per attribute", "C": chosen, "tried": tried}
 
+    def refit_head_convex(self, head, features, targets, solved):
+        """The same regressions with each attribute's chosen C, on these (more) images: one
+        solve per distinct C, over the attributes that chose it, in increasing C."""
+        targets = np.asarray(targets)
+        solver = SoftmaxPerAttribute(features, targets, self.sizes, self._cell_weights(targets))
+        kernel = np.zeros((features.shape[1], len(self.labels)), np.float32)
+        bias = np.zeros(len(self.labels), np.float32)
+        for c in sorted(set(solved["C"].values())):
+            positions = [i for i, a in enumerate(self.attributes) if solved["C"].get(a) == c]
+            k, b = solver.subset(positions).fit(c)
+            start = 0
+            for i in positions:
+                target, size = slice(self.starts[i], self.starts[i] + self.sizes[i]), self.sizes[i]
+                kernel[:, target], bias[target] = k[:, start:start + size], b[start:start + size]
+                start += size
+        head.get_layer("logits").set_weights([kernel, bias])
+        return {"solver": "newton softmax per attribute", "C": dict(solved["C"])}
+
     def _segments(self, logits):
         return [logits[:, s:s + n] for s, n in zip(self.starts, self.sizes)]
 

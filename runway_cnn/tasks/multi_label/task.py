@@ -157,15 +157,11 @@ class MultiLabelTask(Task):
         The ML-GCN head has no convex form: None (trained with Keras)."""
         if self.head != "sigmoid":
             return None
-        targets, val_targets = np.asarray(targets) > 0.5, np.asarray(val_targets) > 0.5
-        prior = np.clip(targets.mean(axis=0), 1e-4, 1 - 1e-4)
-        both = (targets.sum(axis=0) > 0) & (targets.sum(axis=0) < len(targets))
-        solver = OneVsRestLogistic(features, targets[:, both])
+        val_targets = np.asarray(val_targets) > 0.5
+        solve = self._one_vs_rest(features, targets)
         tried, best = [], None
         for c in C_GRID:
-            kernel = np.zeros((features.shape[1], self.num_labels), np.float32)
-            bias = np.log(prior / (1 - prior)).astype(np.float32)
-            kernel[:, both], bias[both] = solver.fit(c)
+            kernel, bias = solve(c)
             scores = 1 / (1 + np.exp(-(val_features @ kernel + bias)))
             figure = evaluation.mean_ap(val_targets, scores)
             tried.append({"C": c, "val_map": figure})
@@ -177,6 +173,30 @@ class MultiLabelTask(Task):
         _, c, kernel, bias = best
         head.get_layer("logits").set_weights([kernel, bias])
         return {"solver": "newton one-vs-rest", "C": c, "tried": tried}
+
+    def refit_head_convex(self, head, features, targets, solved):
+        """The same regressions with the C stage 1 chose, on these (more) images."""
+        if self.head != "sigmoid":
+            return None
+        head.get_layer("logits").set_weights(list(self._one_vs_rest(features, targets)(
+            solved["C"])))
+        return {"solver": "newton one-vs-rest", "C": solved["C"]}
+
+    def _one_vs_rest(self, features, targets):
+        """C → (kernel, bias) of the one-vs-rest regressions on ``features``, warm-started from
+        the previous C; a label with one class only gets a zero weight vector and the bias of
+        its frequency."""
+        targets = np.asarray(targets) > 0.5
+        prior = np.clip(targets.mean(axis=0), 1e-4, 1 - 1e-4)
+        both = (targets.sum(axis=0) > 0) & (targets.sum(axis=0) < len(targets))
+        solver = OneVsRestLogistic(features, targets[:, both])
+
+        def solve(c: float) -> tuple[np.ndarray, np.ndarray]:
+            kernel = np.zeros((features.shape[1], self.num_labels), np.float32)
+            bias = np.log(prior / (1 - prior)).astype(np.float32)
+            kernel[:, both], bias[both] = solver.fit(c)
+            return kernel, bias
+        return solve
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return 1 / (1 + np.exp(-np.asarray(logits, np.float64)))

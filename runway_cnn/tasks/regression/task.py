@@ -163,11 +163,19 @@ class RegressionTask(Task):
             if best is None or rmse < best[0]:
                 best = (rmse, alpha, model)
         _, alpha, model = best
-        kernel = model.coef_ / scale  # w·(x - μ)/σ + b = (w/σ)·x + (b - (w/σ)·μ)
-        bias = model.intercept_ - kernel @ mean
-        head.get_layer("logits").set_weights([kernel.reshape(-1, 1).astype("float32"),
-                                              np.array([bias], "float32")])
+        _set_head(head, model, mean, scale)
         return {"solver": "ridge", "standardized": True, "alpha": alpha, "tried": tried}
+
+    def refit_head_convex(self, head, features, targets, solved):
+        """The same ridge regression with the alpha stage 1 chose, on these (more) images (the
+        targets standardised as in training: the head's ``value`` layer keeps that scale)."""
+        from sklearn.linear_model import Ridge
+
+        mean, scale = feature_scale(features)
+        z = (np.asarray(targets, np.float64).reshape(-1) - self.mean) / self.std
+        _set_head(head, Ridge(alpha=solved["alpha"]).fit((features - mean) / scale, z), mean,
+                  scale)
+        return {"solver": "ridge", "standardized": True, "alpha": solved["alpha"]}
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return np.asarray(logits, np.float32).reshape(-1, 1)  # the head already gives values
@@ -227,3 +235,12 @@ def _bins(targets: np.ndarray, smallest_fraction: float) -> np.ndarray:
     count = int(max(1, min(MAX_BINS, math.floor(len(values) * smallest_fraction))))
     edges = np.quantile(values, np.linspace(0, 1, count + 1)[1:-1]) if count > 1 else []
     return np.digitize(values, edges).astype(np.int32)
+
+
+def _set_head(head: keras.Model, model, mean: np.ndarray, scale: np.ndarray) -> None:
+    """Copies a ridge regression on ``(x - mean) / scale`` into the head's ``logits`` layer, the
+    standardisation folded in."""
+    kernel = model.coef_ / scale  # w·(x - μ)/σ + b = (w/σ)·x + (b - (w/σ)·μ)
+    bias = model.intercept_ - kernel @ mean
+    head.get_layer("logits").set_weights([kernel.reshape(-1, 1).astype("float32"),
+                                          np.array([bias], "float32")])

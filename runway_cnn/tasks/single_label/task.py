@@ -140,6 +140,23 @@ class SingleLabelTask(Task):
             if best is None or (accuracy, -loss) > best[0]:
                 best = ((accuracy, -loss), c, model)
         _, c, model = best
+        self._set_head(head, model, mean, scale)
+        return {"solver": "lbfgs", "standardized": True, "C": c, "tried": tried}
+
+    def refit_head_convex(self, head, features, targets, solved):
+        """The same regression with the C stage 1 chose, on these (more) images."""
+        from sklearn.linear_model import LogisticRegression
+
+        mean, scale = feature_scale(features)
+        model = LogisticRegression(C=solved["C"], max_iter=2000).fit((features - mean) / scale,
+                                                                     targets)
+        self._set_head(head, model, mean, scale)
+        return {"solver": "lbfgs", "standardized": True, "C": solved["C"]}
+
+    @staticmethod
+    def _set_head(head: keras.Model, model, mean: np.ndarray, scale: np.ndarray) -> None:
+        """Copies a scikit-learn regression on ``(x - mean) / scale`` into the head's dense
+        layer, the standardisation folded in; a class without training images gets zeros."""
         coef, intercept = model.coef_, model.intercept_
         if coef.shape[0] == 1:  # two classes: scikit-learn keeps only class 1's logit
             coef = np.vstack([np.zeros_like(coef), coef])
@@ -151,7 +168,6 @@ class SingleLabelTask(Task):
         bias = np.zeros(dense.bias.shape, "float32")
         kernel[:, model.classes_], bias[model.classes_] = coef.T, intercept
         dense.set_weights([kernel, bias])
-        return {"solver": "lbfgs", "standardized": True, "C": c, "tried": tried}
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         z = logits - logits.max(axis=-1, keepdims=True)
