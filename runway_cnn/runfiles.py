@@ -115,6 +115,7 @@ class StageDir:
     logs = property(lambda self: self.path / "logs")  # TensorBoard
     seconds = property(lambda self: self.path / "seconds.json")  # time over processes
     plan = property(lambda self: self.path / "plan.json")  # stage 2's plan, kept for a resume
+    selected = property(lambda self: self.path / "selected.json")  # refit: the figures before
 
 
 @dataclass(frozen=True)

@@ -82,13 +82,14 @@ class FeatureExtractor:
 
 
 def extract_features(backbone: Backbone, paths: list[str], batch_size: int,
-                     pooling: str = "avg", progress: bool = False) -> np.ndarray:
+                     pooling: str = "avg", progress: bool = False,
+                     what: str = "the frozen backbone, once") -> np.ndarray:
     """Pooled features (float32) of scanned image files under the eval transform, in order;
-    ``progress``: a line and a bar on stderr (the feature pass is the longest step of a
-    default run)."""
+    ``progress``: a line saying ``what`` and a bar on stderr (the feature pass is the longest
+    step of a default run)."""
     bar = None
     if progress:
-        print(f"backbone features of {len(paths)} images (the frozen backbone, once):",
+        print(f"backbone features of {len(paths)} images ({what}):",
               file=sys.stderr, flush=True)
         bar = ImageProgress(len(paths))
     return FeatureExtractor.of_backbone(backbone, pooling).of_files(

@@ -18,6 +18,7 @@ import json
 from runway_cnn import cli
 from runway_cnn.backbones.factory import BACKBONES
 from runway_cnn.training.config import FinetuneConfig
+from runway_cnn.training.refit import describe as describe_refit
 
 
 class _ListBackbones(argparse.Action):
@@ -53,7 +54,13 @@ def main(argv: list[str] | None = None) -> None:
              f"({result.metrics[split]['num_examples']} images)"
              for split in ("validation", "test") if split in result.metrics]
     print("\n".join(lines))
-    stages = result.metrics["stages"]
+    refit = result.metrics.get("refit")
+    if refit:  # a run from before the refit has none
+        print(describe_refit(refit))
+        if "test" in refit:
+            print(f"test, the export itself (refit on {' + '.join(refit['splits'])}): "
+                  f"{result.task.headline(refit['test'])}")
+    stages = {**result.metrics["stages"], **({"refit": refit} if refit else {})}
     print("stage times: " + json.dumps({k: round(v.get("seconds", 0.0), 1)
                                         for k, v in stages.items()}))
     if not (result.train_dir / "metrics.json").exists():  # a multi-worker run's other workers

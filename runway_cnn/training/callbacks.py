@@ -8,17 +8,23 @@ import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.runfiles import StageDir, read_json, write_json
 
 
-def _logged(stage_dir: StageDir, monitor: str) -> list[float]:
-    """The figure ``monitor`` of every epoch in the stage's ``history.csv`` (none yet: [])."""
+def read_epochs(stage_dir: StageDir) -> list[dict]:
+    """The rows of the stage's ``history.csv``, one per epoch (none yet: [])."""
     if not stage_dir.history.exists():
         return []
     with stage_dir.history.open() as f:
-        return [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+        return list(csv.DictReader(f))
+
+
+def _logged(stage_dir: StageDir, monitor: str) -> list[float]:
+    """The figure ``monitor`` of every epoch in the stage's ``history.csv`` (none yet: [])."""
+    return [float(row[monitor]) for row in read_epochs(stage_dir) if row.get(monitor)]
 
 
 def _best_so_far(stage_dir: StageDir, monitor: str, mode: str, baseline: float | None
@@ -119,6 +125,15 @@ def validation_bought(stage_dir: StageDir, monitor: str, mode: str, baseline: fl
              "validation_gain": gain if improved else 0.0},
             f"stage 2: best {monitor} {best:.4f} against stage 1's {baseline:.4f} ({gain:+.4f}) "
             f"in {len(values)} epoch(s), {kept}")
+
+
+def best_epoch(stage_dir: StageDir, monitor: str, mode: str) -> int | None:
+    """The number of epochs after which the stage's monitored figure was best (what a refit
+    trains for), or None when the stage logged no epoch."""
+    values = _logged(stage_dir, monitor)
+    if not values:
+        return None
+    return int((np.argmax(values) if mode == "max" else np.argmin(values)) + 1)
 
 
 def load_model_weights(model: keras.Model, path: Path) -> None:

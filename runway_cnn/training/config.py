@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runway_cnn.errors import RunwayError
+from runway_cnn.training.refit import REFIT_RULES
 from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
@@ -99,6 +100,13 @@ class FinetuneConfig:
                                      "from 5/8 of it up to it, the last epoch at it: cheaper "
                                      "epochs, FixRes), full (always --image_size), or "
                                      "comma-separated sizes, one per epoch")
+    refit: str = _opt("auto", "after validation has chosen (regularisation, whether stage 2 is "
+                              "kept, thresholds), refit the exported model with those choices "
+                              "on more photos: auto (training + validation, + test when the run "
+                              "made the test split itself; a test/ folder you gave is never "
+                              "trained on), train_val, all, or none (the model trained on the "
+                              "training split); the reported figures stay those of the model "
+                              "trained on the training split, the estimate for the export")
     learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam); with several replicas "
                                       "(--strategy) both stages' rates are multiplied by their "
                                       "number (the linear scaling rule for the global batch)")
@@ -179,6 +187,7 @@ class FinetuneConfig:
              "must be 0 or more"),
             ("time_budget", self.time_budget is None or self.time_budget >= 0,
              "must be 0 (no budget) or more minutes"),
+            ("refit", self.refit in REFIT_RULES, f"must be one of {', '.join(REFIT_RULES)}"),
             ("stage1_solver", self.stage1_solver in STAGE1_SOLVERS,
              f"must be one of {', '.join(STAGE1_SOLVERS)}"),
             ("learning_rate", self.learning_rate > 0, "must be positive"),

@@ -73,6 +73,7 @@ class Stage2Plan:
     estimated_seconds: float
     measured: dict = field(default_factory=dict)  # {"size", "seconds_per_step", "trace_seconds"}
     why: str = ""  # how the epochs were chosen
+    reserved_seconds: float = 0.0  # set aside after stage 2 for the refit's feature pass
 
     def describe(self) -> str:
         if not self.epochs:
@@ -85,6 +86,8 @@ class Stage2Plan:
         budget = ("" if self.budget_seconds is None else
                   f" of the {self.budget_seconds / 60:.1f} min left")
         took = f", about {self.estimated_seconds / 60:.1f} min{budget}" if self.measured else ""
+        if self.reserved_seconds:
+            took += f", {self.reserved_seconds / 60:.1f} min kept for the refit"
         return (f"stage 2 plan: {what}, {self.epochs} epoch(s) at {sizes}{took} "
                 f"({self.why}{step})")
 
@@ -102,6 +105,12 @@ def epoch_seconds(size: int, measured_size: int, seconds_per_step: float, steps:
     area) and a validation pass at the full size (a forward pass: about a third of a step)."""
     step = seconds_per_step * (size / measured_size) ** 2
     return steps * step + validation_steps * seconds_per_step * (full / measured_size) ** 2 / 3
+
+
+def forward_seconds(measured: dict, full: int, steps: int) -> float:
+    """Seconds of a forward pass over ``steps`` batches at the full size (the features a refit
+    after stage 2 computes): a third of a measured training step each, scaled by area."""
+    return steps * measured["seconds_per_step"] * (full / measured["size"]) ** 2 / 3
 
 
 def trace_seconds(sizes: Sequence[int], measured: dict) -> float:

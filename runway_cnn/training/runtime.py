@@ -140,17 +140,18 @@ def xla_failure(model: keras.Model) -> str | None:
     return None
 
 
-def note_compiled(model: keras.Model, device: DeviceSettings, backbone: keras.Model) -> dict:
+def note_compiled(model: keras.Model, device: DeviceSettings, backbone: keras.Model,
+                  stage: str | None = None) -> dict:
     """Reads back, right after ``model.compile``, what Keras will train ``model`` with, prints it
-    in one line and keeps it in ``device.compiled`` under its stage (stage 2 if the model trains
-    backbone weights, else stage 1): XLA as Keras kept it (it turns XLA off while op determinism
+    in one line and keeps it in ``device.compiled`` under its ``stage`` (by default stage 2 if
+    the model trains backbone weights, else stage 1): XLA as Keras kept it (it turns XLA off while op determinism
     is on; a model XLA cannot compile, :func:`xla_failure`, is switched to no XLA here, with the
     reason, rather than failing in ``fit``), the dtype policy in effect, the compute dtypes of the
     backbone's and the head's layers that hold weights (a TF-Hub module computes in float32 under
     any policy), the output dtype and whether losses are scaled."""
     backbone_weights = {id(v) for v in backbone.weights}
     trains_backbone = any(id(v) in backbone_weights for v in model.trainable_weights)
-    stage = "stage2" if trains_backbone else "stage1"
+    stage = stage or ("stage2" if trains_backbone else "stage1")
     if not device.jit_compile:
         xla = "off"
     elif not model.jit_compile:
@@ -178,7 +179,8 @@ def note_compiled(model: keras.Model, device: DeviceSettings, backbone: keras.Mo
     device.compiled[stage] = record
     computes = " and ".join(f"{part} in {'/'.join(found)}"
                             for part, found in record["compute_dtypes"].items())
-    print(f"{stage[:-1]} {stage[-1]} compiled: XLA {xla}; {record['dtype_policy']} policy, "
+    name = f"{stage[:-1]} {stage[-1]}" if stage[-1].isdigit() else stage
+    print(f"{name} compiled: XLA {xla}; {record['dtype_policy']} policy, "
           f"computing {computes}; {'/'.join(record['output_dtypes'])} outputs", flush=True)
     return record
 

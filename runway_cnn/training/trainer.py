@@ -24,11 +24,15 @@ from runway_cnn.errors import RunwayError
 from runway_cnn.runfiles import StageDir, TrainDir, read_json, write_json
 from runway_cnn.tasks import task_for_run, task_from_config
 from runway_cnn.training import plan as planning
+from runway_cnn.training import refit as refitting
 from runway_cnn.training import schedule
 from runway_cnn.training.callbacks import (
+    ResumingBackup,
     StageClock,
+    best_epoch,
     load_best,
     load_model_weights,
+    read_epochs,
     resumed_epoch,
     stage_callbacks,
     validation_bought,
@@ -122,6 +126,10 @@ class FineTuner:
         else:
             self.task = task_for_run(config.task, dataset.labels, config.to_dict())
         self.dataset = dataset
+        # what the export is refit on, checked before any training (a bad --refit: one line)
+        self.refit_names, refit_note = refitting.refit_splits(config.refit, dataset)
+        if refit_note:
+            print(refit_note, flush=True)
         check_same_data(self.dataset, self.train_dir)
         data.write_run_files(self.dataset, self.train_dir)
         print(self.dataset.summary_line(), flush=True)
@@ -137,11 +145,11 @@ class FineTuner:
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
 
     # -- stages ------------------------------------------------------------------------------
-    def _compile(self, model: keras.Model, learning_rate) -> None:
+    def _compile(self, model: keras.Model, learning_rate, stage: str | None = None) -> None:
         with self.distribution.scope():
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=self.task.loss(),
                           metrics=self.task.metrics(), jit_compile=self.device.jit_compile)
-        note_compiled(model, self.device, self.backbone.model)  # what Keras really compiled
+        note_compiled(model, self.device, self.backbone.model, stage)  # what Keras compiled
 
     @property
     def global_batch(self) -> int:
@@ -316,11 +324,16 @@ class FineTuner:
             cost = planning.measured_cost(
                 measured, full, self._steps_per_epoch(len(self._split("train").paths)),
                 pipeline.steps_per_epoch(len(self._split("validation")), self.global_batch))
-        budget = None if deadline is None else deadline - time.monotonic()
+        reserved = 0.0
+        if measured and len(self.refit_names) > 1:  # the refit's pass over its photos' features
+            reserved = planning.forward_seconds(
+                measured, full, pipeline.steps_per_epoch(len(self._refit_split()),
+                                                         self.global_batch))
+        budget = None if deadline is None else deadline - time.monotonic() - reserved
         epochs, plan_sizes, estimate, why = planning.choose(
             full=full, sizes=sizes, epochs=c.stage2_epochs, budget_seconds=budget, cost=cost)
         plan = planning.Stage2Plan(epochs, plan_sizes, c.unfreeze, budget, estimate, measured,
-                                   why)
+                                   why, reserved)
         write_json(stage_dir.plan, plan.record(), indent=2)
         return plan
 
@@ -415,6 +428,186 @@ class FineTuner:
                               "--learning_rate or try another --loss, in a new --train_dir")
         return self.task.evaluate(split.targets, scores)
 
+    # -- refit after selection (training.refit) ----------------------------------------------
+    def select(self) -> dict:
+        """What validation chose, measured: the task's decision rule fitted on validation
+        (thresholds), then the figures of every split but train; kept in ``refit/`` while the
+        refit runs, so that a resumed refit does not measure them again (the refit changes the
+        model they describe)."""
+        path = self.files.stage("refit").selected
+        if path.exists():
+            selected = read_json(path, fix="delete the run's refit/ folder to refit again")
+            self.task = task_from_config(selected["task"])
+            return selected["figures"]
+        validation = self._split("validation")
+        decision = self.task.calibrate(validation.targets, self.predict_probabilities(validation))
+        figures = {split: self.evaluate(split) for split in self.dataset.splits
+                   if split != "train"}
+        figures["decision"] = decision
+        if len(self.refit_names) > 1:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, {"figures": figures, "task": self.task.config()}, indent=2)
+        return figures
+
+    def _refit_split(self) -> Split:
+        return refitting.union(self.dataset, self.refit_names)
+
+    def refit(self, stage1: dict, stage2: dict) -> dict:
+        """The model to export, refit on :attr:`refit_names` with the choices validation made
+        (:mod:`runway_cnn.training.refit`): stage 1's head solved again with its regularisation
+        on the frozen features of those photos; after a kept stage 2, a head solved on the
+        fine-tuned backbone's features (its regularisation chosen on validation, and kept only
+        if it does as well there as stage 2's head), the backbone staying as stage 2 left it.
+        Returns the ``metrics.json`` section."""
+        union = self._refit_split()
+        record = {"splits": list(self.refit_names), "images": len(union),
+                  "images_by_split": {name: len(self._split(name)) for name in self.refit_names},
+                  "rule": self.config.refit, "dataset_root": str(self.dataset.root)}
+        record["images_by_split"].setdefault("train", len(self._split("train")))
+        if len(self.refit_names) == 1:
+            return {**record, "refit": False,
+                    "why": "--refit none" if self.config.refit == "none" else
+                    "no validation split to add"}
+        stage_dir = self.files.stage("refit")
+        done = stage_done(stage_dir)
+        if done:
+            if done.get("refit"):
+                load_model_weights(self.model, stage_dir.final_weights)
+            return done
+        start = time.perf_counter()
+        if self._backbone_changed:
+            whole, why = self._whole_model_refit_fits(union, stage2, stage_dir)
+            if why:
+                print(why, flush=True)
+            record.update(self._refit_whole_model(union, stage1, stage2, stage_dir) if whole
+                          else self._refit_after_stage2(union, stage2))
+        else:
+            record.update(refit=True, what=self._refit_head(
+                self.head, self._features(union), union, stage1, "stage 1's head"))
+        if record["refit"]:
+            self.model.save_weights(str(stage_dir.final_weights))
+            if "test" in self.dataset.splits and "test" not in self.refit_names:
+                record["test"] = self.evaluate("test")  # the export itself, on unseen photos
+        record["seconds"] = time.perf_counter() - start
+        return mark_done(stage_dir, record)
+
+    def _refit_head(self, head: keras.Model, features: np.ndarray | None, split: Split,
+                    stage1: dict, what: str) -> str:
+        """Solves ``head`` on ``features`` of ``split`` with stage 1's choice: the task's convex
+        solver with the regularisation stage 1 chose, else Adam from a new head for the epochs
+        that were best in stage 1 (through the images, augmented, under
+        ``--stage1_augment``). Says what it did."""
+        solved = stage1.get("solver") or {}
+        if features is not None and solved.get("solver") != "adam":
+            done = self.task.refit_head_convex(head, features, split.targets, solved)
+            if done is not None:
+                return f"{what}: {done['solver']} at the regularisation chosen on validation"
+        epochs = best_epoch(self.files.stage("stage1"), self.task.monitor,
+                            self.task.monitor_mode) or self.config.stage1_epochs
+        keras.utils.set_random_seed(self.config.seed)
+        with self.distribution.scope():
+            fresh = self.task.build_head(self.backbone.feature_dim)
+        head.set_weights(fresh.get_weights())
+        if features is None:  # --stage1_augment: the frozen backbone under the augmentation
+            self._compile(self.model, self.learning_rates["stage1"], "refit")
+            self.model.fit(self._train_ds(split, augment=True), epochs=epochs, shuffle=False,
+                           verbose=self.config.verbose)
+        else:
+            self._compile(head, self.learning_rates["stage1"], "refit")
+            head.fit(features, split.targets, batch_size=self.global_batch, epochs=epochs,
+                     sample_weight=self.task.sample_weights(split.targets),
+                     verbose=self.config.verbose)
+        return f"{what}: Adam for the {epochs} epoch(s) that were best in stage 1"
+
+    def _whole_model_refit_fits(self, union: Split, stage2: dict, stage_dir: StageDir
+                                ) -> tuple[bool, str | None]:
+        """Whether stage 2 is repeated on ``union`` (:meth:`_refit_whole_model`): without a time
+        budget yes; under one, when its estimate (stage 2's seconds per epoch, scaled by the
+        images) fits the time left; else the head refit, and a line saying why. Decided once,
+        kept in ``refit/plan.json`` for a resumed refit."""
+        if stage_dir.plan.exists():
+            return bool(read_json(stage_dir.plan, fix="delete the run's refit/ folder to refit "
+                                                      "again").get("whole_model")), None
+        epochs = best_epoch(self.files.stage("stage2"), self.task.monitor,
+                            self.task.monitor_mode) or 1
+        logged = max(1, len(read_epochs(self.files.stage("stage2"))))
+        estimate = (stage2.get("seconds", 0.0) / logged * epochs
+                    * len(union) / max(1, len(self._split("train"))))
+        deadline, why = self.deadline, None
+        whole = deadline is None or time.monotonic() + estimate <= deadline
+        if not whole:
+            why = (f"refit: stage 2 again on {len(union)} photos needs about "
+                   f"{estimate / 60:.1f} min, the --time_budget leaves "
+                   f"{max(0.0, deadline - time.monotonic()) / 60:.1f} min: the head is refit on "
+                   "the fine-tuned backbone's features instead")
+        stage_dir.path.mkdir(parents=True, exist_ok=True)
+        write_json(stage_dir.plan, {"whole_model": whole, "epochs": epochs,
+                                    "estimated_seconds": estimate}, indent=2)
+        return whole, why
+
+    def _refit_whole_model(self, union: Split, stage1: dict, stage2: dict,
+                           stage_dir: StageDir) -> dict:
+        """Both stages again on ``union`` with the choices validation made: the backbone back
+        at its pre-trained weights (stage 1's final weights hold them), the head solved with
+        stage 1's choice on the frozen features, then stage 2's plan (sizes, learning-rate
+        schedule) up to the epoch that was best on validation, with no validation to watch."""
+        c = self.config
+        plan = planning.Stage2Plan.from_record(stage2["plan"])
+        epochs = int(read_json(stage_dir.plan, fix="").get("epochs", 1))
+        load_model_weights(self.model, self.files.stage("stage1").final_weights)
+        self._backbone_changed = False
+        schedule.freeze(self.backbone.model)
+        what = self._refit_head(self.head, self._features(union), union, stage1,
+                                "stage 1's head")
+        schedule.unfreeze(self.backbone.model, c.unfreeze)
+        model = self.training_model
+        self._compile(model, 0.0, "refit")
+        steps = self._steps_per_epoch(len(union))
+        rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
+                                      c.warmup_fraction)
+        first = resumed_epoch(stage_dir)
+        model.fit(self._train_ds(union, augment=c.augment, sizes=plan.sizes[first:epochs]),
+                  epochs=epochs, steps_per_epoch=steps, shuffle=False,
+                  callbacks=[ResumingBackup(stage_dir), schedule.StepSchedule(rate)],
+                  verbose=c.verbose)
+        schedule.freeze(self.backbone.model)
+        self._backbone_changed = True
+        return {"refit": True, "whole_model": True,
+                "what": f"{what}, then stage 2 again for the {epochs} epoch(s) that were best "
+                        "on validation"}
+
+    def _refit_after_stage2(self, union: Split, stage2: dict) -> dict:
+        """After a kept stage 2: a convex head on the fine-tuned backbone's features, its
+        regularisation chosen on validation; refit on ``union`` if it does at least as well on
+        validation as stage 2's head, else the export stays the selected model."""
+        features = dict(zip(union.paths, extract_features(
+            self.backbone, union.paths, self.config.batch_size, self.config.pooling,
+            progress=self.config.verbose > 0, what="the fine-tuned backbone, for the refit")))
+        stack = lambda split: np.stack([features[p] for p in split.paths])  # noqa: E731
+        train, val = self._split("train"), self._split("validation")
+        with self.distribution.scope():
+            candidate = self.task.build_head(self.backbone.feature_dim)
+        solved = (None if self.config.stage1_solver == "adam" else self.task.fit_head_convex(
+            candidate, stack(train), train.targets, stack(val), val.targets))
+        if solved is None:
+            return {"refit": False, "why": "stage 2 was kept and the head has no convex solver "
+                                           "to refit on its features"}
+        figures = self.task.evaluate(val.targets, self.task.probabilities(
+            predict_rows(candidate, stack(val), self.config.batch_size)))
+        candidate_figure, stage2_figure = self._monitored(figures), \
+            self._monitored(stage2["validation"])
+        sign = 1.0 if self.task.monitor_mode == "max" else -1.0
+        compared = {"candidate_validation": candidate_figure,
+                    "stage2_validation": stage2_figure}
+        if sign * (candidate_figure - stage2_figure) < 0:
+            return {"refit": False, **compared,
+                    "why": f"a head on the fine-tuned features scored {self.task.monitor} "
+                           f"{candidate_figure:.4f} on validation against stage 2's "
+                           f"{stage2_figure:.4f}"}
+        what = self._refit_head(self.head, stack(union), union, {"solver": solved},
+                                "a head on stage 2's fine-tuned backbone")
+        return {"refit": True, "what": what, **compared}
+
     # -- the whole run ------------------------------------------------------------------------
     def finished(self) -> RunResult | None:
         """This run as an earlier process finished it (``metrics.json`` and the final weights
@@ -443,16 +636,14 @@ class FineTuner:
                  "deleted at the end (the chief writes the run's files)"), flush=True)
         stage1 = self.stage1()
         stage2 = self.stage2(self._monitored(stage1["validation"]))
-        validation = self._split("validation")
-        decision = self.task.calibrate(validation.targets, self.predict_probabilities(validation))
+        metrics = self.select()
+        refit = self.refit(stage1, stage2)
         self.model.save_weights(str(self.files.weights))
-        metrics = {split: self.evaluate(split) for split in self.dataset.splits
-                   if split != "train"}
         metrics.update({
             "backbone": self.backbone.name, "backbone_source": self.backbone.source,
             "chain": backbone_chain(self.backbone.name, self.backbone.source),
             "task": self.task.config(), "label_counts": self.dataset.label_counts(),
-            "stages": {"stage1": stage1, "stage2": stage2}, "decision": decision,
+            "stages": {"stage1": stage1, "stage2": stage2}, "refit": refit,
             "leaks": stage1.get("leaks"),
             "grouping": self.dataset.split_settings.get("grouping"),
             "device": self.device.record(), "distribution": distribution, "export_path": None,

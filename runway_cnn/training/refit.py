@@ -1,0 +1,105 @@
+"""Refit after selection (scikit-learn's ``refit=True``, AutoGluon's ``refit_full``): once
+validation has chosen the regularisation, whether stage 2 is kept and the thresholds, the model
+that is exported learns again from more of the labelled photos with those choices, so that it is
+not left without the 10–30 % held out to choose and to measure. The figures a run reports stay
+those of the model trained on the training split: they are the estimate for the export.
+
+``--refit``:
+
+- ``auto`` (the default): training + validation, and the test split too when the run made it
+  itself; a test split the user gave (a ``test/`` folder) is never trained on;
+- ``train_val``: training + validation (a test split then measures the export itself);
+- ``all``: every split, a user's test split included (its figures then describe photos the
+  export learned from, and the run says so);
+- ``none``: the export is the model trained on the training split.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.errors import RunwayError
+
+REFIT_RULES = ("auto", "none", "train_val", "all")
+
+
+def given_test_split(dataset: ImageDataset) -> bool:
+    """Whether the user gave the test split (a ``test/`` folder, a converted dataset's given
+    test split) rather than the run carving it."""
+    return "test" in dataset.split_settings.get("given_splits", [])
+
+
+def refit_splits(rule: str, dataset: ImageDataset) -> tuple[tuple[str, ...], str | None]:
+    """The splits ``--refit rule`` trains the exported model on, and a line to print about
+    them (or None); a rule the dataset cannot follow is a one-line error."""
+    present = [name for name in ("train", "validation", "test") if name in dataset.splits
+               and len(dataset.splits[name])]
+    if rule not in REFIT_RULES:
+        raise RunwayError(f"--refit {rule!r}: use one of {', '.join(REFIT_RULES)}")
+    if rule == "none":
+        return ("train",), None
+    if "validation" not in present:
+        if rule == "train_val":
+            raise RunwayError("--refit train_val: this run has no validation split to add; "
+                              "use --refit none")
+        return ("train",), None
+    given = given_test_split(dataset)
+    if rule == "train_val" or (rule == "auto" and (given or "test" not in present)):
+        return ("train", "validation"), None
+    names = tuple(present)
+    note = None
+    if rule == "all" and given and "test" in present:
+        note = ("--refit all: the export also learns from the test split you gave, so its test "
+                "figures describe photos the export learned from, not an estimate")
+    return names, note
+
+
+def union(dataset: ImageDataset, names: Sequence[str]) -> Split:
+    """The splits ``names`` of ``dataset`` as one split, in that order."""
+    parts = [dataset.splits[name] for name in names]
+    raw = None if any(p.raw_labels is None for p in parts) else \
+        [label for p in parts for label in p.raw_labels]
+    groups = None if any(p.groups is None for p in parts) else \
+        np.concatenate([p.groups for p in parts])
+    return Split([path for p in parts for path in p.paths],
+                 np.concatenate([np.asarray(p.targets) for p in parts]),
+                 [src for p in parts for src in p.sources], raw, groups)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def combine_choices(records: Sequence[dict]) -> dict:
+    """One choice from several runs' (an experiment's splits): each number the median of the
+    runs' (regularisation strengths: C, alpha), a dict of numbers per key (an attribute's C), a
+    list of numbers per position (per-label thresholds), anything else the first run's; what
+    was tried is dropped."""
+    combined = dict(records[0])
+    for key, value in records[0].items():
+        values = [r[key] for r in records if key in r]
+        if key == "tried":
+            combined.pop(key)
+        elif _number(value):
+            combined[key] = float(np.median(values))
+        elif isinstance(value, dict) and value and all(map(_number, value.values())):
+            combined[key] = {k: float(np.median([v[k] for v in values if k in v]))
+                             for k in value}
+        elif isinstance(value, list) and value and all(map(_number, value)) and \
+                all(isinstance(v, list) and len(v) == len(value) for v in values):
+            combined[key] = np.median(np.asarray(values, np.float64), axis=0).tolist()
+    return combined
+
+
+def describe(record: dict) -> str:
+    """The line a run prints about what its export learned from."""
+    counts = record["images_by_split"]
+    learned = " + ".join(record["splits"])
+    line = f"export: learned from {learned} ({record['images']} photos)"
+    if not record.get("refit"):
+        return line + (f"; not refit ({record['why']})" if record.get("why") else "")
+    return (f"{line}, refit with the choices made on validation ({record['what']}); the "
+            f"validation and test figures above are of the model trained on train alone "
+            f"({counts['train']} photos), the estimate for the export")
