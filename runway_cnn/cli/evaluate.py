@@ -43,6 +43,10 @@ def format_evaluation(result: dict) -> str:
                 + ", ".join(f"{k}: {n}" for k, n in list(result["unknown_labels"].items())[:10])
                 + ")" + (f"; {emptied} image(s) left with no label" if emptied else "")]
                if unknown else []),
+             *([f"warning: the model learned from {result['images_the_model_learned_from']}"
+                f" of these {result['num_examples']} images (its run's refit), so these "
+                "figures are not an estimate of how it does on new photos"]
+               if result.get("images_the_model_learned_from") else []),
              f"{task.headline(result)}  ({result['num_examples']} images)", "",
              *task.format_figures(result), "",
              *([f"Grad-CAM maps of the most confident errors of {len(result['error_maps'])} "

@@ -14,7 +14,7 @@ from runway_cnn.export.saved_model import export_model
 from runway_cnn.export.tflite import export_tflite, tflite_probabilities
 from runway_cnn.runfiles import check_output_dir, version_dirs
 from runway_cnn.training.restore import restore_run, run_split
-from runway_cnn.training.result import export_location
+from runway_cnn.training.result import export_location, export_refit
 
 
 @dataclass
@@ -58,7 +58,7 @@ def reexport(train_dir: str | Path, export_dir: str | Path | None = None,
     version_dir = export_model(run.model, run.backbone, run.task, model_dir.parent,
                                model_dir.name,
                                top_k=top_k or run.config.get("top_k") or 5,
-                               keep_versions=keep_versions)
+                               keep_versions=keep_versions, refit=export_refit(run))
     result = ReexportResult(version_dir, _dir_size(version_dir),
                             pruned=sorted(before - set(version_dirs(model_dir))))
     if tflite:

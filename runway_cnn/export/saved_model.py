@@ -193,10 +193,11 @@ def _archive(model: keras.Model, backbone, task, top_k: int) -> keras.export.Exp
 
 def export_model(model: keras.Model, backbone, task, export_dir: str | Path, serving_name: str,
                  top_k: int = 5, version: int | None = None, keep_versions: int | None = None,
-                 warmup: bool = True) -> Path:
+                 warmup: bool = True, refit: dict | None = None) -> Path:
     """Writes the SavedModel (with warm-up requests unless ``warmup=False``) as the next version,
-    or ``version``; with ``keep_versions`` deletes all but the newest that many versions.
-    Returns the version dir."""
+    or ``version``; with ``keep_versions`` deletes all but the newest that many versions;
+    ``refit`` (the run's ``metrics.json`` section) goes into the metadata. Returns the version
+    dir."""
     if keep_versions is not None and keep_versions < 1:
         raise RunwayError(f"--keep_versions {keep_versions}: keep at least 1 version")
     spec = backbone.preprocessing
@@ -220,7 +221,8 @@ def export_model(model: keras.Model, backbone, task, export_dir: str | Path, ser
                 "signatures": {"bytes_input": IMAGE_BYTES, "bytes": list(BYTES_SIGNATURES),
                                "images": list(IMAGE_SIGNATURES),
                                "per_image_errors": "serving_per_image",
-                               "explain": list(EXPLAIN_SIGNATURES) if explains else None}}
+                               "explain": list(EXPLAIN_SIGNATURES) if explains else None},
+                "refit": refit}
         (assets / META_FILE).write_text(json.dumps(meta, indent=2))
         if warmup:
             write_warmup_file(tmp / "assets.extra" / WARMUP_FILE,

@@ -13,11 +13,11 @@ from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import Split
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.source import dataset_source
-from runway_cnn.errors import DataError, RunwayError
+from runway_cnn.errors import CheckpointError, DataError, RunwayError
 from runway_cnn.inference.predict import safe_name
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.plots import overlay_heatmap, plot_explanation_grid
-from runway_cnn.runfiles import TrainDir, check_output_dir, write_json
+from runway_cnn.runfiles import TrainDir, check_output_dir, read_json, write_json
 from runway_cnn.tasks import Task
 from runway_cnn.training.datasets import read_records
 
@@ -103,6 +103,7 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
                                                     f"{classifier.version_dir})")
     scores = pipeline.predict_in_order(classifier.probabilities, images.paths, classifier.spec,
                                        batch_size)
+    learned = learned_from(classifier.meta.get("refit"), chosen.root, images.sources)
     result = {"model": str(classifier.version_dir),
               "dataset_dir": str(chosen.root),
               "split": chosen.split, "images": chosen.description,
@@ -110,6 +111,7 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
               **(task.unknown_summary(images.raw_labels) if images.raw_labels is not None
                  else {}),
               **task.evaluate(targets, scores),
+              "images_the_model_learned_from": learned,
               "predictions": task.predictions(images.sources, targets, scores)}
     out = Path(output_dir) if output_dir else default_output_dir(
         model, classifier.version_dir, dataset_dir, result["split"])
@@ -119,6 +121,25 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
                                                 out / ERROR_MAPS, batch_size)
     write_evaluation(result, out, task)
     return result
+
+
+def learned_from(refit: dict | None, root: Path, sources: list[str]) -> int | None:
+    """How many of the images ``sources`` (relative to the dataset ``root``) the export learned
+    from, by the splits its run's refit trained on (the run's ``splits.json``); None when that
+    cannot be told (an export without a refit record, its run's folder gone)."""
+    if not refit or not refit.get("train_dir") or not refit.get("dataset_root"):
+        return None
+    if Path(refit["dataset_root"]).resolve() != Path(root).resolve():
+        return 0
+    if "all" in refit.get("splits", []):  # an experiment's export: every usable photo
+        return len(sources)
+    try:
+        splits = read_json(TrainDir(Path(refit["train_dir"])).splits, fix="")
+    except CheckpointError:  # the run's folder is gone or damaged
+        return None
+    seen = {item["source"] for name in refit.get("splits", ["train"])
+            for item in splits.get(name, [])}
+    return sum(source in seen for source in sources)
 
 
 ERROR_MAPS = "error_maps"  # evaluate --explain's folder inside the evaluation output

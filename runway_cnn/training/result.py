@@ -63,3 +63,15 @@ class RunResult:
     def export_base(self) -> Path:
         """The base dir the run exports to (:func:`export_location`)."""
         return export_location(self.config, self.train_dir, self.recorded_export).parent
+
+
+def export_refit(run: RunResult) -> dict | None:
+    """What an export's metadata records of the run's refit: the splits and photos the model
+    learned from, and where to find them (the run's ``splits.json``), so that ``evaluate`` can
+    tell photos the export learned from; None for a run from before the refit."""
+    refit = run.metrics.get("refit")
+    if not refit:
+        return None
+    return {key: refit[key] for key in ("splits", "images", "images_by_split", "refit", "what",
+                                        "why", "rule", "dataset_root") if key in refit} | {
+        "train_dir": str(run.train_dir)}
