@@ -11,8 +11,8 @@ from runway_cnn.errors import CheckpointError
 from runway_cnn.export.saved_model import export_model
 from runway_cnn.runfiles import TrainDir, read_assets, write_json
 from runway_cnn.training.config import FinetuneConfig
-from runway_cnn.training.experiments import run_experiment
-from runway_cnn.training.result import RunResult, export_location
+from runway_cnn.training.experiments import refit_experiment, run_experiment
+from runway_cnn.training.result import RunResult, export_location, export_refit
 from runway_cnn.training.trainer import FineTuner
 
 
@@ -22,13 +22,19 @@ def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
     the same settings resumes; a finished one says so and is not exported again (unless its
     export is gone or ``top_k`` changed; ``python -m runway_cnn.export`` re-exports on request).
 
-    With ``num_splits`` or ``kfold`` set it runs that experiment instead (not exported); the
-    result's ``metrics`` are then its summary
-    (:func:`runway_cnn.training.experiments.run_experiment`).
+    With ``num_splits`` or ``kfold`` set it runs that experiment instead; the result's
+    ``metrics`` are then its summary (:func:`runway_cnn.training.experiments.run_experiment`),
+    and with ``export_dir`` it exports one model refit on every labelled photo
+    (:func:`runway_cnn.training.experiments.refit_experiment`).
     """
     config = config or FinetuneConfig(**settings)
     if config.num_splits or config.kfold:
-        return RunResult(Path(config.train_dir), config.to_dict(), run_experiment(config))
+        summary = run_experiment(config)
+        if not config.export_dir or config.refit == "none":
+            return RunResult(Path(config.train_dir), config.to_dict(), summary)
+        result = refit_experiment(config, summary)
+        model_dir = export_location(config.to_dict(), result.train_dir)
+        return _export(result, model_dir, config.top_k, TrainDir(result.train_dir).summary)
     tuner = FineTuner(config)
     # where the flags say, not where a finished run last exported (a non-chief's: temporary)
     model_dir = export_location(config.to_dict(), tuner.train_dir, export_dir=(
@@ -39,12 +45,20 @@ def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
               f"{finished.export_path} (python -m runway_cnn.export --train_dir "
               f"{tuner.train_dir} exports it again)", flush=True)
         return finished
-    result = finished or tuner.run()
-    result.export_path = export_model(result.model, result.backbone, result.task,
-                                      model_dir.parent, model_dir.name, top_k=config.top_k)
-    result.metrics["export_path"] = str(result.export_path)
-    write_json(TrainDir(result.train_dir).metrics, result.metrics, indent=2)
+    result = _export(finished or tuner.run(), model_dir, config.top_k,
+                     TrainDir(tuner.train_dir).metrics)
     tuner.distribution.remove_temporary()
+    return result
+
+
+def _export(result: RunResult, model_dir: Path, top_k: int, record: Path) -> RunResult:
+    """Exports ``result``'s model into ``model_dir`` and records the export in ``record`` (the
+    run's ``metrics.json``, an experiment's ``summary.json``)."""
+    result.export_path = export_model(result.model, result.backbone, result.task,
+                                      model_dir.parent, model_dir.name, top_k=top_k,
+                                      refit=export_refit(result))
+    result.metrics["export_path"] = str(result.export_path)
+    write_json(record, result.metrics, indent=2)
     return result
 
 

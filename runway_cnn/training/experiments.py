@@ -15,8 +15,10 @@ with every run's figures and their mean, standard deviation, min and max.
   backbone cost only the head. Each run gets a new head, and the backbone is reset to its
   pre-trained weights before each run (stage 2 changes them). Stage 2 still decodes its training
   files per run: its random crops are cut from the whole image.
-- The runs are not exported (``model.weights.h5`` is in each run's folder); run once without
-  ``--num_splits`` for a model to serve.
+- The runs are not exported (``model.weights.h5`` is in each run's folder) and not refit. With
+  ``--export_dir`` the experiment exports one model: stage 1's head refit on every labelled photo
+  with the median of the runs' choices (:func:`refit_experiment`); a fine-tuned backbone needs one
+  run without ``--num_splits``.
 - Resume: the same command again skips finished runs (``<run>/done.json``) and resumes the
   interrupted run at its stage and epoch.
 """
@@ -28,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from runway_cnn.backbones.factory import Backbone
@@ -36,12 +39,15 @@ from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.runfiles import TrainDir, read_json, write_json
-from runway_cnn.tasks import Task
+from runway_cnn.tasks import Task, task_from_config
+from runway_cnn.training.callbacks import best_epoch
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.refit import combine_choices
+from runway_cnn.training.result import RunResult
 from runway_cnn.training.resume import check_resume
 from runway_cnn.training.runtime import configure_device, make_distribution
-from runway_cnn.training.trainer import FineTuner, build_backbone
+from runway_cnn.training.trainer import FineTuner, build_backbone, classifier
 
 TIMES = ("stage1_seconds", "stage2_seconds", "run_seconds")
 
@@ -185,6 +191,52 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
     return summary
 
 
+def refit_experiment(config: FinetuneConfig, summary: dict) -> RunResult:
+    """The one model an experiment exports (``--export_dir``): the head refit on every labelled
+    photo's frozen features with the choices its runs made on their validation splits, combined
+    (:func:`~runway_cnn.training.refit.combine_choices`: the median regularisation, the median
+    of each per-label threshold), on the pre-trained backbone. Stage 2 is not repeated: where
+    runs kept it, the summary's ``refit`` section says in how many."""
+    root = Path(config.train_dir)
+    dataset, task = load_dataset(config, root, TrainDir(root).data_report)
+    pool = dataset.pooled()
+    plans = plan_runs(config, task, pool.targets, pool.groups)
+    runs = [read_json(TrainDir(root / plan.name).metrics,
+                      fix=f"run the experiment again to finish {plan.name}") for plan in plans]
+    solved = combine_choices([run["stages"]["stage1"]["solver"] for run in runs])
+    task = task_from_config(combine_choices([run["task"] for run in runs]))
+    task.prepare(pool.targets)
+    shared = SharedWork(config, pool, root)  # the experiment's features, read back
+    with make_distribution(config.strategy).scope():
+        head = task.build_head(shared.backbone.feature_dim)
+    features = np.stack([shared.features[p] for p in pool.paths])
+    done = None if solved.get("solver") == "adam" else task.refit_head_convex(
+        head, features, pool.targets, solved)
+    if done is None:  # no convex solver: Adam for the median of the runs' best epochs
+        epochs = int(np.median([best_epoch(TrainDir(root / plan.name).stage("stage1"),
+                                           task.monitor, task.monitor_mode)
+                                or config.stage1_epochs for plan in plans]))
+        head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=task.loss())
+        head.fit(features, pool.targets, batch_size=config.batch_size, epochs=epochs,
+                 sample_weight=task.sample_weights(pool.targets), verbose=config.verbose)
+        done = {"solver": "adam", "epochs": epochs}
+    kept = sum(bool(run["stages"]["stage2"].get("improved_on_stage1")) for run in runs)
+    choice = ", ".join(f"{k} {v}" for k, v in done.items() if k in ("C", "alpha", "epochs"))
+    record = {"splits": ["all"], "images": len(pool), "images_by_split": {"all": len(pool)},
+              "refit": True, "rule": config.refit, "dataset_root": str(dataset.root),
+              "what": f"stage 1's head ({done['solver']}, {choice or 'its defaults'}: the median "
+                      f"of the {len(runs)} runs' choices) on the frozen backbone",
+              "stage2_kept_in": kept, "runs": len(runs)}
+    if kept:
+        record["why"] = (f"stage 2 was kept in {kept} of {len(runs)} runs; the experiment's "
+                         "export does not repeat it: run once without --num_splits / --kfold "
+                         "for a fine-tuned export")
+    summary["refit"] = record
+    write_json(TrainDir(root).summary, summary)
+    model = classifier(shared.backbone, head, config.pooling)
+    return RunResult(root, config.to_dict(), summary, model, task, shared.backbone)
+
+
 def compare_random(grouped: dict, random: dict, task: Task) -> dict:
     """The random splits' figures beside the grouped ones: their aggregate and, per figure, the
     gap (random mean minus grouped mean: what a random split adds by seeing the groups)."""
@@ -198,7 +250,8 @@ def _run(config: FinetuneConfig, task: Task, plan: RunPlan, dataset: ImageDatase
          shared: SharedWork, root: Path) -> dict:
     run_dir = root / plan.name
     run_config = dataclasses.replace(config, train_dir=str(run_dir), seed=plan.seed,
-                                     num_splits=0, kfold=0, compare_random_split=False)
+                                     num_splits=0, kfold=0, compare_random_split=False,
+                                     refit="none")
     shared.reset_backbone()
     start = time.perf_counter()
     tuner = FineTuner(run_config, dataset=dataset.resplit(plan.indices), backbone=shared.backbone,
