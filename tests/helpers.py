@@ -39,6 +39,26 @@ def tiny_csv_run(photos, labels_csv, task: str, train_dir, hub, **settings) -> R
 
 
 
+def assert_refit_on_every_split(result: RunResult) -> None:
+    """``result``'s export learned from all three splits the run made (``--refit auto``), with
+    the counts of its ``splits.json``, and differs from the training-split model whose figures
+    the run reports; the export's metadata records it."""
+    splits = json.loads((result.train_dir / "splits.json").read_text())
+    refit = result.metrics["refit"]
+    assert refit["refit"] and refit["splits"] == ["train", "validation", "test"]
+    assert refit["images_by_split"] == {name: len(rows) for name, rows in splits.items()}
+    assert refit["images"] == sum(len(rows) for rows in splits.values())
+    stage = "stage2" if (result.train_dir / "stage2" / "final.weights.h5").exists() else "stage1"
+    selected = result.model.get_weights()
+    result.model.load_weights(str(result.train_dir / stage / "final.weights.h5"))
+    try:
+        assert any(not np.allclose(a, b) for a, b in zip(selected, result.model.get_weights()))
+    finally:
+        result.model.set_weights(selected)
+    meta = json.loads((result.export_path / "assets" / "runway_cnn.json").read_text())
+    assert meta["refit"]["images"] == refit["images"]
+
+
 def tags_of(index: int) -> list[str]:
     """Image kind ``index`` (pattern ``index % 4``, colour ``index``): its pattern, ``striped``
     with both stripe patterns (co-occurrence by construction) and ``dark`` for kinds 4–7."""

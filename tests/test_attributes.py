@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_image_folder
-from helpers import (PATTERNS, assert_one_line_error, predict_csv_rows, run_cli,
-                     tflite_and_client_answers, tiny_csv_run, write_attribute_photos)
+from helpers import (PATTERNS, assert_one_line_error, assert_refit_on_every_split,
+                     predict_csv_rows, run_cli, tflite_and_client_answers, tiny_csv_run,
+                     write_attribute_photos)
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
@@ -383,3 +384,8 @@ def test_damaged_or_foreign_indexes_are_one_line_errors(catalog_index, attribute
     assert code == 0, stderr
     assert "80 items indexed, 1 unreadable skipped" in stderr and "broken.jpg" in stderr
     assert (tmp_path / "cli_index" / "map.png").exists()
+
+
+def test_the_export_is_refit_on_every_split_with_validations_choices(attribute_run):
+    *_, result = attribute_run
+    assert_refit_on_every_split(result)

@@ -80,15 +80,16 @@ def xla_run(workspace):
     printed, compiled = io.StringIO(), []
     compile_model = FineTuner._compile
 
-    def recording(self, model, learning_rate):
+    def recording(self, model, learning_rate, *stage):
         compiled.append(model)
-        return compile_model(self, model, learning_rate)
+        return compile_model(self, model, learning_rate, *stage)
 
     with contextlib.redirect_stdout(printed), pytest.MonkeyPatch.context() as patch:
         patch.setattr(FineTuner, "_compile", recording)
         result = fine_tune(_config(workspace, "xla", jit_compile="on", mixed_precision="on",
                                    stage1_epochs=20, learning_rate=5e-2))
-    result.stage2_model = compiled[-1]  # the model stage 2 trained (any image size)
+    result.stage2_model = compiled[1]  # the model stage 2 trained (any image size), compiled
+    # after stage 1's head and before the refit's
     return result, printed.getvalue()
 
 
@@ -100,7 +101,7 @@ def test_xla_and_mixed_precision_train_end_to_end_and_say_what_keras_compiled(xl
     assert (asked["jit_compile"], asked["mixed_precision"], asked["op_determinism"]) == \
         (True, True, False)
     assert "not bit-deterministic" in asked["summary"]
-    assert set(device["compiled"]) == {"stage1", "stage2"}
+    assert set(device["compiled"]) == {"stage1", "stage2", "refit"}  # the refit's head: Adam
     for stage, record in device["compiled"].items():
         assert record["jit_compile"] and record["xla"].startswith("on (Keras kept it"), stage
         assert record["dtype_policy"] == "mixed_float16" and record["loss_scaling"], stage
@@ -110,7 +111,7 @@ def test_xla_and_mixed_precision_train_end_to_end_and_say_what_keras_compiled(xl
     assert device["compiled"]["stage2"]["compute_dtypes"] == {"backbone": ["float32"],
                                                               "head": ["float32"]}
     lines = [line for line in printed.splitlines() if " compiled: " in line]
-    assert [line.split(" compiled: ")[0] for line in lines] == ["stage 1", "stage 2"]
+    assert [line.split(" compiled: ")[0] for line in lines] == ["stage 1", "stage 2", "refit"]
     assert all(line.split(" compiled: ")[1].startswith("XLA on (Keras kept it") for line in lines)
     assert "not bit-deterministic (XLA)" in printed
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from helpers import (make_multilabel_folder, predict_csv_rows, run_cli, tags_of,
-                     tflite_and_client_answers, tiny_csv_run)
+from helpers import (assert_refit_on_every_split, make_multilabel_folder, predict_csv_rows,
+                     run_cli, tags_of, tflite_and_client_answers, tiny_csv_run)
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.cli import evaluate as evaluate_cli
 from runway_cnn.data.manifest import scan_labels_csv
@@ -305,3 +305,10 @@ def test_a_class_folder_is_one_tag_not_its_letters():
     np.testing.assert_array_equal(task.targets(["dress", ("red",)], "folders"),
                                   [[1, 0], [0, 1]])
     assert task.unknown_labels(["skirt"]) == {"skirt": 1}
+
+
+def test_the_export_is_refit_on_every_split_with_validations_choices(trained):
+    *_, result = trained
+    assert_refit_on_every_split(result)
+    thresholds = dict(zip(result.task.labels, result.task.config()["thresholds"]))
+    assert thresholds == pytest.approx(result.metrics["decision"]["thresholds"])  # validation's

@@ -11,8 +11,8 @@ import pytest
 from conftest import make_image
 from fastapi.testclient import TestClient
 from sklearn.linear_model import Ridge
-from helpers import (assert_one_line_error, headless_browser, predict_csv_rows, run_cli,
-                     serving, tiny_csv_run)
+from helpers import (assert_one_line_error, assert_refit_on_every_split, headless_browser,
+                     predict_csv_rows, run_cli, serving, tiny_csv_run)
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn.app.server import create_app
@@ -166,3 +166,8 @@ def test_the_web_page_shows_a_photos_price(price_run):
             lambda b: b.find_element(By.ID, "status").text == photo.name)
         assert f"value: {value:.3f}" in browser.find_element(By.ID, "answers").text
         assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_the_export_is_refit_on_every_split_with_validations_choices(price_run):
+    *_, result = price_run
+    assert_refit_on_every_split(result)
