@@ -188,8 +188,8 @@ def _weights(model) -> list[np.ndarray]:
     return [w.copy() for w in model.get_weights()]
 
 
-def test_without_a_budget_a_kept_stage2_is_repeated_on_the_refit_photos(workspace):
-    tuner, stage1 = _kept_stage2(workspace, "whole")
+def test_refit_stage2_whole_repeats_stage2_on_the_refit_photos(workspace):
+    tuner, stage1 = _kept_stage2(workspace, "whole", refit_stage2="whole")
     selected = _weights(tuner.backbone.model)
     stage2 = {"plan": json.loads((tuner.train_dir / "stage2" / "plan.json").read_text()),
               "seconds": 1.0, "validation": tuner.evaluate("validation")}
@@ -204,23 +204,34 @@ def test_without_a_budget_a_kept_stage2_is_repeated_on_the_refit_photos(workspac
     assert json.loads((tuner.train_dir / "refit" / "plan.json").read_text())["whole_model"]
 
 
-def test_under_a_spent_budget_the_head_is_refit_on_the_fine_tuned_features(workspace, capsys):
-    tuner, stage1 = _kept_stage2(workspace, "head", time_budget=0.5)  # already past it
+def test_after_a_kept_stage2_the_head_is_refit_on_the_fine_tuned_features(workspace, capsys):
+    tuner, stage1 = _kept_stage2(workspace, "head")
     backbone = _weights(tuner.backbone.model)
     stage2 = {"plan": {}, "seconds": 10.0, "validation": tuner.evaluate("validation")}
     record = tuner.refit(stage1, {**stage2, "validation": {
         **stage2["validation"], "top1": -1.0}})  # a stage-2 head any candidate matches
     assert record["refit"] and not record.get("whole_model")
     assert record["what"].startswith("a head on stage 2's fine-tuned backbone")
-    assert "refit: stage 2 again on 40 photos needs about" in capsys.readouterr().out
     for a, b in zip(backbone, tuner.backbone.model.get_weights()):  # the backbone stays
         np.testing.assert_array_equal(a, b)
-    again, _ = _kept_stage2(workspace, "head_worse", time_budget=0.5)
+    again, _ = _kept_stage2(workspace, "head_worse")
     kept = _weights(again.model)
     record = again.refit(stage1, {"seconds": 10.0, "validation": {"top1": 2.0}})
     assert not record["refit"] and "against stage 2's 2.0000" in record["why"]
     for a, b in zip(kept, again.model.get_weights()):  # the selected model is exported
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_whole_refit_the_budget_cannot_hold_falls_back_to_the_head_and_says_so(workspace,
+                                                                                  capsys):
+    tuner, stage1 = _kept_stage2(workspace, "spent", refit_stage2="whole", time_budget=0.5)
+    stage2 = {"plan": {}, "seconds": 10.0, "validation": tuner.evaluate("validation")}
+    record = tuner.refit(stage1, {**stage2, "validation": {**stage2["validation"],
+                                                           "top1": -1.0}})
+    assert record["refit"] and not record.get("whole_model")
+    assert record["what"].startswith("a head on stage 2's fine-tuned backbone")
+    assert "refit: stage 2 again on 40 photos needs about" in capsys.readouterr().out
+    assert not json.loads((tuner.train_dir / "refit" / "plan.json").read_text())["whole_model"]
 
 
 def test_combined_choices_are_the_median_of_the_runs():
@@ -319,9 +330,16 @@ def test_the_stage2_plan_keeps_time_for_the_refits_feature_pass_and_says_so(work
     assert plan.reserved_seconds == pytest.approx(forward_seconds(plan.measured, 32, 5))  # 40/8
     assert plan.reserved_seconds > 0 and f"{plan.reserved_seconds / 60:.1f} min kept for the " \
         "refit" in plan.describe()
-    none = FineTuner(_config(workspace, "reserve_none", stage2_epochs=None, refit="none"))
-    none.stage1()
-    schedule.unfreeze(none.backbone.model, "all")
-    none._compile(none.training_model, 0.0)
-    none.files.stage("stage2").path.mkdir(parents=True, exist_ok=True)
-    assert none.plan_stage2(none.training_model, none.files.stage("stage2")).reserved_seconds == 0
+
+    def planned(name, **settings):
+        other = FineTuner(_config(workspace, name, stage2_epochs=None, **settings))
+        other.stage1()
+        schedule.unfreeze(other.backbone.model, "all")
+        other._compile(other.training_model, 0.0)
+        other.files.stage("stage2").path.mkdir(parents=True, exist_ok=True)
+        return other.plan_stage2(other.training_model, other.files.stage("stage2"))
+
+    assert planned("reserve_none", refit="none").reserved_seconds == 0
+    whole = planned("reserve_whole", refit_stage2="whole")  # 40 refit photos, 24 in training
+    assert whole.reserved_seconds / (whole.budget_seconds + whole.reserved_seconds) == \
+        pytest.approx(40 / 64)

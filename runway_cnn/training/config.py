@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runway_cnn.errors import RunwayError
-from runway_cnn.training.refit import REFIT_RULES
+from runway_cnn.training.refit import REFIT_RULES, REFIT_STAGE2
 from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
@@ -107,6 +107,14 @@ class FinetuneConfig:
                               "trained on), train_val, all, or none (the model trained on the "
                               "training split); the reported figures stay those of the model "
                               "trained on the training split, the estimate for the export")
+    refit_stage2: str = _opt("head", "after a kept stage 2, what the refit trains: head (a head "
+                                     "on the fine-tuned backbone's features, its regularisation "
+                                     "chosen on validation, kept if it does as well there as "
+                                     "stage 2's: as good as whole and half its minutes on "
+                                     "clothing-small) or whole (stages 1 and 2 again on the "
+                                     "refit photos up to stage 2's best epoch; the stage-2 plan "
+                                     "keeps time for it, and a refit the --time_budget cannot "
+                                     "hold falls back to head)", choices=REFIT_STAGE2)
     learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam); with several replicas "
                                       "(--strategy) both stages' rates are multiplied by their "
                                       "number (the linear scaling rule for the global batch)")
@@ -188,6 +196,8 @@ class FinetuneConfig:
             ("time_budget", self.time_budget is None or self.time_budget >= 0,
              "must be 0 (no budget) or more minutes"),
             ("refit", self.refit in REFIT_RULES, f"must be one of {', '.join(REFIT_RULES)}"),
+            ("refit_stage2", self.refit_stage2 in REFIT_STAGE2,
+             f"must be one of {', '.join(REFIT_STAGE2)}"),
             ("stage1_solver", self.stage1_solver in STAGE1_SOLVERS,
              f"must be one of {', '.join(STAGE1_SOLVERS)}"),
             ("learning_rate", self.learning_rate > 0, "must be positive"),

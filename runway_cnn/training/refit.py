@@ -23,6 +23,7 @@ from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.errors import RunwayError
 
 REFIT_RULES = ("auto", "none", "train_val", "all")
+REFIT_STAGE2 = ("head", "whole")  # what a refit after a kept stage 2 trains (--refit_stage2)
 
 
 def given_test_split(dataset: ImageDataset) -> bool:

@@ -324,12 +324,17 @@ class FineTuner:
             cost = planning.measured_cost(
                 measured, full, self._steps_per_epoch(len(self._split("train").paths)),
                 pipeline.steps_per_epoch(len(self._split("validation")), self.global_batch))
+        budget = None if deadline is None else deadline - time.monotonic()
         reserved = 0.0
-        if measured and len(self.refit_names) > 1:  # the refit's pass over its photos' features
-            reserved = planning.forward_seconds(
-                measured, full, pipeline.steps_per_epoch(len(self._refit_split()),
-                                                         self.global_batch))
-        budget = None if deadline is None else deadline - time.monotonic() - reserved
+        if budget is not None and measured and len(self.refit_names) > 1:
+            if c.refit_stage2 == "whole":  # stage 2 again on the refit photos: its share
+                ratio = len(self._refit_split()) / len(self._split("train"))
+                reserved = budget * ratio / (1 + ratio)
+            else:  # the pass over the refit photos' fine-tuned features
+                reserved = planning.forward_seconds(
+                    measured, full, pipeline.steps_per_epoch(len(self._refit_split()),
+                                                             self.global_batch))
+            budget -= reserved
         epochs, plan_sizes, estimate, why = planning.choose(
             full=full, sizes=sizes, epochs=c.stage2_epochs, budget_seconds=budget, cost=cost)
         plan = planning.Stage2Plan(epochs, plan_sizes, c.unfreeze, budget, estimate, measured,
@@ -457,8 +462,9 @@ class FineTuner:
         (:mod:`runway_cnn.training.refit`): stage 1's head solved again with its regularisation
         on the frozen features of those photos; after a kept stage 2, a head solved on the
         fine-tuned backbone's features (its regularisation chosen on validation, and kept only
-        if it does as well there as stage 2's head), the backbone staying as stage 2 left it.
-        Returns the ``metrics.json`` section."""
+        if it does as well there as stage 2's head), the backbone staying as stage 2 left it, or
+        under ``--refit_stage2 whole`` both stages again (:meth:`_refit_whole_model`). Returns
+        the ``metrics.json`` section."""
         union = self._refit_split()
         record = {"splits": list(self.refit_names), "images": len(union),
                   "images_by_split": {name: len(self._split(name)) for name in self.refit_names},
@@ -521,10 +527,12 @@ class FineTuner:
 
     def _whole_model_refit_fits(self, union: Split, stage2: dict, stage_dir: StageDir
                                 ) -> tuple[bool, str | None]:
-        """Whether stage 2 is repeated on ``union`` (:meth:`_refit_whole_model`): without a time
-        budget yes; under one, when its estimate (stage 2's seconds per epoch, scaled by the
-        images) fits the time left; else the head refit, and a line saying why. Decided once,
-        kept in ``refit/plan.json`` for a resumed refit."""
+        """Whether stage 2 is repeated on ``union`` (:meth:`_refit_whole_model`): under
+        ``--refit_stage2 whole``, without a time budget or when its estimate (stage 2's seconds
+        per epoch, scaled by the images) fits the time left; else the head refit, and a line
+        saying why. Decided once, kept in ``refit/plan.json`` for a resumed refit."""
+        if self.config.refit_stage2 != "whole":
+            return False, None
         if stage_dir.plan.exists():
             return bool(read_json(stage_dir.plan, fix="delete the run's refit/ folder to refit "
                                                       "again").get("whole_model")), None
