@@ -469,7 +469,6 @@ class FineTuner:
         record = {"splits": list(self.refit_names), "images": len(union),
                   "images_by_split": {name: len(self._split(name)) for name in self.refit_names},
                   "rule": self.config.refit, "dataset_root": str(self.dataset.root)}
-        record["images_by_split"].setdefault("train", len(self._split("train")))
         if len(self.refit_names) == 1:
             return {**record, "refit": False,
                     "why": "--refit none" if self.config.refit == "none" else
@@ -479,6 +478,7 @@ class FineTuner:
         if done:
             if done.get("refit"):
                 load_model_weights(self.model, stage_dir.final_weights)
+                self.task = task_from_config(done["task"])  # thresholds of a new head
             return done
         start = time.perf_counter()
         if self._backbone_changed:
@@ -492,6 +492,7 @@ class FineTuner:
                 self.head, self._features(union), union, stage1, "stage 1's head"))
         if record["refit"]:
             self.model.save_weights(str(stage_dir.final_weights))
+            record["task"] = self.task.config()
             if "test" in self.dataset.splits and "test" not in self.refit_names:
                 record["test"] = self.evaluate("test")  # the export itself, on unseen photos
         record["seconds"] = time.perf_counter() - start
@@ -587,7 +588,8 @@ class FineTuner:
     def _refit_after_stage2(self, union: Split, stage2: dict) -> dict:
         """After a kept stage 2: a convex head on the fine-tuned backbone's features, its
         regularisation chosen on validation; refit on ``union`` if it does at least as well on
-        validation as stage 2's head, else the export stays the selected model."""
+        validation as stage 2's head (the task's decision rule then fitted to its validation
+        scores: they are another head's), else the export stays the selected model."""
         features = dict(zip(union.paths, extract_features(
             self.backbone, union.paths, self.config.batch_size, self.config.pooling,
             progress=self.config.verbose > 0, what="the fine-tuned backbone, for the refit")))
@@ -600,8 +602,9 @@ class FineTuner:
         if solved is None:
             return {"refit": False, "why": "stage 2 was kept and the head has no convex solver "
                                            "to refit on its features"}
-        figures = self.task.evaluate(val.targets, self.task.probabilities(
-            predict_rows(candidate, stack(val), self.config.batch_size)))
+        scores = self.task.probabilities(predict_rows(candidate, stack(val),
+                                                      self.config.batch_size))
+        figures = self.task.evaluate(val.targets, scores)
         candidate_figure, stage2_figure = self._monitored(figures), \
             self._monitored(stage2["validation"])
         sign = 1.0 if self.task.monitor_mode == "max" else -1.0
@@ -612,9 +615,10 @@ class FineTuner:
                     "why": f"a head on the fine-tuned features scored {self.task.monitor} "
                            f"{candidate_figure:.4f} on validation against stage 2's "
                            f"{stage2_figure:.4f}"}
+        decision = self.task.calibrate(val.targets, scores)
         what = self._refit_head(self.head, stack(union), union, {"solver": solved},
                                 "a head on stage 2's fine-tuned backbone")
-        return {"refit": True, "what": what, **compared}
+        return {"refit": True, "what": what, **compared, "decision": decision}
 
     # -- the whole run ------------------------------------------------------------------------
     def finished(self) -> RunResult | None:
