@@ -63,6 +63,8 @@ def test_auto_refits_on_every_split_the_run_made_with_stage1s_regularisation(aut
     assert refit["images"] == 40 and refit["images_by_split"] == {
         "train": 24, "validation": 8, "test": 8}
     assert "test" not in refit  # no photo left that the export did not learn from
+    assert refit["figures"].startswith("the validation and test figures are of the model "
+                                       "trained on the 24 training photos: the estimate")
     # the export's head is the regression at stage 1's C on all 40 photos' frozen features
     tuner = FineTuner(_config(workspace, "auto"))
     tuner.finished()

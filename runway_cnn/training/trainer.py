@@ -493,6 +493,9 @@ class FineTuner:
         if record["refit"]:
             self.model.save_weights(str(stage_dir.final_weights))
             record["task"] = self.task.config()
+            record["figures"] = ("the validation and test figures are of the model trained on "
+                                 f"the {len(self._split('train'))} training photos: the "
+                                 "estimate for the export, which learned from more")
             if "test" in self.dataset.splits and "test" not in self.refit_names:
                 record["test"] = self.evaluate("test")  # the export itself, on unseen photos
         record["seconds"] = time.perf_counter() - start
