@@ -110,8 +110,9 @@ class FinetuneConfig:
     refit_stage2: str = _opt("head", "after a kept stage 2, what the refit trains: head (a head "
                                      "on the fine-tuned backbone's features, its regularisation "
                                      "chosen on validation, kept if it does as well there as "
-                                     "stage 2's: as good as whole and half its minutes on "
-                                     "clothing-small) or whole (stages 1 and 2 again on the "
+                                     "stage 2's: as good as whole in a half to a sixth of "
+                                     "its minutes, on clothing-small and the clothing tags) or "
+                                     "whole (stages 1 and 2 again on the "
                                      "refit photos up to stage 2's best epoch; the stage-2 plan "
                                      "keeps time for it, and a refit the --time_budget cannot "
                                      "hold falls back to head)", choices=REFIT_STAGE2)
