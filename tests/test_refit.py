@@ -16,7 +16,9 @@ from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.cli import evaluate as evaluate_cli
 from runway_cnn.cli import finetune as finetune_cli
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.errors import RunwayError
+from runway_cnn.inference.predictor import Predictor
 from runway_cnn.runfiles import read_assets
 from runway_cnn.tasks.single_label import feature_scale
 from runway_cnn.training import refit as refitting
@@ -249,10 +251,17 @@ def test_an_experiment_exports_one_model_refit_on_every_photo_with_the_median_ch
         workspace):
     from sklearn.linear_model import LogisticRegression
 
-    config = _config(workspace, "experiment", kfold=3, export_dir=str(workspace[0] / "exports"))
-    result = fine_tune(config)
+    code, out, err = run_cli(finetune_cli.main, [
+        "--dataset_dir", str(workspace[1]), "--train_dir", str(workspace[0] / "experiment"),
+        "--hub_handle", str(workspace[3]), "--image_size", "32", "--batch_size", "8",
+        "--stage2_epochs", "0", "--validation_fraction", "0.2", "--verbose", "0", "--kfold", "3",
+        "--export_dir", str(workspace[0] / "exports")])
+    assert code == 0, err
+    assert "export: learned from all 40 labelled photos: stage 1's head (lbfgs, C " in out
+    export_path = workspace[0] / "exports" / "looks" / "1"
+    assert f"export: {export_path}" in out
     summary = json.loads((workspace[0] / "experiment" / "summary.json").read_text())
-    assert summary["runs_finished"] == 3 and summary["export_path"] == str(result.export_path)
+    assert summary["runs_finished"] == 3 and summary["export_path"] == str(export_path)
     refit = summary["refit"]
     assert refit["images"] == 40 and refit["splits"] == ["all"] and refit["stage2_kept_in"] == 0
     runs = [json.loads((workspace[0] / "experiment" / f"fold_{i:02d}" / "metrics.json")
@@ -265,17 +274,13 @@ def test_an_experiment_exports_one_model_refit_on_every_photo_with_the_median_ch
     y = np.concatenate([s.targets for s in tuner.dataset.splits.values()])
     mean, scale = feature_scale(x)
     reference = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
-    from runway_cnn.inference.predictor import Predictor
-
-    served = Predictor(result.export_path)
+    served = Predictor(export_path)
     paths = [p for s in tuner.dataset.splits.values() for p in s.paths][:8]
-    from runway_cnn.data.pipeline import eval_crops
-
     probabilities = served.probabilities(eval_crops(paths, served.spec, 8))
     np.testing.assert_allclose(probabilities, reference.predict_proba((x[:8] - mean) / scale),
                                atol=1e-3)
     code, out, err = run_cli(evaluate_cli.main, [
-        "--model", str(result.export_path), "--dataset_dir", str(workspace[1]),
+        "--model", str(export_path), "--dataset_dir", str(workspace[1]),
         "--output_dir", str(workspace[0] / "eval_experiment")])
     assert code == 0, err
     assert "warning: the model learned from 40 of these 40 images" in out

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     result = fine_tune(parse_args(argv))
     if result.is_experiment:
         print(format_summary(result.metrics))
+        if result.export_path is not None:
+            print(f"{describe_refit(result.metrics['refit'])}\nexport: {result.export_path}")
         return
     lines = [f"{split}: {result.task.headline(result.metrics[split])}  "
              f"({result.metrics[split]['num_examples']} images)"

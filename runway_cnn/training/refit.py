@@ -95,7 +95,10 @@ def combine_choices(records: Sequence[dict]) -> dict:
 
 
 def describe(record: dict) -> str:
-    """The line a run prints about what its export learned from."""
+    """The line a run (or an experiment) prints about what its export learned from."""
+    if "runs" in record:  # an experiment's one export
+        return (f"export: learned from all {record['images']} labelled photos: {record['what']}"
+                + (f"; {record['why']}" if record.get("why") else ""))
     counts = record["images_by_split"]
     learned = " + ".join(record["splits"])
     line = f"export: learned from {learned} ({record['images']} photos)"
