@@ -245,8 +245,8 @@ class FineTuner:
         train = self._split("train")
         steps = self._steps_per_epoch(len(train.paths))
         first = resumed_epoch(stage_dir)
-        budget = [] if plan.budget_seconds is None else [
-            planning.BudgetStop(self.deadline, plan.sizes)]
+        budget = [] if plan.budget_seconds is None else [  # the refit's share stays free
+            planning.BudgetStop(self.deadline - plan.reserved_seconds, plan.sizes)]
         rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
                                       c.warmup_fraction)
         model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:]),
