@@ -291,6 +291,16 @@ def _changed(before: dict, model: keras.Model) -> set[str]:
     return {w.path for w in model.weights if not np.allclose(before[w.path], w.numpy())}
 
 
+def test_sizes_a_run_cannot_follow_are_refused_before_training(workspace):
+    for sizes, epochs, why in (("16,24,32,48", 2, "4 sizes for --stage2_epochs 2"),
+                               ("16,48", None, "48 px is above the input size 32 px"),
+                               ("16,24", None, "the last epoch must train at the input size 32")):
+        with pytest.raises(RunwayError, match=why):
+            FineTuner(_config(workspace, f"bad_sizes_{epochs}_{len(sizes)}",
+                              stage2_epochs=epochs, stage2_sizes=sizes))
+        assert not (workspace[0] / f"bad_sizes_{epochs}_{len(sizes)}" / "stage1").exists()
+
+
 def test_stages_train_only_what_they_should(workspace):
     tuner = FineTuner(_config(workspace, "rules", unfreeze="block2", stage2_learning_rate=1e-2))
     start = _snapshot(tuner.model)

@@ -82,6 +82,18 @@ def test_bad_sizes_are_one_clear_error(rule):
     assert planning.parse_sizes("FULL") == "full" and planning.parse_sizes("160, 224") == (160, 224)
 
 
+def test_given_sizes_must_fit_the_epochs_and_end_at_the_input_size():
+    planning.check_sizes((16, 24, 32), 32, None)
+    planning.check_sizes((24, 32), 32, 3)  # the last size repeats: 24 → 32 → 32
+    planning.check_sizes("auto", 32, 2)
+    for sizes, epochs, why in (((32, 48, 64, 80), 2, "4 sizes for --stage2_epochs 2"),
+                               ((32, 48, 64, 80), None, "80 px is above the input size 64 px"),
+                               ((100000,), None, "100000 px is above the input size 64 px"),
+                               ((32, 48), None, "the last epoch must train at the input size 64")):
+        with pytest.raises(RunwayError, match=why):
+            planning.check_sizes(sizes, 64, epochs)
+
+
 def test_a_plan_round_trips_through_its_record_and_says_itself_in_one_line():
     plan = planning.Stage2Plan(2, (144, 224), "all", 480.0, 300.0,
                                {"size": 144, "seconds_per_step": 0.9, "trace_seconds": 12.0},

@@ -171,3 +171,15 @@ def test_the_web_page_shows_a_photos_price(price_run):
 def test_the_export_is_refit_on_every_split_with_validations_choices(price_run):
     *_, result = price_run
     assert_refit_on_every_split(result)
+
+
+def test_a_value_is_a_plain_number_the_float32_model_can_hold():
+    from runway_cnn.tasks.regression.task import parse_value
+
+    assert [parse_value(text, "price") for text in ("12", "-2.5e3", ".5", "7.", " 3 ")] == \
+        [12.0, -2500.0, 0.5, 7.0, 3.0]
+    for text, why in (("1_000", "is not a number"), ("١٢", "is not a number"),
+                      ("0x10", "is not a number"), ("nan", "is not a finite number"),
+                      ("1e308", "beyond float32's range"), ("-4e38", "beyond float32's range")):
+        with pytest.raises(ValueError, match=why):
+            parse_value(text, "price")

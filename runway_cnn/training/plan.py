@@ -53,6 +53,24 @@ def parse_sizes(rule: str) -> str | tuple[int, ...]:
     return sizes
 
 
+def check_sizes(sizes: str | tuple[int, ...], full: int, epochs: int | None) -> None:
+    """Given ``--stage2_sizes`` a run can follow: one per epoch (no more than
+    ``--stage2_epochs``), none above the input size ``full``, the last at it (the size of
+    validation and of the export); a one-line error otherwise."""
+    if not isinstance(sizes, tuple):
+        return
+    rule = ",".join(map(str, sizes))
+    if epochs is not None and len(sizes) > epochs:
+        raise RunwayError(f"--stage2_sizes {rule}: {len(sizes)} sizes for --stage2_epochs "
+                          f"{epochs}; give one size per epoch")
+    if max(sizes) > full:
+        raise RunwayError(f"--stage2_sizes {rule}: {max(sizes)} px is above the input size "
+                          f"{full} px (--image_size), the size the export sees")
+    if sizes[-1] != full:  # with fewer sizes than epochs the last one repeats
+        raise RunwayError(f"--stage2_sizes {rule}: the last epoch must train at the input size "
+                          f"{full} px, the size validation chooses at and the export sees")
+
+
 def low_size(full: int) -> int:
     """The smallest training size of a progressive schedule."""
     return max(SIZE_MULTIPLE, int(round(full * LOW_FRACTION / SIZE_MULTIPLE)) * SIZE_MULTIPLE)

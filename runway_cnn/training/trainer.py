@@ -149,6 +149,8 @@ class FineTuner:
         self.seconds = {"data": building - begun, "backbone": built - building}  # where it went
         if config.stage2_epochs != 0 and not stage_done(self.files.stage("stage2")):
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
+            planning.check_sizes(planning.parse_sizes(config.stage2_sizes),
+                                 self.backbone.preprocessing.image_size, config.stage2_epochs)
 
     # -- stages ------------------------------------------------------------------------------
     def _compile(self, model: keras.Model, learning_rate, stage: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,17 +34,26 @@ class RegressionOptions(TaskOptions):
                                 "robust to a few extreme prices)", choices=LOSSES)
 
 
+# a plain decimal number as a spreadsheet writes it: no digit separators ("1_000", Python
+# syntax), no other scripts' digits, no "nan" / "inf"
+PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+LARGEST = float(np.finfo(np.float32).max)  # the model computes in float32
+
+
 def parse_value(cell: Any, column: str) -> float:
-    """A CSV cell as a finite number; ``ValueError`` naming the column otherwise."""
+    """A CSV cell as a plain, finite number the float32 model can hold; ``ValueError`` naming
+    the column otherwise."""
     text = (cell or "").strip() if isinstance(cell, str) or cell is None else str(cell)
     if not text:
         raise ValueError(f"no {column!r} value")
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{column!r} value {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{column!r} value {text!r} is not a finite number")
+    if not PLAIN_NUMBER.fullmatch(text):
+        if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise ValueError(f"{column!r} value {text!r} is not a finite number")
+        raise ValueError(f"{column!r} value {text!r} is not a number")
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > LARGEST:
+        raise ValueError(f"{column!r} value {text!r} is beyond float32's range (±{LARGEST:.1e}),"
+                         " in which the model computes")
     return value
 
 
