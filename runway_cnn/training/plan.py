@@ -9,9 +9,7 @@ is short: when fewer than ``MIN_FULL_EPOCHS`` fit at the evaluation size, sizes 
 evaluation size, so the best epoch is chosen on validation at the size the export sees. Whether
 full-size or progressive epochs train better is not settled by what was measured (BENCHMARKS.md:
 one validation photo apart); full size is the default because it needs no assumption about how
-a lower training size transfers to the evaluation size. With less than one epoch in the budget,
-part of one is trained at the evaluation size (a single epoch at a lower size never beat stage
-1), and :class:`BudgetStop` ends it at a batch boundary.
+a lower training size transfers to the evaluation size.
 """
 from __future__ import annotations
 
