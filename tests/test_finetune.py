@@ -229,24 +229,6 @@ def test_stage2_runs_by_default_planned_to_fit_the_time_budget(workspace, capsys
     assert FineTuner(_config(workspace, "given", stage2_epochs=2)).deadline is None
 
 
-def test_building_the_backbone_is_not_charged_to_the_budget(workspace, monkeypatch):
-    import time
-
-    from runway_cnn.training import trainer as trainer_module
-
-    build = trainer_module.build_backbone
-
-    def slow(config):  # as the first run converting the ImageNet weights
-        time.sleep(2.0)
-        return build(config)
-
-    monkeypatch.setattr(trainer_module, "build_backbone", slow)
-    tuner = FineTuner(_config(workspace, "setup", stage2_epochs=None))
-    left = tuner.deadline - time.monotonic()
-    assert tuner.seconds["backbone"] >= 2.0
-    assert left > 600 - planning.FINAL_SECONDS - tuner.seconds["data"] - 1.0
-
-
 def test_the_measuring_steps_leave_weights_and_optimizer_as_they_were(workspace):
     tuner = FineTuner(_config(workspace, "measure", stage2_epochs=None))
     tuner.stage1()

@@ -30,10 +30,6 @@ SIZE_MULTIPLE = 16
 SIZE_MODES = ("auto", "full")
 CPU_BUDGET_MINUTES = 10.0  # the default --time_budget on a CPU (none on a GPU)
 FINAL_SECONDS = 45.0  # set aside in a budget for the final evaluation and the export
-RECENT_STEPS = 5  # the budget stop's step time: the median of this many latest steps
-# a budget for less than one epoch trains part of one at the evaluation size when it holds at
-# least this share of it (one epoch at a smaller size never paid: issue 32), else no stage 2
-MIN_EPOCH_SHARE = 0.5
 
 
 def parse_sizes(rule: str) -> str | tuple[int, ...]:
@@ -165,9 +161,8 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
     """Epochs and sizes: given ``epochs`` (the sizes follow), else the most epochs up to
     ``max_epochs`` whose ``cost`` (seconds of a list of sizes) fits ``budget_seconds``; ``auto``
     sizes are the full size unless fewer than ``MIN_FULL_EPOCHS`` fit there and a progressive
-    ladder fits more; with less than one epoch in the budget, part of one at the evaluation size
-    when ``MIN_EPOCH_SHARE`` of it fits (the batch-boundary stop ends it). Returns ``(epochs,
-    sizes, estimated seconds, why)``; 0 epochs when not even that fits."""
+    ladder fits more. Returns ``(epochs, sizes, estimated seconds, why)``; 0 epochs when not
+    even one fits."""
     def ladder(n: int, progressive: bool = False) -> tuple[int, ...]:
         if isinstance(sizes, tuple):
             return tuple(sizes[min(e, len(sizes) - 1)] for e in range(n))
@@ -199,65 +194,37 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
         if progressive:
             why += f"; fewer than {MIN_FULL_EPOCHS} fit at {full} px"
         return n, plan, cost(plan), why
-    one = cost(ladder(1))
-    if budget_seconds >= MIN_EPOCH_SHARE * one:  # the batch-boundary stop ends it in time
-        return 1, ladder(1), budget_seconds, (
-            f"part of one epoch at {ladder(1)[0]} px fits the budget (about "
-            f"{min(1.0, budget_seconds / one):.0%} of its {one / 60:.1f} min): it stops at a "
-            "batch boundary")
+    if sizes == "auto" and cost((low_size(full),)) <= budget_seconds:
+        plan = (low_size(full),)
+        return 1, plan, cost(plan), "one epoch at the smallest size fits the budget"
+    one = cost(ladder(1) if sizes != "auto" else (low_size(full),))
     return 0, (), 0.0, (f"one epoch needs about {one / 60:.1f} min, the --time_budget leaves "
-                        f"{max(budget_seconds, 0) / 60:.1f} min, less than the "
-                        f"{MIN_EPOCH_SHARE:.0%} of it worth training (raise it, or lower "
+                        f"{max(budget_seconds, 0) / 60:.1f} min (raise it, or lower "
                         "--image_size)")
 
 
 class BudgetStop(keras.callbacks.Callback):
-    """Keeps stage 2 inside ``deadline`` (``time.monotonic()`` seconds) at a batch boundary:
-    after each batch, when the batches left in the epoch (at the median of its last few steps,
-    so the step time follows the load) and a validation pass would end past the deadline, the epoch
-    stops there; Keras then validates the weights it has and the keep rule decides as for any
-    epoch. After an epoch, the next one is skipped when it would pass the deadline (its steps
-    scaled by image area). One-off costs — tracing, filling the image cache — are left out of
-    the median, so a slow first step does not stop a run that has time. ``steps`` is an epoch's
-    batches, ``validation_seconds`` the plan's estimate of a validation pass until one is
-    timed."""
+    """Ends training after an epoch when the next one would end past ``deadline``
+    (``time.monotonic()`` seconds): its steps timed as this epoch's median step, scaled by image
+    area, plus this epoch's validation pass (one-off costs — tracing, filling the image cache —
+    are left out, so a slow first epoch does not stop a run that has time); notes the epoch."""
 
-    def __init__(self, deadline: float, sizes: Sequence[int], steps: int | None = None,
-                 validation_seconds: float = 0.0):
+    def __init__(self, deadline: float, sizes: Sequence[int]):
         super().__init__()
-        self.deadline, self.sizes, self.steps = deadline, list(sizes), steps
-        self.stopped_after: int | None = None  # the last epoch begun, when the budget ended it
-        self.stopped_at_batch: int | None = None  # its batches done, when it ended mid-epoch
+        self.deadline, self.sizes = deadline, list(sizes)
+        self.stopped_after: int | None = None
         self._steps: list[float] = []
-        self._validation = validation_seconds
+        self._validation = 0.0
         self._mark = 0.0
-        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._steps, self._epoch = [], epoch
+        self._steps, self._validation = [], 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
         self._mark = time.monotonic()
 
-    def _step(self) -> float:
-        """The step time now: the median of this epoch's last 5 steps after its first (which
-        traces, or fills the cache), so that it follows a load that rises."""
-        recent = self._steps[1:][-RECENT_STEPS:] or self._steps
-        return float(np.median(recent)) if recent else 0.0
-
     def on_train_batch_end(self, batch, logs=None):
         self._steps.append(time.monotonic() - self._mark)
-        left = (self.steps or 0) - len(self._steps)
-        if left <= 0 or len(self._steps) < 2:  # the first step traces: no estimate from it
-            return
-        rest = left * self._step() + self._validation
-        if time.monotonic() + rest > self.deadline:
-            self.model.stop_training = True
-            self.stopped_after, self.stopped_at_batch = self._epoch + 1, len(self._steps)
-            print(f"stage 2 stopped in epoch {self._epoch + 1} after {len(self._steps)} of "
-                  f"{self.steps} batches: the rest and a validation pass (about "
-                  f"{math.ceil(rest)} s) would pass the --time_budget; validating the weights "
-                  "it has", flush=True)
 
     def on_test_begin(self, logs=None):
         self._mark = time.monotonic()
@@ -266,11 +233,12 @@ class BudgetStop(keras.callbacks.Callback):
         self._validation = time.monotonic() - self._mark
 
     def next_epoch_seconds(self, epoch: int) -> float:
+        step = float(np.median(self._steps)) if self._steps else 0.0
         scale = (self.sizes[epoch + 1] / self.sizes[epoch]) ** 2
-        return (self.steps or len(self._steps)) * self._step() * scale + self._validation
+        return len(self._steps) * step * scale + self._validation
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.stopped_at_batch is not None or epoch + 1 >= len(self.sizes):
+        if epoch + 1 >= len(self.sizes):
             return
         upcoming = self.next_epoch_seconds(epoch)
         if time.monotonic() + upcoming > self.deadline:

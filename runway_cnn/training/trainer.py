@@ -111,8 +111,7 @@ class FineTuner:
                  backbone: Backbone | None = None,
                  features: Mapping[str, np.ndarray] | None = None):
         self.config = config
-        begun = time.monotonic()
-        self.started = begun  # --time_budget counts from here, less the backbone's set-up
+        self.started = time.monotonic()  # --time_budget counts from here
         dataset_source(config.dataset_dir, config.labels_csv)  # a missing dataset fails first
         self.distribution: Distribution = make_distribution(config.strategy,
                                                             config.worker_timeout)
@@ -138,15 +137,10 @@ class FineTuner:
         self._training_model: keras.Model | None = None
         self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
         self.task.prepare(self._split("train").targets)
-        building = time.monotonic()
         with self.distribution.scope():  # every variable a replica of the strategy's
             self.backbone = backbone if backbone is not None else build_backbone(config)
             self.head = self.task.build_head(self.backbone.feature_dim)
             self.model = classifier(self.backbone, self.head, config.pooling)
-        # converting the ImageNet weights (once per machine) and loading them: not charged
-        built = time.monotonic()
-        self.started += built - building
-        self.seconds = {"data": building - begun, "backbone": built - building}  # where it went
         if config.stage2_epochs != 0 and not stage_done(self.files.stage("stage2")):
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
             planning.check_sizes(planning.parse_sizes(config.stage2_sizes),
@@ -253,18 +247,13 @@ class FineTuner:
         train = self._split("train")
         steps = self._steps_per_epoch(len(train.paths))
         first = resumed_epoch(stage_dir)
-        validation = self._split("validation")
         budget = [] if plan.budget_seconds is None else [  # the refit's share stays free
-            planning.BudgetStop(self.deadline - plan.reserved_seconds, plan.sizes, steps,
-                                planning.forward_seconds(
-                                    plan.measured, self.backbone.preprocessing.image_size,
-                                    pipeline.steps_per_epoch(len(validation), self.global_batch))
-                                if plan.measured else 0.0)]
+            planning.BudgetStop(self.deadline - plan.reserved_seconds, plan.sizes)]
         rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
                                       c.warmup_fraction)
         model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:]),
                   epochs=plan.epochs, steps_per_epoch=steps, shuffle=False,
-                  validation_data=self._eval_ds(validation),
+                  validation_data=self._eval_ds(self._split("validation")),
                   callbacks=[*stage_callbacks(stage_dir, self.task.monitor,
                                               self.task.monitor_mode, baseline, c.patience,
                                               clock),
@@ -282,10 +271,7 @@ class FineTuner:
         return mark_done(stage_dir, {"seconds": clock.seconds,
                                      "improved_on_stage1": improved,
                                      "unfrozen_weights": len(unfrozen), "plan": plan.record(),
-                                     "stopped_by_budget_after": stopped,
-                                     "stopped_by_budget_at_batch":
-                                         budget[0].stopped_at_batch if budget else None,
-                                     **bought,
+                                     "stopped_by_budget_after": stopped, **bought,
                                      "validation": self.evaluate("validation")})
 
     @property
@@ -667,14 +653,9 @@ class FineTuner:
                  "deleted at the end (the chief writes the run's files)"), flush=True)
         stage1 = self.stage1()
         stage2 = self.stage2(self._monitored(stage1["validation"]))
-        start = time.monotonic()
         metrics = self.select()
-        evaluated = time.monotonic() - start
         refit = self.refit(stage1, stage2)
         self.model.save_weights(str(self.files.weights))
-        self.seconds.update(stage1=stage1.get("seconds", 0.0),
-                            stage2=stage2.get("seconds", 0.0), evaluation=evaluated,
-                            refit=refit.get("seconds", 0.0))
         metrics.update({
             "backbone": self.backbone.name, "backbone_source": self.backbone.source,
             "chain": backbone_chain(self.backbone.name, self.backbone.source),
@@ -683,7 +664,6 @@ class FineTuner:
             "leaks": stage1.get("leaks"),
             "grouping": self.dataset.split_settings.get("grouping"),
             "device": self.device.record(), "distribution": distribution, "export_path": None,
-            "seconds": self.seconds,
         })
         write_json(self.files.metrics, metrics, indent=2)
         plot_training_curves(self.train_dir)
