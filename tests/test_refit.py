@@ -145,6 +145,10 @@ def test_bad_refit_values_are_one_line_errors(workspace):
                                                "everything"])
     assert code == 2 and err.strip().splitlines() == [
         "error: --refit 'everything': must be one of auto, none, train_val, all"]
+    code, _, err = run_cli(finetune_cli.main, ["--dataset_dir", str(workspace[1]),
+                                               "--refit_stage2", "both"])
+    assert code == 2 and err.strip().splitlines() == [
+        "error: --refit_stage2 'both': must be one of head, whole"]
     no_validation = ImageDataset("/x", ["a"], {"train": Split(["a.jpg"], np.zeros(1),
                                                               ["a.jpg"])}, [])
     with pytest.raises(RunwayError, match="--refit train_val: this run has no validation split"):

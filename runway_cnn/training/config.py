@@ -115,7 +115,7 @@ class FinetuneConfig:
                                      "whole (stages 1 and 2 again on the "
                                      "refit photos up to stage 2's best epoch; the stage-2 plan "
                                      "keeps time for it, and a refit the --time_budget cannot "
-                                     "hold falls back to head)", choices=REFIT_STAGE2)
+                                     "hold falls back to head)")
     learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam); with several replicas "
                                       "(--strategy) both stages' rates are multiplied by their "
                                       "number (the linear scaling rule for the global batch)")

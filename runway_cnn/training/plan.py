@@ -91,7 +91,7 @@ class Stage2Plan:
     estimated_seconds: float
     measured: dict = field(default_factory=dict)  # {"size", "seconds_per_step", "trace_seconds"}
     why: str = ""  # how the epochs were chosen
-    reserved_seconds: float = 0.0  # set aside after stage 2 for the refit's feature pass
+    reserved_seconds: float = 0.0  # set aside after stage 2 for the refit (--refit_stage2)
 
     def describe(self) -> str:
         if not self.epochs:

@@ -12,6 +12,9 @@ those of the model trained on the training split: they are the estimate for the 
 - ``all``: every split, a user's test split included (its figures then describe photos the
   export learned from, and the run says so);
 - ``none``: the export is the model trained on the training split.
+
+After a kept stage 2, ``--refit_stage2 head`` (the default) refits a head on the fine-tuned
+backbone's features; ``whole`` repeats both stages on the refit photos.
 """
 from __future__ import annotations
 
