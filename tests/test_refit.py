@@ -209,7 +209,7 @@ def test_refit_stage2_whole_repeats_stage2_on_the_refit_photos(workspace):
     moved = _weights(tuner.backbone.model)
     assert any(not np.array_equal(a, b) for a, b in zip(moved, selected))
     assert any(not np.array_equal(a, b) for a, b in zip(moved, pretrained))
-    assert json.loads((tuner.train_dir / "refit" / "plan.json").read_text())["whole_model"]
+    assert json.loads((tuner.train_dir / "refit" / "plan.json").read_text())["kind"] == "whole"
 
 
 def test_after_a_kept_stage2_the_head_is_refit_on_the_fine_tuned_features(workspace, capsys):
@@ -230,16 +230,26 @@ def test_after_a_kept_stage2_the_head_is_refit_on_the_fine_tuned_features(worksp
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_whole_refit_the_budget_cannot_hold_falls_back_to_the_head_and_says_so(workspace,
-                                                                                  capsys):
-    tuner, stage1 = _kept_stage2(workspace, "spent", refit_stage2="whole", time_budget=0.5)
-    stage2 = {"plan": {}, "seconds": 10.0, "validation": tuner.evaluate("validation")}
+def test_a_refit_the_budget_cannot_hold_falls_back_to_a_cheaper_one_and_says_so(workspace,
+                                                                               capsys):
+    tuner, stage1 = _kept_stage2(workspace, "budget", refit_stage2="whole", time_budget=10)
+    stage2 = {"plan": {}, "seconds": 1e6, "validation": tuner.evaluate("validation")}
     record = tuner.refit(stage1, {**stage2, "validation": {**stage2["validation"],
                                                            "top1": -1.0}})
-    assert record["refit"] and not record.get("whole_model")
+    assert record["refit"] and not record.get("whole_model")  # stage 2 again: ~11 days
     assert record["what"].startswith("a head on stage 2's fine-tuned backbone")
     assert "refit: stage 2 again on 40 photos needs about" in capsys.readouterr().out
-    assert not json.loads((tuner.train_dir / "refit" / "plan.json").read_text())["whole_model"]
+    assert json.loads((tuner.train_dir / "refit" / "plan.json").read_text())["kind"] == "head"
+    spent, _ = _kept_stage2(workspace, "spent", time_budget=0.5)  # past its budget already
+    kept = _weights(spent.model)
+    record = spent.refit(stage1, {"plan": {"measured": {"size": 16, "seconds_per_step": 0.1}},
+                                  "seconds": 10.0, "validation": {"top1": -1.0}})
+    line = ("refit: the fine-tuned backbone's features of 40 photos need about 0.0 min, the "
+            "--time_budget leaves 0.0 min: the export is stage 2's model, trained on the "
+            "training split")
+    assert not record["refit"] and record["why"] == line and line in capsys.readouterr().out
+    for a, b in zip(kept, spent.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_combined_choices_are_the_median_of_the_runs():
@@ -326,21 +336,8 @@ def test_each_tasks_refit_on_the_same_photos_reproduces_the_chosen_head(name):
     assert not np.allclose(scores(refit_head), scores(more), atol=1e-2, rtol=1e-2)
 
 
-def test_the_stage2_plan_keeps_time_for_the_refits_feature_pass_and_says_so(workspace):
+def test_the_stage2_plan_keeps_time_for_a_whole_refit_and_says_so(workspace):
     from runway_cnn.training import schedule
-    from runway_cnn.training.plan import forward_seconds
-
-    tuner = FineTuner(_config(workspace, "reserve", stage2_epochs=None))
-    tuner.stage1()
-    schedule.unfreeze(tuner.backbone.model, "all")
-    model = tuner.training_model
-    tuner._compile(model, 0.0)
-    stage_dir = tuner.files.stage("stage2")
-    stage_dir.path.mkdir(parents=True, exist_ok=True)
-    plan = tuner.plan_stage2(model, stage_dir)
-    assert plan.reserved_seconds == pytest.approx(forward_seconds(plan.measured, 32, 5))  # 40/8
-    assert plan.reserved_seconds > 0 and f"{plan.reserved_seconds / 60:.1f} min kept for the " \
-        "refit" in plan.describe()
 
     def planned(name, **settings):
         other = FineTuner(_config(workspace, name, stage2_epochs=None, **settings))
@@ -350,7 +347,9 @@ def test_the_stage2_plan_keeps_time_for_the_refits_feature_pass_and_says_so(work
         other.files.stage("stage2").path.mkdir(parents=True, exist_ok=True)
         return other.plan_stage2(other.training_model, other.files.stage("stage2"))
 
-    assert planned("reserve_none", refit="none").reserved_seconds == 0
+    assert planned("reserve_head").reserved_seconds == 0  # the head refit fits in what is left
     whole = planned("reserve_whole", refit_stage2="whole")  # 40 refit photos, 24 in training
     assert whole.reserved_seconds / (whole.budget_seconds + whole.reserved_seconds) == \
         pytest.approx(40 / 64)
+    assert f"{whole.reserved_seconds / 60:.1f} min kept for the refit" in whole.describe()
+    assert planned("reserve_none", refit="none", refit_stage2="whole").reserved_seconds == 0

@@ -111,8 +111,9 @@ class FinetuneConfig:
                                      "on the fine-tuned backbone's features, its regularisation "
                                      "chosen on validation, kept if it does as well there as "
                                      "stage 2's: as good as whole in a half to a sixth of "
-                                     "its minutes, on clothing-small and the clothing tags) or "
-                                     "whole (stages 1 and 2 again on the "
+                                     "its minutes, on clothing-small and the clothing tags; "
+                                     "skipped when the --time_budget left cannot hold its "
+                                     "feature pass) or whole (stages 1 and 2 again on the "
                                      "refit photos up to stage 2's best epoch; the stage-2 plan "
                                      "keeps time for it, and a refit the --time_budget cannot "
                                      "hold falls back to head)")

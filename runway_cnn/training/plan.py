@@ -91,7 +91,7 @@ class Stage2Plan:
     estimated_seconds: float
     measured: dict = field(default_factory=dict)  # {"size", "seconds_per_step", "trace_seconds"}
     why: str = ""  # how the epochs were chosen
-    reserved_seconds: float = 0.0  # set aside after stage 2 for the refit (--refit_stage2)
+    reserved_seconds: float = 0.0  # set aside for --refit_stage2 whole
 
     def describe(self) -> str:
         if not self.epochs:
@@ -126,8 +126,8 @@ def epoch_seconds(size: int, measured_size: int, seconds_per_step: float, steps:
 
 
 def forward_seconds(measured: dict, full: int, steps: int) -> float:
-    """Seconds of a forward pass over ``steps`` batches at the full size (the features a refit
-    after stage 2 computes): a third of a measured training step each, scaled by area."""
+    """Seconds of a forward pass over ``steps`` batches at the full size (the features the head
+    refit after stage 2 computes): a third of a measured training step each, scaled by area."""
     return steps * measured["seconds_per_step"] * (full / measured["size"]) ** 2 / 3
 
 

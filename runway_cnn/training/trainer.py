@@ -327,15 +327,10 @@ class FineTuner:
                 measured, full, self._steps_per_epoch(len(self._split("train").paths)),
                 pipeline.steps_per_epoch(len(self._split("validation")), self.global_batch))
         budget = None if deadline is None else deadline - time.monotonic()
-        reserved = 0.0
-        if budget is not None and measured and len(self.refit_names) > 1:
-            if c.refit_stage2 == "whole":  # stage 2 again on the refit photos: its share
-                ratio = len(self._refit_split()) / len(self._split("train"))
-                reserved = budget * ratio / (1 + ratio)
-            else:  # the pass over the refit photos' fine-tuned features
-                reserved = planning.forward_seconds(
-                    measured, full, pipeline.steps_per_epoch(len(self._refit_split()),
-                                                             self.global_batch))
+        reserved = 0.0  # --refit_stage2 whole: stage 2 again on the refit photos, its share
+        if budget is not None and c.refit_stage2 == "whole" and len(self.refit_names) > 1:
+            ratio = len(self._refit_split()) / len(self._split("train"))
+            reserved = budget * ratio / (1 + ratio)
             budget -= reserved
         epochs, plan_sizes, estimate, why = planning.choose(
             full=full, sizes=sizes, epochs=c.stage2_epochs, budget_seconds=budget, cost=cost)
@@ -484,11 +479,12 @@ class FineTuner:
             return done
         start = time.perf_counter()
         if self._backbone_changed:
-            whole, why = self._whole_model_refit_fits(union, stage2, stage_dir)
+            kind, why = self._stage2_refit(union, stage2, stage_dir)
             if why:
                 print(why, flush=True)
-            record.update(self._refit_whole_model(union, stage1, stage2, stage_dir) if whole
-                          else self._refit_after_stage2(union, stage2))
+            record.update(self._refit_whole_model(union, stage1, stage2, stage_dir)
+                          if kind == "whole" else self._refit_after_stage2(union, stage2)
+                          if kind == "head" else {"refit": False, "why": why})
         else:
             record.update(refit=True, what=self._refit_head(
                 self.head, self._features(union), union, stage1, "stage 1's head"))
@@ -531,33 +527,43 @@ class FineTuner:
                      verbose=self.config.verbose)
         return f"{what}: Adam for the {epochs} epoch(s) that were best in stage 1"
 
-    def _whole_model_refit_fits(self, union: Split, stage2: dict, stage_dir: StageDir
-                                ) -> tuple[bool, str | None]:
-        """Whether stage 2 is repeated on ``union`` (:meth:`_refit_whole_model`): under
-        ``--refit_stage2 whole``, without a time budget or when its estimate (stage 2's seconds
-        per epoch, scaled by the images) fits the time left; else the head refit, and a line
-        saying why. Decided once, kept in ``refit/plan.json`` for a resumed refit."""
-        if self.config.refit_stage2 != "whole":
-            return False, None
+    def _stage2_refit(self, union: Split, stage2: dict, stage_dir: StageDir
+                      ) -> tuple[str | None, str | None]:
+        """What the refit after a kept stage 2 trains: ``--refit_stage2`` (``whole``: stage 2
+        again, :meth:`_refit_whole_model`; ``head``: :meth:`_refit_after_stage2`) when the time
+        budget holds it, else the cheaper one, else nothing (None: the export is stage 2's
+        model), with a line saying why. Estimates: stage 2's seconds per epoch scaled by the
+        images; the fine-tuned features' forward pass from stage 2's measured step. Decided
+        once, kept in ``refit/plan.json`` for a resumed refit."""
         if stage_dir.plan.exists():
-            return bool(read_json(stage_dir.plan, fix="delete the run's refit/ folder to refit "
-                                                      "again").get("whole_model")), None
+            return read_json(stage_dir.plan, fix="delete the run's refit/ folder to refit "
+                                                  "again").get("kind"), None
         epochs = best_epoch(self.files.stage("stage2"), self.task.monitor,
                             self.task.monitor_mode) or 1
         logged = max(1, len(read_epochs(self.files.stage("stage2"))))
-        estimate = (stage2.get("seconds", 0.0) / logged * epochs
-                    * len(union) / max(1, len(self._split("train"))))
-        deadline, why = self.deadline, None
-        whole = deadline is None or time.monotonic() + estimate <= deadline
-        if not whole:
-            why = (f"refit: stage 2 again on {len(union)} photos needs about "
-                   f"{estimate / 60:.1f} min, the --time_budget leaves "
-                   f"{max(0.0, deadline - time.monotonic()) / 60:.1f} min: the head is refit on "
-                   "the fine-tuned backbone's features instead")
+        whole = (stage2.get("seconds", 0.0) / logged * epochs
+                 * len(union) / max(1, len(self._split("train"))))
+        measured = (stage2.get("plan") or {}).get("measured")
+        head = 0.0 if not measured else planning.forward_seconds(
+            measured, self.backbone.preprocessing.image_size,
+            pipeline.steps_per_epoch(len(union), self.global_batch))
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        kind, why = self.config.refit_stage2, None
+        if kind == "whole" and left is not None and whole > left:
+            kind, why = "head", (f"refit: stage 2 again on {len(union)} photos needs about "
+                                 f"{whole / 60:.1f} min, the --time_budget leaves "
+                                 f"{max(0.0, left) / 60:.1f} min: the head is refit on the "
+                                 "fine-tuned backbone's features instead")
+        if kind == "head" and left is not None and head > left:
+            kind, why = None, (f"refit: the fine-tuned backbone's features of {len(union)} "
+                               f"photos need about {head / 60:.1f} min, the --time_budget "
+                               f"leaves {max(0.0, left) / 60:.1f} min: the export is stage 2's "
+                               "model, trained on the training split")
         stage_dir.path.mkdir(parents=True, exist_ok=True)
-        write_json(stage_dir.plan, {"whole_model": whole, "epochs": epochs,
-                                    "estimated_seconds": estimate}, indent=2)
-        return whole, why
+        write_json(stage_dir.plan, {"kind": kind, "epochs": epochs, "why": why,
+                                    "estimated_seconds": {"whole": whole, "head": head}},
+                   indent=2)
+        return kind, why
 
     def _refit_whole_model(self, union: Split, stage1: dict, stage2: dict,
                            stage_dir: StageDir) -> dict:
