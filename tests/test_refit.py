@@ -248,6 +248,8 @@ def test_a_refit_the_budget_cannot_hold_falls_back_to_a_cheaper_one_and_says_so(
             "--time_budget leaves 0.0 min: the export is stage 2's model, trained on the "
             "training split")
     assert not record["refit"] and record["why"] == line and line in capsys.readouterr().out
+    assert refitting.describe(record) == f"export: learned from train (24 photos), not refit " \
+        f"({line})"
     for a, b in zip(kept, spent.model.get_weights()):
         np.testing.assert_array_equal(a, b)
 

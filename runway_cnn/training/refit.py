@@ -103,10 +103,10 @@ def describe(record: dict) -> str:
         return (f"export: learned from all {record['images']} labelled photos: {record['what']}"
                 + (f"; {record['why']}" if record.get("why") else ""))
     counts = record["images_by_split"]
-    learned = " + ".join(record["splits"])
-    line = f"export: learned from {learned} ({record['images']} photos)"
     if not record.get("refit"):
-        return line + (f"; not refit ({record['why']})" if record.get("why") else "")
-    return (f"{line}, refit with the choices made on validation ({record['what']}); the "
-            f"validation and test figures above are of the model trained on train alone "
+        return (f"export: learned from train ({counts['train']} photos), not refit"
+                + (f" ({record['why']})" if record.get("why") else ""))
+    return (f"export: learned from {' + '.join(record['splits'])} ({record['images']} photos), "
+            f"refit with the choices made on validation ({record['what']}); the validation "
+            f"and test figures above are of the model trained on train alone "
             f"({counts['train']} photos), the estimate for the export")
