@@ -146,9 +146,10 @@ def note_compiled(model: keras.Model, device: DeviceSettings, backbone: keras.Mo
     in one line and keeps it in ``device.compiled`` under its ``stage`` (by default stage 2 if
     the model trains backbone weights, else stage 1): XLA as Keras kept it (it turns XLA off
     while op determinism is on; a model XLA cannot compile, :func:`xla_failure`, is switched to
-    no XLA here, with the reason, rather than failing in ``fit``), the dtype policy in effect, the compute dtypes of the
-    backbone's and the head's layers that hold weights (a TF-Hub module computes in float32 under
-    any policy), the output dtype and whether losses are scaled."""
+    no XLA here, with the reason, rather than failing in ``fit``), the dtype policy in effect,
+    the compute dtypes of the backbone's and the head's layers that hold weights (a TF-Hub
+    module computes in float32 under any policy), the output dtype and whether losses are
+    scaled."""
     backbone_weights = {id(v) for v in backbone.weights}
     trains_backbone = any(id(v) in backbone_weights for v in model.trainable_weights)
     stage = stage or ("stage2" if trains_backbone else "stage1")
