@@ -355,3 +355,18 @@ def test_the_stage2_plan_keeps_time_for_a_whole_refit_and_says_so(workspace):
         pytest.approx(40 / 64)
     assert f"{whole.reserved_seconds / 60:.1f} min kept for the refit" in whole.describe()
     assert planned("reserve_none", refit="none", refit_stage2="whole").reserved_seconds == 0
+
+
+def test_under_stage1_augment_the_refit_trains_through_augmented_images(workspace,
+                                                                        monkeypatch):
+    from runway_cnn.training import trainer as trainer_module
+
+    passes = []
+    extract = trainer_module.extract_features
+    monkeypatch.setattr(trainer_module, "extract_features",
+                        lambda *args, **kwargs: passes.append(1) or extract(*args, **kwargs))
+    result = fine_tune(_config(workspace, "augment", stage1_augment=True, stage1_epochs=2,
+                               stage1_solver="adam"))
+    refit = result.metrics["refit"]
+    assert refit["refit"] and refit["images"] == 40 and passes == []  # no cached features
+    assert refit["what"].startswith("stage 1's head: Adam for the")

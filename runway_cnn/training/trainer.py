@@ -460,8 +460,9 @@ class FineTuner:
         on the frozen features of those photos; after a kept stage 2, a head solved on the
         fine-tuned backbone's features (its regularisation chosen on validation, and kept only
         if it does as well there as stage 2's head), the backbone staying as stage 2 left it, or
-        under ``--refit_stage2 whole`` both stages again (:meth:`_refit_whole_model`). Returns
-        the ``metrics.json`` section."""
+        under ``--refit_stage2 whole`` both stages again (:meth:`_refit_whole_model`), each when
+        the time budget holds it (:meth:`_stage2_refit`). Returns the ``metrics.json``
+        section."""
         union = self._refit_split()
         record = {"splits": list(self.refit_names), "images": len(union),
                   "images_by_split": {name: len(self._split(name)) for name in self.refit_names},
@@ -485,9 +486,10 @@ class FineTuner:
             record.update(self._refit_whole_model(union, stage1, stage2, stage_dir)
                           if kind == "whole" else self._refit_after_stage2(union, stage2)
                           if kind == "head" else {"refit": False, "why": why})
-        else:
-            record.update(refit=True, what=self._refit_head(
-                self.head, self._features(union), union, stage1, "stage 1's head"))
+        else:  # under --stage1_augment stage 1 trained through augmented images: so does this
+            features = None if self.config.stage1_augment else self._features(union)
+            record.update(refit=True, what=self._refit_head(self.head, features, union, stage1,
+                                                            "stage 1's head"))
         if record["refit"]:
             self.model.save_weights(str(stage_dir.final_weights))
             record["task"] = self.task.config()
