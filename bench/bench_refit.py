@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_time_budget import run_parts
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 ATTRIBUTES = DATA / "clothing-attributes"
@@ -234,15 +236,7 @@ def main() -> None:
         "zalando_kinds": lambda: refit_kinds(zalando_data(), out, 2, "zalando_kinds",
                                              random_split(zalando_data(), 0.15, 0.15)(0)),
     }
-    for part in args.parts.split(","):
-        path = out / f"{part}.json"
-        if path.exists():
-            continue
-        start = time.perf_counter()
-        result = parts[part]()
-        result["part_seconds"] = time.perf_counter() - start
-        path.write_text(json.dumps(result, indent=2, default=str))
-        print(f"{part}: done in {result['part_seconds'] / 60:.1f} min", flush=True)
+    run_parts(parts, args.parts.split(","), out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -126,6 +127,20 @@ def experiment(out: Path, name: str, **settings) -> dict:
     return {"wall_seconds": time.perf_counter() - start, "summary": summary}
 
 
+def run_parts(parts: dict[str, Callable[[], dict]], chosen: list[str], out: Path) -> None:
+    """Runs each chosen part whose ``OUT/<part>.json`` is not there yet and writes that file
+    (the part's result and its minutes)."""
+    for part in chosen:
+        path = out / f"{part}.json"
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        result = parts[part]()
+        result["part_seconds"] = time.perf_counter() - start
+        path.write_text(json.dumps(result, indent=2, default=str))
+        print(f"{part}: done in {result['part_seconds'] / 60:.1f} min", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="small,small_full,season,zalando,multilabel,"
@@ -154,15 +169,7 @@ def main() -> None:
             out, "attributes", dataset_dir=str(ATTRIBUTES / "images"),
             labels_csv=str(ATTRIBUTES / "attributes.csv"), task="attributes", **one_split),
     }
-    for part in args.parts.split(","):
-        path = out / f"{part}.json"
-        if path.exists():
-            continue
-        start = time.perf_counter()
-        result = parts[part]()
-        result["part_seconds"] = time.perf_counter() - start
-        path.write_text(json.dumps(result, indent=2, default=str))
-        print(f"{part}: done in {result['part_seconds'] / 60:.1f} min", flush=True)
+    run_parts(parts, args.parts.split(","), out)
 
 
 if __name__ == "__main__":
