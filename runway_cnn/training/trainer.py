@@ -483,9 +483,12 @@ class FineTuner:
             kind, why = self._stage2_refit(union, stage2, stage_dir)
             if why:
                 print(why, flush=True)
-            record.update(self._refit_whole_model(union, stage1, stage2, stage_dir)
-                          if kind == "whole" else self._refit_after_stage2(union, stage2)
-                          if kind == "head" else {"refit": False, "why": why})
+            if kind == "whole":
+                record.update(self._refit_whole_model(union, stage1, stage2, stage_dir))
+            elif kind == "head":
+                record.update(self._refit_after_stage2(union, stage2))
+            else:  # the budget holds neither: the export is stage 2's model
+                record.update(refit=False, why=why)
         else:  # under --stage1_augment stage 1 trained through augmented images: so does this
             features = None if self.config.stage1_augment else self._features(union)
             record.update(refit=True, what=self._refit_head(self.head, features, union, stage1,
