@@ -288,14 +288,19 @@ def test_the_measuring_steps_leave_weights_and_optimizer_as_they_were(workspace)
     assert all(not np.any(v.numpy()) for v in model.optimizer.variables)
 
 
-def test_a_budget_too_small_for_one_epoch_keeps_stage1_and_says_why(workspace, capsys):
+def test_a_budget_spent_before_stage2_keeps_stage1_and_says_why(workspace, capsys,
+                                                                 monkeypatch):
     tuner = FineTuner(_config(workspace, "tight", stage2_epochs=None, time_budget=0.5))
     stage1 = tuner.stage1()
     after1 = _snapshot(tuner.model)
+    monkeypatch.setattr(FineTuner, "_measure_step", None)  # nothing is measured: no time left
     stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
-    assert stage2["skipped"] and "--time_budget leaves 0 s for it" in stage2["why"]
+    assert stage2["skipped"] and stage2["plan"]["measured"] == {}
+    assert stage2["why"].startswith("the --time_budget was spent before stage 2 began (")
+    assert "keeping 45 s for the final evaluation and export" in stage2["why"]
     assert not _changed(after1, tuner.model)
-    assert "stage 2 skipped: one epoch needs about" in capsys.readouterr().out
+    assert "stage 2 skipped: the --time_budget was spent" in capsys.readouterr().out
+    monkeypatch.undo()
     again = FineTuner(_config(workspace, "tight", stage2_epochs=None, time_budget=0.5))
     assert again.stage2(baseline=0.0) == stage2  # the stage is done: not planned again
 

@@ -227,6 +227,13 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
                         "it, or lower --image_size)")
 
 
+def spent_why(budget_seconds: float) -> str:
+    """Why stage 2 is skipped, unmeasured, when the budget is spent before it begins."""
+    return (f"the --time_budget was spent before stage 2 began ({duration(-budget_seconds)} "
+            f"over, keeping {duration(FINAL_SECONDS)} for the final evaluation and export); "
+            "raise it to fine-tune the backbone")
+
+
 def duration(seconds: float) -> str:
     """``seconds`` for a plan line: minutes to one decimal, seconds under a minute."""
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"

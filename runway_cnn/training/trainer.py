@@ -359,6 +359,11 @@ class FineTuner:
         measured, cost = {}, planning.unmeasured_cost
         validation_steps = pipeline.steps_per_epoch(len(self._split("validation")),
                                                     self.global_batch)
+        if c.stage2_epochs is None and deadline is not None and deadline <= time.monotonic():
+            plan = planning.Stage2Plan(0, (), c.unfreeze, deadline - time.monotonic(), 0.0, {},
+                                       planning.spent_why(deadline - time.monotonic()))
+            write_json(stage_dir.plan, plan.record(), indent=2)  # nothing measured: no time
+            return plan
         if (deadline is not None or c.stage2_epochs is None) and \
                 not self.distribution.multi_worker:
             # at the size of the first epoch most plans train (a part epoch, full-size epochs),
@@ -386,7 +391,7 @@ class FineTuner:
         return plan
 
     def _measure_step(self, model: keras.Model, size: int,
-                      images: tf.data.Dataset | None = None, steps: int = 4) -> dict:
+                      images: tf.data.Dataset | None = None, steps: int = 3) -> dict:
         """Seconds of one training step at ``size`` px through the training input pipeline
         (augmentation, and decoding where nothing is cached: ``images``), the median of
         ``steps - 1`` after a first, tracing one; at learning rate 0 so that no weight moves; the
