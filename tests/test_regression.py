@@ -183,3 +183,38 @@ def test_a_value_is_a_plain_number_the_float32_model_can_hold():
                       ("1e308", "beyond float32's range"), ("-4e38", "beyond float32's range")):
         with pytest.raises(ValueError, match=why):
             parse_value(text, "price")
+
+
+def _regression_rows(prefix: str, r2: list) -> list[dict]:
+    """done.json rows of regression runs (as an experiment's runs write them)."""
+    return [{"run": f"{prefix}split_{i:02d}", "seed": i, "num_train": 8, "num_validation": 2,
+             "num_test": 2, "mae": 1.0 + i, "rmse": 1.5 + i, "r2": value, "baseline_mae": 3.0,
+             "baseline_rmse": 4.0, "validation_rmse": 1.2, "stage1_seconds": 1.0,
+             "stage2_seconds": 0.0, "run_seconds": 2.0, "test": {}}
+            for i, value in enumerate(r2)]
+
+
+def test_an_experiments_summary_and_box_plot_use_the_regressions_own_figures(tmp_path):
+    """--num_splits (and --compare_random_split) on a regression: the box plot draws the
+    monitored figure (RMSE; it wanted single-label's top1); a run without R² (a test split of one
+    value) is left out of R²'s statistics."""
+    from runway_cnn import FinetuneConfig
+    from runway_cnn.training.experiments import (RunPlan, compare_random, format_summary,
+                                                 summarise, write_summary)
+
+    task = RegressionTask(["value"])
+    config = FinetuneConfig(dataset_dir=str(tmp_path), num_splits=2, task="regression")
+    plans = [RunPlan(f"split_{i:02d}", i, {}) for i in range(2)]
+    rows, random_rows = _regression_rows("", [0.5, None]), _regression_rows("random_", [0.7, 0.9])
+    summary = summarise(rows, plans, config, task)
+    summary["random_split"] = compare_random(summary, summarise(random_rows, plans, config, task),
+                                             task)
+    write_summary(summary, tmp_path, task, rows)
+    assert (tmp_path / "split_accuracy.png").stat().st_size > 1000
+    assert summary["monitored_figure"] == "rmse"
+    assert summary["aggregate"]["r2"] == {"mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5}
+    assert summary["random_split"]["gap"]["r2"] == pytest.approx(0.3)
+    text = format_summary(summary)
+    assert "rmse" in text and "r2" in text and "random split +0.300" in text
+    summary["aggregate"]["r2"] = dict.fromkeys(("mean", "std", "min", "max"))
+    assert " r2 " not in format_summary(summary)  # no run has R²: not a line of n/a

@@ -76,6 +76,12 @@ class Task:
         self.labels = list(labels)
         self.options = dict(options)
 
+    @property
+    def monitored_figure(self) -> str:
+        """The evaluation figure :attr:`monitor` watches on validation (``val_top1`` →
+        ``top1``): a run's headline on any split."""
+        return self.monitor.removeprefix("val_")
+
     # -- labels and targets ------------------------------------------------------------------
     @classmethod
     def raw_label(cls, row: dict) -> Any:

@@ -173,7 +173,7 @@ class FineTuner:
 
     def _monitored(self, figures: dict) -> float:
         """The task's monitored figure (``val_top1`` → ``top1``) of an evaluation."""
-        return figures[self.task.monitor.removeprefix("val_")]
+        return figures[self.task.monitored_figure]
 
     def _split(self, name: str) -> Split:
         return self.dataset.splits[name]
