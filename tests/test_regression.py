@@ -218,3 +218,27 @@ def test_an_experiments_summary_and_box_plot_use_the_regressions_own_figures(tmp
     assert "rmse" in text and "r2" in text and "random split +0.300" in text
     summary["aggregate"]["r2"] = dict.fromkeys(("mean", "std", "min", "max"))
     assert " r2 " not in format_summary(summary)  # no run has R²: not a line of n/a
+
+
+def test_a_constant_target_is_refused_before_training_and_its_r2_is_undefined(tmp_path):
+    """Every photo at one price: nothing to learn, a one-line error naming the CSV, the column
+    and the value; R² of a test split of one value is None with the reason (scikit-learn says
+    1.0 for a perfect prediction, 0.0 otherwise)."""
+    from runway_cnn.tasks.regression import evaluation
+
+    photos, prices = write_priced_photos(tmp_path, per_kind=3, column="price")
+    lines = prices.read_text().splitlines()
+    prices.write_text("\n".join([lines[0]] + [line.split(",")[0] + ",100" for line in lines[1:]]))
+    code, _, err = run_cli(finetune_cli.main, [
+        "--dataset_dir", str(photos), "--labels_csv", str(prices), "--task", "regression",
+        "--target_column", "price", "--train_dir", str(tmp_path / "run")])
+    assert_one_line_error(code, err, str(prices), "'price'", "100", "nothing to learn")
+    assert not (tmp_path / "run" / "stage1").exists()
+
+    same = np.full((4, 1), 100.0)
+    for predicted in (same, same + [[1.0], [-1.0], [2.0], [0.0]]):
+        figures = evaluation.figures(same, predicted, training_mean=100.0)
+        assert figures["r2"] is None and "every target is 100" in figures["r2_undefined"]
+        assert "R² undefined (every target is 100" in evaluation.headline(figures)
+    spread = evaluation.figures(np.array([[1.0], [2.0]]), np.array([[1.0], [2.0]]), 1.5)
+    assert spread["r2"] == 1.0 and "r2_undefined" not in spread

@@ -117,6 +117,11 @@ class Task:
         :class:`~runway_cnn.errors.DataError` naming ``where`` (a folder, a CSV file)."""
         raise NotImplementedError
 
+    def check_learnable(self, targets: np.ndarray, where: str) -> None:
+        """Raises a :class:`~runway_cnn.errors.DataError` naming ``where`` when every usable
+        image's ``targets`` (before the split) leave nothing to learn (a regression's one
+        value); most tasks check their label space elsewhere."""
+
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
         """Label values outside the label space, with how often they occur (data report)."""
         raise NotImplementedError

@@ -57,6 +57,8 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
               else labels_for_run(config.task, rows.raw_labels, settings))
     task = task_for_run(config.task, labels, settings)
     targets = task.targets(rows.raw_labels, where=f"--labels_csv {rows.csv_path}")
+    if make_splits:  # a run or a conversion (an evaluation may score a constant)
+        task.check_learnable(targets, where=f"--labels_csv {rows.csv_path}")
     every = Split(rows.paths, targets, rows.sources, rows.raw_labels)
     grouping = None
     if group_by is not None:

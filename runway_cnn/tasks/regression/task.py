@@ -110,6 +110,14 @@ class RegressionTask(Task):
             raise DataError(f"{where}: {error}") from None
         return np.asarray(values, np.float32).reshape(-1, 1)
 
+    def check_learnable(self, targets: np.ndarray, where: str) -> None:
+        """One value in every row: a model would learn the constant and score R² 1.000."""
+        values = np.unique(np.asarray(targets).reshape(-1))
+        if len(values) == 1:
+            raise DataError(f"{where}: column {self.target_column!r} is {values[0]:.6g} in every "
+                            f"usable row ({len(targets)}): a constant target leaves nothing to "
+                            "learn; label photos of different values")
+
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
         return {}  # every number is in the label space
 
