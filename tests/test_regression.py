@@ -242,3 +242,24 @@ def test_a_constant_target_is_refused_before_training_and_its_r2_is_undefined(tm
         assert "R² undefined (every target is 100" in evaluation.headline(figures)
     spread = evaluation.figures(np.array([[1.0], [2.0]]), np.array([[1.0], [2.0]]), 1.5)
     assert spread["r2"] == 1.0 and "r2_undefined" not in spread
+
+
+def test_values_come_from_a_csv_never_from_folder_names(tmp_path):
+    """Class folders carry no numbers: training a regression on them, or evaluating a
+    regression model on them (folders named 100/, 200/ would pass as prices), is one line
+    saying the CSV and column it needs."""
+    from conftest import make_image_folder
+
+    from runway_cnn.data.folders import scan_image_folder
+    from runway_cnn.errors import DataError
+    from runway_cnn.inference.evaluate import evaluation_images
+
+    folder = make_image_folder(tmp_path / "classes", ["100", "200"], per_class=4, size=(24, 32))
+    code, _, err = run_cli(finetune_cli.main, [
+        "--dataset_dir", str(folder), "--task", "regression", "--train_dir", str(tmp_path / "r")])
+    assert_one_line_error(code, err, "--labels_csv", "'value' column")
+    assert "labels" not in err.replace("--labels_csv", "")  # not "not 2 labels"
+    with pytest.raises(DataError, match="--labels_csv with a 'price' column") as error:
+        evaluation_images(folder, task=RegressionTask(["price"], target_column="price"))
+    assert "\n" not in str(error.value)
+    assert len(scan_image_folder(folder, make_splits=False).pooled()) == 8  # the folder is fine

@@ -106,6 +106,12 @@ class Task:
         return cls.raw_label, cls.csv_columns
 
     @classmethod
+    def labels_csv_needed(cls, **options) -> str | None:
+        """Why class folder names cannot be this task's labels under ``options`` (then a run
+        and an evaluation need ``--labels_csv``), or None where they can."""
+        return None
+
+    @classmethod
     def label_space(cls, raw_labels: Sequence[Any], **options) -> list[str]:
         """The labels of a dataset, in target order, from every image's raw label (a class
         name; a tuple of tags; a dict of attribute values) and the task's ``options`` (the

@@ -36,6 +36,9 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
     if kind == "tfrecords":
         return _tfrecord_dataset(config, dataset_dir)
     if kind == "folders":
+        why = TASKS.get(config.task).labels_csv_needed(**config.task_options)
+        if why:
+            raise DataError(f"--dataset_dir {dataset_dir} without --labels_csv: {why}")
         dataset = scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                     test_fraction=config.test_fraction, seed=config.seed,
                                     work_dir=work_dir, group_by=config.group_by,

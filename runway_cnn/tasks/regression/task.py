@@ -99,6 +99,11 @@ class RegressionTask(Task):
         return (lambda row: parse_value(row.get(target_column), target_column)), (target_column,)
 
     @classmethod
+    def labels_csv_needed(cls, target_column: str = TARGET_COLUMN, **options) -> str:
+        return (f"a regression needs --labels_csv with a {target_column!r} column (a number per "
+                "photo; class folder names are not values)")
+
+    @classmethod
     def label_space(cls, raw_labels: Sequence[Any], target_column: str = TARGET_COLUMN,
                     **options) -> list[str]:
         return [target_column]
