@@ -362,3 +362,25 @@ def test_records_keep_each_images_group(show_folder, tmp_path):
     with pytest.raises(DataError, match="converted without --group_by") as error:
         load_dataset(dataclasses.replace(config, dataset_dir=str(ungrouped)), tmp_path / "w2")
     assert "\n" not in str(error.value)
+
+
+def test_datasets_convert_takes_group_by_as_the_advice_says(show_folder, tmp_path):
+    """A grouped run on records converted without groups advises converting again with
+    --group_by: ``datasets convert`` takes that flag and its records keep the groups."""
+    from helpers import run_cli
+
+    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn.training.datasets import read_records
+
+    _, looks, _ = show_folder
+    pattern = r"^([^/]+/Show[0-9]+)_"
+    code, out, err = run_cli(datasets_cli.main, [
+        "convert", "--dataset_dir", str(looks), "--output_dir", str(tmp_path / "records"),
+        "--num_shards", "1", "--group_by", pattern, "--validation_fraction", "0.25",
+        "--test_fraction", "0.25"])
+    assert code == 0, err
+    records, descriptor = read_records(tmp_path / "records")
+    assert descriptor["split_settings"]["grouping"]["group_by"] == pattern
+    assert "none in two splits" in out
+    train = set(records.splits["train"].groups.tolist())
+    assert train and not train & set(records.splits["test"].groups.tolist())
