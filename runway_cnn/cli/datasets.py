@@ -8,9 +8,10 @@ Example::
     python -m runway_cnn.finetune --dataset_dir records/ ...
 
 Each split becomes ``<split>-00000-of-000NN.tfrecord`` shards; ``labels.txt`` and
-``dataset.json`` describe them. With ``--group_by`` the splits keep each group in one split
-and every record carries its group (a grouped run or experiment on the records needs it). Every command that takes a dataset folder takes the output
+``dataset.json`` describe them. Every command that takes a dataset folder takes the output
 folder too. Bad images are skipped and listed in ``dataset.json``'s data report, as in a scan.
+With ``--group_by`` each group stays in one split and every record carries its group (what a
+grouped run or experiment on the records needs).
 """
 from __future__ import annotations
 
