@@ -66,6 +66,7 @@ class Task:
     monitor_mode = "min"
     summary_figures: tuple[str, ...] = ("loss",)
     plotted_figures: tuple[str, ...] = ()  # summary figures in [0, 1], drawn side by side
+    stratum = "class"  # what a split keeps in proportion, in messages ("share their class")
     csv_columns: tuple[str, ...] = ()  # the --labels_csv columns raw_label needs besides filename
     options_class: type[TaskOptions] = TaskOptions  # the task's flags
     # the module of the task's figures, files and text (its ``headline(figures)`` and

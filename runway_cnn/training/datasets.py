@@ -9,9 +9,10 @@ import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.folders import scan_image_folder
-from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
+from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits, too_few_groups
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.source import dataset_source
+from runway_cnn.data.splits import TooFewGroups
 from runway_cnn.data.tfrecords import (
     DESCRIPTOR,
     check_records_output,
@@ -80,6 +81,8 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
     try:
         index = task.split(targets, config.validation_fraction, config.test_fraction,
                            config.seed, groups=every.groups)
+    except TooFewGroups as error:
+        raise too_few_groups(error, group_by.spec, every.groups, task.stratum) from None
     except ValueError as error:
         raise DataError(f"cannot split the {len(every)} usable rows of {rows.csv_path} "
                         f"({first_line(error)}); add images or change --validation_fraction / "

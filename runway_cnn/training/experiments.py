@@ -36,7 +36,9 @@ import numpy as np
 from runway_cnn.backbones.factory import Backbone
 from runway_cnn.backbones.features import extract_features, load_features, save_features
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.groups import too_few_groups
 from runway_cnn.data.source import dataset_source
+from runway_cnn.data.splits import TooFewGroups
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task, task_from_config
@@ -105,6 +107,8 @@ def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray,
                     for i in range(config.num_splits)]
         folds = task.kfold(targets, config.kfold, config.seed, config.validation_fraction,
                            groups=groups)
+    except TooFewGroups as error:
+        raise too_few_groups(error, config.group_by, groups, task.stratum) from None
     except ValueError as error:  # sklearn: too few images (or groups) of a class to stratify
         raise DataError(f"cannot make the experiment's stratified splits of {config.dataset_dir} "
                         f"({error}); add images, or lower --kfold or the split fractions") from None

@@ -67,6 +67,7 @@ class RegressionTask(Task):
     monitor = "val_rmse"
     monitor_mode = "min"
     summary_figures = ("mae", "rmse", "r2", "baseline_mae", "baseline_rmse")
+    stratum = "value range"  # a quantile bin of the target (split)
     options_class = RegressionOptions
     evaluation = evaluation
 
