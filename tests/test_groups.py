@@ -451,3 +451,16 @@ def test_a_leak_suggests_only_a_grouping_the_run_can_split_by_and_speaks_of_its_
     assert "makes 4 groups, too few" in message and "value range" in message
     assert "class" not in message and "finer --group_by" in message
     assert isinstance(task, RegressionTask) and "\n" not in message
+
+
+def test_an_empty_capture_and_a_column_without_a_csv_are_named_as_such(tmp_path):
+    """A pattern that matches every file but captures nothing is not one that matches none;
+    ``column:NAME`` without ``--labels_csv`` has no column to read, not an empty one."""
+    with pytest.raises(DataError, match=r"captured an empty group for file chanel/look_1\.jpg"):
+        GroupBy(r"^chanel/(x*)look").keys(["chanel/look_1.jpg", "chanel/look_2.jpg"])
+    with pytest.raises(DataError, match="matches no file path"):
+        GroupBy(r"^dior/").keys(["chanel/look_1.jpg"])
+    root = make_image_folder(tmp_path / "two", ["a", "b"], per_class=6, size=(24, 32))
+    with pytest.raises(DataError, match=r"--group_by column:show needs --labels_csv") as error:
+        scan_image_folder(root, group_by="column:show")
+    assert "\n" not in str(error.value)

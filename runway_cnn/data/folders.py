@@ -86,6 +86,9 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
         raise DataError(f"validation_fraction={validation_fraction} and test_fraction="
                         f"{test_fraction}: need 0 < validation, 0 <= test and a sum below 1")
     walker = _Walker(_dataset_root(dataset_dir))
+    if group_by and GroupBy(group_by).column is not None:
+        raise DataError(f"--group_by {group_by} needs --labels_csv: it reads that CSV's column; "
+                        f"{walker.root} is read as class folders (group by folder or a pattern)")
     classes = walker.find_class_folders()
     tmpdir = None
     if work_dir is None:

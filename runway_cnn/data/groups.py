@@ -77,7 +77,11 @@ class GroupBy:
                 key = "\0" + source  # a group of its own, never equal to a real key
             keys.append(key)
         if sources and len(alone) == len(sources):
+            matched = next((s for s in sources if self.pattern and self.pattern.search(s)), None)
             what = (f"column {self.column!r} is empty in every row" if self.column is not None
+                    else f"pattern {self.spec!r} captured an empty group for file {matched} (and "
+                         "every other file it matches): capture the part that names the group"
+                    if matched is not None
                     else f"pattern {self.spec!r} matches no file path (e.g. {sources[0]})")
             raise DataError(f"--group_by: {what}")
         return np.array(keys, dtype=object), alone
