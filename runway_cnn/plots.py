@@ -72,11 +72,13 @@ def read_summary(experiment_dir: str | Path) -> dict:
 
 
 def plot_split_accuracy(experiment_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Box plot of the test figures of an experiment's runs (its ``summary.json``; single-label:
-    top-1, top-5, macro-F1), every run drawn as a dot; returns the PNG path."""
+    """Box plot of the test figures of an experiment's runs (its ``summary.json``: the task's
+    plotted figures, e.g. single-label's top-1, top-5, macro-F1, else its monitored figure, e.g.
+    a regression's RMSE), every run drawn as a dot; returns the PNG path."""
     summary = read_summary(experiment_dir)
     runs = summary["runs"]
-    keys = summary.get("plotted_figures") or ("top1", "top5", "macro_f1")
+    keys = summary.get("plotted_figures") or [summary.get("monitored_figure")
+                                              or summary["figures"][0]]
     values = [[r[k] for r in runs] for k in keys]
     output = Path(output or TrainDir(Path(experiment_dir)).split_plot)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

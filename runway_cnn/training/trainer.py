@@ -179,7 +179,7 @@ class FineTuner:
 
     def _monitored(self, figures: dict) -> float:
         """The task's monitored figure (``val_top1`` → ``top1``) of an evaluation."""
-        return figures[self.task.monitor.removeprefix("val_")]
+        return figures[self.task.monitored_figure]
 
     def _split(self, name: str) -> Split:
         return self.dataset.splits[name]
@@ -456,11 +456,15 @@ class FineTuner:
         warning line when they are many."""
         if self.features is None:
             return None
-        splits = self.dataset.splits
+        splits, c = self.dataset.splits, self.config
+        targets = np.concatenate([s.targets for s in splits.values()])
         leaks = check_split_leaks({name: self._features(s) for name, s in splits.items()},
                                   {name: s.sources for name, s in splits.items()},
                                   grouped="grouping" in self.dataset.split_settings,
-                                  num_labels=len(self.dataset.labels))
+                                  num_labels=len(self.dataset.labels),
+                                  split=lambda groups: self.task.split(  # the run's, by group
+                                      targets, c.validation_fraction, c.test_fraction, c.seed,
+                                      groups=groups))
         line = warning_line(leaks)
         if line:
             print(line, flush=True)
