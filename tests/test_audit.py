@@ -269,3 +269,49 @@ def test_attributes_get_label_errors_per_attribute_and_fix_blanks_the_cell(plant
     for source in planted["flipped"] & subject:
         assert rows[source]["subject"] == "" and rows[source]["half"] in ("odd", "even")
     assert len(rows) == len(sources) - len(result["fix"]["removed"])
+
+
+def _near(a: str, b: str, cosine: float, labels: dict) -> dict:
+    return {"files": [a, b], "cosine": cosine, "hash_bits": 3, "hash_agrees": True,
+            "same_label": labels[a] == labels[b]}
+
+
+def test_fix_keeps_one_photo_per_copy_of_a_label_and_never_empties_a_class(tmp_path):
+    """Near copies chain across labels (coat/a ~ dress/d): a label conflict, both kept. A copy
+    goes only for a kept photo of its label, said as it is (exact = same SHA-1); the label-error
+    candidate that is the last photo of its class stays, and a note says so."""
+    from types import SimpleNamespace
+
+    from runway_cnn.audit.run import write_fix
+
+    labels = {"coat/a.jpg": "coat", "coat/b.jpg": "coat", "coat/c.jpg": "coat",
+              "dress/d.jpg": "dress", "dress/e.jpg": "dress"}
+    sources = sorted(labels)
+    audit = SimpleNamespace(sources=sources, split_of=[None] * len(sources), out=tmp_path,
+                            config=SimpleNamespace(task="single_label", group_by=None),
+                            pool=SimpleNamespace(raw_labels=[labels[s] for s in sources],
+                                                 groups=None))
+    exact = {"sha1": "s1", "files": ["coat/b.jpg", "coat/c.jpg"]}
+    near = [_near("coat/a.jpg", "dress/d.jpg", 0.95, labels),
+            _near("coat/a.jpg", "coat/b.jpg", 0.96, labels),
+            _near("dress/d.jpg", "dress/e.jpg", 0.97, labels)]
+    result = {"exact_duplicates": [exact], "near_duplicates": {"pairs": near}, "notes": [],
+              "label_errors": [{"file": "dress/d.jpg", "given": "dress", "suggested": "coat",
+                                "fixable": True}]}
+    fix = write_fix(audit, result)
+    with (tmp_path / "cleaned_labels.csv").open(newline="") as f:
+        kept = {row["filename"]: row["label"] for row in csv.DictReader(f)}
+    assert set(kept.values()) == {"coat", "dress"} and "dress/d.jpg" in kept
+    assert [c["files"] for c in fix["label_conflicts"]] == [["coat/a.jpg", "dress/d.jpg"]]
+    assert fix["classes_kept_whole"] == ["dress"]
+    assert any("dress" in note and "no photo" in note for note in result["notes"])
+    removed = {r["file"]: r["reason"] for r in fix["removed"]}
+    assert "dress/e.jpg" in removed and fix["kept"] == len(sources) - len(removed)
+    pairs = {frozenset(p["files"]): p["cosine"] for p in near}
+    for file, reason in removed.items():
+        kind, other = reason.split(" (")[0].split(" of ")
+        assert other in kept and labels[other] == labels[file]  # a copy of a kept photo
+        if kind == "exact copy":
+            assert {file, other} <= set(exact["files"])
+        else:
+            assert kind == "near copy" and f"cosine {pairs[frozenset((file, other))]}" in reason

@@ -191,7 +191,10 @@ def summary_text(result: dict) -> str:
                      f"{result['images']} images ({len(result['fix']['removed'])} removed"
                      + (f", cells made unknown in {len(result['fix']['cells_made_unknown'])}"
                         if result['fix']['cells_made_unknown'] else "")
-                     + "); no photo was touched")
+                     + "); no photo was touched" + (
+                         f"; {len(result['fix']['label_conflicts'])} copies with different "
+                         "labels kept (label conflicts: check them)"
+                         if result['fix']['label_conflicts'] else ""))
     seconds = result["seconds"]
     if "outputs" in result:
         lines.append(f"wrote {result['outputs']['html']}, audit.json and PNGs beside it "

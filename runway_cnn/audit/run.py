@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -403,47 +404,58 @@ def shortcut(audit: Audit, x: np.ndarray, result: dict) -> dict | None:
 
 def write_fix(audit: Audit, result: dict) -> dict:
     """``cleaned_labels.csv``: every image's row in the task's columns (paths relative to the
-    dataset folder) except the extra copies of exact duplicates and of near duplicates the
-    perceptual hash confirms (the training copy is kept), and the label-error candidates.
-    Returns the removed files with reasons."""
+    dataset folder) except the copies of a kept photo with the same label (exact copies, and
+    near copies the perceptual hash confirms; the training copy is kept) and the label-error
+    candidates. Copies with different labels are label conflicts: kept and listed. A class
+    the removals would empty keeps its photos. Returns the removed files with reasons."""
     index = {s: i for i, s in enumerate(audit.sources)}
     rank = lambda i: ((PREFERRED_SPLITS.index(audit.split_of[i])  # noqa: E731
                        if audit.split_of[i] in PREFERRED_SPLITS else 3), audit.sources[i])
-    parent = list(range(len(audit.sources)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-    reason = {}
-    links = [(d["files"], "exact copy") for d in result["exact_duplicates"]]
-    links += [(p["files"], f"near duplicate (cosine {p['cosine']}, dHash {p['hash_bits']} bits)")
+    copies: dict[int, list[tuple[float, int, str]]] = {}  # row → (closeness, other row, what)
+    conflicts = []
+    links = [(pair, 2.0, "exact copy", "same SHA-1") for d in result["exact_duplicates"]
+             for pair in itertools.combinations(d["files"], 2)]
+    links += [(p["files"], p["cosine"], "near copy",
+               f"cosine {p['cosine']}, dHash {p['hash_bits']} bits")
               for p in result["near_duplicates"]["pairs"]
               if p["hash_agrees"] and p["cosine"] >= FIX_COSINE]
-    for files, why in links:
-        rows = [index[f] for f in files]
-        for r in rows[1:]:
-            a, b = root(rows[0]), root(r)
-            if a != b:
-                parent[max(a, b, key=rank)] = min(a, b, key=rank)
-        for r in rows:
-            reason.setdefault(r, why)
-    removed = {}
-    for i in range(len(audit.sources)):
-        keeper = root(i)
-        if keeper != i:
-            removed[i] = f"{reason.get(i, 'copy')} of {audit.sources[keeper]}"
+    for files, closeness, kind, how in links:
+        a, b = (index[f] for f in files)
+        if _label_text(audit, a) != _label_text(audit, b):
+            conflicts.append({"files": list(files), "kind": kind,
+                              "labels": [_label_text(audit, a), _label_text(audit, b)]})
+            continue
+        for i, j in ((a, b), (b, a)):
+            copies.setdefault(i, []).append((closeness, j, f"{kind} of {audit.sources[j]} "
+                                                           f"({how})"))
+    removed: dict[int, str] = {}
+    for i in sorted(range(len(audit.sources)), key=rank):  # a copy of a kept photo goes
+        kept = [c for c in copies.get(i, ()) if c[1] not in removed and rank(c[1]) < rank(i)]
+        if kept:
+            removed[i] = max(kept)[2]
+    candidates: dict[int, str] = {}
     blanked: dict[int, set[str]] = {}  # attributes: a doubtful cell becomes unknown
     for error in result["label_errors"]:
-        if not error["fixable"]:
-            continue
         i = index[error["file"]]
+        if not error["fixable"] or i in removed:
+            continue
         if "attribute" in error:
             blanked.setdefault(i, set()).add(error["attribute"])
-            continue
-        removed.setdefault(i, f"label-error candidate: given {error['given']}, suggested "
-                              f"{error['suggested']}")
+        else:
+            candidates.setdefault(i, f"label-error candidate: given {error['given']}, "
+                                     f"suggested {error['suggested']}")
+    every = set().union(*(_classes(audit, i, {}) for i in range(len(audit.sources))))
+    left = set().union(*(_classes(audit, i, blanked) for i in range(len(audit.sources))
+                         if i not in removed and i not in candidates))
+    emptied = sorted(every - left)
+    if emptied:  # a fix never removes a class: its candidates stay
+        candidates = {i: why for i, why in candidates.items()
+                      if not _classes(audit, i, {}) & set(emptied)}
+        blanked = {i: {a for a in cells if f"{a}={audit.pool.raw_labels[i].get(a)}"
+                       not in emptied} for i, cells in blanked.items()}
+        result["notes"].append(f"--fix kept the label-error candidates of {', '.join(emptied)}: "
+                               "removing them would leave no photo of it")
+    removed |= candidates
     path = audit.out / FIXED_CSV
     header, cells = _manifest_columns(audit, blanked)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -458,14 +470,28 @@ def write_fix(audit: Audit, result: dict) -> dict:
             "removed": [{"file": audit.sources[i], "reason": why}
                         for i, why in sorted(removed.items())],
             "cells_made_unknown": [{"file": audit.sources[i], "attributes": sorted(a)}
-                                   for i, a in sorted(blanked.items()) if i not in removed],
-            "note": f"removed: exact copies, near copies the hash confirms at cosine >= "
-                    f"{FIX_COSINE} and label-error candidates whose suggested label has "
+                                   for i, a in sorted(blanked.items()) if a and i not in removed],
+            "label_conflicts": conflicts,
+            "classes_kept_whole": emptied,
+            "note": f"removed: exact copies (same SHA-1) and near copies the hash confirms at "
+                    f"cosine >= {FIX_COSINE} of a kept photo with the same label (the training "
+                    "copy is kept), and label-error candidates whose suggested label has "
                     f"probability >= {FIX_SUGGESTED} where the labels are predicted with "
-                    f"accuracy >= {WEAK_ACCURACY} (the training copy of copies is kept; for "
-                    "attributes the doubtful cell is made empty, unknown, instead); "
+                    f"accuracy >= {WEAK_ACCURACY} (for attributes the doubtful cell is made "
+                    "empty, unknown, instead) unless that would leave a class without a photo; "
+                    "copies with different labels are label conflicts, kept and listed; "
                     "other findings and outliers are listed, not removed; the given split "
                     "folders become part of each file name"}
+
+
+def _classes(audit: Audit, i: int, blanked: dict[int, set[str]]) -> set[str]:
+    """The classes row ``i`` is a photo of: its label, tags, or attribute=value cells (those
+    in ``blanked`` left out)."""
+    raw = audit.pool.raw_labels[i]
+    if isinstance(raw, dict):
+        return {f"{a}={v}" for a, v in raw.items()
+                if v is not None and a not in blanked.get(i, ())}
+    return set(map(str, raw)) if isinstance(raw, (tuple, list)) else {str(raw)}
 
 
 def _manifest_columns(audit: Audit, blanked: dict[int, set[str]]):
