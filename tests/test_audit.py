@@ -315,3 +315,59 @@ def test_fix_keeps_one_photo_per_copy_of_a_label_and_never_empties_a_class(tmp_p
             assert {file, other} <= set(exact["files"])
         else:
             assert kind == "near copy" and f"cosine {pairs[frozenset((file, other))]}" in reason
+
+
+# --- bad input, on drawn photos through the tiny test backbone (seconds, not a real model) -----
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """4 classes × 6 drawn photos, a broken JPEG and a text file named .jpg among them, the
+    tiny backbone, and one audit of it with ``--folds 100 --fix``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_image_folder
+    from tiny_models import make_tiny_hub_module
+
+    root = tmp_path_factory.mktemp("drawn")
+    hub = make_tiny_hub_module(root / "hub")
+    photos = make_image_folder(root / "photos", per_class=6, size=(40, 56))
+    (photos / "checks" / "broken.jpg").write_bytes(
+        (photos / "checks" / "checks_000.jpg").read_bytes()[:200])
+    (photos / "circles" / "notes.jpg").write_text("not a photo")
+
+    def audit(folder, out, **settings):
+        return audit_dataset(dataset_dir=str(folder), output_dir=str(out),
+                             model_name=f"hub:{hub}", image_size=32, batch_size=16, **settings)
+    result = audit(photos, root / "audit", folds=100, fix=True)
+    return {"root": root, "photos": photos, "out": root / "audit", "audit": audit,
+            "result": result, "model": f"hub:{hub}"}
+
+
+def test_a_folder_of_the_users_files_is_refused_unless_overwrite(drawn, tmp_path,
+                                                                   monkeypatch):
+    """The user's cleaned_labels.csv is neither overwritten nor scanned past; --overwrite
+    writes into the folder. (The audit's own folder is rewritten as it is: the reruns above.)"""
+    from runway_cnn.cli.audit import main
+    from runway_cnn.training import datasets
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cleaned_labels.csv").write_text("filename,label\nmy.jpg,coat\n")
+    (mine / "lookbook.pdf").write_bytes(b"%PDF")
+    scan = datasets.load_dataset
+    with monkeypatch.context() as m:
+        m.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("scanned"))
+        with pytest.raises(RunwayError, match=r"--output_dir .*mine holds files this command "
+                                              r"did not write \(cleaned_labels.csv, "
+                                              r"lookbook.pdf\)") as error:
+            drawn["audit"](drawn["photos"], mine, fix=True)
+    assert datasets.load_dataset is scan
+    assert "\n" not in str(error.value) and "--overwrite" in str(error.value)
+    assert sorted(p.name for p in mine.iterdir()) == ["cleaned_labels.csv", "lookbook.pdf"]
+    main(["--dataset_dir", str(drawn["photos"]), "--output_dir", str(mine), "--model_name",
+          drawn["model"], "--image_size", "32", "--fix", "--overwrite"])
+    assert json.loads((mine / "audit.json").read_text())["format"] == "runway_cnn audit"
+    assert (mine / "lookbook.pdf").read_bytes() == b"%PDF"
+    assert "checks/checks_000.jpg" in (mine / "cleaned_labels.csv").read_text()
+

@@ -27,11 +27,21 @@ from runway_cnn.data.leaks import (
 from runway_cnn.data.tfrecords import RECORD_PREFIX
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import TrainDir, check_output_dir, read_json, write_json
+from runway_cnn.runfiles import (
+    TrainDir,
+    check_output_dir,
+    check_own_output,
+    read_json,
+    write_json,
+)
 from runway_cnn.tasks import Task
 
 FIXED_CSV = "cleaned_labels.csv"
 HASHES = "hashes.npz"
+AUDIT_JSON = "audit.json"
+FORMAT = "runway_cnn audit"  # in audit.json: the folder is an audit's, rewritable
+OWN_FILES = (AUDIT_JSON, "audit.html", "nearest_similarity.png", "confusion*.png", "shortcut.png",
+             FIXED_CSV, HASHES, "features.npz", "features.npy", "data_report.json")
 PREFERRED_SPLITS = ("train", "validation", "test")  # the copy a fix keeps: the training one
 # --fix removes a near copy only when the hash agrees and the features are this close, and a
 # label-error candidate only when the regression gives its suggested label this probability and
@@ -53,6 +63,8 @@ class Audit:
         self.config = config
         self.out = Path(config.output_dir)
         check_output_dir(self.out, "--output_dir")
+        check_own_output(self.out, AUDIT_JSON, FORMAT, OWN_FILES, config.overwrite,
+                         "--output_dir")
         self.run_config = FinetuneConfig(
             dataset_dir=config.dataset_dir, labels_csv=config.labels_csv, task=config.task,
             attributes=config.attributes, group_by=config.group_by,
@@ -72,6 +84,8 @@ class Audit:
                             "audit needs at least 3")
         self.split_of, self.split_origin = self._splits()
         self.out.mkdir(parents=True, exist_ok=True)
+        if not (self.out / AUDIT_JSON).exists():  # a killed first audit's folder stays its own
+            write_json(self.out / AUDIT_JSON, {"format": FORMAT, "finished": False})
 
     # -- splits --------------------------------------------------------------------------------
     def _splits(self) -> tuple[list[str | None], str]:
@@ -183,7 +197,7 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
     features = audit.features()
     digests, dhashes = audit.hashes()
     start = time.perf_counter()
-    result = {"dataset": str(audit.dataset.root), "task": config.task,
+    result = {"format": FORMAT, "dataset": str(audit.dataset.root), "task": config.task,
               "settings": config.to_dict(), "images": len(audit.sources),
               "labels": list(audit.task.labels), "splits": audit.split_origin,
               "split_counts": _counts(audit.split_of), "backbone": audit.backbone_name,
@@ -205,7 +219,7 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
     audit.seconds["total"] = round(time.perf_counter() - clock, 2)
     result["seconds"] = audit.seconds
     result["outputs"] = report.write_outputs(audit, result)
-    write_json(audit.out / "audit.json", result)
+    write_json(audit.out / AUDIT_JSON, result)
     return result
 
 
