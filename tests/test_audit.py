@@ -371,3 +371,17 @@ def test_a_folder_of_the_users_files_is_refused_unless_overwrite(drawn, tmp_path
     assert (mine / "lookbook.pdf").read_bytes() == b"%PDF"
     assert "checks/checks_000.jpg" in (mine / "cleaned_labels.csv").read_text()
 
+
+def test_a_folder_where_every_photo_has_an_exact_copy_is_audited(drawn, tmp_path):
+    """Every nearest-neighbour cosine is 1: the histogram has one bar, not a traceback."""
+    twins = tmp_path / "twins"
+    for path in sorted(drawn["photos"].glob("*/*_00[0-2].jpg")):  # 3 photos a class
+        (twins / path.parent.name).mkdir(parents=True, exist_ok=True)
+        for name in (path.name, f"copy_{path.name}"):
+            (twins / path.parent.name / name).write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    result = drawn["audit"](twins, out, fix=True)
+    assert len(result["exact_duplicates"]) == 12 and result["fix"]["kept"] == 12
+    assert json.loads((out / "audit.json").read_text())["images"] == 24
+    assert (out / "nearest_similarity.png").stat().st_size > 1000
+
