@@ -385,3 +385,25 @@ def test_a_folder_where_every_photo_has_an_exact_copy_is_audited(drawn, tmp_path
     assert json.loads((out / "audit.json").read_text())["images"] == 24
     assert (out / "nearest_similarity.png").stat().st_size > 1000
 
+
+def test_a_changed_photo_is_hashed_and_its_features_computed_again(drawn, tmp_path):
+    """A photo replaced by a copy of another (same name, new bytes) is found as a copy on the
+    next audit into the same folder: the caches hold what each file was."""
+    import shutil
+
+    photos = shutil.copytree(drawn["photos"], tmp_path / "photos")
+    out = tmp_path / "out"
+    pair = {"hstripes/hstripes_001.jpg", "hstripes/hstripes_002.jpg"}
+    first = drawn["audit"](photos, out)
+    assert not first["exact_duplicates"]
+    (photos / "hstripes/hstripes_001.jpg").write_bytes(
+        (photos / "hstripes/hstripes_002.jpg").read_bytes())
+    second = drawn["audit"](photos, out)
+    assert [set(d["files"]) for d in second["exact_duplicates"]] == [pair]
+    assert not second["features_cached"]
+    with np.load(out / "features.npz") as saved:
+        sources = saved["sources"].tolist()
+    features = np.load(out / "features.npy")
+    a, b = (sources.index(s) for s in sorted(pair))
+    np.testing.assert_allclose(features[a], features[b], rtol=1e-5, atol=1e-6)
+

@@ -83,6 +83,7 @@ class Audit:
             raise DataError(f"{self.dataset.root}: {len(self.sources)} usable image(s); an "
                             "audit needs at least 3")
         self.split_of, self.split_origin = self._splits()
+        self.stamps = self._stamps()
         self.out.mkdir(parents=True, exist_ok=True)
         if not (self.out / AUDIT_JSON).exists():  # a killed first audit's folder stays its own
             write_json(self.out / AUDIT_JSON, {"format": FORMAT, "finished": False})
@@ -114,42 +115,60 @@ class Audit:
         files = TrainDir(self.out)
         backbone = build_backbone(self.run_config)
         start = time.perf_counter()
-        features, seconds = load_features(files, self.pool, backbone, "avg")
+        features, seconds = load_features(files, self.pool, backbone, "avg", self.stamps)
         self.cached = features is not None
         if features is None:
             features = extract_features(backbone, self.pool.paths, self.config.batch_size,
                                         progress=True)
             seconds = time.perf_counter() - start
-            save_features(files, self.pool, backbone, "avg", features, seconds)
+            save_features(files, self.pool, backbone, "avg", features, seconds, self.stamps)
         self.backbone_name = backbone.name
         self.seconds["features"] = round(time.perf_counter() - start, 2)
         self.seconds["features_first_pass"] = round(seconds, 2)
         return np.asarray(features, np.float32)
 
+    def _stamps(self) -> list[str]:
+        """Each image file's size and modification time (ns), with its name the key of the
+        caches: a file changed since is read again. Empty for a TFRecord's image."""
+        stamps = []
+        for source, path in zip(self.sources, self.pool.paths):
+            original = self.dataset.root / source
+            stat = None if path.startswith(RECORD_PREFIX) else (
+                original if original.is_file() else Path(path)).stat()
+            stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "")
+        return stamps
+
     def hashes(self) -> tuple[list[str], list[tuple[int, int]]]:
-        """The SHA-1 of each file's bytes and its dHashes (plain and mirrored)."""
+        """The SHA-1 of each file's bytes and its dHashes (plain and mirrored); those of files
+        unchanged since the last audit into the output dir are reused."""
         cache = self.out / HASHES
         start = time.perf_counter()
+        known = {}
         if cache.exists():
             try:
                 with np.load(cache) as saved:
-                    if saved["sources"].tolist() == self.sources:
-                        self.seconds["hashes"] = round(time.perf_counter() - start, 2)
-                        return saved["sha1"].tolist(), [(int(a), int(b)) for a, b in zip(
-                            saved["dhash"].tolist(), saved["dhash_mirror"].tolist())]
+                    if "stamps" in saved.files:
+                        known = dict(zip(zip(saved["sources"].tolist(),
+                                             saved["stamps"].tolist()),
+                                         zip(saved["sha1"].tolist(), saved["dhash"].tolist(),
+                                             saved["dhash_mirror"].tolist())))
             except Exception as error:  # noqa: BLE001 - a damaged cache is recomputed
                 print(f"{cache} is damaged ({first_line(error)}): hashing again", flush=True)
-        digests, dhashes = [], []
-        print(f"file and perceptual hashes of {len(self.sources)} images:", flush=True)
-        bar = ImageProgress(len(self.sources))
-        for data, image in self.images(range(len(self.sources))):
-            digests.append(file_digest(data))
-            dhashes.append(difference_hashes(image))
-            bar.add(1)
+        keys = list(zip(self.sources, self.stamps))
+        new = [i for i, key in enumerate(keys) if key not in known]
+        if new:
+            print(f"file and perceptual hashes of {len(new)} images:", flush=True)
+            bar = ImageProgress(len(new))
+            for i, (data, image) in zip(new, self.images(new)):
+                a, b = difference_hashes(image)
+                known[keys[i]] = (file_digest(data), str(a), str(b))  # 64 bits: as text
+                bar.add(1)
+        digests = [known[key][0] for key in keys]
+        dhashes = [(int(known[key][1]), int(known[key][2])) for key in keys]
         tmp = cache.with_name(f".{cache.name}.tmp.npz")
-        np.savez(tmp, sources=np.array(self.sources), sha1=np.array(digests),
-                 dhash=np.array([str(a) for a, _ in dhashes]),
-                 dhash_mirror=np.array([str(b) for _, b in dhashes]))
+        np.savez(tmp, sources=np.array(self.sources), stamps=np.array(self.stamps, dtype=str),
+                 sha1=np.array(digests), dhash=np.array([known[key][1] for key in keys]),
+                 dhash_mirror=np.array([known[key][2] for key in keys]))
         tmp.replace(cache)
         self.seconds["hashes"] = round(time.perf_counter() - start, 2)
         return digests, dhashes
