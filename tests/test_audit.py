@@ -407,3 +407,19 @@ def test_a_changed_photo_is_hashed_and_its_features_computed_again(drawn, tmp_pa
     a, b = (sources.index(s) for s in sorted(pair))
     np.testing.assert_allclose(features[a], features[b], rtol=1e-5, atol=1e-6)
 
+
+def test_the_folds_used_are_reported_not_the_folds_asked(drawn):
+    """--folds 100 on classes of 6 photos: 6 folds, said with why, everywhere."""
+    from runway_cnn.audit.report import summary_text
+
+    result = drawn["result"]
+    assert result["folds"] == {"asked": 100, "used": {"label": 6}}
+    assert result["label_error_method"].startswith("confident learning on 6-fold")
+    said = [n for n in result["notes"] if "--folds 100" in n]
+    assert said == ["--folds 100: 6 used (no class has more than 6 photos)"]
+    saved = json.loads((drawn["out"] / "audit.json").read_text())
+    assert saved["folds"] == result["folds"] and "100-fold" not in json.dumps(saved)
+    page = (drawn["out"] / "audit.html").read_text()
+    assert "--folds 100: 6 used (no class" in page and "100-fold" not in page
+    assert "note: --folds 100: 6 used" in summary_text(result)
+

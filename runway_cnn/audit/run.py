@@ -320,14 +320,17 @@ def _questions(audit: Audit) -> list[tuple[str | None, np.ndarray, list[str]]]:
 
 
 def _grouped_probabilities(audit: Audit, x: np.ndarray, y: np.ndarray, k: int,
-                           groups: np.ndarray | None) -> tuple[np.ndarray, int]:
+                           groups: np.ndarray | None) -> tuple[np.ndarray, int, int, str]:
     """Out-of-fold probabilities; with groups, by group for classes with two or more groups
     (classes in one group are predicted with plain folds: no other group could teach them).
-    Returns them and the number of rows predicted with plain folds for that reason."""
+    Returns them, the number of rows predicted with plain folds for that reason, and the
+    folds used and why fewer than ``--folds``."""
     c = audit.config
     plain = findings.out_of_fold_probabilities(x, y, k, folds=c.folds, seed=c.seed)
+    used = findings.fold_count(y, c.folds)
+    why = f"no class has more than {used} photos"
     if groups is None:
-        return plain, 0
+        return plain, 0, used, why
     pinned = np.zeros(len(y), bool)
     for label in np.unique(y):
         if len(set(groups[y == label].tolist())) < 2:
@@ -335,11 +338,11 @@ def _grouped_probabilities(audit: Audit, x: np.ndarray, y: np.ndarray, k: int,
     free = np.flatnonzero(~pinned)
     folds = min(c.folds, len(set(groups[free].tolist())))
     if folds < 2 or len(np.unique(y[free])) < 2:
-        return plain, int(len(y))
+        return plain, int(len(y)), used, why
     probabilities = plain.copy()
     probabilities[free] = findings.out_of_fold_probabilities(x[free], y[free], k, groups[free],
                                                              folds=folds, seed=c.seed)
-    return probabilities, int(pinned.sum())
+    return probabilities, int(pinned.sum()), folds, f"only {folds} groups"
 
 
 def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
@@ -353,15 +356,18 @@ def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
         result["label_errors"], result["confused_pairs"] = [], []
         return
     groups = audit.pool.groups
-    errors, confused, accuracy = [], [], {}
+    errors, confused, accuracy, folds, fewer = [], [], {}, {}, []
     audit.confusion = []
     for attribute, column, names in questions:
         known = np.flatnonzero(column >= 0)
         y = column[known]
         if len(np.unique(y)) < 2:
             continue
-        probabilities, plain_rows = _grouped_probabilities(
+        probabilities, plain_rows, folds[attribute or "label"], why = _grouped_probabilities(
             audit, x[known], y, len(names), None if groups is None else groups[known])
+        if folds[attribute or "label"] < audit.config.folds:
+            fewer.append(f"{folds[attribute or 'label']} used"
+                         + (f" for {attribute}" if attribute else "") + f" ({why})")
         if plain_rows and groups is not None:
             result["notes"].append(
                 f"{plain_rows} photos of {'attribute ' + attribute + ' ' if attribute else ''}"
@@ -394,10 +400,14 @@ def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
     result["label_errors"] = errors
     result["confused_pairs"] = confused
     result["out_of_fold_accuracy"] = accuracy
+    result["folds"] = {"asked": audit.config.folds, "used": folds}
+    if fewer:
+        result["notes"].append(f"--folds {audit.config.folds}: " + "; ".join(fewer))
+    used = sorted(set(folds.values()))
     result["label_error_method"] = (
-        f"confident learning on {audit.config.folds}-fold out-of-fold probabilities of a "
-        f"logistic regression (C {findings.C}) on the frozen features"
-        + (", folds by group" if groups is not None else ""))
+        f"confident learning on {'/'.join(map(str, used)) or audit.config.folds}-fold "
+        f"out-of-fold probabilities of a logistic regression (C {findings.C}) on the frozen "
+        "features" + (", folds by group" if groups is not None else ""))
 
 
 def outlier_findings(audit: Audit, features: np.ndarray) -> list[dict]:
