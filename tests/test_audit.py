@@ -423,3 +423,18 @@ def test_the_folds_used_are_reported_not_the_folds_asked(drawn):
     assert "--folds 100: 6 used (no class" in page and "100-fold" not in page
     assert "note: --folds 100: 6 used" in summary_text(result)
 
+
+def test_the_files_the_audit_skipped_are_counted_and_named(drawn):
+    """The broken JPEG and the text file: in audit.json, the run's data report and one line."""
+    from runway_cnn.audit.report import summary_text
+
+    result, out = drawn["result"], drawn["out"]
+    skipped = {d["path"]: d["reason"] for d in result["skipped_files"]}
+    assert set(skipped) == {"checks/broken.jpg", "circles/notes.jpg"} and result["skipped"] == 2
+    assert json.loads((out / "audit.json").read_text())["skipped_files"] == result[
+        "skipped_files"]
+    assert json.loads((out / "data_report.json").read_text())["skipped"] == result[
+        "skipped_files"]
+    lines = [line for line in summary_text(result).splitlines() if "skipped" in line]
+    assert len(lines) == 1 and lines[0].startswith("skipped 2 files")
+    assert all(f"{path} ({reason})" in lines[0] for path, reason in skipped.items())

@@ -143,6 +143,12 @@ def summary_text(result: dict) -> str:
              "splits: " + result["splits"] + (
                  " — " + ", ".join(f"{k} {v}" for k, v in result["split_counts"].items())
                  if not result["splits"].startswith("none") else "")]
+    skipped = result.get("skipped_files", [])
+    if skipped:
+        lines.append(f"skipped {len(skipped)} files it cannot use: " + ", ".join(
+            f"{d['path']} ({d['reason']})" for d in skipped[:5])
+            + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            + " (data_report.json lists every one)")
     exact = result["exact_duplicates"]
     across = [d for d in exact if d["scope"].startswith("across")]
     lines.append(f"exact duplicates: {len(exact)} groups, "

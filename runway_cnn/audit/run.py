@@ -221,7 +221,8 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
               "labels": list(audit.task.labels), "splits": audit.split_origin,
               "split_counts": _counts(audit.split_of), "backbone": audit.backbone_name,
               "features_cached": audit.cached, "skipped": len(audit.dataset.skipped),
-              "not_done": [], "notes": []}
+              "skipped_files": list(audit.dataset.skipped), "not_done": [], "notes": []}
+    write_json(TrainDir(audit.out).data_report, audit.dataset.report())  # as a run's
     result["exact_duplicates"] = exact_duplicates(audit, digests)
     result["near_duplicates"] = near_duplicates(audit, features, digests, dhashes)
     x = findings.prepare(features)
