@@ -273,8 +273,10 @@ def plot_neighbour_grid(answers: Sequence[dict], describe, output: str | Path,
 def plot_nearest_similarity(cosine: np.ndarray, threshold: float, output: str | Path) -> Path:
     """Histogram of each photo's cosine similarity to its nearest other photo, with the
     near-duplicate threshold: copies pile up at the right of it."""
+    cosine = np.clip(np.asarray(cosine, np.float64), -1.0, 1.0)
+    low = min(float(cosine.min(initial=1.0)), threshold)  # all copies: every cosine 1, one bar
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.hist(np.asarray(cosine), bins=50, color="#4a78b5")
+    ax.hist(cosine, bins=50, range=(min(low, 0.99), 1.0), color="#4a78b5")
     ax.axvline(threshold, color="#c0392b", linestyle="--", label=f"near-duplicate ({threshold})")
     ax.set_xlabel("cosine similarity to the nearest other photo (frozen features)")
     ax.set_ylabel("photos")

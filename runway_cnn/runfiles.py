@@ -6,6 +6,7 @@ file and says what to do. Output paths given on the command line are checked bef
 starts. Nothing here imports TensorFlow."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass
@@ -59,11 +60,13 @@ def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
 
 
 def check_own_output(path: str | os.PathLike, descriptor: str, format: str,
-                     names: tuple[str, ...], overwrite: bool = False) -> None:
-    """An output folder a command writes its files ``names`` into: new, empty, or its own
-    earlier output (``descriptor`` a JSON object whose ``format`` is ``format``, and nothing but
-    ``names`` and its killed writes' hidden temporary files beside it). Any other folder holds
-    files the command did not write, and is refused unless ``overwrite``."""
+                     names: tuple[str, ...], overwrite: bool = False,
+                     flag: str = "--output") -> None:
+    """An output folder (given as ``flag``) a command writes its files ``names`` (shell
+    patterns allowed) into: new, empty, or its own earlier output (``descriptor`` a JSON object
+    whose ``format`` is ``format``, and nothing but ``names`` and its killed writes' hidden
+    temporary files beside it). Any other folder holds files the command did not write, and is
+    refused unless ``overwrite``."""
     path = Path(path)
     if overwrite or not path.is_dir():
         return
@@ -76,11 +79,12 @@ def check_own_output(path: str | os.PathLike, descriptor: str, format: str,
         own = json.loads((path / descriptor).read_text()).get("format") == format
     except (OSError, ValueError, AttributeError):
         own = False
-    foreign = [name for name in present if name not in names] or ([] if own else present)
+    foreign = [name for name in present if not own or not any(
+        fnmatch.fnmatchcase(name, pattern) for pattern in names)]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
                                           else "")
-        raise RunwayError(f"--output {path} holds files this command did not write ({shown}); "
+        raise RunwayError(f"{flag} {path} holds files this command did not write ({shown}); "
                           "give a new or empty folder, or --overwrite to write into it anyway")
 
 
