@@ -142,12 +142,15 @@ def test_the_budget_stops_training_before_an_epoch_that_would_pass_it(monkeypatc
         stop.on_epoch_end(0)  # t = 195
         return stop
 
-    # the next epoch at twice the size: 10 steps of 5 s × 4 + 20 s = 220 s, to t = 415
-    stop = first_epoch(deadline=400.0, sizes=[112, 224, 224])
+    # the next epoch at twice the size: 10 steps of 5 s × 4 + 20 s = 220 s, to t = 415; with the
+    # deadline at t = 280, 65 s of its 200 s of steps fit, under half: not begun
+    stop = first_epoch(deadline=280.0, sizes=[112, 224, 224])
     assert stop.next_epoch_seconds(0) == pytest.approx(220.0)
     assert stop.model.stop_training and stop.stopped_after == 1
-    stop = first_epoch(deadline=430.0, sizes=[112, 224, 224])
-    assert not stop.model.stop_training and stop.stopped_after is None
+    stop = first_epoch(deadline=400.0, sizes=[112, 224, 224])  # 185 s of 200: begun, then cut
+    assert not stop.model.stop_training and stop.stopped_after is None and stop._last
+    stop = first_epoch(deadline=430.0, sizes=[112, 224, 224])  # it fits
+    assert not stop.model.stop_training and stop.stopped_after is None and not stop._last
     stop = first_epoch(deadline=200.0, sizes=[112])
     assert not stop.model.stop_training  # the last epoch: nothing left to stop
 
@@ -190,6 +193,43 @@ def test_the_budget_stops_at_a_batch_boundary_when_the_load_rises(monkeypatch, c
                                 planned_step=5.0)
     assert _batches(quiet, now, [30.0] + [5.0] * 9) == 10
     assert not quiet.model.stop_training and quiet.stopped_at_batch is None
+
+
+def test_the_learning_rate_decays_in_the_batches_the_budget_leaves(monkeypatch):
+    """The last epoch planned at 10 batches of 5 s; from batch 3 on they take 10 s: the batches
+    that fit before the deadline are fewer than those left, so the schedule moves faster: it has
+    reached its end when the budget stops the epoch, and the last batch trained at under half the
+    rate the schedule would have given it at its own pace."""
+    import keras
+
+    from runway_cnn.training import schedule
+
+    now = [100.0]
+    monkeypatch.setattr(planning.time, "monotonic", lambda: now[0])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.0), loss="mse")
+    rate = schedule.StepSchedule(schedule.warmup_cosine(1e-2, 10, 0.0), 10)
+    stop = planning.BudgetStop(deadline=190.0, sizes=[224], steps=10, validation_seconds=20.0,
+                               planned_step=5.0, schedule=rate)
+    for callback in (rate, stop):
+        callback.set_model(model)
+    rate.on_train_begin()
+    stop.on_epoch_begin(0)
+    rates = []
+    for batch, took in enumerate([10.0, 5.0, 5.0] + [10.0] * 7):
+        rate.on_train_batch_begin(batch)
+        rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+        stop.on_train_batch_begin(batch)
+        now[0] += took
+        stop.on_train_batch_end(batch)
+        rate.on_train_batch_end(batch)
+        if model.stop_training:
+            break
+    assert stop.stopped_at_batch == len(rates) < 10
+    assert rate.pace > 1.0 and rate.position >= 10.0  # the schedule's end reached
+    fixed = schedule.warmup_cosine(1e-2, 10, 0.0)  # at its own pace: half-way down there
+    assert rates == sorted(rates, reverse=True)
+    assert rates[-1] < 0.5 * float(fixed(len(rates) - 1))
 
 
 def test_the_budget_stop_trains_every_batch_that_fits(monkeypatch):

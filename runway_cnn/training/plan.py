@@ -249,13 +249,19 @@ class BudgetStop(keras.callbacks.Callback):
     of the epoch's last few steps, so it follows a load that rises after the plan; the first
     step of an epoch (tracing, filling a shuffle buffer) is left out. A validation pass is the
     plan's estimate until one is timed, scaled by how much slower steps have become since.
-    ``steps`` is an epoch's batches; ``planned_step`` the plan's seconds of a step at
-    ``sizes[0]``."""
+
+    The plan follows the step time: a next epoch of which only part fits (at least
+    ``MIN_EPOCH_SHARE``) is begun and cut, and in the last epoch that runs, when fewer batches
+    fit than are left, ``schedule`` (a :class:`~runway_cnn.training.schedule.StepSchedule`)
+    finishes its decay in the batches that fit. ``steps`` is an epoch's batches;
+    ``planned_step`` the plan's seconds of a step at ``sizes[0]``."""
 
     def __init__(self, deadline: float, sizes: Sequence[int], steps: int | None = None,
-                 validation_seconds: float = 0.0, planned_step: float = 0.0):
+                 validation_seconds: float = 0.0, planned_step: float = 0.0, schedule=None):
         super().__init__()
         self.deadline, self.sizes, self.steps = deadline, list(sizes), steps
+        self.schedule = schedule
+        self._last = len(self.sizes) <= 1  # the epoch running is the last that will run
         self.stopped_after: int | None = None  # the last epoch begun, when the budget ended it
         self.stopped_at_batch: int | None = None  # its batches done, when it ended mid-epoch
         self._steps: list[float] = []
@@ -267,6 +273,7 @@ class BudgetStop(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._steps, self._epoch = [], epoch
+        self._last = self._last or epoch >= len(self.sizes) - 1
 
     def on_train_batch_begin(self, batch, logs=None):
         self._mark = time.monotonic()
@@ -289,9 +296,14 @@ class BudgetStop(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps.append(time.monotonic() - self._mark)
-        if len(self._steps) < 2 or (self.steps and len(self._steps) >= self.steps):
+        left = (self.steps or 0) - len(self._steps)
+        if len(self._steps) < 2 or left <= 0:
             return  # the first step traces; after the last one Keras validates anyway
-        rest = self._step() + self.validation_seconds()
+        step, validation = self._step(), self.validation_seconds()
+        fit = int((self.deadline - time.monotonic() - validation) / step) if step else left
+        if self._last and self.schedule is not None and fit < left:
+            self.schedule.finish_in(max(fit, 1))  # the rate decays in the batches that fit
+        rest = step + validation
         if time.monotonic() + rest > self.deadline:
             self.model.stop_training = True
             self.stopped_after, self.stopped_at_batch = self._epoch + 1, len(self._steps)
@@ -316,7 +328,17 @@ class BudgetStop(keras.callbacks.Callback):
         if self.stopped_at_batch is not None or epoch + 1 >= len(self.sizes):
             return
         upcoming = self.next_epoch_seconds(epoch)
-        if time.monotonic() + upcoming > self.deadline:
+        spare = self.deadline - time.monotonic()
+        if upcoming <= spare:
+            return
+        validation = self.validation_seconds()
+        share = (spare - validation) / max(upcoming - validation, 1e-9)
+        if share >= MIN_EPOCH_SHARE:  # begun, cut to the batches that fit
+            self._last = True
+            print(f"stage 2: epoch {epoch + 2} will be cut to the batches that fit the "
+                  f"--time_budget (about {share:.0%} of them), its learning rate decaying in "
+                  "them", flush=True)
+        else:
             self.model.stop_training = True
             self.stopped_after = epoch + 1
             print(f"stage 2 stopped after epoch {epoch + 1}: the next one (about "

@@ -80,14 +80,31 @@ def warmup_cosine(peak: float, total_steps: int, warmup_fraction: float
 
 class StepSchedule(keras.callbacks.Callback):
     """Sets the optimizer's learning rate before every training step from ``schedule`` at the
-    optimizer's step count. Unlike a schedule compiled into the optimizer, the plan's length may
-    be set after the model is compiled (stage 2 measures its step with the compiled model before
-    it plans), and it continues from the restored step count when a stage resumes."""
+    schedule's position: the optimizer's step count, unless :meth:`finish_in` made it move
+    faster. Unlike a schedule compiled into the optimizer, the plan's length may be set after
+    the model is compiled (stage 2 measures its step with the compiled model before it plans),
+    and it continues from the restored step count when a stage resumes. ``total_steps`` is where
+    the schedule ends (its rate then stays at the end's)."""
 
-    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule):
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule,
+                 total_steps: int | None = None):
         super().__init__()
-        self.schedule = schedule
+        self.schedule, self.total = schedule, total_steps
+        self.position = 0.0
+        self.pace = 1.0  # schedule steps per training step
+
+    def on_train_begin(self, logs=None):
+        self.position, self.pace = float(self.model.optimizer.iterations.numpy()), 1.0
+
+    def finish_in(self, steps: int) -> None:
+        """Moves through the rest of the schedule in ``steps`` training steps (a time budget
+        that leaves no more): the rate decays as planned, only sooner."""
+        if self.total is not None:
+            self.pace = max(1.0, (self.total - self.position) / max(1, steps))
 
     def on_train_batch_begin(self, batch, logs=None):
-        optimizer = self.model.optimizer
-        optimizer.learning_rate = float(self.schedule(int(optimizer.iterations.numpy())))
+        at = self.position if self.total is None else min(self.position, self.total)
+        self.model.optimizer.learning_rate = float(self.schedule(at))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.position += self.pace

@@ -254,11 +254,12 @@ class FineTuner:
         self._backbone_changed = True
         steps = plan.steps or self._steps_per_epoch(len(train.paths))
         first = resumed_epoch(stage_dir)
+        rate = schedule.StepSchedule(schedule.warmup_cosine(
+            self.learning_rates["stage2"], steps * plan.epochs, c.warmup_fraction),
+            steps * plan.epochs)
         budget = [] if plan.budget_seconds is None else [  # the refit's share stays free
             planning.BudgetStop(self.deadline - plan.reserved_seconds, plan.sizes, steps,
-                                *self._planned_validation(plan))]
-        rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
-                                      c.warmup_fraction)
+                                *self._planned_validation(plan), schedule=rate)]
         model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:],
                                  images=images),
                   epochs=plan.epochs, steps_per_epoch=steps, shuffle=False,
@@ -266,7 +267,7 @@ class FineTuner:
                   callbacks=[*stage_callbacks(stage_dir, self.task.monitor,
                                               self.task.monitor_mode, baseline, c.patience,
                                               clock),
-                             schedule.StepSchedule(rate), *budget],
+                             rate, *budget],
                   verbose=c.verbose)
         improved = load_best(model, stage_dir)
         if not improved:  # stage 2 never beat stage 1 on validation: keep stage 1's weights
