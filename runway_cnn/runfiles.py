@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from runway_cnn.errors import CheckpointError, RunwayError, first_line
 
@@ -58,30 +59,39 @@ def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
             raise RunwayError(f"{flag} {path} is a folder; give a file name")
 
 
-def check_own_output(path: str | os.PathLike, descriptor: str, format: str,
-                     names: tuple[str, ...], overwrite: bool = False) -> None:
-    """An output folder a command writes its files ``names`` into: new, empty, or its own
-    earlier output (``descriptor`` a JSON object whose ``format`` is ``format``, and nothing but
-    ``names`` and its killed writes' hidden temporary files beside it). Any other folder holds
-    files the command did not write, and is refused unless ``overwrite``."""
+def check_own_output(path: str | os.PathLike, descriptor: str,
+                     format: str | Callable[[Path], bool], names: tuple[str, ...] | None = None,
+                     overwrite: bool = False, flag: str = "--output") -> None:
+    """An output folder a command writes into: new, empty, or its own earlier output (its file
+    ``descriptor`` a JSON object whose ``format`` is ``format``, or passing the test ``format``;
+    beside it nothing but the files ``names`` (any, when None) and killed writes' hidden
+    temporary files). Any other folder holds files the command did not write, and is refused
+    (a line naming ``flag``, the folder and some of the files) unless ``overwrite``."""
     path = Path(path)
     if overwrite or not path.is_dir():
         return
-    leftovers = tuple(f".{name}." for name in names)  # write_json's and np.save's temporaries
+    leftovers = tuple(f".{name}." for name in names or ("",))  # write_json's, np.save's tmp files
     present = sorted(p.name for p in path.iterdir()
                      if not (p.name.startswith(leftovers) and ".tmp" in p.name))
     if not present:
         return
     try:
-        own = json.loads((path / descriptor).read_text()).get("format") == format
-    except (OSError, ValueError, AttributeError):
+        own = bool(format(path / descriptor) if callable(format) else
+                   json.loads((path / descriptor).read_text()).get("format") == format)
+    except (OSError, ValueError, TypeError, AttributeError):  # missing, not JSON, no object
         own = False
-    foreign = [name for name in present if name not in names] or ([] if own else present)
+    foreign = [name for name in present
+               if names is not None and name not in names] if own else present
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
                                           else "")
-        raise RunwayError(f"--output {path} holds files this command did not write ({shown}); "
+        raise RunwayError(f"{flag} {path} holds files this command did not write ({shown}); "
                           "give a new or empty folder, or --overwrite to write into it anyway")
+
+
+def has_keys(*keys: str) -> Callable[[Path], bool]:
+    """A test of a JSON file for :func:`check_own_output`: an object with ``keys``."""
+    return lambda path: set(keys) <= json.loads(path.read_text()).keys()
 
 
 def _check_parents(path: Path, flag: str) -> None:

@@ -333,13 +333,15 @@ def test_a_damaged_backup_is_set_aside_and_the_stage_restarts(corpus, tmp_path):
     backup.mkdir(parents=True)
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # truncated
     (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    config = FinetuneConfig(
+        dataset_dir=str(corpus["dataset"]), train_dir=str(train_dir),
+        hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
+        stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
+        verbose=0)
+    (train_dir / "config.json").write_text(json.dumps(config.to_dict()))  # the killed run's
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        result = fine_tune(FinetuneConfig(
-            dataset_dir=str(corpus["dataset"]), train_dir=str(train_dir),
-            hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
-            stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
-            verbose=0))
+        result = fine_tune(config)
     assert f"{backup} is damaged" in printed.getvalue()
     assert "stage1 restarts from its start" in printed.getvalue()
     assert len(list((train_dir / "stage1").glob("backup.damaged-*"))) == 1
@@ -616,6 +618,32 @@ def test_a_train_dir_inside_the_dataset_is_refused_up_front(tmp_path, monkeypatc
     assert_one_line_error(code, stderr, f"--train_dir {photos / 'runs' / 'photos'}",
                           "--dataset_dir", "without --train_dir")
     assert snapshot(photos) == before  # nothing written into the photo folder
+
+
+def test_a_train_dir_of_the_users_files_is_refused_unless_overwrite(corpus, tmp_path):
+    """Files no run wrote (no run's config.json) are never overwritten nor taken for a run's
+    own; ``--overwrite`` writes into the folder anyway, and a run's own folder is reused."""
+    from runway_cnn.training.trainer import FineTuner
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("splits.json", "data_report.json", "notes.txt", "model.weights.h5"):
+        (mine / name).write_text(f"my own {name}")
+    before = snapshot(mine)
+    argv = _small_config(corpus, tmp_path, corpus["dataset"], train_dir=mine)
+    code, _, stderr = run_cli(finetune_cli.main, argv)
+    assert_one_line_error(code, stderr, f"--train_dir {mine}", "data_report.json",
+                          "--overwrite")
+    settings = dict(dataset_dir=str(corpus["dataset"]), train_dir=str(mine),
+                    hub_handle=str(corpus["hub"]), image_size=32, validation_fraction=0.2,
+                    test_fraction=0.2, verbose=0)
+    with pytest.raises(RunwayError, match="--train_dir .*notes.txt.*--overwrite"):
+        fine_tune(**settings)
+    assert snapshot(mine) == before  # nothing written over, nothing written beside
+    FineTuner(FinetuneConfig(**settings, overwrite=True))
+    assert (mine / "notes.txt").read_text() == "my own notes.txt"
+    FineTuner(FinetuneConfig(**settings))  # now the run's own folder (its config.json)
+
 # --- TFRecord folders and task options (round 3) ---
 
 def test_a_reordered_label_list_in_dataset_json_is_refused(corpus, tmp_path):

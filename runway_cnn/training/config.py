@@ -45,6 +45,8 @@ class FinetuneConfig:
                                 "(default: runs/<dataset folder name>)")
     export_dir: str = _opt(None, "base dir of the SavedModel export "
                                  "(default: <train_dir>/export)")
+    overwrite: bool = _opt(False, "write into a --train_dir that holds files no run wrote (it "
+                                  "is refused otherwise; a run's own train dir is resumed)")
     serving_name: str = _opt(None, "model name under export_dir (default: the dataset folder's)")
     model_name: str = _opt(None, "the backbone and its weights, one spec: a registry name (see "
                                  "--list_backbones); hub:URL_OR_DIR, a TF-Hub image "
