@@ -644,6 +644,32 @@ def test_a_train_dir_of_the_users_files_is_refused_unless_overwrite(corpus, tmp_
     assert (mine / "notes.txt").read_text() == "my own notes.txt"
     FineTuner(FinetuneConfig(**settings))  # now the run's own folder (its config.json)
 
+
+def test_predict_and_evaluate_refuse_a_folder_of_the_users_files(corpus, tmp_path):
+    from runway_cnn.inference.evaluate import evaluate_model
+    from runway_cnn.inference.predict import predict
+
+    model, good = str(corpus["run"].export_path), str(corpus["dataset"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("eval.json", "look.png", "overlays.csv", "predictions.csv"):
+        (mine / name).write_text(f"my own {name}")
+    before = snapshot(mine)
+    code, _, stderr = run_cli(predict_cli.main, ["--model", model, good, "--explain", str(mine)])
+    assert_one_line_error(code, stderr, f"--explain {mine}", "overlays.csv", "--overwrite")
+    evaluate = ["--model", model, "--dataset_dir", good, "--output_dir", str(mine)]
+    code, _, stderr = run_cli(evaluate_cli.main, evaluate)
+    assert_one_line_error(code, stderr, f"--output_dir {mine}", "eval.json", "--overwrite")
+    with pytest.raises(RunwayError, match="--explain .*--overwrite"):
+        predict(model, [good], explain_dir=mine)
+    with pytest.raises(RunwayError, match="--output_dir .*--overwrite"):
+        evaluate_model(model, good, output_dir=mine)
+    assert snapshot(mine) == before
+    for argv in (evaluate + ["--overwrite"], evaluate):  # then the folder holds its evaluation
+        code, _, stderr = run_cli(evaluate_cli.main, argv)
+        assert code == 0, stderr
+    assert json.loads((mine / "eval.json").read_text())["model"] == model
+    assert (mine / "look.png").read_text() == "my own look.png"
 # --- TFRecord folders and task options (round 3) ---
 
 def test_a_reordered_label_list_in_dataset_json_is_refused(corpus, tmp_path):

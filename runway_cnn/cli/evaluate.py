@@ -74,8 +74,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="draw the N most confident errors of each class with their "
                              "Grad-CAM maps (one grid PNG per class in error_maps/; needs a "
                              "backbone with a feature map)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --output_dir that holds other files (refused "
+                             "otherwise; an earlier evaluation's folder is written over)")
     args = parser.parse_args(argv)
     result = evaluate_model(args.model, args.dataset_dir, args.split, args.output_dir,
-                            args.batch_size, args.labels_csv, args.explain)
+                            args.batch_size, args.labels_csv, args.explain, args.overwrite)
     print(format_evaluation(result))
     return result

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from runway_cnn.errors import RunwayError
-from runway_cnn.inference.predict import list_images, predict, write_csv
+from runway_cnn.inference.predict import check_explain_dir, list_images, predict, write_csv
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.runfiles import check_output_file
 
@@ -35,15 +35,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "predicted label (single-label: the top-1; multi-label: each "
                              "predicted label; attributes: each attribute's value), listed in "
                              "DIR/overlays.csv; needs a backbone with a feature map")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --explain DIR that holds other files (refused "
+                             "otherwise; an earlier --explain DIR is written over)")
     args = parser.parse_args(argv)
     check_output_file(args.output, "--output")
+    check_explain_dir(args.explain, args.overwrite)
     if args.batch_size < 1 or args.top_k < 1:
         raise RunwayError(f"--batch_size {args.batch_size} / --top_k {args.top_k}: each must be "
                           "at least 1")
     classifier = Predictor(args.model)
     files = list_images(args.inputs)
     rows = predict(classifier, files, args.top_k, args.batch_size,
-                   progress=len(files) > args.batch_size, explain_dir=args.explain)
+                   progress=len(files) > args.batch_size, explain_dir=args.explain,
+                   overwrite=args.overwrite)
     if args.explain:
         written = sum(len(r.get("overlays", [])) for r in rows)
         print(f"{written} Grad-CAM overlays → {args.explain}", file=sys.stderr)
