@@ -327,6 +327,26 @@ def test_damaged_run_files_and_exports_are_one_line_errors(corpus, tmp_path):
         assert_one_line_error(code, stderr, str(broken), named)
 
 
+def test_wrong_types_in_the_python_api_name_the_setting_before_any_work(tmp_path):
+    settings = dict(dataset_dir=str(tmp_path / "photos"), train_dir=str(tmp_path / "run"))
+    for name, value, expected in (("time_budget", "abc", "a number or None"),
+                                  ("batch_size", "8", "a whole number"),
+                                  ("group_by", 123, "a string or None"),
+                                  ("seed", 1.5, "a whole number"),
+                                  ("image_size", 64.7, "a whole number or None"),
+                                  ("augment", "no", "True or False"),
+                                  ("pooling", "mean", "one of avg, max")):
+        with pytest.raises(RunwayError) as refused:
+            fine_tune(**settings, **{name: value})
+        assert f"--{name} {value!r}: must be {expected}" == str(refused.value)
+    assert not (tmp_path / "run").exists()
+    config = FinetuneConfig(**{**settings, "train_dir": tmp_path / "run"},
+                            batch_size=np.int64(8), learning_rate=np.float32(0.5), unfreeze=20)
+    assert (type(config.batch_size), type(config.learning_rate)) == (int, float)
+    assert config.train_dir == str(tmp_path / "run")  # numpy numbers and paths: plain types
+    assert config.unfreeze == "20"  # a number of layers, as the flag's text
+
+
 def test_a_damaged_backup_is_set_aside_and_the_stage_restarts(corpus, tmp_path):
     train_dir = tmp_path / "run"
     backup = train_dir / "stage1" / "backup"
