@@ -327,6 +327,18 @@ def test_damaged_run_files_and_exports_are_one_line_errors(corpus, tmp_path):
         assert_one_line_error(code, stderr, str(broken), named)
 
 
+def test_a_config_json_edited_to_bad_settings_is_named_by_export(corpus, tmp_path):
+    train_dir = tmp_path / "run"
+    shutil.copytree(corpus["run"].train_dir, train_dir, symlinks=True)
+    config = json.loads((train_dir / "config.json").read_text())
+    for key, value, named in (("image_size", -5, "image_size -5"),
+                              ("image_size", "big", "image_size 'big'"),
+                              ("pooling", "mean", "pooling 'mean'")):
+        (train_dir / "config.json").write_text(json.dumps({**config, key: value}))
+        code, _, stderr = run_cli(export_cli.main, ["--train_dir", str(train_dir)])
+        assert_one_line_error(code, stderr, str(train_dir / "config.json"), named)
+
+
 def test_wrong_types_in_the_python_api_name_the_setting_before_any_work(tmp_path):
     settings = dict(dataset_dir=str(tmp_path / "photos"), train_dir=str(tmp_path / "run"))
     for name, value, expected in (("time_budget", "abc", "a number or None"),
