@@ -1002,6 +1002,44 @@ def test_app_on_a_port_in_use_is_one_line(corpus):
     assert_one_line_error(code, stderr, "--port", f"127.0.0.1:{port}", "in use")
 
 
+_INTERRUPTED_IMPORT = """
+import runpy, sys
+class CtrlC:  # a Ctrl-C at the first heavy import (numpy, Keras, TensorFlow: seconds of them)
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("numpy", "keras", "tensorflow"):
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+command = sys.argv.pop(1)
+if command == "runway-cnn":  # the console script (setup.cfg)
+    from runway_cnn.cli.main import run
+    run()
+else:  # python -m runway_cnn.COMMAND
+    runpy.run_module(command, run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_tensorflow_imports_is_one_line(monkeypatch):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH"))
+        if p)}
+    commands = [f"runway_cnn.{name}" for name in (
+        "finetune", "predict", "evaluate", "export", "serving", "index", "recommend", "report",
+        "checkpoints", "datasets", "audit")] + ["runway-cnn"]
+    for command in commands:
+        done = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, command, "finetune",
+                               "--dataset_dir", "photos"], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert (done.returncode, done.stderr) == (130, "interrupted\n"), (command, done.stderr)
+    import runway_cnn.api
+
+    def ctrl_c(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runway_cnn.api, "fine_tune", ctrl_c)  # a run began: it resumes
+    code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", "photos"])
+    assert (code, stderr) == (130, "interrupted; run the same command again to resume\n")
+
+
 def test_no_input_file_changed(corpus):
     """Last in this module: after every entry point above, the user's files are as they were."""
     root = corpus["root"]
