@@ -1002,6 +1002,29 @@ def test_app_on_a_port_in_use_is_one_line(corpus):
     assert_one_line_error(code, stderr, "--port", f"127.0.0.1:{port}", "in use")
 
 
+def test_ctrl_c_on_the_web_app_says_it_stopped(corpus, monkeypatch):
+    pytest.importorskip("uvicorn", reason="the [app] extra is not installed")
+    import uvicorn
+
+    from runway_cnn.cli import app as app_cli
+
+    class CtrlC:  # uvicorn's server on a SIGINT: it shuts down, then raises it again
+        def __init__(self, config):
+            pass
+
+        def run(self, sockets):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(uvicorn, "Server", CtrlC)
+    monkeypatch.setattr(uvicorn, "Config", lambda *args, **kwargs: None)  # its logging set-up
+    # closes every logging handler, pytest's too
+    port = free_ports(1)[0]
+    code, _, stderr = run_cli(app_cli.main, ["--model", str(corpus["run"].export_path),
+                                             "--port", str(port)])
+    assert code == 130 and stderr.splitlines()[-1] == f"stopped: http://127.0.0.1:{port}/ is " \
+                                                      "closed", stderr
+
+
 _INTERRUPTED_IMPORT = """
 import runpy, sys
 class CtrlC:  # a Ctrl-C at the first heavy import (numpy, Keras, TensorFlow: seconds of them)
