@@ -1,5 +1,5 @@
 """``python -m runway_cnn.predict --model PATH IMAGE_OR_DIR ... [--top_k 5] [--output preds.csv]
-[--explain DIR]``: the top-k labels of image files, one CSV row per image.
+[--explain DIR [--overwrite]]``: the top-k labels of image files, one CSV row per image.
 
 PATH is an export version dir, an export base / serving-name dir (newest version) or a train dir.
 Folders are searched recursively for image files (``.jpg``, ``.png``, ``.gif``, ``.bmp``,
@@ -8,7 +8,8 @@ tried. A file that cannot be read gets a row with its ``error`` and no labels, n
 Images are read as the trainer reads them (EXIF rotation applied; formats TF cannot decode go
 through PIL) and get the export's eval transform. Without ``--output`` the CSV goes to stdout;
 the progress bar goes to stderr. ``--explain DIR`` writes Grad-CAM overlays of the predicted
-labels over the eval crop (``<file stem>.<label>.png``, listed in ``DIR/overlays.csv``).
+labels over the eval crop (``<file stem>.<label>.png``, listed in ``DIR/overlays.csv``); a DIR
+holding other files than an earlier ``--explain``'s is refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
