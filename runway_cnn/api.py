@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from runway_cnn.errors import CheckpointError
@@ -54,10 +55,12 @@ def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
 def _export(result: RunResult, model_dir: Path, top_k: int, record: Path) -> RunResult:
     """Exports ``result``'s model into ``model_dir`` and records the export in ``record`` (the
     run's ``metrics.json``, an experiment's ``summary.json``)."""
+    start = time.monotonic()
     result.export_path = export_model(result.model, result.backbone, result.task,
                                       model_dir.parent, model_dir.name, top_k=top_k,
                                       refit=export_refit(result))
     result.metrics["export_path"] = str(result.export_path)
+    result.metrics.setdefault("seconds", {})["export"] = time.monotonic() - start
     write_json(record, result.metrics, indent=2)
     return result
 

@@ -72,11 +72,13 @@ def read_summary(experiment_dir: str | Path) -> dict:
 
 
 def plot_split_accuracy(experiment_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Box plot of the test figures of an experiment's runs (its ``summary.json``; single-label:
-    top-1, top-5, macro-F1), every run drawn as a dot; returns the PNG path."""
+    """Box plot of the test figures of an experiment's runs (its ``summary.json``: the task's
+    plotted figures, e.g. single-label's top-1, top-5, macro-F1, else its monitored figure, e.g.
+    a regression's RMSE), every run drawn as a dot; returns the PNG path."""
     summary = read_summary(experiment_dir)
     runs = summary["runs"]
-    keys = summary.get("plotted_figures") or ("top1", "top5", "macro_f1")
+    keys = summary.get("plotted_figures") or [summary.get("monitored_figure")
+                                              or summary["figures"][0]]
     values = [[r[k] for r in runs] for k in keys]
     output = Path(output or TrainDir(Path(experiment_dir)).split_plot)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -271,8 +273,10 @@ def plot_neighbour_grid(answers: Sequence[dict], describe, output: str | Path,
 def plot_nearest_similarity(cosine: np.ndarray, threshold: float, output: str | Path) -> Path:
     """Histogram of each photo's cosine similarity to its nearest other photo, with the
     near-duplicate threshold: copies pile up at the right of it."""
+    cosine = np.clip(np.asarray(cosine, np.float64), -1.0, 1.0)
+    low = min(float(cosine.min(initial=1.0)), threshold)  # all copies: every cosine 1, one bar
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.hist(np.asarray(cosine), bins=50, color="#4a78b5")
+    ax.hist(cosine, bins=50, range=(min(low, 0.99), 1.0), color="#4a78b5")
     ax.axvline(threshold, color="#c0392b", linestyle="--", label=f"near-duplicate ({threshold})")
     ax.set_xlabel("cosine similarity to the nearest other photo (frozen features)")
     ax.set_ylabel("photos")

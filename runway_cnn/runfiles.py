@@ -6,6 +6,7 @@ file and says what to do. Output paths given on the command line are checked bef
 starts. Nothing here imports TensorFlow."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass
@@ -60,17 +61,18 @@ def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
 
 
 def check_own_output(path: str | os.PathLike, descriptor: str,
-                     format: str | Callable[[Path], bool], names: tuple[str, ...] | None = None,
+                     format: str | Callable[[Path], bool], names: tuple[str, ...],
                      overwrite: bool = False, flag: str = "--output") -> None:
-    """An output folder a command writes into: new, empty, or its own earlier output (its file
-    ``descriptor`` a JSON object whose ``format`` is ``format``, or passing the test ``format``;
-    beside it nothing but the files ``names`` (any, when None) and killed writes' hidden
-    temporary files). Any other folder holds files the command did not write, and is refused
-    (a line naming ``flag``, the folder and some of the files) unless ``overwrite``."""
+    """An output folder (given as ``flag``) a command writes its files ``names`` (shell
+    patterns allowed: ``("*",)`` any) into: new, empty, or its own earlier output (its file
+    ``descriptor`` a JSON object whose ``format`` is ``format``, or passing the test
+    ``format``; beside it nothing but ``names`` and its killed writes' hidden temporary files).
+    Any other folder holds files the command did not write, and is refused (one line naming
+    ``flag``, the folder and some of the files) unless ``overwrite``."""
     path = Path(path)
     if overwrite or not path.is_dir():
         return
-    leftovers = tuple(f".{name}." for name in names or ("",))  # write_json's, np.save's tmp files
+    leftovers = tuple(f".{name}." for name in (descriptor, *names))  # write_json's, np.save's
     present = sorted(p.name for p in path.iterdir()
                      if not (p.name.startswith(leftovers) and ".tmp" in p.name))
     if not present:
@@ -80,8 +82,8 @@ def check_own_output(path: str | os.PathLike, descriptor: str,
                    json.loads((path / descriptor).read_text()).get("format") == format)
     except (OSError, ValueError, TypeError, AttributeError):  # missing, not JSON, no object
         own = False
-    foreign = [name for name in present
-               if names is not None and name not in names] if own else present
+    foreign = [name for name in present if not own or not any(
+        fnmatch.fnmatchcase(name, pattern) for pattern in names)]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
                                           else "")

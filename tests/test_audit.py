@@ -269,3 +269,172 @@ def test_attributes_get_label_errors_per_attribute_and_fix_blanks_the_cell(plant
     for source in planted["flipped"] & subject:
         assert rows[source]["subject"] == "" and rows[source]["half"] in ("odd", "even")
     assert len(rows) == len(sources) - len(result["fix"]["removed"])
+
+
+def _near(a: str, b: str, cosine: float, labels: dict) -> dict:
+    return {"files": [a, b], "cosine": cosine, "hash_bits": 3, "hash_agrees": True,
+            "same_label": labels[a] == labels[b]}
+
+
+def test_fix_keeps_one_photo_per_copy_of_a_label_and_never_empties_a_class(tmp_path):
+    """Near copies chain across labels (coat/a ~ dress/d): a label conflict, both kept. A copy
+    goes only for a kept photo of its label, said as it is (exact = same SHA-1); the label-error
+    candidate that is the last photo of its class stays, and a note says so."""
+    from types import SimpleNamespace
+
+    from runway_cnn.audit.run import write_fix
+
+    labels = {"coat/a.jpg": "coat", "coat/b.jpg": "coat", "coat/c.jpg": "coat",
+              "dress/d.jpg": "dress", "dress/e.jpg": "dress"}
+    sources = sorted(labels)
+    audit = SimpleNamespace(sources=sources, split_of=[None] * len(sources), out=tmp_path,
+                            config=SimpleNamespace(task="single_label", group_by=None),
+                            pool=SimpleNamespace(raw_labels=[labels[s] for s in sources],
+                                                 groups=None))
+    exact = {"sha1": "s1", "files": ["coat/b.jpg", "coat/c.jpg"]}
+    near = [_near("coat/a.jpg", "dress/d.jpg", 0.95, labels),
+            _near("coat/a.jpg", "coat/b.jpg", 0.96, labels),
+            _near("dress/d.jpg", "dress/e.jpg", 0.97, labels)]
+    result = {"exact_duplicates": [exact], "near_duplicates": {"pairs": near}, "notes": [],
+              "label_errors": [{"file": "dress/d.jpg", "given": "dress", "suggested": "coat",
+                                "fixable": True}]}
+    fix = write_fix(audit, result)
+    with (tmp_path / "cleaned_labels.csv").open(newline="") as f:
+        kept = {row["filename"]: row["label"] for row in csv.DictReader(f)}
+    assert set(kept.values()) == {"coat", "dress"} and "dress/d.jpg" in kept
+    assert [c["files"] for c in fix["label_conflicts"]] == [["coat/a.jpg", "dress/d.jpg"]]
+    assert fix["classes_kept_whole"] == ["dress"]
+    assert any("dress" in note and "no photo" in note for note in result["notes"])
+    removed = {r["file"]: r["reason"] for r in fix["removed"]}
+    assert "dress/e.jpg" in removed and fix["kept"] == len(sources) - len(removed)
+    pairs = {frozenset(p["files"]): p["cosine"] for p in near}
+    for file, reason in removed.items():
+        kind, other = reason.split(" (")[0].split(" of ")
+        assert other in kept and labels[other] == labels[file]  # a copy of a kept photo
+        if kind == "exact copy":
+            assert {file, other} <= set(exact["files"])
+        else:
+            assert kind == "near copy" and f"cosine {pairs[frozenset((file, other))]}" in reason
+
+
+# --- bad input, on drawn photos through the tiny test backbone (seconds, not a real model) -----
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """4 classes × 6 drawn photos, a broken JPEG and a text file named .jpg among them, the
+    tiny backbone, and one audit of it with ``--folds 100 --fix``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_image_folder
+    from tiny_models import make_tiny_hub_module
+
+    root = tmp_path_factory.mktemp("drawn")
+    hub = make_tiny_hub_module(root / "hub")
+    photos = make_image_folder(root / "photos", per_class=6, size=(40, 56))
+    (photos / "checks" / "broken.jpg").write_bytes(
+        (photos / "checks" / "checks_000.jpg").read_bytes()[:200])
+    (photos / "circles" / "notes.jpg").write_text("not a photo")
+
+    def audit(folder, out, **settings):
+        return audit_dataset(dataset_dir=str(folder), output_dir=str(out),
+                             model_name=f"hub:{hub}", image_size=32, batch_size=16, **settings)
+    result = audit(photos, root / "audit", folds=100, fix=True)
+    return {"root": root, "photos": photos, "out": root / "audit", "audit": audit,
+            "result": result, "model": f"hub:{hub}"}
+
+
+def test_a_folder_of_the_users_files_is_refused_unless_overwrite(drawn, tmp_path,
+                                                                   monkeypatch):
+    """The user's cleaned_labels.csv is neither overwritten nor scanned past; --overwrite
+    writes into the folder. (The audit's own folder is rewritten as it is: the reruns above.)"""
+    from runway_cnn.cli.audit import main
+    from runway_cnn.training import datasets
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cleaned_labels.csv").write_text("filename,label\nmy.jpg,coat\n")
+    (mine / "lookbook.pdf").write_bytes(b"%PDF")
+    scan = datasets.load_dataset
+    with monkeypatch.context() as m:
+        m.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("scanned"))
+        with pytest.raises(RunwayError, match=r"--output_dir .*mine holds files this command "
+                                              r"did not write \(cleaned_labels.csv, "
+                                              r"lookbook.pdf\)") as error:
+            drawn["audit"](drawn["photos"], mine, fix=True)
+    assert datasets.load_dataset is scan
+    assert "\n" not in str(error.value) and "--overwrite" in str(error.value)
+    assert sorted(p.name for p in mine.iterdir()) == ["cleaned_labels.csv", "lookbook.pdf"]
+    main(["--dataset_dir", str(drawn["photos"]), "--output_dir", str(mine), "--model_name",
+          drawn["model"], "--image_size", "32", "--fix", "--overwrite"])
+    assert json.loads((mine / "audit.json").read_text())["format"] == "runway_cnn audit"
+    assert (mine / "lookbook.pdf").read_bytes() == b"%PDF"
+    assert "checks/checks_000.jpg" in (mine / "cleaned_labels.csv").read_text()
+
+
+def test_a_folder_where_every_photo_has_an_exact_copy_is_audited(drawn, tmp_path):
+    """Every nearest-neighbour cosine is 1: the histogram has one bar, not a traceback."""
+    twins = tmp_path / "twins"
+    for path in sorted(drawn["photos"].glob("*/*_00[0-2].jpg")):  # 3 photos a class
+        (twins / path.parent.name).mkdir(parents=True, exist_ok=True)
+        for name in (path.name, f"copy_{path.name}"):
+            (twins / path.parent.name / name).write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    result = drawn["audit"](twins, out, fix=True)
+    assert len(result["exact_duplicates"]) == 12 and result["fix"]["kept"] == 12
+    assert json.loads((out / "audit.json").read_text())["images"] == 24
+    assert (out / "nearest_similarity.png").stat().st_size > 1000
+
+
+def test_a_changed_photo_is_hashed_and_its_features_computed_again(drawn, tmp_path):
+    """A photo replaced by a copy of another (same name, new bytes) is found as a copy on the
+    next audit into the same folder: the caches hold what each file was."""
+    import shutil
+
+    photos = shutil.copytree(drawn["photos"], tmp_path / "photos")
+    out = tmp_path / "out"
+    pair = {"hstripes/hstripes_001.jpg", "hstripes/hstripes_002.jpg"}
+    first = drawn["audit"](photos, out)
+    assert not first["exact_duplicates"]
+    (photos / "hstripes/hstripes_001.jpg").write_bytes(
+        (photos / "hstripes/hstripes_002.jpg").read_bytes())
+    second = drawn["audit"](photos, out)
+    assert [set(d["files"]) for d in second["exact_duplicates"]] == [pair]
+    assert not second["features_cached"]
+    with np.load(out / "features.npz") as saved:
+        sources = saved["sources"].tolist()
+    features = np.load(out / "features.npy")
+    a, b = (sources.index(s) for s in sorted(pair))
+    np.testing.assert_allclose(features[a], features[b], rtol=1e-5, atol=1e-6)
+
+
+def test_the_folds_used_are_reported_not_the_folds_asked(drawn):
+    """--folds 100 on classes of 6 photos: 6 folds, said with why, everywhere."""
+    from runway_cnn.audit.report import summary_text
+
+    result = drawn["result"]
+    assert result["folds"] == {"asked": 100, "used": {"label": 6}}
+    assert result["label_error_method"].startswith("confident learning on 6-fold")
+    said = [n for n in result["notes"] if "--folds 100" in n]
+    assert said == ["--folds 100: 6 used (no class has more than 6 photos)"]
+    saved = json.loads((drawn["out"] / "audit.json").read_text())
+    assert saved["folds"] == result["folds"] and "100-fold" not in json.dumps(saved)
+    page = (drawn["out"] / "audit.html").read_text()
+    assert "--folds 100: 6 used (no class" in page and "100-fold" not in page
+    assert "note: --folds 100: 6 used" in summary_text(result)
+
+
+def test_the_files_the_audit_skipped_are_counted_and_named(drawn):
+    """The broken JPEG and the text file: in audit.json, the run's data report and one line."""
+    from runway_cnn.audit.report import summary_text
+
+    result, out = drawn["result"], drawn["out"]
+    skipped = {d["path"]: d["reason"] for d in result["skipped_files"]}
+    assert set(skipped) == {"checks/broken.jpg", "circles/notes.jpg"} and result["skipped"] == 2
+    assert json.loads((out / "audit.json").read_text())["skipped_files"] == result[
+        "skipped_files"]
+    assert json.loads((out / "data_report.json").read_text())["skipped"] == result[
+        "skipped_files"]
+    lines = [line for line in summary_text(result).splitlines() if "skipped" in line]
+    assert len(lines) == 1 and lines[0].startswith("skipped 2 files")
+    assert all(f"{path} ({reason})" in lines[0] for path, reason in skipped.items())

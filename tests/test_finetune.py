@@ -216,7 +216,7 @@ def test_stage2_runs_by_default_planned_to_fit_the_time_budget(workspace, capsys
     assert not stage2.get("skipped") and 1 <= plan["epochs"] <= planning.MAX_EPOCHS
     assert plan["unfreeze"] == "all" and plan["sizes"] == [32] * plan["epochs"]  # the budget
     assert plan["epochs"] >= planning.MIN_FULL_EPOCHS  # fits full-size epochs: no lower sizes
-    assert plan["measured"]["size"] == planning.low_size(32) == 16
+    assert plan["measured"]["size"] == 32  # the first epoch's size: fit reuses the trace
     assert 0 < plan["measured"]["seconds_per_step"] and plan["estimated_seconds"] <= \
         plan["budget_seconds"] < 600
     with tuner.files.stage("stage2").history.open() as f:
@@ -227,6 +227,51 @@ def test_stage2_runs_by_default_planned_to_fit_the_time_budget(workspace, capsys
     tuner.device = replace(tuner.device, gpu=True)
     assert tuner.deadline is None  # no default budget on a GPU
     assert FineTuner(_config(workspace, "given", stage2_epochs=2)).deadline is None
+
+
+def test_a_budget_short_of_one_epoch_trains_the_batches_of_one_that_fit(workspace,
+                                                                        monkeypatch, capsys):
+    import time
+
+    tuner = FineTuner(_config(workspace, "part", stage2_epochs=None, stage1_epochs=2))
+    stage1 = tuner.stage1()
+    epoch = tuner._steps_per_epoch(len(tuner._split("train").paths))
+    validation_steps = -(-len(tuner._split("validation")) // 8)
+    assert epoch >= 3
+    # a step of 10 s at 32 px (2.5 s at 16 px) and 60 s left: not one epoch, part of one
+    monkeypatch.setattr(FineTuner, "_measure_step", lambda self, model, size, images=None: {
+        "size": 16, "seconds_per_step": 2.5, "trace_seconds": 0.0})
+    tuner.started = time.monotonic() - (600 - planning.FINAL_SECONDS - 60)
+    stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
+    plan = stage2["plan"]
+    assert plan["epochs"] == 1 and plan["sizes"] == [32]
+    assert plan["why"].startswith("part of one epoch at 32 px fits the budget")
+    assert plan["steps"] == planning.steps_that_fit(plan["budget_seconds"], plan["measured"], 32,
+                                                    validation_steps)
+    assert 1 <= plan["steps"] < epoch
+    assert tuner.seconds["image_cache"] > 0  # filled before the plan, not charged
+    assert int(tuner.training_model.optimizer.iterations.numpy()) == plan["steps"]
+    with tuner.files.stage("stage2").history.open() as f:
+        assert len(list(csv.DictReader(f))) == 1  # the part epoch was validated
+    assert f"1 epoch(s) at 32 px ({plan['steps']} batches)" in capsys.readouterr().out
+
+
+def test_building_the_backbone_is_not_charged_to_the_budget(workspace, monkeypatch):
+    import time
+
+    from runway_cnn.training import trainer as trainer_module
+
+    build = trainer_module.build_backbone
+
+    def slow(config):  # as the first run converting the ImageNet weights
+        time.sleep(2.0)
+        return build(config)
+
+    monkeypatch.setattr(trainer_module, "build_backbone", slow)
+    tuner = FineTuner(_config(workspace, "setup", stage2_epochs=None))
+    left = tuner.deadline - time.monotonic()
+    assert tuner.seconds["backbone"] >= 2.0
+    assert left > 600 - planning.FINAL_SECONDS - tuner.seconds["data"] - 1.0
 
 
 def test_the_measuring_steps_leave_weights_and_optimizer_as_they_were(workspace):
@@ -243,14 +288,19 @@ def test_the_measuring_steps_leave_weights_and_optimizer_as_they_were(workspace)
     assert all(not np.any(v.numpy()) for v in model.optimizer.variables)
 
 
-def test_a_budget_too_small_for_one_epoch_keeps_stage1_and_says_why(workspace, capsys):
+def test_a_budget_spent_before_stage2_keeps_stage1_and_says_why(workspace, capsys,
+                                                                 monkeypatch):
     tuner = FineTuner(_config(workspace, "tight", stage2_epochs=None, time_budget=0.5))
     stage1 = tuner.stage1()
     after1 = _snapshot(tuner.model)
+    monkeypatch.setattr(FineTuner, "_measure_step", None)  # nothing is measured: no time left
     stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
-    assert stage2["skipped"] and "--time_budget leaves 0.0 min" in stage2["why"]
+    assert stage2["skipped"] and stage2["plan"]["measured"] == {}
+    assert stage2["why"].startswith("the --time_budget was spent before stage 2 began (")
+    assert "keeping 45 s for the final evaluation and export" in stage2["why"]
     assert not _changed(after1, tuner.model)
-    assert "stage 2 skipped: one epoch needs about" in capsys.readouterr().out
+    assert "stage 2 skipped: the --time_budget was spent" in capsys.readouterr().out
+    monkeypatch.undo()
     again = FineTuner(_config(workspace, "tight", stage2_epochs=None, time_budget=0.5))
     assert again.stage2(baseline=0.0) == stage2  # the stage is done: not planned again
 

@@ -362,3 +362,105 @@ def test_records_keep_each_images_group(show_folder, tmp_path):
     with pytest.raises(DataError, match="converted without --group_by") as error:
         load_dataset(dataclasses.replace(config, dataset_dir=str(ungrouped)), tmp_path / "w2")
     assert "\n" not in str(error.value)
+
+
+def test_datasets_convert_takes_group_by_as_the_advice_says(show_folder, tmp_path):
+    """A grouped run on records converted without groups advises converting again with
+    --group_by: ``datasets convert`` takes that flag and its records keep the groups."""
+    from helpers import run_cli
+
+    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn.training.datasets import read_records
+
+    _, looks, _ = show_folder
+    pattern = r"^([^/]+/Show[0-9]+)_"
+    code, out, err = run_cli(datasets_cli.main, [
+        "convert", "--dataset_dir", str(looks), "--output_dir", str(tmp_path / "records"),
+        "--num_shards", "1", "--group_by", pattern, "--validation_fraction", "0.25",
+        "--test_fraction", "0.25"])
+    assert code == 0, err
+    records, descriptor = read_records(tmp_path / "records")
+    assert descriptor["split_settings"]["grouping"]["group_by"] == pattern
+    assert "none in two splits" in out
+    train = set(records.splits["train"].groups.tolist())
+    assert train and not train & set(records.splits["test"].groups.tolist())
+
+
+def test_a_grouping_too_coarse_says_how_many_groups_and_asks_for_a_finer_one(tmp_path):
+    """One group per class leaves nothing to hold out: the error counts the groups and those
+    needed and asks for a finer --group_by (it said to add images)."""
+    root = make_image_folder(tmp_path / "two", ["a", "b"], per_class=6, size=(24, 32))
+    with pytest.raises(DataError) as error:
+        scan_image_folder(root, group_by="folder")
+    message = str(error.value)
+    assert "--group_by 'folder' makes 2 groups, too few" in message
+    assert "2 or more needed" in message and "finer --group_by" in message
+    assert "add images" not in message and "\n" not in message
+
+
+def _priced_kinds(tmp_path):
+    """A regression CSV dataset: 4 kinds of photo (``k<kind>_<i>.jpg``), 8 each, priced by
+    kind, and the near-duplicate pairs a leak check finds (photos of one kind)."""
+    from conftest import make_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for kind in range(4):
+        for i in range(8):
+            make_image(kind, (24, 24), rng).save(photos / f"k{kind}_{i}.jpg")
+            rows.append((f"k{kind}_{i}.jpg", f"{100 + 10 * kind + rng.normal():.3f}"))
+    with (tmp_path / "prices.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("filename", "value"), *rows])
+    return photos, tmp_path / "prices.csv", [name for name, _ in rows]
+
+
+def test_a_leak_suggests_only_a_grouping_the_run_can_split_by_and_speaks_of_its_task(tmp_path):
+    """A regression whose near-duplicates share a kind: grouping by kind makes 4 groups each of
+    its own price range, which no split can hold out. The warning does not suggest it (it did,
+    and that run failed), and the error of that grouping speaks of value ranges, not classes."""
+    from runway_cnn.data.leaks import CANDIDATES, check_split_leaks
+    from runway_cnn.tasks import RegressionTask
+
+    photos, prices, sources = _priced_kinds(tmp_path)
+    config = FinetuneConfig(dataset_dir=str(photos), labels_csv=str(prices), task="regression",
+                            train_dir=str(tmp_path / "run"), validation_fraction=0.25,
+                            test_fraction=0.25)
+    dataset, task = load_dataset(config, tmp_path / "work")
+    pool = dataset.pooled()
+    rng = np.random.default_rng(1)
+    kind_vectors = rng.normal(size=(4, 16))
+    features = kind_vectors[[int(s[1]) for s in pool.sources]] + rng.normal(
+        scale=0.01, size=(len(pool), 16))
+    train = np.isin(pool.sources, dataset.splits["train"].sources)
+    held_out = ~train
+
+    def split(groups):
+        return task.split(pool.targets, 0.25, 0.25, 0, groups=groups)
+
+    leaks = check_split_leaks({"train": features[train], "test": features[held_out]},
+                              {"train": list(np.array(pool.sources)[train]),
+                               "test": list(np.array(pool.sources)[held_out])},
+                              grouped=False, num_labels=1, split=split)
+    assert leaks["warn"] and leaks["suggested_group_by"] is None
+    by_kind = CANDIDATES[2]  # what it suggested: the name up to a separator, k0 … k3
+    with pytest.raises(DataError) as error:
+        load_dataset(dataclasses.replace(config, group_by=by_kind), tmp_path / "work")
+    message = str(error.value)
+    assert "makes 4 groups, too few" in message and "value range" in message
+    assert "class" not in message and "finer --group_by" in message
+    assert isinstance(task, RegressionTask) and "\n" not in message
+
+
+def test_an_empty_capture_and_a_column_without_a_csv_are_named_as_such(tmp_path):
+    """A pattern that matches every file but captures nothing is not one that matches none;
+    ``column:NAME`` without ``--labels_csv`` has no column to read, not an empty one."""
+    with pytest.raises(DataError, match=r"captured an empty group for file chanel/look_1\.jpg"):
+        GroupBy(r"^chanel/(x*)look").keys(["chanel/look_1.jpg", "chanel/look_2.jpg"])
+    with pytest.raises(DataError, match="matches no file path"):
+        GroupBy(r"^dior/").keys(["chanel/look_1.jpg"])
+    root = make_image_folder(tmp_path / "two", ["a", "b"], per_class=6, size=(24, 32))
+    with pytest.raises(DataError, match=r"--group_by column:show needs --labels_csv") as error:
+        scan_image_folder(root, group_by="column:show")
+    assert "\n" not in str(error.value)

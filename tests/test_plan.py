@@ -39,10 +39,16 @@ def test_the_most_epochs_that_fit_the_budget_are_planned():
     epochs, sizes, _, _ = planning.choose(full=224, sizes="full", epochs=None,
                                           budget_seconds=fits_two, cost=cost)
     assert (epochs, sizes) == (1, (224,))  # full-size epochs cost more: one fits
-    fits_small_one = cost((144,)) + 1.0  # less than one epoch at 224 px
-    assert planning.choose(full=224, sizes="auto", epochs=None, budget_seconds=fits_small_one,
-                           cost=cost)[:2] == (1, (144,))
-    assert planning.choose(full=224, sizes="full", epochs=None, budget_seconds=fits_small_one,
+    part = 0.6 * cost((224,))  # less than one epoch at 224 px: part of one, never a 144-px one
+    for rule in ("auto", "full"):
+        epochs, sizes, estimate, why = planning.choose(full=224, sizes=rule, epochs=None,
+                                                       budget_seconds=part, cost=cost)
+        assert (epochs, sizes, estimate) == (1, (224,), part)
+        assert why.startswith("part of one epoch at 224 px fits the budget (about 60% of its")
+        assert why.endswith("it stops at a batch boundary")
+    too_little = 0.4 * cost((224,))  # under MIN_EPOCH_SHARE of an epoch: no stage 2
+    assert planning.MIN_EPOCH_SHARE == 0.5
+    assert planning.choose(full=224, sizes="auto", epochs=None, budget_seconds=too_little,
                            cost=cost)[0] == 0
     epochs, sizes, _, why = planning.choose(full=224, sizes="auto", epochs=None,
                                             budget_seconds=1e9, cost=cost)
@@ -52,9 +58,11 @@ def test_the_most_epochs_that_fit_the_budget_are_planned():
 def test_no_epoch_fits_a_tiny_budget_and_the_plan_says_what_one_needs():
     epochs, sizes, _, why = planning.choose(full=224, sizes="auto", epochs=None,
                                             budget_seconds=20.0, cost=_cost())
-    one = _cost()((144,)) / 60  # the cheapest epoch: one at the smallest size
+    one = _cost()((224,)) / 60  # an epoch at the evaluation size: smaller ones are not planned
     assert epochs == 0 and sizes == ()
-    assert why.startswith(f"one epoch needs about {one:.1f} min, the --time_budget leaves 0.3")
+    assert why.startswith(f"one epoch needs about {one * 60:.0f} s, the --time_budget leaves "
+                          "20 s for it after stage 1 and the 45 s kept for the final evaluation "
+                          "and export, less than the 50% of an epoch worth training")
     plan = planning.Stage2Plan(0, (), "all", 20.0, 0.0, {}, why)
     assert plan.describe() == f"stage 2 skipped: {why}"
 
@@ -99,6 +107,17 @@ def test_a_plan_round_trips_through_its_record_and_says_itself_in_one_line():
     assert "\n" not in line
 
 
+def test_a_part_epoch_plans_the_batches_that_fit_beside_tracing_and_validation():
+    measured = {"size": 112, "seconds_per_step": 0.5, "trace_seconds": 8.0}  # 2 s at 224 px
+    # 100 s: 4 s of tracing (the validation step's), 10 validation batches at 2/3 s (6.7 s),
+    # and 2-s steps in the 89.3 s left
+    assert planning.steps_that_fit(100.0, measured, 224, 10) == 44
+    assert planning.steps_that_fit(5.0, measured, 224, 10) == 1
+    plan = planning.Stage2Plan(1, (224,), "all", 100.0, 100.0, measured, "part", steps=40)
+    assert "1 epoch(s) at 224 px (40 batches)" in plan.describe()
+    assert planning.Stage2Plan.from_record(plan.record()) == plan
+
+
 class _Model:
     stop_training = False
 
@@ -131,6 +150,57 @@ def test_the_budget_stops_training_before_an_epoch_that_would_pass_it(monkeypatc
     assert not stop.model.stop_training and stop.stopped_after is None
     stop = first_epoch(deadline=200.0, sizes=[112])
     assert not stop.model.stop_training  # the last epoch: nothing left to stop
+
+
+def _batches(stop: planning.BudgetStop, now: list, seconds: list[float]) -> int:
+    """Runs epoch 0's batches of ``seconds`` on the fake clock ``now`` until the stop; returns
+    how many ran."""
+    stop.set_model(_Model())
+    stop.on_epoch_begin(0)
+    for batch, took in enumerate(seconds):
+        stop.on_train_batch_begin(batch)
+        now[0] += took
+        stop.on_train_batch_end(batch)
+        if stop.model.stop_training:
+            return batch + 1
+    return len(seconds)
+
+
+def test_the_budget_stops_at_a_batch_boundary_when_the_load_rises(monkeypatch, capsys):
+    """A fake clock: 10 batches an epoch from t = 100, the first 30 s (tracing), three of 5 s
+    (as planned), then 15 s each (another job took the cores), a validation pass planned at 20 s,
+    the deadline at t = 250. The step time follows the load, and the validation pass with it:
+    after batch 7 (t = 190) the median step is 15 s, three times the planned one, so one more
+    batch and a 60-s validation pass would end at t = 265; the epoch stops there. (With the
+    validation pass left at 20 s it would have stopped two batches later, at t = 220, and ended
+    at t = 280.)"""
+    now = [100.0]
+    monkeypatch.setattr(planning.time, "monotonic", lambda: now[0])
+    stop = planning.BudgetStop(deadline=250.0, sizes=[224, 224], steps=10,
+                               validation_seconds=20.0, planned_step=5.0)
+    assert _batches(stop, now, [30.0, 5.0, 5.0, 5.0] + [15.0] * 6) == 7
+    assert (stop.stopped_after, stop.stopped_at_batch) == (1, 7) and now[0] == 190.0
+    assert stop.validation_seconds() == pytest.approx(60.0)
+    assert "stage 2 stopped in epoch 1 after 7 of 10 batches: one more and a validation pass " \
+           "(about 75 s)" in capsys.readouterr().out
+    stop.on_epoch_end(0)  # the epoch it stopped in: no second stop, no second line
+    assert capsys.readouterr().out == ""
+    now[0] = 100.0  # at 5 s a step the whole epoch and its validation end at t = 195
+    quiet = planning.BudgetStop(deadline=250.0, sizes=[224], steps=10, validation_seconds=20.0,
+                                planned_step=5.0)
+    assert _batches(quiet, now, [30.0] + [5.0] * 9) == 10
+    assert not quiet.model.stop_training and quiet.stopped_at_batch is None
+
+
+def test_the_budget_stop_trains_every_batch_that_fits(monkeypatch):
+    """The deadline at t = 170 falls inside the epoch: batches end at t = 130, 135, …; after the
+    5th (t = 150) one more and the 20-s validation pass would end at t = 175, so 5 are trained
+    (stopping as soon as the whole epoch cannot fit would have trained 2)."""
+    now = [100.0]
+    monkeypatch.setattr(planning.time, "monotonic", lambda: now[0])
+    stop = planning.BudgetStop(deadline=170.0, sizes=[224], steps=10, validation_seconds=20.0,
+                               planned_step=5.0)
+    assert _batches(stop, now, [30.0] + [5.0] * 9) == 5 and now[0] == 150.0
 
 
 def test_training_data_holds_one_epoch_per_size_each_reshuffled(tmp_path):

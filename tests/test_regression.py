@@ -183,3 +183,83 @@ def test_a_value_is_a_plain_number_the_float32_model_can_hold():
                       ("1e308", "beyond float32's range"), ("-4e38", "beyond float32's range")):
         with pytest.raises(ValueError, match=why):
             parse_value(text, "price")
+
+
+def _regression_rows(prefix: str, r2: list) -> list[dict]:
+    """done.json rows of regression runs (as an experiment's runs write them)."""
+    return [{"run": f"{prefix}split_{i:02d}", "seed": i, "num_train": 8, "num_validation": 2,
+             "num_test": 2, "mae": 1.0 + i, "rmse": 1.5 + i, "r2": value, "baseline_mae": 3.0,
+             "baseline_rmse": 4.0, "validation_rmse": 1.2, "stage1_seconds": 1.0,
+             "stage2_seconds": 0.0, "run_seconds": 2.0, "test": {}}
+            for i, value in enumerate(r2)]
+
+
+def test_an_experiments_summary_and_box_plot_use_the_regressions_own_figures(tmp_path):
+    """--num_splits (and --compare_random_split) on a regression: the box plot draws the
+    monitored figure (RMSE; it wanted single-label's top1); a run without R² (a test split of one
+    value) is left out of R²'s statistics."""
+    from runway_cnn import FinetuneConfig
+    from runway_cnn.training.experiments import (RunPlan, compare_random, format_summary,
+                                                 summarise, write_summary)
+
+    task = RegressionTask(["value"])
+    config = FinetuneConfig(dataset_dir=str(tmp_path), num_splits=2, task="regression")
+    plans = [RunPlan(f"split_{i:02d}", i, {}) for i in range(2)]
+    rows, random_rows = _regression_rows("", [0.5, None]), _regression_rows("random_", [0.7, 0.9])
+    summary = summarise(rows, plans, config, task)
+    summary["random_split"] = compare_random(summary, summarise(random_rows, plans, config, task),
+                                             task)
+    write_summary(summary, tmp_path, task, rows)
+    assert (tmp_path / "split_accuracy.png").stat().st_size > 1000
+    assert summary["monitored_figure"] == "rmse"
+    assert summary["aggregate"]["r2"] == {"mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5}
+    assert summary["random_split"]["gap"]["r2"] == pytest.approx(0.3)
+    text = format_summary(summary)
+    assert "rmse" in text and "r2" in text and "random split +0.300" in text
+    summary["aggregate"]["r2"] = dict.fromkeys(("mean", "std", "min", "max"))
+    assert " r2 " not in format_summary(summary)  # no run has R²: not a line of n/a
+
+
+def test_a_constant_target_is_refused_before_training_and_its_r2_is_undefined(tmp_path):
+    """Every photo at one price: nothing to learn, a one-line error naming the CSV, the column
+    and the value; R² of a test split of one value is None with the reason (scikit-learn says
+    1.0 for a perfect prediction, 0.0 otherwise)."""
+    from runway_cnn.tasks.regression import evaluation
+
+    photos, prices = write_priced_photos(tmp_path, per_kind=3, column="price")
+    lines = prices.read_text().splitlines()
+    prices.write_text("\n".join([lines[0]] + [line.split(",")[0] + ",100" for line in lines[1:]]))
+    code, _, err = run_cli(finetune_cli.main, [
+        "--dataset_dir", str(photos), "--labels_csv", str(prices), "--task", "regression",
+        "--target_column", "price", "--train_dir", str(tmp_path / "run")])
+    assert_one_line_error(code, err, str(prices), "'price'", "100", "nothing to learn")
+    assert not (tmp_path / "run" / "stage1").exists()
+
+    same = np.full((4, 1), 100.0)
+    for predicted in (same, same + [[1.0], [-1.0], [2.0], [0.0]]):
+        figures = evaluation.figures(same, predicted, training_mean=100.0)
+        assert figures["r2"] is None and "every target is 100" in figures["r2_undefined"]
+        assert "R² undefined (every target is 100" in evaluation.headline(figures)
+    spread = evaluation.figures(np.array([[1.0], [2.0]]), np.array([[1.0], [2.0]]), 1.5)
+    assert spread["r2"] == 1.0 and "r2_undefined" not in spread
+
+
+def test_values_come_from_a_csv_never_from_folder_names(tmp_path):
+    """Class folders carry no numbers: training a regression on them, or evaluating a
+    regression model on them (folders named 100/, 200/ would pass as prices), is one line
+    saying the CSV and column it needs."""
+    from conftest import make_image_folder
+
+    from runway_cnn.data.folders import scan_image_folder
+    from runway_cnn.errors import DataError
+    from runway_cnn.inference.evaluate import evaluation_images
+
+    folder = make_image_folder(tmp_path / "classes", ["100", "200"], per_class=4, size=(24, 32))
+    code, _, err = run_cli(finetune_cli.main, [
+        "--dataset_dir", str(folder), "--task", "regression", "--train_dir", str(tmp_path / "r")])
+    assert_one_line_error(code, err, "--labels_csv", "'value' column")
+    assert "labels" not in err.replace("--labels_csv", "")  # not "not 2 labels"
+    with pytest.raises(DataError, match="--labels_csv with a 'price' column") as error:
+        evaluation_images(folder, task=RegressionTask(["price"], target_column="price"))
+    assert "\n" not in str(error.value)
+    assert len(scan_image_folder(folder, make_splits=False).pooled()) == 8  # the folder is fine

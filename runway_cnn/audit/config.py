@@ -52,6 +52,8 @@ class AuditConfig:
                             "and the label-error candidates the regression is sure of "
                             "(attributes: their cell made unknown); photos are never touched")
     seed: int = _opt(0, "seed of the folds")
+    overwrite: bool = _opt(False, "write into --output_dir even when it holds files an audit "
+                                  "did not write (they may be replaced)")
 
     def __post_init__(self):
         problems = [f"--{name} {getattr(self, name)!r}: {rule}" for name, ok, rule in (

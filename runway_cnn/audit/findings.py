@@ -28,6 +28,12 @@ def prepare(features: np.ndarray) -> np.ndarray:
     return StandardScaler().fit_transform(normalize(np.asarray(features, np.float64)))
 
 
+def fold_count(labels: np.ndarray, folds: int = FOLDS) -> int:
+    """The stratified folds ``folds`` gives on ``labels``: no more than the largest class has
+    photos (at least 2)."""
+    return min(folds, max(2, int(np.bincount(np.asarray(labels)).max())))
+
+
 def out_of_fold_probabilities(x: np.ndarray, labels: np.ndarray, num_classes: int,
                               groups: np.ndarray | None = None, folds: int = FOLDS,
                               seed: int = 0) -> np.ndarray:
@@ -40,8 +46,7 @@ def out_of_fold_probabilities(x: np.ndarray, labels: np.ndarray, num_classes: in
         splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
         parts = splitter.split(x, labels, groups)
     else:
-        splitter = StratifiedKFold(min(folds, max(2, np.bincount(labels).max())), shuffle=True,
-                                   random_state=seed)
+        splitter = StratifiedKFold(fold_count(labels, folds), shuffle=True, random_state=seed)
         parts = splitter.split(x, labels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a class with fewer images than folds

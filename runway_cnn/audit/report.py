@@ -143,6 +143,12 @@ def summary_text(result: dict) -> str:
              "splits: " + result["splits"] + (
                  " — " + ", ".join(f"{k} {v}" for k, v in result["split_counts"].items())
                  if not result["splits"].startswith("none") else "")]
+    skipped = result.get("skipped_files", [])
+    if skipped:
+        lines.append(f"skipped {len(skipped)} files it cannot use: " + ", ".join(
+            f"{d['path']} ({d['reason']})" for d in skipped[:5])
+            + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            + " (data_report.json lists every one)")
     exact = result["exact_duplicates"]
     across = [d for d in exact if d["scope"].startswith("across")]
     lines.append(f"exact duplicates: {len(exact)} groups, "
@@ -191,7 +197,10 @@ def summary_text(result: dict) -> str:
                      f"{result['images']} images ({len(result['fix']['removed'])} removed"
                      + (f", cells made unknown in {len(result['fix']['cells_made_unknown'])}"
                         if result['fix']['cells_made_unknown'] else "")
-                     + "); no photo was touched")
+                     + "); no photo was touched" + (
+                         f"; {len(result['fix']['label_conflicts'])} copies with different "
+                         "labels kept (label conflicts: check them)"
+                         if result['fix']['label_conflicts'] else ""))
     seconds = result["seconds"]
     if "outputs" in result:
         lines.append(f"wrote {result['outputs']['html']}, audit.json and PNGs beside it "

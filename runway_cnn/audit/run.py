@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -26,11 +27,21 @@ from runway_cnn.data.leaks import (
 from runway_cnn.data.tfrecords import RECORD_PREFIX
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import TrainDir, check_output_dir, read_json, write_json
+from runway_cnn.runfiles import (
+    TrainDir,
+    check_output_dir,
+    check_own_output,
+    read_json,
+    write_json,
+)
 from runway_cnn.tasks import Task
 
 FIXED_CSV = "cleaned_labels.csv"
 HASHES = "hashes.npz"
+AUDIT_JSON = "audit.json"
+FORMAT = "runway_cnn audit"  # in audit.json: the folder is an audit's, rewritable
+OWN_FILES = (AUDIT_JSON, "audit.html", "nearest_similarity.png", "confusion*.png", "shortcut.png",
+             FIXED_CSV, HASHES, "features.npz", "features.npy", "data_report.json")
 PREFERRED_SPLITS = ("train", "validation", "test")  # the copy a fix keeps: the training one
 # --fix removes a near copy only when the hash agrees and the features are this close, and a
 # label-error candidate only when the regression gives its suggested label this probability and
@@ -52,6 +63,8 @@ class Audit:
         self.config = config
         self.out = Path(config.output_dir)
         check_output_dir(self.out, "--output_dir")
+        check_own_output(self.out, AUDIT_JSON, FORMAT, OWN_FILES, config.overwrite,
+                         "--output_dir")
         self.run_config = FinetuneConfig(
             dataset_dir=config.dataset_dir, labels_csv=config.labels_csv, task=config.task,
             attributes=config.attributes, group_by=config.group_by,
@@ -70,7 +83,10 @@ class Audit:
             raise DataError(f"{self.dataset.root}: {len(self.sources)} usable image(s); an "
                             "audit needs at least 3")
         self.split_of, self.split_origin = self._splits()
+        self.stamps = self._stamps()
         self.out.mkdir(parents=True, exist_ok=True)
+        if not (self.out / AUDIT_JSON).exists():  # a killed first audit's folder stays its own
+            write_json(self.out / AUDIT_JSON, {"format": FORMAT, "finished": False})
 
     # -- splits --------------------------------------------------------------------------------
     def _splits(self) -> tuple[list[str | None], str]:
@@ -99,42 +115,60 @@ class Audit:
         files = TrainDir(self.out)
         backbone = build_backbone(self.run_config)
         start = time.perf_counter()
-        features, seconds = load_features(files, self.pool, backbone, "avg")
+        features, seconds = load_features(files, self.pool, backbone, "avg", self.stamps)
         self.cached = features is not None
         if features is None:
             features = extract_features(backbone, self.pool.paths, self.config.batch_size,
                                         progress=True)
             seconds = time.perf_counter() - start
-            save_features(files, self.pool, backbone, "avg", features, seconds)
+            save_features(files, self.pool, backbone, "avg", features, seconds, self.stamps)
         self.backbone_name = backbone.name
         self.seconds["features"] = round(time.perf_counter() - start, 2)
         self.seconds["features_first_pass"] = round(seconds, 2)
         return np.asarray(features, np.float32)
 
+    def _stamps(self) -> list[str]:
+        """Each image file's size and modification time (ns), with its name the key of the
+        caches: a file changed since is read again. Empty for a TFRecord's image."""
+        stamps = []
+        for source, path in zip(self.sources, self.pool.paths):
+            original = self.dataset.root / source
+            stat = None if path.startswith(RECORD_PREFIX) else (
+                original if original.is_file() else Path(path)).stat()
+            stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "")
+        return stamps
+
     def hashes(self) -> tuple[list[str], list[tuple[int, int]]]:
-        """The SHA-1 of each file's bytes and its dHashes (plain and mirrored)."""
+        """The SHA-1 of each file's bytes and its dHashes (plain and mirrored); those of files
+        unchanged since the last audit into the output dir are reused."""
         cache = self.out / HASHES
         start = time.perf_counter()
+        known = {}
         if cache.exists():
             try:
                 with np.load(cache) as saved:
-                    if saved["sources"].tolist() == self.sources:
-                        self.seconds["hashes"] = round(time.perf_counter() - start, 2)
-                        return saved["sha1"].tolist(), [(int(a), int(b)) for a, b in zip(
-                            saved["dhash"].tolist(), saved["dhash_mirror"].tolist())]
+                    if "stamps" in saved.files:
+                        known = dict(zip(zip(saved["sources"].tolist(),
+                                             saved["stamps"].tolist()),
+                                         zip(saved["sha1"].tolist(), saved["dhash"].tolist(),
+                                             saved["dhash_mirror"].tolist())))
             except Exception as error:  # noqa: BLE001 - a damaged cache is recomputed
                 print(f"{cache} is damaged ({first_line(error)}): hashing again", flush=True)
-        digests, dhashes = [], []
-        print(f"file and perceptual hashes of {len(self.sources)} images:", flush=True)
-        bar = ImageProgress(len(self.sources))
-        for data, image in self.images(range(len(self.sources))):
-            digests.append(file_digest(data))
-            dhashes.append(difference_hashes(image))
-            bar.add(1)
+        keys = list(zip(self.sources, self.stamps))
+        new = [i for i, key in enumerate(keys) if key not in known]
+        if new:
+            print(f"file and perceptual hashes of {len(new)} images:", flush=True)
+            bar = ImageProgress(len(new))
+            for i, (data, image) in zip(new, self.images(new)):
+                a, b = difference_hashes(image)
+                known[keys[i]] = (file_digest(data), str(a), str(b))  # 64 bits: as text
+                bar.add(1)
+        digests = [known[key][0] for key in keys]
+        dhashes = [(int(known[key][1]), int(known[key][2])) for key in keys]
         tmp = cache.with_name(f".{cache.name}.tmp.npz")
-        np.savez(tmp, sources=np.array(self.sources), sha1=np.array(digests),
-                 dhash=np.array([str(a) for a, _ in dhashes]),
-                 dhash_mirror=np.array([str(b) for _, b in dhashes]))
+        np.savez(tmp, sources=np.array(self.sources), stamps=np.array(self.stamps, dtype=str),
+                 sha1=np.array(digests), dhash=np.array([known[key][1] for key in keys]),
+                 dhash_mirror=np.array([known[key][2] for key in keys]))
         tmp.replace(cache)
         self.seconds["hashes"] = round(time.perf_counter() - start, 2)
         return digests, dhashes
@@ -182,12 +216,13 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
     features = audit.features()
     digests, dhashes = audit.hashes()
     start = time.perf_counter()
-    result = {"dataset": str(audit.dataset.root), "task": config.task,
+    result = {"format": FORMAT, "dataset": str(audit.dataset.root), "task": config.task,
               "settings": config.to_dict(), "images": len(audit.sources),
               "labels": list(audit.task.labels), "splits": audit.split_origin,
               "split_counts": _counts(audit.split_of), "backbone": audit.backbone_name,
               "features_cached": audit.cached, "skipped": len(audit.dataset.skipped),
-              "not_done": [], "notes": []}
+              "skipped_files": list(audit.dataset.skipped), "not_done": [], "notes": []}
+    write_json(TrainDir(audit.out).data_report, audit.dataset.report())  # as a run's
     result["exact_duplicates"] = exact_duplicates(audit, digests)
     result["near_duplicates"] = near_duplicates(audit, features, digests, dhashes)
     x = findings.prepare(features)
@@ -204,7 +239,7 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
     audit.seconds["total"] = round(time.perf_counter() - clock, 2)
     result["seconds"] = audit.seconds
     result["outputs"] = report.write_outputs(audit, result)
-    write_json(audit.out / "audit.json", result)
+    write_json(audit.out / AUDIT_JSON, result)
     return result
 
 
@@ -286,14 +321,17 @@ def _questions(audit: Audit) -> list[tuple[str | None, np.ndarray, list[str]]]:
 
 
 def _grouped_probabilities(audit: Audit, x: np.ndarray, y: np.ndarray, k: int,
-                           groups: np.ndarray | None) -> tuple[np.ndarray, int]:
+                           groups: np.ndarray | None) -> tuple[np.ndarray, int, int, str]:
     """Out-of-fold probabilities; with groups, by group for classes with two or more groups
     (classes in one group are predicted with plain folds: no other group could teach them).
-    Returns them and the number of rows predicted with plain folds for that reason."""
+    Returns them, the number of rows predicted with plain folds for that reason, and the
+    folds used and why fewer than ``--folds``."""
     c = audit.config
     plain = findings.out_of_fold_probabilities(x, y, k, folds=c.folds, seed=c.seed)
+    used = findings.fold_count(y, c.folds)
+    why = f"no class has more than {used} photos"
     if groups is None:
-        return plain, 0
+        return plain, 0, used, why
     pinned = np.zeros(len(y), bool)
     for label in np.unique(y):
         if len(set(groups[y == label].tolist())) < 2:
@@ -301,11 +339,11 @@ def _grouped_probabilities(audit: Audit, x: np.ndarray, y: np.ndarray, k: int,
     free = np.flatnonzero(~pinned)
     folds = min(c.folds, len(set(groups[free].tolist())))
     if folds < 2 or len(np.unique(y[free])) < 2:
-        return plain, int(len(y))
+        return plain, int(len(y)), used, why
     probabilities = plain.copy()
     probabilities[free] = findings.out_of_fold_probabilities(x[free], y[free], k, groups[free],
                                                              folds=folds, seed=c.seed)
-    return probabilities, int(pinned.sum())
+    return probabilities, int(pinned.sum()), folds, f"only {folds} groups"
 
 
 def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
@@ -319,15 +357,18 @@ def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
         result["label_errors"], result["confused_pairs"] = [], []
         return
     groups = audit.pool.groups
-    errors, confused, accuracy = [], [], {}
+    errors, confused, accuracy, folds, fewer = [], [], {}, {}, []
     audit.confusion = []
     for attribute, column, names in questions:
         known = np.flatnonzero(column >= 0)
         y = column[known]
         if len(np.unique(y)) < 2:
             continue
-        probabilities, plain_rows = _grouped_probabilities(
+        probabilities, plain_rows, folds[attribute or "label"], why = _grouped_probabilities(
             audit, x[known], y, len(names), None if groups is None else groups[known])
+        if folds[attribute or "label"] < audit.config.folds:
+            fewer.append(f"{folds[attribute or 'label']} used"
+                         + (f" for {attribute}" if attribute else "") + f" ({why})")
         if plain_rows and groups is not None:
             result["notes"].append(
                 f"{plain_rows} photos of {'attribute ' + attribute + ' ' if attribute else ''}"
@@ -360,10 +401,14 @@ def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
     result["label_errors"] = errors
     result["confused_pairs"] = confused
     result["out_of_fold_accuracy"] = accuracy
+    result["folds"] = {"asked": audit.config.folds, "used": folds}
+    if fewer:
+        result["notes"].append(f"--folds {audit.config.folds}: " + "; ".join(fewer))
+    used = sorted(set(folds.values()))
     result["label_error_method"] = (
-        f"confident learning on {audit.config.folds}-fold out-of-fold probabilities of a "
-        f"logistic regression (C {findings.C}) on the frozen features"
-        + (", folds by group" if groups is not None else ""))
+        f"confident learning on {'/'.join(map(str, used)) or audit.config.folds}-fold "
+        f"out-of-fold probabilities of a logistic regression (C {findings.C}) on the frozen "
+        "features" + (", folds by group" if groups is not None else ""))
 
 
 def outlier_findings(audit: Audit, features: np.ndarray) -> list[dict]:
@@ -403,47 +448,58 @@ def shortcut(audit: Audit, x: np.ndarray, result: dict) -> dict | None:
 
 def write_fix(audit: Audit, result: dict) -> dict:
     """``cleaned_labels.csv``: every image's row in the task's columns (paths relative to the
-    dataset folder) except the extra copies of exact duplicates and of near duplicates the
-    perceptual hash confirms (the training copy is kept), and the label-error candidates.
-    Returns the removed files with reasons."""
+    dataset folder) except the copies of a kept photo with the same label (exact copies, and
+    near copies the perceptual hash confirms; the training copy is kept) and the label-error
+    candidates. Copies with different labels are label conflicts: kept and listed. A class
+    the removals would empty keeps its photos. Returns the removed files with reasons."""
     index = {s: i for i, s in enumerate(audit.sources)}
     rank = lambda i: ((PREFERRED_SPLITS.index(audit.split_of[i])  # noqa: E731
                        if audit.split_of[i] in PREFERRED_SPLITS else 3), audit.sources[i])
-    parent = list(range(len(audit.sources)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-    reason = {}
-    links = [(d["files"], "exact copy") for d in result["exact_duplicates"]]
-    links += [(p["files"], f"near duplicate (cosine {p['cosine']}, dHash {p['hash_bits']} bits)")
+    copies: dict[int, list[tuple[float, int, str]]] = {}  # row → (closeness, other row, what)
+    conflicts = []
+    links = [(pair, 2.0, "exact copy", "same SHA-1") for d in result["exact_duplicates"]
+             for pair in itertools.combinations(d["files"], 2)]
+    links += [(p["files"], p["cosine"], "near copy",
+               f"cosine {p['cosine']}, dHash {p['hash_bits']} bits")
               for p in result["near_duplicates"]["pairs"]
               if p["hash_agrees"] and p["cosine"] >= FIX_COSINE]
-    for files, why in links:
-        rows = [index[f] for f in files]
-        for r in rows[1:]:
-            a, b = root(rows[0]), root(r)
-            if a != b:
-                parent[max(a, b, key=rank)] = min(a, b, key=rank)
-        for r in rows:
-            reason.setdefault(r, why)
-    removed = {}
-    for i in range(len(audit.sources)):
-        keeper = root(i)
-        if keeper != i:
-            removed[i] = f"{reason.get(i, 'copy')} of {audit.sources[keeper]}"
+    for files, closeness, kind, how in links:
+        a, b = (index[f] for f in files)
+        if _label_text(audit, a) != _label_text(audit, b):
+            conflicts.append({"files": list(files), "kind": kind,
+                              "labels": [_label_text(audit, a), _label_text(audit, b)]})
+            continue
+        for i, j in ((a, b), (b, a)):
+            copies.setdefault(i, []).append((closeness, j, f"{kind} of {audit.sources[j]} "
+                                                           f"({how})"))
+    removed: dict[int, str] = {}
+    for i in sorted(range(len(audit.sources)), key=rank):  # a copy of a kept photo goes
+        kept = [c for c in copies.get(i, ()) if c[1] not in removed and rank(c[1]) < rank(i)]
+        if kept:
+            removed[i] = max(kept)[2]
+    candidates: dict[int, str] = {}
     blanked: dict[int, set[str]] = {}  # attributes: a doubtful cell becomes unknown
     for error in result["label_errors"]:
-        if not error["fixable"]:
-            continue
         i = index[error["file"]]
+        if not error["fixable"] or i in removed:
+            continue
         if "attribute" in error:
             blanked.setdefault(i, set()).add(error["attribute"])
-            continue
-        removed.setdefault(i, f"label-error candidate: given {error['given']}, suggested "
-                              f"{error['suggested']}")
+        else:
+            candidates.setdefault(i, f"label-error candidate: given {error['given']}, "
+                                     f"suggested {error['suggested']}")
+    every = set().union(*(_classes(audit, i, {}) for i in range(len(audit.sources))))
+    left = set().union(*(_classes(audit, i, blanked) for i in range(len(audit.sources))
+                         if i not in removed and i not in candidates))
+    emptied = sorted(every - left)
+    if emptied:  # a fix never removes a class: its candidates stay
+        candidates = {i: why for i, why in candidates.items()
+                      if not _classes(audit, i, {}) & set(emptied)}
+        blanked = {i: {a for a in cells if f"{a}={audit.pool.raw_labels[i].get(a)}"
+                       not in emptied} for i, cells in blanked.items()}
+        result["notes"].append(f"--fix kept the label-error candidates of {', '.join(emptied)}: "
+                               "removing them would leave no photo of it")
+    removed |= candidates
     path = audit.out / FIXED_CSV
     header, cells = _manifest_columns(audit, blanked)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -458,14 +514,28 @@ def write_fix(audit: Audit, result: dict) -> dict:
             "removed": [{"file": audit.sources[i], "reason": why}
                         for i, why in sorted(removed.items())],
             "cells_made_unknown": [{"file": audit.sources[i], "attributes": sorted(a)}
-                                   for i, a in sorted(blanked.items()) if i not in removed],
-            "note": f"removed: exact copies, near copies the hash confirms at cosine >= "
-                    f"{FIX_COSINE} and label-error candidates whose suggested label has "
+                                   for i, a in sorted(blanked.items()) if a and i not in removed],
+            "label_conflicts": conflicts,
+            "classes_kept_whole": emptied,
+            "note": f"removed: exact copies (same SHA-1) and near copies the hash confirms at "
+                    f"cosine >= {FIX_COSINE} of a kept photo with the same label (the training "
+                    "copy is kept), and label-error candidates whose suggested label has "
                     f"probability >= {FIX_SUGGESTED} where the labels are predicted with "
-                    f"accuracy >= {WEAK_ACCURACY} (the training copy of copies is kept; for "
-                    "attributes the doubtful cell is made empty, unknown, instead); "
+                    f"accuracy >= {WEAK_ACCURACY} (for attributes the doubtful cell is made "
+                    "empty, unknown, instead) unless that would leave a class without a photo; "
+                    "copies with different labels are label conflicts, kept and listed; "
                     "other findings and outliers are listed, not removed; the given split "
                     "folders become part of each file name"}
+
+
+def _classes(audit: Audit, i: int, blanked: dict[int, set[str]]) -> set[str]:
+    """The classes row ``i`` is a photo of: its label, tags, or attribute=value cells (those
+    in ``blanked`` left out)."""
+    raw = audit.pool.raw_labels[i]
+    if isinstance(raw, dict):
+        return {f"{a}={v}" for a, v in raw.items()
+                if v is not None and a not in blanked.get(i, ())}
+    return set(map(str, raw)) if isinstance(raw, (tuple, list)) else {str(raw)}
 
 
 def _manifest_columns(audit: Audit, blanked: dict[int, set[str]]):

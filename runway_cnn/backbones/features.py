@@ -97,24 +97,28 @@ def extract_features(backbone: Backbone, paths: list[str], batch_size: int,
 
 
 def save_features(files: TrainDir, pool: Split, backbone: Backbone, pooling: str,
-                  features: np.ndarray, seconds: float) -> None:
+                  features: np.ndarray, seconds: float, stamps: list[str] | None = None
+                  ) -> None:
     """The feature cache of an experiment: the array in ``features.npy`` (memory-mapped when
-    read back), what it holds (sources, backbone, pooling) in ``features.npz``."""
+    read back), what it holds (sources, backbone, pooling and, if given, each file's
+    ``stamps``) in ``features.npz``."""
     array = files.feature_array
     tmp = array.with_name(f".{array.name}.tmp.npy")
     np.save(tmp, np.asarray(features, np.float32))
     tmp.replace(array)
     tmp = files.features.with_name(f".{files.features.name}.tmp.npz")
     np.savez(tmp, sources=np.array(pool.sources), backbone=np.array(backbone.name),
-             pooling=np.array(pooling), seconds=np.array(seconds))
+             pooling=np.array(pooling), seconds=np.array(seconds),
+             **({} if stamps is None else {"stamps": np.array(stamps, dtype=str)}))
     tmp.replace(files.features)
 
 
-def load_features(files: TrainDir, pool: Split, backbone: Backbone,
-                  pooling: str) -> tuple[np.ndarray | None, float]:
-    """Features saved by an earlier session of this experiment if they are for these images,
-    memory-mapped (read from disk as rows are used, so memory does not grow with the pool); a
-    damaged file is a cache miss (said, and recomputed)."""
+def load_features(files: TrainDir, pool: Split, backbone: Backbone, pooling: str,
+                  stamps: list[str] | None = None) -> tuple[np.ndarray | None, float]:
+    """Features saved by an earlier session of this experiment if they are for these images
+    (with ``stamps``, these files as they are now), memory-mapped (read from disk as rows are
+    used, so memory does not grow with the pool); a damaged file is a cache miss (said, and
+    recomputed)."""
     if not (files.features.exists() and files.feature_array.exists()):
         return None, 0.0
     try:
@@ -122,7 +126,9 @@ def load_features(files: TrainDir, pool: Split, backbone: Backbone,
         with np.load(files.features) as saved:
             if (saved["sources"].tolist() != list(pool.sources) or str(saved["backbone"])
                     != backbone.name or features.shape != (len(pool), backbone.feature_dim)
-                    or str(saved["pooling"]) != pooling):
+                    or str(saved["pooling"]) != pooling or stamps is not None and (
+                        "stamps" not in saved.files
+                        or saved["stamps"].tolist() != list(stamps))):
                 return None, 0.0
             return features, float(saved["seconds"])
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file

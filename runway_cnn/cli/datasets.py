@@ -10,6 +10,8 @@ Example::
 Each split becomes ``<split>-00000-of-000NN.tfrecord`` shards; ``labels.txt`` and
 ``dataset.json`` describe them. Every command that takes a dataset folder takes the output
 folder too. Bad images are skipped and listed in ``dataset.json``'s data report, as in a scan.
+With ``--group_by`` each group stays in one split and every record carries its group (what a
+grouped run or experiment on the records needs).
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from runway_cnn import cli
 from runway_cnn.training.config import FinetuneConfig
 
 SCAN_FLAGS = ("dataset_dir", "labels_csv", "labels_file", "task", "validation_fraction",
-              "test_fraction", "seed")  # and every task's options (add_task_option_flags)
+              "test_fraction", "seed", "group_by")  # and every task's options
+# (add_task_option_flags); --group_by keeps each record's group and splits by it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

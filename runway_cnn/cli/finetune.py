@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> None:
         if "test" in refit:
             print(f"test, the export itself (refit on {' + '.join(refit['splits'])}): "
                   f"{result.task.headline(refit['test'])}")
-    stages = {**result.metrics["stages"], **({"refit": refit} if refit else {})}
-    print("stage times: " + json.dumps({k: round(v.get("seconds", 0.0), 1)
-                                        for k, v in stages.items()}))
+    seconds = result.metrics.get("seconds") or {  # a run from before the breakdown
+        k: v.get("seconds", 0.0) for k, v in result.metrics["stages"].items()}
+    print("seconds: " + json.dumps({k: round(v, 1) for k, v in seconds.items()})
+          + " (set-up, not charged to --time_budget: backbone, image_cache)")
     if not (result.train_dir / "metrics.json").exists():  # a multi-worker run's other workers
         print("this worker's files were temporary: the chief's train dir holds the run")
         return

@@ -16,9 +16,9 @@ from typing import Iterator
 import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
-from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
+from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits, too_few_groups
 from runway_cnn.data.images import CheckedImage, check_images
-from runway_cnn.data.splits import stratified_split
+from runway_cnn.data.splits import TooFewGroups, stratified_split
 from runway_cnn.errors import DataError, control_character
 from runway_cnn.registry import Registry
 from runway_cnn.runfiles import TrainDir, write_json
@@ -86,6 +86,9 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
         raise DataError(f"validation_fraction={validation_fraction} and test_fraction="
                         f"{test_fraction}: need 0 < validation, 0 <= test and a sum below 1")
     walker = _Walker(_dataset_root(dataset_dir))
+    if group_by and GroupBy(group_by).column is not None:
+        raise DataError(f"--group_by {group_by} needs --labels_csv: it reads that CSV's column; "
+                        f"{walker.root} is read as class folders (group by folder or a pattern)")
     classes = walker.find_class_folders()
     tmpdir = None
     if work_dir is None:
@@ -105,7 +108,7 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
     grouping = group_splits(by_split, GroupBy(group_by)) if group_by else None
     if make_splits:
         splits, settings = _make_splits(walker, by_split, class_names, validation_fraction,
-                                        test_fraction, seed, grouped=grouping is not None)
+                                        test_fraction, seed, group_by if grouping else None)
     else:
         splits = {s: by_split[s] for s in SPLITS if s in by_split}
         settings = {"layout": walker.layout, "given_splits": (
@@ -286,7 +289,8 @@ def _check_all(walker: _Walker, classes: dict[str, dict[str, str]],
 
 def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str],
                  validation_fraction: float, test_fraction: float,
-                 seed: int, grouped: bool = False) -> tuple[dict[str, Split], dict]:
+                 seed: int, group_by: str | None = None) -> tuple[dict[str, Split], dict]:
+    grouped = group_by is not None
     settings = {"layout": walker.layout, "validation_fraction": validation_fraction, "seed": seed,
                 "given_splits": list(given) if walker.layout == "split folders" else []}
     if walker.layout == "split folders":
@@ -307,6 +311,8 @@ def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str
     try:
         index = stratified_split(carve_from.targets, *fractions, seed=seed,
                                  groups=carve_from.groups)
+    except TooFewGroups as e:
+        raise too_few_groups(e, group_by, carve_from.groups) from None
     except ValueError as e:
         raise DataError(f"cannot split {where} stratified{' by group' if grouped else ''} "
                         f"({e}); add images or change validation_fraction / test_fraction"

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from runway_cnn.data.dataset import Split
+from runway_cnn.data.splits import TooFewGroups
 from runway_cnn.errors import DataError
 
 COLUMN = "column:"
@@ -76,7 +77,11 @@ class GroupBy:
                 key = "\0" + source  # a group of its own, never equal to a real key
             keys.append(key)
         if sources and len(alone) == len(sources):
+            matched = next((s for s in sources if self.pattern and self.pattern.search(s)), None)
             what = (f"column {self.column!r} is empty in every row" if self.column is not None
+                    else f"pattern {self.spec!r} captured an empty group for file {matched} (and "
+                         "every other file it matches): capture the part that names the group"
+                    if matched is not None
                     else f"pattern {self.spec!r} matches no file path (e.g. {sources[0]})")
             raise DataError(f"--group_by: {what}")
         return np.array(keys, dtype=object), alone
@@ -116,3 +121,13 @@ def describe_split_groups(splits: dict[str, Split]) -> dict:
     return {"groups_per_split": {name: len(keys) for name, keys in members.items()},
             "groups_in_several_splits": len(shared),
             "examples_in_several_splits": [g.lstrip("\0") for g in shared[:5]]}
+
+
+def too_few_groups(error: TooFewGroups, spec: str, groups: np.ndarray,
+                   stratum: str = "class") -> DataError:
+    """The one-line error of a ``--group_by`` too coarse to split by: how many groups it made,
+    how many (sharing their ``stratum``, the task's word, with another group) are needed."""
+    return DataError(f"--group_by {spec!r} makes {len(set(groups.tolist()))} groups, too few to "
+                     f"hold out {error.fraction:.0%} of them by group: {error.usable} share their "
+                     f"{stratum} with another group, {error.needed} or more needed; give a finer "
+                     "--group_by (smaller groups: a show, not a brand)")

@@ -7,7 +7,7 @@ exact copies by their bytes' digest and checks near ones with a perceptual hash.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -100,12 +100,14 @@ def hash_distance(a: tuple[int, int], b: tuple[int, int]) -> int:
 
 def check_split_leaks(features: dict[str, np.ndarray], sources: dict[str, Sequence[str]],
                       grouped: bool, threshold: float = NEAR_DUPLICATE_COSINE,
-                      num_labels: int = 0) -> dict:
+                      num_labels: int = 0,
+                      split: Callable[[np.ndarray], object] | None = None) -> dict:
     """Counts the validation / test photos with a near-duplicate in training. ``features`` and
     ``sources`` are per split (``"train"`` and the held-out ones). Returns what ``metrics.json``
     records: the count per split, the threshold, the closest pair, a ``--group_by`` that would
-    keep most pairs together (when the split is not grouped), and ``warn`` when the share of
-    such photos is ``WARN_SHARE`` or more."""
+    keep most pairs together and that ``split`` (the run's splitter of every source in that
+    order, given a group key each; ``ValueError`` when it cannot) can split by (when the split
+    is not grouped), and ``warn`` when the share of such photos is ``WARN_SHARE`` or more."""
     train = np.asarray(features["train"], np.float32)
     result = {"threshold": threshold, "near_duplicates": {}, "checked": {}, "grouped": grouped}
     pairs: list[tuple[float, str, str]] = []
@@ -126,7 +128,7 @@ def check_split_leaks(features: dict[str, np.ndarray], sources: dict[str, Sequen
     if result["warn"] and not grouped:
         all_sources = [s for split in sources.values() for s in split]
         result["suggested_group_by"] = suggest_group_by([(a, b) for _, a, b in pairs],
-                                                        all_sources, num_labels)
+                                                        all_sources, num_labels, split)
     return result
 
 
@@ -149,14 +151,28 @@ def warning_line(leaks: dict) -> str | None:
 
 
 def suggest_group_by(pairs: Sequence[tuple[str, str]], sources: Sequence[str],
-                     num_labels: int = 0) -> str | None:
+                     num_labels: int = 0,
+                     split: Callable[[np.ndarray], object] | None = None) -> str | None:
     """The first of ``CANDIDATES`` that gives both photos of most ``pairs`` one key while
-    making more groups than labels (a key per class would hide nothing)."""
+    making more groups than labels (a key per class would hide nothing) and, given ``split``
+    (the run's splitter of ``sources`` by group keys), that the run can split by."""
     for spec in CANDIDATES:
         group_by = GroupBy(spec)
         together = sum(bool(group_by.key(a)) and group_by.key(a) == group_by.key(b)
                        for a, b in pairs)
         keys = {group_by.key(s) for s in sources}
-        if together * 2 >= len(pairs) > 0 and len(keys - {""}) > max(num_labels, 1):
+        if together * 2 >= len(pairs) > 0 and len(keys - {""}) > max(num_labels, 1) and \
+                _splits_by(split, group_by, sources):
             return spec
     return None
+
+
+def _splits_by(split: Callable[[np.ndarray], object] | None, group_by: GroupBy,
+               sources: Sequence[str]) -> bool:
+    if split is None:
+        return True
+    try:
+        split(group_by.keys(sources)[0])
+    except ValueError:  # too few groups (of a class, a value range …) to hold any out
+        return False
+    return True

@@ -149,7 +149,8 @@ def eval_crops(paths: Sequence[str], spec: PreprocessingSpec, batch_size: int) -
 def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingSpec,
                   batch_size: int, augmentation: Augmentation | None, seed: int,
                   cache: bool = True, weights: np.ndarray | None = None,
-                  sizes: Sequence[int] | None = None) -> tf.data.Dataset:
+                  sizes: Sequence[int] | None = None,
+                  images: tf.data.Dataset | None = None) -> tf.data.Dataset:
     """Shuffled training batches; random resized crop + flip + jitter unless ``augmentation`` is
     None. The same seed gives the same order and augmentations.
 
@@ -164,28 +165,24 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
     each epoch). With ``sizes`` it holds one epoch per entry, each cropped to its own size
     (progressive resizing), epoch ``e`` shuffled and augmented with seeds of its own: feed it to
     ``fit`` with ``steps_per_epoch`` (:func:`steps_per_epoch`) so that Keras keeps one iterator
-    across epochs. Images are cached once for every epoch.
+    across epochs. Images are cached once for every epoch. ``images`` (from
+    :func:`decoded_images`, for the same paths and augmentation) is a cache to share: datasets
+    built on it decode nothing once it is filled (:func:`fill`).
     """
     if weights is not None:
         labels = (labels, np.asarray(weights, np.float32))
+    prepare = _prepare(spec, augmentation)
     if augmentation is None:  # the eval crop, shuffled
-        def prepare(data):
-            return _to_uint8(central_crop(decode_image(data), spec))
-
         def finish(image, _, size):
             return _to_float(image if size == spec.image_size else
                              tf.image.resize(image, [size, size], antialias=True))
     else:
-        def prepare(data):
-            return resize_shorter_side(decode_image(data), spec.cache_size)
-
         def finish(image, random_seed, size):
             return random_resized_crop(image, replace(spec, image_size=size), augmentation,
                                        random_seed)
-    cached = None
-    if cache:
-        cached = _encoded(paths, parallel_reads=True).map(
-            lambda i, data: (i, prepare(data)), num_parallel_calls=AUTOTUNE).cache()
+    cached = images
+    if cached is None and cache:
+        cached = decoded_images(paths, spec, augmentation)
 
     def epoch(epoch_seed: int, size: int) -> tf.data.Dataset:
         if cached is not None:
@@ -210,6 +207,30 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
     for more in epochs[1:]:
         ds = ds.concatenate(more)
     return ds.prefetch(AUTOTUNE)
+
+
+def _prepare(spec: PreprocessingSpec, augmentation: Augmentation | None
+             ) -> Callable[[tf.Tensor], tf.Tensor]:
+    """What a training cache keeps of an encoded image: the eval crop (uint8) without
+    augmentation, else the image at ``spec.cache_size`` (shorter side) to crop from."""
+    if augmentation is None:
+        return lambda data: _to_uint8(central_crop(decode_image(data), spec))
+    return lambda data: resize_shorter_side(decode_image(data), spec.cache_size)
+
+
+def decoded_images(paths: Sequence[str], spec: PreprocessingSpec,
+                   augmentation: Augmentation | None) -> tf.data.Dataset:
+    """``(position, image)`` of every image of ``paths`` as :func:`train_dataset` keeps them in
+    memory: a cache several training datasets can share (its ``images``)."""
+    prepare = _prepare(spec, augmentation)
+    return _encoded(paths, parallel_reads=True).map(
+        lambda i, data: (i, prepare(data)), num_parallel_calls=AUTOTUNE).cache()
+
+
+def fill(images: tf.data.Dataset) -> None:
+    """Reads :func:`decoded_images` once to its end, which fills its cache."""
+    for _ in images:
+        pass
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:

@@ -24,6 +24,16 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 
+class TooFewGroups(ValueError):
+    """A grouped split that cannot hold out ``fraction``: of the groups it could carve from,
+    ``usable`` share their stratum (class) with another group; ``needed`` are needed."""
+
+    def __init__(self, usable: int, needed: int, fraction: float):
+        super().__init__(f"{usable} groups share their class with another group, {needed} or "
+                         f"more needed for a split of {fraction:.2f}")
+        self.usable, self.needed, self.fraction = usable, needed, fraction
+
+
 def stratified_split(labels: np.ndarray, validation_fraction: float, test_fraction: float,
                      seed: int, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Split → sorted indices. Split sizes are ``ceil(fraction * n)`` but at least one per class.
@@ -178,8 +188,7 @@ def _carve_groups(index: np.ndarray, labels: np.ndarray, groups: np.ndarray, fra
     free = np.flatnonzero(np.isin(group_label, classes[per_class >= 2]))
     size = _split_size(fraction, group_label[free])
     if len(free) == 0 or size >= len(free):
-        raise ValueError(f"{len(free)} groups of classes with two or more groups are too few "
-                         f"for a split of {fraction:.2f}")
+        raise TooFewGroups(len(free), max(size + 1, 2), fraction)
     _, carved = train_test_split(free, test_size=size, stratify=group_label[free],
                                  random_state=seed)
     out = np.isin(inverse, carved)

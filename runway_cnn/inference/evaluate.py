@@ -56,6 +56,10 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
         return EvaluationImages(rows.tmpdir, images, "all",
                                 f"the {len(images)} usable rows of {rows.csv_path}",
                                 len(rows.bad_rows) + len(rows.skipped), root)
+    why = task.labels_csv_needed(**task.options) if task is not None else None
+    if why:
+        raise DataError(f"--dataset_dir {root} without --labels_csv: to evaluate this model, "
+                        f"{why}")
     dataset = data.scan_image_folder(root, make_splits=False)
     pool = dataset.pooled()
     if dataset.split_settings.get("layout") != "split folders":
@@ -132,8 +136,8 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
 
 
 def _check_own(output_dir: str | Path, overwrite: bool) -> None:
-    check_own_output(output_dir, EVAL_JSON, has_keys("model", "dataset_dir", "split"),
-                     overwrite=overwrite, flag="--output_dir")
+    check_own_output(output_dir, EVAL_JSON, has_keys("model", "dataset_dir", "split"), ("*",),
+                     overwrite, "--output_dir")
 
 
 def learned_from(refit: dict | None, root: Path, sources: list[str]) -> int | None:

@@ -143,7 +143,7 @@ def check_explain_dir(folder: str | Path | None, overwrite: bool = False) -> Non
     if folder is not None:
         check_output_dir(folder, "--explain")
         check_own_output(folder, OVERLAYS_CSV, lambda path: path.read_text().startswith(
-            ",".join(OVERLAYS_HEADER)), overwrite=overwrite, flag="--explain")
+            ",".join(OVERLAYS_HEADER)), ("*",), overwrite, "--explain")
 
 
 def overlay_name(path: str, label: str, taken: set[str]) -> str:

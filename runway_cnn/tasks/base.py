@@ -66,6 +66,7 @@ class Task:
     monitor_mode = "min"
     summary_figures: tuple[str, ...] = ("loss",)
     plotted_figures: tuple[str, ...] = ()  # summary figures in [0, 1], drawn side by side
+    stratum = "class"  # what a split keeps in proportion, in messages ("share their class")
     csv_columns: tuple[str, ...] = ()  # the --labels_csv columns raw_label needs besides filename
     options_class: type[TaskOptions] = TaskOptions  # the task's flags
     # the module of the task's figures, files and text (its ``headline(figures)`` and
@@ -75,6 +76,12 @@ class Task:
     def __init__(self, labels: Sequence[str], **options):
         self.labels = list(labels)
         self.options = dict(options)
+
+    @property
+    def monitored_figure(self) -> str:
+        """The evaluation figure :attr:`monitor` watches on validation (``val_top1`` →
+        ``top1``): a run's headline on any split."""
+        return self.monitor.removeprefix("val_")
 
     # -- labels and targets ------------------------------------------------------------------
     @classmethod
@@ -100,6 +107,12 @@ class Task:
         return cls.raw_label, cls.csv_columns
 
     @classmethod
+    def labels_csv_needed(cls, **options) -> str | None:
+        """Why class folder names cannot be this task's labels under ``options`` (then a run
+        and an evaluation need ``--labels_csv``), or None where they can."""
+        return None
+
+    @classmethod
     def label_space(cls, raw_labels: Sequence[Any], **options) -> list[str]:
         """The labels of a dataset, in target order, from every image's raw label (a class
         name; a tuple of tags; a dict of attribute values) and the task's ``options`` (the
@@ -110,6 +123,11 @@ class Task:
         """Raw labels → targets; a label outside the label space is a
         :class:`~runway_cnn.errors.DataError` naming ``where`` (a folder, a CSV file)."""
         raise NotImplementedError
+
+    def check_learnable(self, targets: np.ndarray, where: str) -> None:
+        """Raises a :class:`~runway_cnn.errors.DataError` naming ``where`` when every usable
+        image's ``targets`` (before the split) leave nothing to learn (a regression's one
+        value); most tasks check their label space elsewhere."""
 
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
         """Label values outside the label space, with how often they occur (data report)."""

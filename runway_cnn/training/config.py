@@ -95,10 +95,13 @@ class FinetuneConfig:
     stage2_epochs: int = _opt(None, "epochs of fine-tuning the unfrozen backbone; 0 skips stage "
                                     "2 (default: planned, on every device: the most epochs, up "
                                     "to 4, that fit --time_budget, from a measured step time)")
-    time_budget: float = _opt(None, "minutes for the whole run: stage 2 measures its training "
-                                    "step, plans its epochs and sizes to end inside the budget, "
-                                    "and stops early if an epoch would pass it (default: 10 on a "
-                                    "CPU, none on a GPU; 0: none)")
+    time_budget: float = _opt(None, "minutes for the whole run (set-up not counted: building "
+                                    "the backbone, caching the decoded images): stage 2 "
+                                    "measures its training step, plans its epochs and sizes to "
+                                    "end inside the budget (part of one epoch when a whole one "
+                                    "does not fit), and stops at the batch after which one more "
+                                    "and a validation pass would pass it (default: 10 on a CPU, "
+                                    "none on a GPU; 0: none)")
     stage2_sizes: str = _opt("auto", "stage-2 training image sizes: auto (--image_size; when "
                                      "the budget fits fewer than 2 epochs there, progressive "
                                      "from 5/8 of it up to it, the last epoch at it: cheaper "

@@ -9,9 +9,10 @@ import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.folders import scan_image_folder
-from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits
+from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits, too_few_groups
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.source import dataset_source
+from runway_cnn.data.splits import TooFewGroups
 from runway_cnn.data.tfrecords import (
     DESCRIPTOR,
     check_records_output,
@@ -36,6 +37,9 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
     if kind == "tfrecords":
         return _tfrecord_dataset(config, dataset_dir)
     if kind == "folders":
+        why = TASKS.get(config.task).labels_csv_needed(**config.task_options)
+        if why:
+            raise DataError(f"--dataset_dir {dataset_dir} without --labels_csv: {why}")
         dataset = scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                     test_fraction=config.test_fraction, seed=config.seed,
                                     work_dir=work_dir, group_by=config.group_by,
@@ -57,6 +61,8 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
               else labels_for_run(config.task, rows.raw_labels, settings))
     task = task_for_run(config.task, labels, settings)
     targets = task.targets(rows.raw_labels, where=f"--labels_csv {rows.csv_path}")
+    if make_splits:  # a run or a conversion (an evaluation may score a constant)
+        task.check_learnable(targets, where=f"--labels_csv {rows.csv_path}")
     every = Split(rows.paths, targets, rows.sources, rows.raw_labels)
     grouping = None
     if group_by is not None:
@@ -75,6 +81,8 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
     try:
         index = task.split(targets, config.validation_fraction, config.test_fraction,
                            config.seed, groups=every.groups)
+    except TooFewGroups as error:
+        raise too_few_groups(error, group_by.spec, every.groups, task.stratum) from None
     except ValueError as error:
         raise DataError(f"cannot split the {len(every)} usable rows of {rows.csv_path} "
                         f"({first_line(error)}); add images or change --validation_fraction / "

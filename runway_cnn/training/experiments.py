@@ -36,7 +36,9 @@ import numpy as np
 from runway_cnn.backbones.factory import Backbone
 from runway_cnn.backbones.features import extract_features, load_features, save_features
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.groups import too_few_groups
 from runway_cnn.data.source import dataset_source
+from runway_cnn.data.splits import TooFewGroups
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.runfiles import TrainDir, read_json, write_json
 from runway_cnn.tasks import Task, task_from_config
@@ -64,7 +66,7 @@ def aggregated(task: Task) -> tuple[str, ...]:
 
 
 def _validation_figure(task: Task) -> str:
-    return "validation_" + task.monitor.removeprefix("val_")
+    return "validation_" + task.monitored_figure
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray,
                     for i in range(config.num_splits)]
         folds = task.kfold(targets, config.kfold, config.seed, config.validation_fraction,
                            groups=groups)
+    except TooFewGroups as error:
+        raise too_few_groups(error, config.group_by, groups, task.stratum) from None
     except ValueError as error:  # sklearn: too few images (or groups) of a class to stratify
         raise DataError(f"cannot make the experiment's stratified splits of {config.dataset_dir} "
                         f"({error}); add images, or lower --kfold or the split fractions") from None
@@ -243,7 +247,8 @@ def compare_random(grouped: dict, random: dict, task: Task) -> dict:
     return {"runs": random["runs"], "aggregate": random["aggregate"],
             "gap": {key: random["aggregate"][key]["mean"] - grouped["aggregate"][key]["mean"]
                     for key in task.summary_figures
-                    if key in random["aggregate"] and key in grouped["aggregate"]}}
+                    if None not in (random["aggregate"].get(key, {}).get("mean"),
+                                    grouped["aggregate"].get(key, {}).get("mean"))}}
 
 
 def _run(config: FinetuneConfig, task: Task, plan: RunPlan, dataset: ImageDataset,
@@ -261,7 +266,7 @@ def _run(config: FinetuneConfig, task: Task, plan: RunPlan, dataset: ImageDatase
     row = {"run": plan.name, "seed": plan.seed,
            **{f"num_{s}": len(idx) for s, idx in plan.indices.items()},
            **{k: metrics["test"][k] for k in task.summary_figures},
-           _validation_figure(task): metrics["validation"][task.monitor.removeprefix("val_")],
+           _validation_figure(task): metrics["validation"][task.monitored_figure],
            "stage1_seconds": stages["stage1"].get("seconds", 0.0),
            "stage2_seconds": stages["stage2"].get("seconds", 0.0),
            "run_seconds": time.perf_counter() - start,
@@ -271,8 +276,12 @@ def _run(config: FinetuneConfig, task: Task, plan: RunPlan, dataset: ImageDatase
     return row
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, np.float64)
+def _stats(values: list[float | None]) -> dict[str, float | None]:
+    """Mean, std, min and max of the runs that have the figure (a regression's R² is None on a
+    test split of one value); all None when none has it."""
+    a = np.asarray([v for v in values if v is not None], np.float64)
+    if not len(a):
+        return dict.fromkeys(("mean", "std", "min", "max"))
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
             "min": float(a.min()), "max": float(a.max())}
 
@@ -291,6 +300,7 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig, ta
         "runs_finished": len(rows),
         "complete": len(rows) == len(plans), "task": task.config(),
         "figures": list(task.summary_figures), "plotted_figures": list(task.plotted_figures),
+        "monitored_figure": task.monitored_figure,
         "runs": [{k: r[k] for k in (*columns(task), "stage2_improved") if k in r} for r in rows],
         "aggregate": {k: _stats([r[k] for r in rows]) for k in aggregated(task)} if rows else {},
         "shared_seconds": shared_seconds,
@@ -338,7 +348,9 @@ def format_summary(summary: dict) -> str:
     agg = summary["aggregate"]
     lines = [f"{summary['runs_finished']}/{summary['runs_planned']} runs "
              f"({summary['protocol']}), test figures, mean ± std [min, max]:"]
-    for key in summary["plotted_figures"] or summary["figures"]:
+    shown = [k for k in summary["plotted_figures"] or summary["figures"]
+             if agg[k]["mean"] is not None]  # not a figure no run has (R² of one value)
+    for key in shown:
         s = agg[key]
         lines.append(f"  {key:9s} {s['mean']:.3f} ± {s['std']:.3f}  [{s['min']:.3f}, "
                      f"{s['max']:.3f}]")
@@ -348,7 +360,7 @@ def format_summary(summary: dict) -> str:
     if compared:
         lines.append(f"  the same protocol on random splits (--compare_random_split), "
                      f"{len(compared['runs'])} runs:")
-        for key in summary["plotted_figures"] or summary["figures"]:
+        for key in [k for k in shown if k in compared["gap"]]:
             s, gap = compared["aggregate"][key], compared["gap"][key]
             lines.append(f"  {key:9s} {s['mean']:.3f} ± {s['std']:.3f}  (random split "
                          f"{'+' if gap >= 0 else '-'}{abs(gap):.3f}"

@@ -1,15 +1,18 @@
 """Stage 2 planned to fit a time budget: how many epochs, at which training sizes (how deep
 to unfreeze is ``--unfreeze``, the whole backbone by default; the plan does not choose it).
 
-A run measures its own training step (a few batches at the smallest size it could train at),
-scales it by image area to the other sizes, and picks the most epochs that fit the minutes left
+A run measures its own training step (a few batches through the training input pipeline, at
+the evaluation size or the first given size, once the decoded images are cached), scales it by
+image area to the other sizes, and picks the most epochs that fit the minutes left
 of ``--time_budget``, at the evaluation size. Lower sizes are a way to buy epochs when the budget
 is short: when fewer than ``MIN_FULL_EPOCHS`` fit at the evaluation size, sizes grow from about
 5/8 of it to it (progressive resizing, fastai-style; FixRes), the last epoch always at the
 evaluation size, so the best epoch is chosen on validation at the size the export sees. Whether
 full-size or progressive epochs train better is not settled by what was measured (BENCHMARKS.md:
 one validation photo apart); full size is the default because it needs no assumption about how
-a lower training size transfers to the evaluation size.
+a lower training size transfers to the evaluation size. With less than one epoch in the budget,
+the batches of one that fit are trained at the evaluation size (a single epoch at a lower size
+never beat stage 1). :class:`BudgetStop` keeps the plan inside the budget at every batch.
 """
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ SIZE_MULTIPLE = 16
 SIZE_MODES = ("auto", "full")
 CPU_BUDGET_MINUTES = 10.0  # the default --time_budget on a CPU (none on a GPU)
 FINAL_SECONDS = 45.0  # set aside in a budget for the final evaluation and the export
+RECENT_STEPS = 5  # the budget stop's step time: the median of this many latest steps
+# a budget for less than one epoch trains part of one at the evaluation size when it holds at
+# least this share of it (one epoch at a smaller size never paid: issue 32), else no stage 2
+MIN_EPOCH_SHARE = 0.5
 
 
 def parse_sizes(rule: str) -> str | tuple[int, ...]:
@@ -92,6 +99,7 @@ class Stage2Plan:
     measured: dict = field(default_factory=dict)  # {"size", "seconds_per_step", "trace_seconds"}
     why: str = ""  # how the epochs were chosen
     reserved_seconds: float = 0.0  # set aside for --refit_stage2 whole
+    steps: int | None = None  # batches of a part epoch (None: whole epochs)
 
     def describe(self) -> str:
         if not self.epochs:
@@ -99,6 +107,8 @@ class Stage2Plan:
         what = "whole backbone" if self.unfreeze == "all" else f"--unfreeze {self.unfreeze}"
         sizes = (f"{self.sizes[0]} px" if len(set(self.sizes)) == 1 else
                  " → ".join(str(s) for s in self.sizes) + " px")
+        if self.steps:
+            sizes += f" ({self.steps} batches)"
         step = (f"; a step {self.measured['seconds_per_step']:.2f} s at "
                 f"{self.measured['size']} px (measured)" if self.measured else "")
         budget = ("" if self.budget_seconds is None else
@@ -131,6 +141,15 @@ def forward_seconds(measured: dict, full: int, steps: int) -> float:
     return steps * measured["seconds_per_step"] * (full / measured["size"]) ** 2 / 3
 
 
+def steps_that_fit(budget_seconds: float, measured: dict, full: int,
+                   validation_steps: int) -> int:
+    """Training batches at the full size that fit ``budget_seconds`` beside the tracing and one
+    validation pass (a part epoch; at least 1)."""
+    step = measured["seconds_per_step"] * (full / measured["size"]) ** 2
+    spare = budget_seconds - trace_seconds((full,), measured) - validation_steps * step / 3
+    return max(1, int(spare / step))
+
+
 def trace_seconds(sizes: Sequence[int], measured: dict) -> float:
     """Seconds tracing will add to ``sizes``' epochs: the measured step traced the first size;
     ``fit`` traces a second size once more (after two shapes TensorFlow traces one graph for
@@ -161,8 +180,9 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
     """Epochs and sizes: given ``epochs`` (the sizes follow), else the most epochs up to
     ``max_epochs`` whose ``cost`` (seconds of a list of sizes) fits ``budget_seconds``; ``auto``
     sizes are the full size unless fewer than ``MIN_FULL_EPOCHS`` fit there and a progressive
-    ladder fits more. Returns ``(epochs, sizes, estimated seconds, why)``; 0 epochs when not
-    even one fits."""
+    ladder fits more; with less than one epoch in the budget, part of one at the evaluation size
+    when ``MIN_EPOCH_SHARE`` of it fits (the batch-boundary stop ends it). Returns ``(epochs,
+    sizes, estimated seconds, why)``; 0 epochs when not even that fits."""
     def ladder(n: int, progressive: bool = False) -> tuple[int, ...]:
         if isinstance(sizes, tuple):
             return tuple(sizes[min(e, len(sizes) - 1)] for e in range(n))
@@ -194,51 +214,106 @@ def choose(*, full: int, sizes: str | tuple[int, ...], epochs: int | None,
         if progressive:
             why += f"; fewer than {MIN_FULL_EPOCHS} fit at {full} px"
         return n, plan, cost(plan), why
-    if sizes == "auto" and cost((low_size(full),)) <= budget_seconds:
-        plan = (low_size(full),)
-        return 1, plan, cost(plan), "one epoch at the smallest size fits the budget"
-    one = cost(ladder(1) if sizes != "auto" else (low_size(full),))
-    return 0, (), 0.0, (f"one epoch needs about {one / 60:.1f} min, the --time_budget leaves "
-                        f"{max(budget_seconds, 0) / 60:.1f} min (raise it, or lower "
-                        "--image_size)")
+    one = cost(ladder(1))
+    if budget_seconds >= MIN_EPOCH_SHARE * one:  # the batch-boundary stop ends it in time
+        return 1, ladder(1), budget_seconds, (
+            f"part of one epoch at {ladder(1)[0]} px fits the budget (about "
+            f"{min(1.0, budget_seconds / one):.0%} of its {duration(one)}): it stops at a "
+            "batch boundary")
+    return 0, (), 0.0, (f"one epoch needs about {duration(one)}, the --time_budget leaves "
+                        f"{duration(max(budget_seconds, 0))} for it after stage 1 and the "
+                        f"{duration(FINAL_SECONDS)} kept for the final evaluation and export, "
+                        f"less than the {MIN_EPOCH_SHARE:.0%} of an epoch worth training (raise "
+                        "it, or lower --image_size)")
+
+
+def spent_why(budget_seconds: float) -> str:
+    """Why stage 2 is skipped, unmeasured, when the budget is spent before it begins."""
+    return (f"the --time_budget was spent before stage 2 began ({duration(-budget_seconds)} "
+            f"over, keeping {duration(FINAL_SECONDS)} for the final evaluation and export); "
+            "raise it to fine-tune the backbone")
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a plan line: minutes to one decimal, seconds under a minute."""
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 class BudgetStop(keras.callbacks.Callback):
-    """Ends training after an epoch when the next one would end past ``deadline``
-    (``time.monotonic()`` seconds): its steps timed as this epoch's median step, scaled by image
-    area, plus this epoch's validation pass (one-off costs — tracing, filling the image cache —
-    are left out, so a slow first epoch does not stop a run that has time); notes the epoch."""
+    """Keeps stage 2 inside ``deadline`` (``time.monotonic()`` seconds) at a batch boundary.
 
-    def __init__(self, deadline: float, sizes: Sequence[int]):
+    After each batch, when one more batch and a validation pass would end past the deadline, the
+    epoch stops there: the batches that fit are trained, Keras validates the weights they give,
+    and the keep rule decides as for any epoch. After an epoch, the next one is not begun when
+    it would end past the deadline (its steps scaled by image area). The step time is the median
+    of the epoch's last few steps, so it follows a load that rises after the plan; the first
+    step of an epoch (tracing, filling a shuffle buffer) is left out. A validation pass is the
+    plan's estimate until one is timed, scaled by how much slower steps have become since.
+    ``steps`` is an epoch's batches; ``planned_step`` the plan's seconds of a step at
+    ``sizes[0]``."""
+
+    def __init__(self, deadline: float, sizes: Sequence[int], steps: int | None = None,
+                 validation_seconds: float = 0.0, planned_step: float = 0.0):
         super().__init__()
-        self.deadline, self.sizes = deadline, list(sizes)
-        self.stopped_after: int | None = None
+        self.deadline, self.sizes, self.steps = deadline, list(sizes), steps
+        self.stopped_after: int | None = None  # the last epoch begun, when the budget ended it
+        self.stopped_at_batch: int | None = None  # its batches done, when it ended mid-epoch
         self._steps: list[float] = []
-        self._validation = 0.0
+        self._validation = validation_seconds
+        # a step's seconds per pixel when the validation pass took ``_validation``
+        self._validation_load = planned_step / self.sizes[0] ** 2 if sizes else 0.0
         self._mark = 0.0
+        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._steps, self._validation = [], 0.0
+        self._steps, self._epoch = [], epoch
 
     def on_train_batch_begin(self, batch, logs=None):
         self._mark = time.monotonic()
 
+    def _step(self) -> float:
+        """The step time now: the median of the epoch's last ``RECENT_STEPS`` steps after its
+        first."""
+        recent = self._steps[1:][-RECENT_STEPS:] or self._steps
+        return float(np.median(recent)) if recent else 0.0
+
+    def _load(self) -> float:
+        """A step's seconds per pixel now (0 before any step)."""
+        return self._step() / self.sizes[min(self._epoch, len(self.sizes) - 1)] ** 2
+
+    def validation_seconds(self) -> float:
+        """A validation pass's seconds at the load now."""
+        if not self._validation_load or not self._steps:
+            return self._validation
+        return self._validation * max(1.0, self._load() / self._validation_load)
+
     def on_train_batch_end(self, batch, logs=None):
         self._steps.append(time.monotonic() - self._mark)
+        if len(self._steps) < 2 or (self.steps and len(self._steps) >= self.steps):
+            return  # the first step traces; after the last one Keras validates anyway
+        rest = self._step() + self.validation_seconds()
+        if time.monotonic() + rest > self.deadline:
+            self.model.stop_training = True
+            self.stopped_after, self.stopped_at_batch = self._epoch + 1, len(self._steps)
+            print(f"stage 2 stopped in epoch {self._epoch + 1} after {len(self._steps)} of "
+                  f"{self.steps} batches: one more and a validation pass (about "
+                  f"{math.ceil(rest)} s) would pass the --time_budget; validating the weights "
+                  "it has", flush=True)
 
     def on_test_begin(self, logs=None):
         self._mark = time.monotonic()
 
     def on_test_end(self, logs=None):
         self._validation = time.monotonic() - self._mark
+        self._validation_load = self._load()
 
     def next_epoch_seconds(self, epoch: int) -> float:
-        step = float(np.median(self._steps)) if self._steps else 0.0
         scale = (self.sizes[epoch + 1] / self.sizes[epoch]) ** 2
-        return len(self._steps) * step * scale + self._validation
+        return (self.steps or len(self._steps)) * self._step() * scale + \
+            self.validation_seconds()
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 >= len(self.sizes):
+        if self.stopped_at_batch is not None or epoch + 1 >= len(self.sizes):
             return
         upcoming = self.next_epoch_seconds(epoch)
         if time.monotonic() + upcoming > self.deadline:

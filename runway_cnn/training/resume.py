@@ -28,8 +28,7 @@ def check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     check_output_dir(config.export_dir, "--export_dir")
     config.check_outputs_outside_dataset()
     path = TrainDir(train_dir).config
-    check_own_output(train_dir, path.name, _OWN_CONFIG, overwrite=config.overwrite,
-                     flag="--train_dir")
+    check_own_output(train_dir, path.name, _OWN_CONFIG, ("*",), config.overwrite, "--train_dir")
     new = config.to_dict()
     if path.exists() and TrainDir(train_dir).has_training():
         old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")

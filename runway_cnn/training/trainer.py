@@ -111,7 +111,8 @@ class FineTuner:
                  backbone: Backbone | None = None,
                  features: Mapping[str, np.ndarray] | None = None):
         self.config = config
-        self.started = time.monotonic()  # --time_budget counts from here
+        begun = time.monotonic()
+        self.started = begun  # --time_budget counts from here, less the backbone's set-up
         dataset_source(config.dataset_dir, config.labels_csv)  # a missing dataset fails first
         self.distribution: Distribution = make_distribution(config.strategy,
                                                             config.worker_timeout)
@@ -137,10 +138,15 @@ class FineTuner:
         self._training_model: keras.Model | None = None
         self._backbone_changed = False  # stage 2 kept new backbone weights: features are stale
         self.task.prepare(self._split("train").targets)
+        building = time.monotonic()
         with self.distribution.scope():  # every variable a replica of the strategy's
             self.backbone = backbone if backbone is not None else build_backbone(config)
             self.head = self.task.build_head(self.backbone.feature_dim)
             self.model = classifier(self.backbone, self.head, config.pooling)
+        # converting the ImageNet weights (once per machine) and loading them: not charged
+        built = time.monotonic()
+        self.started += built - building
+        self.seconds = {"data": building - begun, "backbone": built - building}  # where it went
         if config.stage2_epochs != 0 and not stage_done(self.files.stage("stage2")):
             schedule.check_unfreeze(self.backbone.model, config.unfreeze)  # before stage 1
             planning.check_sizes(planning.parse_sizes(config.stage2_sizes),
@@ -173,7 +179,7 @@ class FineTuner:
 
     def _monitored(self, figures: dict) -> float:
         """The task's monitored figure (``val_top1`` → ``top1``) of an evaluation."""
-        return figures[self.task.monitor.removeprefix("val_")]
+        return figures[self.task.monitored_figure]
 
     def _split(self, name: str) -> Split:
         return self.dataset.splits[name]
@@ -233,27 +239,30 @@ class FineTuner:
             self._backbone_changed = bool(done.get("improved_on_stage1"))
             return done
         stage_dir.path.mkdir(parents=True, exist_ok=True)
+        train, validation = self._split("train"), self._split("validation")
+        images = self._fill_image_cache(train, c.augment)  # set-up: not charged
         clock = StageClock(stage_dir)
         unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
         model = self.training_model
         self._compile(model, 0.0)  # the rate is set every step (schedule.StepSchedule)
-        plan = self.plan_stage2(model, stage_dir)
+        plan = self.plan_stage2(model, stage_dir, images)
         print(plan.describe(), flush=True)
         if not plan.epochs:
             schedule.freeze(self.backbone.model)
             return mark_done(stage_dir, {"skipped": True, "why": plan.why,
                                          "plan": plan.record(), "seconds": clock.seconds})
         self._backbone_changed = True
-        train = self._split("train")
-        steps = self._steps_per_epoch(len(train.paths))
+        steps = plan.steps or self._steps_per_epoch(len(train.paths))
         first = resumed_epoch(stage_dir)
         budget = [] if plan.budget_seconds is None else [  # the refit's share stays free
-            planning.BudgetStop(self.deadline - plan.reserved_seconds, plan.sizes)]
+            planning.BudgetStop(self.deadline - plan.reserved_seconds, plan.sizes, steps,
+                                *self._planned_validation(plan))]
         rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
                                       c.warmup_fraction)
-        model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:]),
+        model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:],
+                                 images=images),
                   epochs=plan.epochs, steps_per_epoch=steps, shuffle=False,
-                  validation_data=self._eval_ds(self._split("validation")),
+                  validation_data=self._eval_ds(validation),
                   callbacks=[*stage_callbacks(stage_dir, self.task.monitor,
                                               self.task.monitor_mode, baseline, c.patience,
                                               clock),
@@ -271,7 +280,10 @@ class FineTuner:
         return mark_done(stage_dir, {"seconds": clock.seconds,
                                      "improved_on_stage1": improved,
                                      "unfrozen_weights": len(unfrozen), "plan": plan.record(),
-                                     "stopped_by_budget_after": stopped, **bought,
+                                     "stopped_by_budget_after": stopped,
+                                     "stopped_by_budget_at_batch":
+                                         budget[0].stopped_at_batch if budget else None,
+                                     **bought,
                                      "validation": self.evaluate("validation")})
 
     @property
@@ -295,6 +307,30 @@ class FineTuner:
             return None
         return self.started + 60.0 * minutes - planning.FINAL_SECONDS
 
+    def _fill_image_cache(self, split: Split, augment: bool) -> tf.data.Dataset | None:
+        """``split``'s decoded training images kept in memory, filled now (when they fit:
+        :func:`pipeline.fits_in_memory`); the seconds it takes are set-up, moved out of the
+        time budget (``seconds["image_cache"]``)."""
+        spec = self.backbone.preprocessing
+        if not pipeline.fits_in_memory(len(split), spec):
+            return None
+        start = time.monotonic()
+        images = pipeline.decoded_images(split.paths, spec, Augmentation() if augment else None)
+        pipeline.fill(images)
+        took = time.monotonic() - start
+        self.started += took
+        self.seconds["image_cache"] = self.seconds.get("image_cache", 0.0) + took
+        return images
+
+    def _planned_validation(self, plan: planning.Stage2Plan) -> tuple[float, float]:
+        """The plan's seconds of a validation pass and of a training step at its first size."""
+        if not plan.measured:
+            return 0.0, 0.0
+        m, full = plan.measured, self.backbone.preprocessing.image_size
+        return (planning.forward_seconds(m, full, pipeline.steps_per_epoch(
+                    len(self._split("validation")), self.global_batch)),
+                m["seconds_per_step"] * (plan.sizes[0] / m["size"]) ** 2)
+
     def _steps_per_epoch(self, count: int) -> int:
         """Training batches an epoch of ``count`` images gives (the last, partial one dropped
         where :meth:`_drops_remainder` says so)."""
@@ -302,12 +338,15 @@ class FineTuner:
             return max(1, count // self.global_batch)
         return pipeline.steps_per_epoch(count, self.global_batch)
 
-    def plan_stage2(self, model: keras.Model, stage_dir: StageDir) -> planning.Stage2Plan:
+    def plan_stage2(self, model: keras.Model, stage_dir: StageDir,
+                    images: tf.data.Dataset | None = None) -> planning.Stage2Plan:
         """Stage 2's epochs and training sizes (:mod:`runway_cnn.training.plan`): the plan of an
-        interrupted stage as it was made; else measured on a few batches of ``model`` (compiled:
-        the steps run at learning rate 0 and the optimizer is reset after them) and fitted to the
-        time left. Several workers plan without measuring and without a budget (their clocks
-        could disagree on when to stop)."""
+        interrupted stage as it was made; else measured on a few batches of ``model`` through
+        the training input pipeline (``images``: its filled cache; compiled: the steps run at
+        learning rate 0 and the optimizer is reset after them) and fitted to the time left; a
+        budget for less than one epoch plans the batches of one that fit. Several workers plan
+        without measuring and without a budget (their clocks could disagree on when to
+        stop)."""
         if stage_dir.plan.exists():
             return planning.Stage2Plan.from_record(read_json(
                 stage_dir.plan, fix=f"delete {stage_dir.path} to plan stage 2 again"))
@@ -318,14 +357,22 @@ class FineTuner:
             sizes = "full"  # a backbone of one input size; workers rebatch across epochs
         deadline = self.deadline
         measured, cost = {}, planning.unmeasured_cost
+        validation_steps = pipeline.steps_per_epoch(len(self._split("validation")),
+                                                    self.global_batch)
+        if c.stage2_epochs is None and deadline is not None and deadline <= time.monotonic():
+            plan = planning.Stage2Plan(0, (), c.unfreeze, deadline - time.monotonic(), 0.0, {},
+                                       planning.spent_why(deadline - time.monotonic()))
+            write_json(stage_dir.plan, plan.record(), indent=2)  # nothing measured: no time
+            return plan
         if (deadline is not None or c.stage2_epochs is None) and \
                 not self.distribution.multi_worker:
-            measured = self._measure_step(model, min(
-                sizes if isinstance(sizes, tuple) else
-                [planning.low_size(full) if sizes == "auto" else full]))
+            # at the size of the first epoch most plans train (a part epoch, full-size epochs),
+            # so that ``fit`` reuses the measurement's trace
+            measured = self._measure_step(model, sizes[0] if isinstance(sizes, tuple) else full,
+                                          images)
             cost = planning.measured_cost(
                 measured, full, self._steps_per_epoch(len(self._split("train").paths)),
-                pipeline.steps_per_epoch(len(self._split("validation")), self.global_batch))
+                validation_steps)
         budget = None if deadline is None else deadline - time.monotonic()
         reserved = 0.0  # --refit_stage2 whole: stage 2 again on the refit photos, its share
         if budget is not None and c.refit_stage2 == "whole" and len(self.refit_names) > 1:
@@ -334,41 +381,48 @@ class FineTuner:
             budget -= reserved
         epochs, plan_sizes, estimate, why = planning.choose(
             full=full, sizes=sizes, epochs=c.stage2_epochs, budget_seconds=budget, cost=cost)
+        part = None  # less than one epoch fits: the batches of one that do
+        if c.stage2_epochs is None and budget is not None and epochs == 1 and \
+                cost(plan_sizes) > budget:
+            part = planning.steps_that_fit(budget, measured, full, validation_steps)
         plan = planning.Stage2Plan(epochs, plan_sizes, c.unfreeze, budget, estimate, measured,
-                                   why, reserved)
+                                   why, reserved, part)
         write_json(stage_dir.plan, plan.record(), indent=2)
         return plan
 
-    def _measure_step(self, model: keras.Model, size: int, steps: int = 3) -> dict:
-        """Seconds of one training step at ``size`` px (the median of ``steps - 1`` after a
-        first, tracing one), at learning rate 0 so that no weight moves; the optimizer's state
-        is reset afterwards, so training starts as if nothing ran."""
-        train, spec = self._split("train"), self.backbone.preprocessing
-        count = min(len(train), self.global_batch)
-        batch = next(iter(pipeline.train_dataset(
-            train.paths[:count], train.targets[:count], spec, self.global_batch,
-            Augmentation(), seed=self.config.seed, cache=False,
-            weights=self.task.sample_weights(train.targets[:count]), sizes=[size])))
+    def _measure_step(self, model: keras.Model, size: int,
+                      images: tf.data.Dataset | None = None, steps: int = 3) -> dict:
+        """Seconds of one training step at ``size`` px through the training input pipeline
+        (augmentation, and decoding where nothing is cached: ``images``), the median of
+        ``steps - 1`` after a first, tracing one; at learning rate 0 so that no weight moves; the
+        optimizer's state is reset afterwards, so training starts as if nothing ran."""
+        train = self._split("train")
+        batches = iter(self._train_ds(train, augment=self.config.augment, sizes=[size],
+                                      images=images).repeat())
         model.optimizer.learning_rate = 0.0
         seconds = []
         for _ in range(max(2, steps)):
             start = time.perf_counter()
-            model.train_on_batch(*batch)
-            seconds.append(time.perf_counter() - start)
+            batch = next(batches)
+            model.train_on_batch(*batch)  # a smaller last batch: scaled to a full one
+            seconds.append((time.perf_counter() - start) * self.global_batch / len(batch[0]))
         optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
         for variable in optimizer.variables:
             variable.assign(tf.zeros(variable.shape, variable.dtype))
-        step = float(np.median(seconds[1:])) * self.global_batch / count
+        step = float(np.median(seconds[1:]))
         return {"size": size, "seconds_per_step": step,
                 "trace_seconds": max(0.0, seconds[0] - step)}
 
     # -- data, evaluation ---------------------------------------------------------------------
-    def _train_ds(self, split: Split, augment: bool, sizes: list[int] | None = None):
+    def _train_ds(self, split: Split, augment: bool, sizes: list[int] | None = None,
+                  images: tf.data.Dataset | None = None):
+        """``split``'s training batches (``images``: a filled cache of them to read)."""
         spec = self.backbone.preprocessing
         ds = pipeline.train_dataset(split.paths, split.targets, spec, self.global_batch,
                                     Augmentation() if augment else None, seed=self.config.seed,
                                     cache=pipeline.fits_in_memory(len(split), spec),
-                                    weights=self.task.sample_weights(split.targets), sizes=sizes)
+                                    weights=self.task.sample_weights(split.targets), sizes=sizes,
+                                    images=images)
         if self._drops_remainder(len(split.paths)):
             ds = ds.rebatch(self.global_batch, drop_remainder=True)
         return _sharded(ds)
@@ -402,11 +456,15 @@ class FineTuner:
         warning line when they are many."""
         if self.features is None:
             return None
-        splits = self.dataset.splits
+        splits, c = self.dataset.splits, self.config
+        targets = np.concatenate([s.targets for s in splits.values()])
         leaks = check_split_leaks({name: self._features(s) for name, s in splits.items()},
                                   {name: s.sources for name, s in splits.items()},
                                   grouped="grouping" in self.dataset.split_settings,
-                                  num_labels=len(self.dataset.labels))
+                                  num_labels=len(self.dataset.labels),
+                                  split=lambda groups: self.task.split(  # the run's, by group
+                                      targets, c.validation_fraction, c.test_fraction, c.seed,
+                                      groups=groups))
         line = warning_line(leaks)
         if line:
             print(line, flush=True)
@@ -664,9 +722,14 @@ class FineTuner:
                  "deleted at the end (the chief writes the run's files)"), flush=True)
         stage1 = self.stage1()
         stage2 = self.stage2(self._monitored(stage1["validation"]))
+        start = time.monotonic()
         metrics = self.select()
+        evaluated = time.monotonic() - start
         refit = self.refit(stage1, stage2)
         self.model.save_weights(str(self.files.weights))
+        self.seconds.update(stage1=stage1.get("seconds", 0.0),
+                            stage2=stage2.get("seconds", 0.0), evaluation=evaluated,
+                            refit=refit.get("seconds", 0.0))
         metrics.update({
             "backbone": self.backbone.name, "backbone_source": self.backbone.source,
             "chain": backbone_chain(self.backbone.name, self.backbone.source),
@@ -675,6 +738,7 @@ class FineTuner:
             "leaks": stage1.get("leaks"),
             "grouping": self.dataset.split_settings.get("grouping"),
             "device": self.device.record(), "distribution": distribution, "export_path": None,
+            "seconds": self.seconds,
         })
         write_json(self.files.metrics, metrics, indent=2)
         plot_training_curves(self.train_dir)

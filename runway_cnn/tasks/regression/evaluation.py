@@ -15,16 +15,20 @@ WORST_SHOWN = 10  # largest errors listed in eval.json
 def figures(targets: np.ndarray, values: np.ndarray, training_mean: float) -> dict:
     """The figures of predicted ``values`` against ``targets`` (``[n, 1]`` each), and those of
     always predicting ``training_mean`` (the figure a model must beat to have learnt anything).
-    R² is None below two images."""
+    R² is None, ``r2_undefined`` saying why, below two images or two values (R² compares the
+    errors with the targets' spread; scikit-learn gives 1.0 or 0.0 where there is none)."""
     y, p = np.asarray(targets, np.float64).reshape(-1), np.asarray(values, np.float64).reshape(-1)
     baseline = np.full_like(y, training_mean)
     errors = np.abs(p - y)
     worst = np.argsort(-errors, kind="stable")[:WORST_SHOWN]
+    undefined = ("fewer than two images" if len(y) < 2 else
+                 f"every target is {y[0]:.6g}: no spread to explain" if np.ptp(y) == 0 else None)
     return {
         "num_examples": int(len(y)),
         "mae": float(skm.mean_absolute_error(y, p)),
         "rmse": float(np.sqrt(skm.mean_squared_error(y, p))),
-        "r2": float(skm.r2_score(y, p)) if len(y) > 1 else None,
+        "r2": None if undefined else float(skm.r2_score(y, p)),
+        **({"r2_undefined": undefined} if undefined else {}),
         "median_absolute_error": float(skm.median_absolute_error(y, p)),
         "baseline_mae": float(skm.mean_absolute_error(y, baseline)),
         "baseline_rmse": float(np.sqrt(skm.mean_squared_error(y, baseline))),
@@ -83,8 +87,9 @@ def write_files(figures: dict, output_dir: Path, title: str, name: str) -> None:
 
 def headline(figures: dict) -> str:
     r2 = figures.get("r2")
-    return (f"MAE {figures['mae']:.4g}  RMSE {figures['rmse']:.4g}  "
-            f"R² {'n/a' if r2 is None else f'{r2:.3f}'}  "
+    r2_text = (f"{r2:.3f}" if r2 is not None
+               else f"undefined ({figures.get('r2_undefined', 'fewer than two images')})")
+    return (f"MAE {figures['mae']:.4g}  RMSE {figures['rmse']:.4g}  R² {r2_text}  "
             f"(predicting the mean: MAE {figures['baseline_mae']:.4g})")
 
 

@@ -67,6 +67,7 @@ class RegressionTask(Task):
     monitor = "val_rmse"
     monitor_mode = "min"
     summary_figures = ("mae", "rmse", "r2", "baseline_mae", "baseline_rmse")
+    stratum = "value range"  # a quantile bin of the target (split)
     options_class = RegressionOptions
     evaluation = evaluation
 
@@ -99,6 +100,11 @@ class RegressionTask(Task):
         return (lambda row: parse_value(row.get(target_column), target_column)), (target_column,)
 
     @classmethod
+    def labels_csv_needed(cls, target_column: str = TARGET_COLUMN, **options) -> str:
+        return (f"a regression needs --labels_csv with a {target_column!r} column (a number per "
+                "photo; class folder names are not values)")
+
+    @classmethod
     def label_space(cls, raw_labels: Sequence[Any], target_column: str = TARGET_COLUMN,
                     **options) -> list[str]:
         return [target_column]
@@ -109,6 +115,14 @@ class RegressionTask(Task):
         except ValueError as error:
             raise DataError(f"{where}: {error}") from None
         return np.asarray(values, np.float32).reshape(-1, 1)
+
+    def check_learnable(self, targets: np.ndarray, where: str) -> None:
+        """One value in every row: a model would learn the constant and score R² 1.000."""
+        values = np.unique(np.asarray(targets).reshape(-1))
+        if len(values) == 1:
+            raise DataError(f"{where}: column {self.target_column!r} is {values[0]:.6g} in every "
+                            f"usable row ({len(targets)}): a constant target leaves nothing to "
+                            "learn; label photos of different values")
 
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
         return {}  # every number is in the label space
