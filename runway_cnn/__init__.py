@@ -10,18 +10,21 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from runway_cnn.api import fine_tune  # noqa: E402
-from runway_cnn.backbones.factory import BACKBONES, Backbone, get_backbone  # noqa: E402
-from runway_cnn.data.dataset import ImageDataset  # noqa: E402
-from runway_cnn.data.folders import DATASETS, scan_image_folder  # noqa: E402
 from runway_cnn.errors import BackboneError, CheckpointError, DataError, RunwayError  # noqa: E402
-from runway_cnn.tasks import TASKS, Task, get_task  # noqa: E402
-from runway_cnn.training.config import FinetuneConfig  # noqa: E402
-from runway_cnn.training.result import RunResult  # noqa: E402
 
 __version__ = "0.1.0"
-# imported on first use: the inference side loads only when asked for
-_LAZY = {"export_model": "runway_cnn.export.saved_model",
+# imported on first use: ``import runway_cnn`` (and every ``python -m runway_cnn.COMMAND``, which
+# imports it first) loads no TensorFlow until a name is asked for, so a Ctrl-C in the seconds
+# TensorFlow takes to import reaches the commands' one-line handling (:func:`runway_cnn.cli.run`)
+_LAZY = {"fine_tune": "runway_cnn.api",
+         "BACKBONES": "runway_cnn.backbones.factory", "Backbone": "runway_cnn.backbones.factory",
+         "get_backbone": "runway_cnn.backbones.factory",
+         "ImageDataset": "runway_cnn.data.dataset",
+         "DATASETS": "runway_cnn.data.folders", "scan_image_folder": "runway_cnn.data.folders",
+         "TASKS": "runway_cnn.tasks", "Task": "runway_cnn.tasks", "get_task": "runway_cnn.tasks",
+         "FinetuneConfig": "runway_cnn.training.config",
+         "RunResult": "runway_cnn.training.result",
+         "export_model": "runway_cnn.export.saved_model",
          "load_export": "runway_cnn.export.saved_model",
          "resolve_export": "runway_cnn.runfiles",
          "Predictor": "runway_cnn.inference.predictor", "Client": "runway_cnn.inference.client",

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from runway_cnn.errors import CheckpointError, RunwayError, first_line
 
@@ -59,25 +60,27 @@ def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
             raise RunwayError(f"{flag} {path} is a folder; give a file name")
 
 
-def check_own_output(path: str | os.PathLike, descriptor: str, format: str,
-                     names: tuple[str, ...], overwrite: bool = False,
-                     flag: str = "--output") -> None:
+def check_own_output(path: str | os.PathLike, descriptor: str,
+                     format: str | Callable[[Path], bool], names: tuple[str, ...],
+                     overwrite: bool = False, flag: str = "--output") -> None:
     """An output folder (given as ``flag``) a command writes its files ``names`` (shell
-    patterns allowed) into: new, empty, or its own earlier output (``descriptor`` a JSON object
-    whose ``format`` is ``format``, and nothing but ``names`` and its killed writes' hidden
-    temporary files beside it). Any other folder holds files the command did not write, and is
-    refused unless ``overwrite``."""
+    patterns allowed: ``("*",)`` any) into: new, empty, or its own earlier output (its file
+    ``descriptor`` a JSON object whose ``format`` is ``format``, or passing the test
+    ``format``; beside it nothing but ``names`` and its killed writes' hidden temporary files).
+    Any other folder holds files the command did not write, and is refused (one line naming
+    ``flag``, the folder and some of the files) unless ``overwrite``."""
     path = Path(path)
     if overwrite or not path.is_dir():
         return
-    leftovers = tuple(f".{name}." for name in names)  # write_json's and np.save's temporaries
+    leftovers = tuple(f".{name}." for name in (descriptor, *names))  # write_json's, np.save's
     present = sorted(p.name for p in path.iterdir()
                      if not (p.name.startswith(leftovers) and ".tmp" in p.name))
     if not present:
         return
     try:
-        own = json.loads((path / descriptor).read_text()).get("format") == format
-    except (OSError, ValueError, AttributeError):
+        own = bool(format(path / descriptor) if callable(format) else
+                   json.loads((path / descriptor).read_text()).get("format") == format)
+    except (OSError, ValueError, TypeError, AttributeError):  # missing, not JSON, no object
         own = False
     foreign = [name for name in present if not own or not any(
         fnmatch.fnmatchcase(name, pattern) for pattern in names)]
@@ -86,6 +89,11 @@ def check_own_output(path: str | os.PathLike, descriptor: str, format: str,
                                           else "")
         raise RunwayError(f"{flag} {path} holds files this command did not write ({shown}); "
                           "give a new or empty folder, or --overwrite to write into it anyway")
+
+
+def has_keys(*keys: str) -> Callable[[Path], bool]:
+    """A test of a JSON file for :func:`check_own_output`: an object with ``keys``."""
+    return lambda path: set(keys) <= json.loads(path.read_text()).keys()
 
 
 def _check_parents(path: Path, flag: str) -> None:

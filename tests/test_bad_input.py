@@ -327,19 +327,53 @@ def test_damaged_run_files_and_exports_are_one_line_errors(corpus, tmp_path):
         assert_one_line_error(code, stderr, str(broken), named)
 
 
+def test_a_config_json_edited_to_bad_settings_is_named_by_export(corpus, tmp_path):
+    train_dir = tmp_path / "run"
+    shutil.copytree(corpus["run"].train_dir, train_dir, symlinks=True)
+    config = json.loads((train_dir / "config.json").read_text())
+    for key, value, named in (("image_size", -5, "image_size -5"),
+                              ("image_size", "big", "image_size 'big'"),
+                              ("pooling", "mean", "pooling 'mean'")):
+        (train_dir / "config.json").write_text(json.dumps({**config, key: value}))
+        code, _, stderr = run_cli(export_cli.main, ["--train_dir", str(train_dir)])
+        assert_one_line_error(code, stderr, str(train_dir / "config.json"), named)
+
+
+def test_wrong_types_in_the_python_api_name_the_setting_before_any_work(tmp_path):
+    settings = dict(dataset_dir=str(tmp_path / "photos"), train_dir=str(tmp_path / "run"))
+    for name, value, expected in (("time_budget", "abc", "a number or None"),
+                                  ("batch_size", "8", "a whole number"),
+                                  ("group_by", 123, "a string or None"),
+                                  ("seed", 1.5, "a whole number"),
+                                  ("image_size", 64.7, "a whole number or None"),
+                                  ("augment", "no", "True or False"),
+                                  ("pooling", "mean", "one of avg, max")):
+        with pytest.raises(RunwayError) as refused:
+            fine_tune(**settings, **{name: value})
+        assert f"--{name} {value!r}: must be {expected}" == str(refused.value)
+    assert not (tmp_path / "run").exists()
+    config = FinetuneConfig(**{**settings, "train_dir": tmp_path / "run"},
+                            batch_size=np.int64(8), learning_rate=np.float32(0.5), unfreeze=20)
+    assert (type(config.batch_size), type(config.learning_rate)) == (int, float)
+    assert config.train_dir == str(tmp_path / "run")  # numpy numbers and paths: plain types
+    assert config.unfreeze == "20"  # a number of layers, as the flag's text
+
+
 def test_a_damaged_backup_is_set_aside_and_the_stage_restarts(corpus, tmp_path):
     train_dir = tmp_path / "run"
     backup = train_dir / "stage1" / "backup"
     backup.mkdir(parents=True)
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # truncated
     (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    config = FinetuneConfig(
+        dataset_dir=str(corpus["dataset"]), train_dir=str(train_dir),
+        hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
+        stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
+        verbose=0)
+    (train_dir / "config.json").write_text(json.dumps(config.to_dict()))  # the killed run's
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        result = fine_tune(FinetuneConfig(
-            dataset_dir=str(corpus["dataset"]), train_dir=str(train_dir),
-            hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
-            stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
-            verbose=0))
+        result = fine_tune(config)
     assert f"{backup} is damaged" in printed.getvalue()
     assert "stage1 restarts from its start" in printed.getvalue()
     assert len(list((train_dir / "stage1").glob("backup.damaged-*"))) == 1
@@ -616,6 +650,58 @@ def test_a_train_dir_inside_the_dataset_is_refused_up_front(tmp_path, monkeypatc
     assert_one_line_error(code, stderr, f"--train_dir {photos / 'runs' / 'photos'}",
                           "--dataset_dir", "without --train_dir")
     assert snapshot(photos) == before  # nothing written into the photo folder
+
+
+def test_a_train_dir_of_the_users_files_is_refused_unless_overwrite(corpus, tmp_path):
+    """Files no run wrote (no run's config.json) are never overwritten nor taken for a run's
+    own; ``--overwrite`` writes into the folder anyway, and a run's own folder is reused."""
+    from runway_cnn.training.trainer import FineTuner
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("splits.json", "data_report.json", "notes.txt", "model.weights.h5"):
+        (mine / name).write_text(f"my own {name}")
+    before = snapshot(mine)
+    argv = _small_config(corpus, tmp_path, corpus["dataset"], train_dir=mine)
+    code, _, stderr = run_cli(finetune_cli.main, argv)
+    assert_one_line_error(code, stderr, f"--train_dir {mine}", "data_report.json",
+                          "--overwrite")
+    settings = dict(dataset_dir=str(corpus["dataset"]), train_dir=str(mine),
+                    hub_handle=str(corpus["hub"]), image_size=32, validation_fraction=0.2,
+                    test_fraction=0.2, verbose=0)
+    with pytest.raises(RunwayError, match="--train_dir .*notes.txt.*--overwrite"):
+        fine_tune(**settings)
+    assert snapshot(mine) == before  # nothing written over, nothing written beside
+    FineTuner(FinetuneConfig(**settings, overwrite=True))
+    assert (mine / "notes.txt").read_text() == "my own notes.txt"
+    FineTuner(FinetuneConfig(**settings))  # now the run's own folder (its config.json)
+
+
+def test_predict_and_evaluate_refuse_a_folder_of_the_users_files(corpus, tmp_path):
+    from runway_cnn.inference.evaluate import evaluate_model
+    from runway_cnn.inference.predict import predict
+
+    model, good = str(corpus["run"].export_path), str(corpus["dataset"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("eval.json", "look.png", "overlays.csv", "predictions.csv"):
+        (mine / name).write_text(f"my own {name}")
+    before = snapshot(mine)
+    code, _, stderr = run_cli(predict_cli.main, ["--model", model, good, "--explain", str(mine)])
+    assert_one_line_error(code, stderr, f"--explain {mine}", "overlays.csv", "--overwrite")
+    evaluate = ["--model", model, "--dataset_dir", good, "--output_dir", str(mine)]
+    code, _, stderr = run_cli(evaluate_cli.main, evaluate)
+    assert_one_line_error(code, stderr, f"--output_dir {mine}", "eval.json", "--overwrite")
+    with pytest.raises(RunwayError, match="--explain .*--overwrite"):
+        predict(model, [good], explain_dir=mine)
+    with pytest.raises(RunwayError, match="--output_dir .*--overwrite"):
+        evaluate_model(model, good, output_dir=mine)
+    assert snapshot(mine) == before
+    for argv in (evaluate + ["--overwrite"], evaluate):  # then the folder holds its evaluation
+        code, _, stderr = run_cli(evaluate_cli.main, argv)
+        assert code == 0, stderr
+    assert json.loads((mine / "eval.json").read_text())["model"] == model
+    assert (mine / "look.png").read_text() == "my own look.png"
 # --- TFRecord folders and task options (round 3) ---
 
 def test_a_reordered_label_list_in_dataset_json_is_refused(corpus, tmp_path):
@@ -914,6 +1000,67 @@ def test_app_on_a_port_in_use_is_one_line(corpus):
         code, _, stderr = run_cli(app_cli.main, ["--model", str(corpus["run"].export_path),
                                                  "--port", str(port)])
     assert_one_line_error(code, stderr, "--port", f"127.0.0.1:{port}", "in use")
+
+
+def test_ctrl_c_on_the_web_app_says_it_stopped(corpus, monkeypatch):
+    pytest.importorskip("uvicorn", reason="the [app] extra is not installed")
+    import uvicorn
+
+    from runway_cnn.cli import app as app_cli
+
+    class CtrlC:  # uvicorn's server on a SIGINT: it shuts down, then raises it again
+        def __init__(self, config):
+            pass
+
+        def run(self, sockets):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(uvicorn, "Server", CtrlC)
+    monkeypatch.setattr(uvicorn, "Config", lambda *args, **kwargs: None)  # its logging set-up
+    # closes every logging handler, pytest's too
+    port = free_ports(1)[0]
+    code, _, stderr = run_cli(app_cli.main, ["--model", str(corpus["run"].export_path),
+                                             "--port", str(port)])
+    assert code == 130 and stderr.splitlines()[-1] == f"stopped: http://127.0.0.1:{port}/ is " \
+                                                      "closed", stderr
+
+
+_INTERRUPTED_IMPORT = """
+import runpy, sys
+class CtrlC:  # a Ctrl-C at the first heavy import (numpy, Keras, TensorFlow: seconds of them)
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("numpy", "keras", "tensorflow"):
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+command = sys.argv.pop(1)
+if command == "runway-cnn":  # the console script (setup.cfg)
+    from runway_cnn.cli.main import run
+    run()
+else:  # python -m runway_cnn.COMMAND
+    runpy.run_module(command, run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_tensorflow_imports_is_one_line(monkeypatch):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH"))
+        if p)}
+    commands = [f"runway_cnn.{name}" for name in (
+        "finetune", "predict", "evaluate", "export", "serving", "index", "recommend", "report",
+        "checkpoints", "datasets", "audit")] + ["runway-cnn"]
+    for command in commands:
+        done = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, command, "finetune",
+                               "--dataset_dir", "photos"], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert (done.returncode, done.stderr) == (130, "interrupted\n"), (command, done.stderr)
+    import runway_cnn.api
+
+    def ctrl_c(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runway_cnn.api, "fine_tune", ctrl_c)  # a run began: it resumes
+    code, _, stderr = run_cli(finetune_cli.main, ["--dataset_dir", "photos"])
+    assert (code, stderr) == (130, "interrupted; run the same command again to resume\n")
 
 
 def test_no_input_file_changed(corpus):

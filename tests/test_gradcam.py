@@ -24,6 +24,7 @@ from runway_cnn.export.gradcam import gradcam_refusal
 from runway_cnn.inference.predict import predict
 from runway_cnn.inference.predictor import Predictor
 from conftest import make_image_folder
+from helpers import run_cli
 from tiny_models import make_tiny_hub_module
 
 SIZE = 48  # pixels: the photos, the eval crop (crop fraction 1) and so the maps
@@ -186,6 +187,19 @@ def test_predict_cli_writes_an_overlay_per_image(squares, tmp_path, capsys):
         assert overlay.shape == (SIZE, SIZE, 3)
         photo = np.asarray(Image.open(inbox / f"{r['overlay'].split('.')[0]}.png"))
         assert np.abs(overlay.astype(int) - photo).mean() > 20  # coloured by the map
+    mine = tmp_path / "mine"  # a folder of the user's files: only with --overwrite
+    mine.mkdir()
+    (mine / "overlays.csv").write_text("my own list")
+    (mine / "look.png").write_bytes(b"my own look")
+    argv = ["--model", str(run.export_path), str(inbox / "blue_00.png"), "--explain"]
+    code, _, stderr = run_cli(predict_cli.main, argv + [str(mine)])
+    assert code == 2 and f"--explain {mine}" in stderr and "--overwrite" in stderr, stderr
+    assert (mine / "overlays.csv").read_text() == "my own list"
+    for folder, extra in ((out, []), (mine, ["--overwrite"])):  # its own earlier folder: again
+        code, _, stderr = run_cli(predict_cli.main, argv + [str(folder), *extra])
+        assert code == 0, stderr
+    assert (mine / "look.png").read_bytes() == b"my own look"
+    assert (mine / "overlays.csv").read_text().startswith("path,label,score,overlay")
 
 
 def test_evaluate_cli_draws_the_most_confident_errors_per_class(squares, tmp_path, capsys):

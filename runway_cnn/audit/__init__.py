@@ -7,7 +7,16 @@ out-of-fold probabilities of a cross-validated logistic regression); outliers; c
 features cannot separate; and, with ``--group_by``, whether the group is easier to predict than
 the label. See :func:`audit_dataset`.
 """
-from runway_cnn.audit.config import AuditConfig
-from runway_cnn.audit.run import audit_dataset
-
 __all__ = ["AuditConfig", "audit_dataset"]
+
+
+def __getattr__(name: str):
+    """The names above, imported on first use (``python -m runway_cnn.audit`` imports this
+    package before its ``__main__``: no TensorFlow yet, so a Ctrl-C then is one line)."""
+    if name == "AuditConfig":
+        from runway_cnn.audit.config import AuditConfig
+        return AuditConfig
+    if name == "audit_dataset":
+        from runway_cnn.audit.run import audit_dataset
+        return audit_dataset
+    raise AttributeError(f"module 'runway_cnn.audit' has no attribute {name!r}")

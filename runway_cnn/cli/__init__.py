@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 from typing import Callable
 
@@ -63,12 +64,19 @@ def add_task_option_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(main: Callable[[], object]) -> None:
     """Runs a CLI's main; a user error prints one line (no traceback, cut to ``MAX_LINE``
-    characters) and exits with status 2."""
+    characters) and exits with status 2; a Ctrl-C prints one line (the interrupt's own text,
+    ``finetune``'s saying how to resume, else ``interrupted``) and exits with status 130."""
     try:
         main()
     except RunwayError as error:
         print(one_line(f"error: {error}"), file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(one_line(str(interrupt) or "interrupted"), file=sys.stderr)
         sys.exit(130)
+
+
+def run_module(name: str) -> None:
+    """``python -m runway_cnn.COMMAND``: the CLI module ``name``'s ``main`` under :func:`run`,
+    imported inside it (TensorFlow takes seconds to import: a Ctrl-C then is one line too)."""
+    run(lambda: importlib.import_module(name).main())

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
               f"http://{args.host}:{args.port}/", file=sys.stderr)
         server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                                log_level="warning"))
-        server.run(sockets=[listener])
+        server.run(sockets=[listener])  # a Ctrl-C: uvicorn shuts down, then raises it again
+    except KeyboardInterrupt:  # not cli.run's hint to resume: a page has nothing to resume
+        raise KeyboardInterrupt(f"stopped: http://{args.host}:{args.port}/ is closed") from None
     finally:
         listener.close()
 

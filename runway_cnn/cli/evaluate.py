@@ -14,7 +14,8 @@ an exported model's figures on a labelled image folder (TF-Slim's ``eval_image_c
 - Results go to O (default: ``<train dir>/eval/<D name>_<split>/`` for a train dir, else
   ``<serving-name dir>/eval/<version>/<D name>_<split>/``, beside the model and never the current
   directory): ``eval.json`` (everything below), ``per_class.csv``, ``predictions.csv``,
-  ``confusion_matrix.csv`` and ``confusion_matrix.png`` (normalised per true class).
+  ``confusion_matrix.csv`` and ``confusion_matrix.png`` (normalised per true class). An O
+  holding other files than an earlier evaluation's is refused unless ``--overwrite``.
 - Figures (scikit-learn): top-1, top-5, macro-F1, per-class precision / recall / F1 / support over
   the classes that occur in the labels or the predictions, the confusion matrix over all the
   model's labels (rows: true class), and the worst-confused class pairs.
@@ -74,8 +75,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="draw the N most confident errors of each class with their "
                              "Grad-CAM maps (one grid PNG per class in error_maps/; needs a "
                              "backbone with a feature map)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --output_dir that holds other files (refused "
+                             "otherwise; an earlier evaluation's folder is written over)")
     args = parser.parse_args(argv)
     result = evaluate_model(args.model, args.dataset_dir, args.split, args.output_dir,
-                            args.batch_size, args.labels_csv, args.explain)
+                            args.batch_size, args.labels_csv, args.explain, args.overwrite)
     print(format_evaluation(result))
     return result

@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     from runway_cnn.api import fine_tune
     from runway_cnn.training.experiments import format_summary
 
-    result = fine_tune(parse_args(argv))
+    config = parse_args(argv)
+    try:
+        result = fine_tune(config)
+    except KeyboardInterrupt:  # what a stopped run's train dir is for
+        raise KeyboardInterrupt("interrupted; run the same command again to resume") from None
     if result.is_experiment:
         print(format_summary(result.metrics))
         if result.export_path is not None:

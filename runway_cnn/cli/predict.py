@@ -1,5 +1,5 @@
 """``python -m runway_cnn.predict --model PATH IMAGE_OR_DIR ... [--top_k 5] [--output preds.csv]
-[--explain DIR]``: the top-k labels of image files, one CSV row per image.
+[--explain DIR [--overwrite]]``: the top-k labels of image files, one CSV row per image.
 
 PATH is an export version dir, an export base / serving-name dir (newest version) or a train dir.
 Folders are searched recursively for image files (``.jpg``, ``.png``, ``.gif``, ``.bmp``,
@@ -8,7 +8,8 @@ tried. A file that cannot be read gets a row with its ``error`` and no labels, n
 Images are read as the trainer reads them (EXIF rotation applied; formats TF cannot decode go
 through PIL) and get the export's eval transform. Without ``--output`` the CSV goes to stdout;
 the progress bar goes to stderr. ``--explain DIR`` writes Grad-CAM overlays of the predicted
-labels over the eval crop (``<file stem>.<label>.png``, listed in ``DIR/overlays.csv``).
+labels over the eval crop (``<file stem>.<label>.png``, listed in ``DIR/overlays.csv``); a DIR
+holding other files than an earlier ``--explain``'s is refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import argparse
 import sys
 
 from runway_cnn.errors import RunwayError
-from runway_cnn.inference.predict import list_images, predict, write_csv
+from runway_cnn.inference.predict import check_explain_dir, list_images, predict, write_csv
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.runfiles import check_output_file
 
@@ -35,15 +36,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "predicted label (single-label: the top-1; multi-label: each "
                              "predicted label; attributes: each attribute's value), listed in "
                              "DIR/overlays.csv; needs a backbone with a feature map")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --explain DIR that holds other files (refused "
+                             "otherwise; an earlier --explain DIR is written over)")
     args = parser.parse_args(argv)
     check_output_file(args.output, "--output")
+    check_explain_dir(args.explain, args.overwrite)
     if args.batch_size < 1 or args.top_k < 1:
         raise RunwayError(f"--batch_size {args.batch_size} / --top_k {args.top_k}: each must be "
                           "at least 1")
     classifier = Predictor(args.model)
     files = list_images(args.inputs)
     rows = predict(classifier, files, args.top_k, args.batch_size,
-                   progress=len(files) > args.batch_size, explain_dir=args.explain)
+                   progress=len(files) > args.batch_size, explain_dir=args.explain,
+                   overwrite=args.overwrite)
     if args.explain:
         written = sum(len(r.get("overlays", [])) for r in rows)
         print(f"{written} Grad-CAM overlays → {args.explain}", file=sys.stderr)

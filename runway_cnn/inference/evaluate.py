@@ -17,9 +17,12 @@ from runway_cnn.errors import CheckpointError, DataError, RunwayError
 from runway_cnn.inference.predict import safe_name
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.plots import overlay_heatmap, plot_explanation_grid
-from runway_cnn.runfiles import TrainDir, check_output_dir, read_json, write_json
+from runway_cnn.runfiles import (TrainDir, check_output_dir, check_own_output, has_keys, read_json,
+                                 write_json)
 from runway_cnn.tasks import Task
 from runway_cnn.training.datasets import read_records
+
+EVAL_JSON = "eval.json"
 
 
 class EvaluationImages(NamedTuple):
@@ -85,14 +88,18 @@ def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | 
 
 def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "test",
                    output_dir: str | Path | None = None, batch_size: int = 32,
-                   labels_csv: str | Path | None = None, explain: int = 0) -> dict:
+                   labels_csv: str | Path | None = None, explain: int = 0,
+                   overwrite: bool = False) -> dict:
     """Evaluates an export on a labelled folder (see the module docstring), writes the files and
     returns what ``eval.json`` holds (plain JSON types), plus ``output_dir``. Labels the model
     does not know are counted (``unknown_label_count``, and the task's own counts such as
     ``images_left_without_labels``), never silently dropped. With ``explain`` > 0, the
     ``explain`` most confident errors of each class are drawn with their Grad-CAM maps
-    (:func:`write_error_maps`)."""
+    (:func:`write_error_maps`). An output folder holding other files than an earlier
+    evaluation's is refused unless ``overwrite``."""
     check_output_dir(output_dir, "--output_dir")
+    if output_dir is not None:
+        _check_own(output_dir, overwrite)
     if batch_size < 1:
         raise RunwayError(f"--batch_size {batch_size}: must be at least 1")
     if explain < 0:
@@ -102,6 +109,9 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
         classifier.require_explain()
     task = classifier.task
     chosen = evaluation_images(dataset_dir, split, labels_csv, task)
+    out = Path(output_dir) if output_dir else default_output_dir(
+        model, classifier.version_dir, dataset_dir, chosen.split)
+    _check_own(out, overwrite)
     images = chosen.images
     targets = task.targets(images.raw_labels, where=f"{labels_csv or dataset_dir} (the model "
                                                     f"{classifier.version_dir})")
@@ -117,14 +127,17 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
               **task.evaluate(targets, scores),
               "images_the_model_learned_from": learned,
               "predictions": task.predictions(images.sources, targets, scores)}
-    out = Path(output_dir) if output_dir else default_output_dir(
-        model, classifier.version_dir, dataset_dir, result["split"])
     result["output_dir"] = str(out)
     if explain:
         result["error_maps"] = write_error_maps(classifier, images, targets, scores, explain,
                                                 out / ERROR_MAPS, batch_size)
     write_evaluation(result, out, task)
     return result
+
+
+def _check_own(output_dir: str | Path, overwrite: bool) -> None:
+    check_own_output(output_dir, EVAL_JSON, has_keys("model", "dataset_dir", "split"), ("*",),
+                     overwrite, "--output_dir")
 
 
 def learned_from(refit: dict | None, root: Path, sources: list[str]) -> int | None:
@@ -184,7 +197,7 @@ def write_evaluation(result: dict, output_dir: Path, task: Task) -> None:
     """``eval.json``, ``predictions.csv`` and the task's own files (single-label: per-class and
     confusion-matrix CSVs, the confusion matrix PNG)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_json(output_dir / "eval.json", result)
+    write_json(output_dir / EVAL_JSON, result)
     with (output_dir / "predictions.csv").open("w", newline="", errors="surrogateescape") as f:
         writer = csv.DictWriter(f, list(result["predictions"][0]) if result["predictions"]
                                 else ["source"])

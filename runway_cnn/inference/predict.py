@@ -20,7 +20,9 @@ from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.plots import overlay_heatmap
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import check_output_dir
+from runway_cnn.runfiles import check_output_dir, check_own_output
+
+OVERLAYS_CSV, OVERLAYS_HEADER = "overlays.csv", ["path", "label", "score", "overlay"]
 from runway_cnn.tasks import Task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo",
@@ -74,16 +76,18 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: int = 5,
             batch_size: int = 32, progress: bool = False,
-            probabilities: bool = False, explain_dir: str | Path | None = None) -> list[dict]:
+            probabilities: bool = False, explain_dir: str | Path | None = None,
+            overwrite: bool = False) -> list[dict]:
     """One dict per image file of ``inputs`` (see :func:`list_images`), in order: ``path``, the
     task's result (single-label: ``labels`` and ``scores``, the top-k best first, at most the
     export's ``top_k``) and ``error`` ("" when it was read); with ``probabilities``, also the
     task's score vector (``probabilities``, None for an unreadable file). With ``explain_dir``,
     each readable image's Grad-CAM overlays are written there (:func:`write_overlays`, listed in
-    ``overlays.csv``) and named in the row's ``overlays``."""
+    ``overlays.csv``) and named in the row's ``overlays``; a folder of other files is refused
+    unless ``overwrite`` (:func:`check_explain_dir`)."""
     if batch_size < 1 or top_k < 1:
         raise RunwayError(f"--batch_size {batch_size} / --top_k {top_k}: each must be at least 1")
-    check_output_dir(explain_dir, "--explain")
+    check_explain_dir(explain_dir, overwrite)
     classifier = model if isinstance(model, Predictor) else Predictor(model)
     if explain_dir is not None:
         classifier.require_explain()
@@ -124,13 +128,22 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
         if bar is not None:
             bar.add(len(batch))
     if explain_dir is not None:
-        with (Path(explain_dir) / "overlays.csv").open("w", newline="",
-                                                      errors="surrogateescape") as f:
+        with (Path(explain_dir) / OVERLAYS_CSV).open("w", newline="",
+                                                    errors="surrogateescape") as f:
             writer = csv.writer(f)
-            writer.writerow(["path", "label", "score", "overlay"])
+            writer.writerow(OVERLAYS_HEADER)
             writer.writerows([row["path"], *overlay] for row in rows
                              for overlay in row.get("overlays", []))
     return rows
+
+
+def check_explain_dir(folder: str | Path | None, overwrite: bool = False) -> None:
+    """An ``--explain`` folder: new, empty or an earlier one's (its ``overlays.csv``), unless
+    ``overwrite``; other files in it are never written over."""
+    if folder is not None:
+        check_output_dir(folder, "--explain")
+        check_own_output(folder, OVERLAYS_CSV, lambda path: path.read_text().startswith(
+            ",".join(OVERLAYS_HEADER)), ("*",), overwrite, "--explain")
 
 
 def overlay_name(path: str, label: str, taken: set[str]) -> str:

@@ -3,11 +3,13 @@ of the same name, with the ``help`` text below, so the CLI and the Python API ca
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
-from runway_cnn.errors import RunwayError
+from runway_cnn.errors import CheckpointError, RunwayError
 from runway_cnn.training.refit import REFIT_RULES, REFIT_STAGE2
 from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
 
@@ -45,6 +47,8 @@ class FinetuneConfig:
                                 "(default: runs/<dataset folder name>)")
     export_dir: str = _opt(None, "base dir of the SavedModel export "
                                  "(default: <train_dir>/export)")
+    overwrite: bool = _opt(False, "write into a --train_dir that holds files no run wrote (it "
+                                  "is refused otherwise; a run's own train dir is resumed)")
     serving_name: str = _opt(None, "model name under export_dir (default: the dataset folder's)")
     model_name: str = _opt(None, "the backbone and its weights, one spec: a registry name (see "
                                  "--list_backbones); hub:URL_OR_DIR, a TF-Hub image "
@@ -102,7 +106,7 @@ class FinetuneConfig:
                                      "the budget fits fewer than 2 epochs there, progressive "
                                      "from 5/8 of it up to it, the last epoch at it: cheaper "
                                      "epochs, FixRes), full (always --image_size), or "
-                                     "comma-separated sizes, one per epoch")
+                                     "comma-separated sizes, one per epoch", number=True)
     refit: str = _opt("auto", "after validation has chosen (regularisation, whether stage 2 is "
                               "kept, thresholds), refit the exported model with those choices "
                               "on more photos: auto (training + validation, + test when the run "
@@ -130,7 +134,7 @@ class FinetuneConfig:
                                 "see BENCHMARKS.md), a number of top layers with weights (20 "
                                 "covers EfficientNet-Lite0's last three blocks and its head conv, "
                                 "about three times as fast a step), or comma-separated "
-                                "layer-name prefixes (Slim's --trainable_scopes)")
+                                "layer-name prefixes (Slim's --trainable_scopes)", number=True)
     stage1_augment: bool = _opt(False, "augment in stage 1 (then backbone features cannot be "
                                        "cached and stage 1 runs the whole backbone every step)")
     augment: bool = _opt(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
@@ -191,41 +195,10 @@ class FinetuneConfig:
 
     def __post_init__(self):
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
-        runs = max(self.num_splits, self.kfold, 1)  # an experiment's run i uses seed + i
-        problems = [f"--{name} {getattr(self, name)!r}: {rule}" for name, ok, rule in (
-            ("dataset_dir", self.dataset_dir is not None, "is required"),
-            ("batch_size", self.batch_size >= 1, "must be at least 1"),
-            ("stage1_epochs", self.stage1_epochs >= 1, "must be at least 1"),
-            ("stage2_epochs", self.stage2_epochs is None or self.stage2_epochs >= 0,
-             "must be 0 or more"),
-            ("time_budget", self.time_budget is None or self.time_budget >= 0,
-             "must be 0 (no budget) or more minutes"),
-            ("refit", self.refit in REFIT_RULES, f"must be one of {', '.join(REFIT_RULES)}"),
-            ("refit_stage2", self.refit_stage2 in REFIT_STAGE2,
-             f"must be one of {', '.join(REFIT_STAGE2)}"),
-            ("stage1_solver", self.stage1_solver in STAGE1_SOLVERS,
-             f"must be one of {', '.join(STAGE1_SOLVERS)}"),
-            ("learning_rate", self.learning_rate > 0, "must be positive"),
-            ("stage2_learning_rate", self.stage2_learning_rate is None
-             or self.stage2_learning_rate > 0, "must be positive"),
-            ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
-            ("warmup_fraction", 0 <= self.warmup_fraction < 1, "must be in [0, 1)"),
-            ("image_size", self.image_size is None or self.image_size >= 16,
-             "must be at least 16"),
-            ("top_k", self.top_k >= 1, "must be at least 1"),
-            ("strategy", self.strategy in STRATEGIES, f"must be one of {', '.join(STRATEGIES)}"),
-            ("worker_timeout", self.worker_timeout > 0, "must be positive"),
-            ("seed", 0 <= self.seed <= MAX_SEED - runs + 1,
-             "must be in [0, 2**32 - 1] (numpy's and scikit-learn's seeds)" if runs == 1 else
-             f"must be in [0, 2**32 - {runs}]: the {runs} runs of --num_splits / --kfold use "
-             f"seeds seed to seed + {runs - 1}, and numpy's seeds end at 2**32 - 1"),
-            ("compare_random_split", not self.compare_random_split or bool(
-                self.group_by and (self.num_splits or self.kfold)),
-             "compares an experiment's grouped splits with random ones: give it with "
-             "--group_by and --num_splits or --kfold"),
-        ) if not ok]
+        problems = _type_problems(self) or _value_problems(self)
         if problems:
-            raise RunwayError("; ".join(problems))
+            raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
+                                        for name, value, rule in problems))
         unknown = sorted(k for k in self.task_options if k not in option_defaults())
         if unknown:
             raise RunwayError(f"{', '.join('--' + k for k in unknown)}: no such setting")
@@ -281,3 +254,81 @@ class FinetuneConfig:
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:
         return dataclasses.fields(cls)
+
+
+_TYPES = {"int": (numbers.Integral, int, "a whole number"),
+          "float": (numbers.Real, float, "a number"),
+          "str": ((str, os.PathLike), os.fspath, "a string"),
+          "bool": (bool, bool, "True or False")}
+
+
+def _type_problems(c) -> list[tuple[str, object, str]]:
+    """Each setting of ``c`` (a :class:`FinetuneConfig` or a namespace of its fields) of its
+    field's type, or None where that is the default, and one of the field's choices; values
+    converted to the plain type (numpy numbers, paths; a whole number as the text of a string
+    field marked ``number``: ``unfreeze=20``). Returns (name, value, what is expected) of each
+    that is not: a string of a number is not a number."""
+    problems = []
+    for f in dataclasses.fields(FinetuneConfig):
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind not in _TYPES or getattr(c, f.name) is None and f.default is None:
+            continue
+        value, (types, plain, expected) = getattr(c, f.name), _TYPES[kind]
+        if f.metadata.get("number"):
+            types, plain = (*types, numbers.Integral), str
+            expected += " or a whole number"
+        choices = f.metadata.get("choices")
+        if not isinstance(value, types) or isinstance(value, bool) and kind != "bool":
+            optional = f.default is None and not f.metadata.get("required")
+            problems.append((f.name, value, f"must be {expected}" + " or None" * optional))
+        elif choices and value not in choices:
+            problems.append((f.name, value, f"must be one of {', '.join(choices)}"))
+        else:
+            setattr(c, f.name, plain(value))
+    return problems
+
+
+def _value_problems(c) -> list[tuple[str, object, str]]:
+    """The settings of ``c`` (of the right types) a run cannot use: (name, value, rule)."""
+    runs = max(c.num_splits, c.kfold, 1)  # an experiment's run i uses seed + i
+    return [(name, getattr(c, name), rule) for name, ok, rule in (
+        ("dataset_dir", c.dataset_dir is not None, "is required"),
+        ("batch_size", c.batch_size >= 1, "must be at least 1"),
+        ("stage1_epochs", c.stage1_epochs >= 1, "must be at least 1"),
+        ("stage2_epochs", c.stage2_epochs is None or c.stage2_epochs >= 0,
+         "must be 0 or more"),
+        ("time_budget", c.time_budget is None or c.time_budget >= 0,
+         "must be 0 (no budget) or more minutes"),
+        ("refit", c.refit in REFIT_RULES, f"must be one of {', '.join(REFIT_RULES)}"),
+        ("refit_stage2", c.refit_stage2 in REFIT_STAGE2,
+         f"must be one of {', '.join(REFIT_STAGE2)}"),
+        ("learning_rate", c.learning_rate > 0, "must be positive"),
+        ("stage2_learning_rate", c.stage2_learning_rate is None
+         or c.stage2_learning_rate > 0, "must be positive"),
+        ("dropout", 0 <= c.dropout < 1, "must be in [0, 1)"),
+        ("warmup_fraction", 0 <= c.warmup_fraction < 1, "must be in [0, 1)"),
+        ("image_size", c.image_size is None or c.image_size >= 16,
+         "must be at least 16"),
+        ("top_k", c.top_k >= 1, "must be at least 1"),
+        ("worker_timeout", c.worker_timeout > 0, "must be positive"),
+        ("seed", 0 <= c.seed <= MAX_SEED - runs + 1,
+         "must be in [0, 2**32 - 1] (numpy's and scikit-learn's seeds)" if runs == 1 else
+         f"must be in [0, 2**32 - {runs}]: the {runs} runs of --num_splits / --kfold use "
+         f"seeds seed to seed + {runs - 1}, and numpy's seeds end at 2**32 - 1"),
+        ("compare_random_split", not c.compare_random_split or bool(
+            c.group_by and (c.num_splits or c.kfold)),
+         "compares an experiment's grouped splits with random ones: give it with "
+         "--group_by and --num_splits or --kfold"),
+    ) if not ok]
+
+
+def check_recorded(settings: dict, path: Path) -> None:
+    """A run's recorded settings (its ``config.json``, which may have been edited) checked as
+    its flags are: one line naming the file and the setting."""
+    recorded = SimpleNamespace(**{f.name: settings.get(f.name, f.default)
+                                  for f in dataclasses.fields(FinetuneConfig)})
+    problems = _type_problems(recorded) or _value_problems(recorded)
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(f"{name} {value!r}: {rule}"
+                                                      for name, value, rule in problems)
+                              + "; give it back the value the run was trained with")

@@ -30,6 +30,7 @@ from runway_cnn.errors import CheckpointError, DataError, first_line
 from runway_cnn.runfiles import TrainDir, read_json
 from runway_cnn.tasks import Task, task_for_run, task_from_config
 from runway_cnn.training.callbacks import load_model_weights
+from runway_cnn.training.config import check_recorded
 from runway_cnn.training.result import RunResult
 from runway_cnn.training.runtime import float32_policy
 from runway_cnn.training.trainer import classifier
@@ -87,6 +88,7 @@ def restore_run(train_dir: str | Path) -> RunResult:
     if not train_dir.is_dir():
         raise CheckpointError(f"train dir {train_dir} does not exist")
     config = _read_json(TrainDir(train_dir).config)
+    check_recorded(config, TrainDir(train_dir).config)  # edited by hand: one line, no traceback
     weights = TrainDir(train_dir).weights
     if not weights.exists():
         raise CheckpointError(f"{weights} not found: the run in {train_dir} has not finished "

@@ -7,23 +7,28 @@ from pathlib import Path
 from runway_cnn.backbones.factory import current_backbone_settings
 from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.errors import RunwayError
-from runway_cnn.runfiles import StageDir, TrainDir, check_output_dir, read_json, write_json
+from runway_cnn.runfiles import (StageDir, TrainDir, check_output_dir, check_own_output, has_keys,
+                                 read_json, write_json)
 from runway_cnn.training.config import FinetuneConfig
 
 # settings that may differ between a run and its resumption without invalidating it (a train
 # dir may be moved)
 _RESUMABLE = {"verbose", "export_dir", "serving_name", "top_k", "train_dir",
-              "worker_timeout"}
+              "worker_timeout", "overwrite"}
+# a config.json with the settings every run has written since the first version: a run's folder
+_OWN_CONFIG = has_keys("dataset_dir", "train_dir", "model_name", "stage1_epochs")
 
 
 def check_resume(train_dir: Path, config: FinetuneConfig) -> None:
-    """Refuses output folders that are files or inside the dataset, and resuming training that
+    """Refuses output folders that are files or inside the dataset, a train dir holding files
+    no run wrote (no run's ``config.json``) unless ``--overwrite``, and resuming training that
     was started with other settings; a train dir with no training in it yet (say, a run that
     stopped at a typo in a flag) is simply reused."""
     check_output_dir(train_dir, "--train_dir")
     check_output_dir(config.export_dir, "--export_dir")
     config.check_outputs_outside_dataset()
     path = TrainDir(train_dir).config
+    check_own_output(train_dir, path.name, _OWN_CONFIG, ("*",), config.overwrite, "--train_dir")
     new = config.to_dict()
     if path.exists() and TrainDir(train_dir).has_training():
         old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
