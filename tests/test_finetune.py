@@ -296,6 +296,7 @@ def test_a_budget_spent_before_stage2_keeps_stage1_and_says_why(workspace, capsy
     monkeypatch.setattr(FineTuner, "_measure_step", None)  # nothing is measured: no time left
     stage2 = tuner.stage2(baseline=stage1["validation"]["top1"])
     assert stage2["skipped"] and stage2["plan"]["measured"] == {}
+    assert "image_cache" not in tuner.seconds  # nor were the photos cached for it
     assert stage2["why"].startswith("the --time_budget was spent before stage 2 began (")
     assert "keeping 45 s for the final evaluation and export" in stage2["why"]
     assert not _changed(after1, tuner.model)

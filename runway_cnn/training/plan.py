@@ -35,7 +35,8 @@ CPU_BUDGET_MINUTES = 10.0  # the default --time_budget on a CPU (none on a GPU)
 FINAL_SECONDS = 45.0  # set aside in a budget for the final evaluation and the export
 RECENT_STEPS = 5  # the budget stop's step time: the median of this many latest steps
 # a budget for less than one epoch trains part of one at the evaluation size when it holds at
-# least this share of it (one epoch at a smaller size never paid: issue 32), else no stage 2
+# least this share of it (one epoch at a smaller size never beat stage 1), else no stage 2; a
+# next epoch is begun (and cut) when this share of it fits
 MIN_EPOCH_SHARE = 0.5
 
 
@@ -244,17 +245,17 @@ class BudgetStop(keras.callbacks.Callback):
 
     After each batch, when one more batch and a validation pass would end past the deadline, the
     epoch stops there: the batches that fit are trained, Keras validates the weights they give,
-    and the keep rule decides as for any epoch. After an epoch, the next one is not begun when
-    it would end past the deadline (its steps scaled by image area). The step time is the median
-    of the epoch's last few steps, so it follows a load that rises after the plan; the first
-    step of an epoch (tracing, filling a shuffle buffer) is left out. A validation pass is the
-    plan's estimate until one is timed, scaled by how much slower steps have become since.
+    and the keep rule decides as for any epoch. The step time is the median of the epoch's last
+    few steps, so it follows a load that rises after the plan; the first step of an epoch
+    (tracing, filling a shuffle buffer) is left out. A validation pass is the plan's estimate
+    until one is timed, scaled by how much slower steps have become since.
 
-    The plan follows the step time: a next epoch of which only part fits (at least
-    ``MIN_EPOCH_SHARE``) is begun and cut, and in the last epoch that runs, when fewer batches
-    fit than are left, ``schedule`` (a :class:`~runway_cnn.training.schedule.StepSchedule`)
-    finishes its decay in the batches that fit. ``steps`` is an epoch's batches;
-    ``planned_step`` the plan's seconds of a step at ``sizes[0]``."""
+    The plan follows the step time: after an epoch, the next one (its steps scaled by image
+    area) is begun when it fits, begun and cut when at least ``MIN_EPOCH_SHARE`` of it fits,
+    else not begun; in the last epoch that runs, when fewer batches fit than are left,
+    ``schedule`` (a :class:`~runway_cnn.training.schedule.StepSchedule`) finishes its decay in
+    the batches that fit. ``steps`` is an epoch's batches; ``planned_step`` the plan's seconds
+    of a step at ``sizes[0]``."""
 
     def __init__(self, deadline: float, sizes: Sequence[int], steps: int | None = None,
                  validation_seconds: float = 0.0, planned_step: float = 0.0, schedule=None):

@@ -88,11 +88,11 @@ def restore_run(train_dir: str | Path) -> RunResult:
     if not train_dir.is_dir():
         raise CheckpointError(f"train dir {train_dir} does not exist")
     config = _read_json(TrainDir(train_dir).config)
-    check_recorded(config, TrainDir(train_dir).config)  # edited by hand: one line, no traceback
     weights = TrainDir(train_dir).weights
     if not weights.exists():
         raise CheckpointError(f"{weights} not found: the run in {train_dir} has not finished "
                               "(run the same finetune command again to resume it)")
+    check_recorded(config, TrainDir(train_dir).config)  # edited by hand: one line, no traceback
     task = run_task(train_dir, config)
     with float32_policy():  # not a mixed_float16 policy an earlier run left in the process
         backbone = rebuild_backbone(config)

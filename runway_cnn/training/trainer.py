@@ -112,7 +112,7 @@ class FineTuner:
                  features: Mapping[str, np.ndarray] | None = None):
         self.config = config
         begun = time.monotonic()
-        self.started = begun  # --time_budget counts from here, less the backbone's set-up
+        self.started = begun  # --time_budget counts from here, less set-up (backbone, cache)
         dataset_source(config.dataset_dir, config.labels_csv)  # a missing dataset fails first
         self.distribution: Distribution = make_distribution(config.strategy,
                                                             config.worker_timeout)
@@ -240,7 +240,8 @@ class FineTuner:
             return done
         stage_dir.path.mkdir(parents=True, exist_ok=True)
         train, validation = self._split("train"), self._split("validation")
-        images = self._fill_image_cache(train, c.augment)  # set-up: not charged
+        images = None if self._budget_spent(stage_dir) else \
+            self._fill_image_cache(train, c.augment)  # set-up: not charged
         clock = StageClock(stage_dir)
         unfrozen = schedule.unfreeze(self.backbone.model, c.unfreeze)
         model = self.training_model
@@ -308,6 +309,13 @@ class FineTuner:
             return None
         return self.started + 60.0 * minutes - planning.FINAL_SECONDS
 
+    def _budget_spent(self, stage_dir: StageDir) -> bool:
+        """Whether the time budget was spent before stage 2 was planned (it is then skipped
+        without measuring or caching anything)."""
+        deadline = self.deadline
+        return (self.config.stage2_epochs is None and deadline is not None
+                and deadline <= time.monotonic() and not stage_dir.plan.exists())
+
     def _fill_image_cache(self, split: Split, augment: bool) -> tf.data.Dataset | None:
         """``split``'s decoded training images kept in memory, filled now (when they fit:
         :func:`pipeline.fits_in_memory`); the seconds it takes are set-up, moved out of the
@@ -360,7 +368,7 @@ class FineTuner:
         measured, cost = {}, planning.unmeasured_cost
         validation_steps = pipeline.steps_per_epoch(len(self._split("validation")),
                                                     self.global_batch)
-        if c.stage2_epochs is None and deadline is not None and deadline <= time.monotonic():
+        if self._budget_spent(stage_dir):
             plan = planning.Stage2Plan(0, (), c.unfreeze, deadline - time.monotonic(), 0.0, {},
                                        planning.spent_why(deadline - time.monotonic()))
             write_json(stage_dir.plan, plan.record(), indent=2)  # nothing measured: no time
