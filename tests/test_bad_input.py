@@ -975,12 +975,16 @@ def test_ctrl_c_and_sigterm_end_a_waiting_worker(corpus, tmp_path, signal_number
                 if "waiting" in line:
                     waiting.set()
 
+        errors: list[str] = []  # read as it comes: a full pipe would block the worker's exit
         threading.Thread(target=watch, daemon=True).start()
+        reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+        reader.start()
         assert waiting.wait(90), "no 'waiting' line"
         time.sleep(1)
         proc.send_signal(signal_number)
         code = proc.wait(timeout=60)  # a safety net, not a speed target (slow exits under load)
-        stderr = proc.stderr.read()
+        reader.join(10)
+        stderr = "".join(errors)
     finally:
         if proc.poll() is None:
             proc.kill()
