@@ -965,8 +965,11 @@ def test_a_worker_whose_peer_never_answers_ends_in_one_line(corpus, tmp_path):
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_end_a_waiting_worker(corpus, tmp_path, signal_number):
     argv, env = _worker_command(corpus, tmp_path, f"127.0.0.1:{free_ports(1)[0]}")
+    # as started from a terminal: a shell starts background jobs (a CI script's `cmd &`) with
+    # SIGINT ignored, and a child inherits that, so the worker's SIGINT is set back to default
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         waiting = threading.Event()
 
@@ -982,7 +985,14 @@ def test_ctrl_c_and_sigterm_end_a_waiting_worker(corpus, tmp_path, signal_number
         assert waiting.wait(90), "no 'waiting' line"
         time.sleep(1)
         proc.send_signal(signal_number)
-        code = proc.wait(timeout=60)  # a safety net, not a speed target (slow exits under load)
+        try:
+            code = proc.wait(timeout=60)  # a safety net, not a speed target (slow exits)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            reader.join(10)
+            pytest.fail("the worker did not end within 60 s of the signal; its stderr: "
+                        + "".join(errors)[-3000:])
         reader.join(10)
         stderr = "".join(errors)
     finally:
