@@ -62,19 +62,22 @@ def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
 
 def check_own_output(path: str | os.PathLike, descriptor: str,
                      format: str | Callable[[Path], bool], names: tuple[str, ...],
-                     overwrite: bool = False, flag: str = "--output") -> None:
+                     overwrite: bool = False, flag: str = "--output",
+                     concurrent: tuple[str, ...] = ()) -> None:
     """An output folder (given as ``flag``) a command writes its files ``names`` (shell
     patterns allowed: ``("*",)`` any) into: new, empty, or its own earlier output (its file
     ``descriptor`` a JSON object whose ``format`` is ``format``, or passing the test
     ``format``; beside it nothing but ``names`` and its killed writes' hidden temporary files).
     Any other folder holds files the command did not write, and is refused (one line naming
-    ``flag``, the folder and some of the files) unless ``overwrite``."""
+    ``flag``, the folder and some of the files) unless ``overwrite``. Names matching
+    ``concurrent`` (what the command's other processes may be writing there now) never count."""
     path = Path(path)
     if overwrite or not path.is_dir():
         return
     leftovers = tuple(f".{name}." for name in (descriptor, *names))  # write_json's, np.save's
     present = sorted(p.name for p in path.iterdir()
-                     if not (p.name.startswith(leftovers) and ".tmp" in p.name))
+                     if not (p.name.startswith(leftovers) and ".tmp" in p.name)
+                     and not any(fnmatch.fnmatchcase(p.name, c) for c in concurrent))
     if not present:
         return
     try:
@@ -128,6 +131,9 @@ class StageDir:
     seconds = property(lambda self: self.path / "seconds.json")  # time over processes
     plan = property(lambda self: self.path / "plan.json")  # stage 2's plan, kept for a resume
     selected = property(lambda self: self.path / "selected.json")  # refit: the figures before
+
+
+WORKER_TEMP = "workertemp_"  # + a worker's index: its temporary train dir in the chief's
 
 
 @dataclass(frozen=True)

@@ -677,6 +677,22 @@ def test_a_train_dir_of_the_users_files_is_refused_unless_overwrite(corpus, tmp_
     FineTuner(FinetuneConfig(**settings))  # now the run's own folder (its config.json)
 
 
+def test_another_workers_folder_in_a_new_train_dir_is_not_the_users(corpus, tmp_path):
+    """A worker's temporary folder may appear in the chief's new train dir before the chief
+    checks it (they start together): it is the run's, not a user's file."""
+    from runway_cnn.training.resume import check_resume
+
+    train_dir = tmp_path / "two_workers"
+    (train_dir / "workertemp_1").mkdir(parents=True)
+    config = FinetuneConfig(dataset_dir=str(corpus["dataset"]), train_dir=str(train_dir))
+    check_resume(train_dir, config)
+    assert (train_dir / "config.json").exists()
+    (train_dir / "config.json").unlink()
+    (train_dir / "notes.txt").write_text("mine")
+    with pytest.raises(RunwayError, match=r"\(notes.txt\); give a new"):
+        check_resume(train_dir, config)
+
+
 def test_predict_and_evaluate_refuse_a_folder_of_the_users_files(corpus, tmp_path):
     from runway_cnn.inference.evaluate import evaluate_model
     from runway_cnn.inference.predict import predict

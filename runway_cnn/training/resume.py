@@ -7,8 +7,8 @@ from pathlib import Path
 from runway_cnn.backbones.factory import current_backbone_settings
 from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.errors import RunwayError
-from runway_cnn.runfiles import (StageDir, TrainDir, check_output_dir, check_own_output, has_keys,
-                                 read_json, write_json)
+from runway_cnn.runfiles import (WORKER_TEMP, StageDir, TrainDir, check_output_dir,
+                                 check_own_output, has_keys, read_json, write_json)
 from runway_cnn.training.config import FinetuneConfig
 
 # settings that may differ between a run and its resumption without invalidating it (a train
@@ -28,7 +28,8 @@ def check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     check_output_dir(config.export_dir, "--export_dir")
     config.check_outputs_outside_dataset()
     path = TrainDir(train_dir).config
-    check_own_output(train_dir, path.name, _OWN_CONFIG, ("*",), config.overwrite, "--train_dir")
+    check_own_output(train_dir, path.name, _OWN_CONFIG, ("*",), config.overwrite, "--train_dir",
+                     concurrent=(f"{WORKER_TEMP}*",))  # the other workers' folders
     new = config.to_dict()
     if path.exists() and TrainDir(train_dir).has_training():
         old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
