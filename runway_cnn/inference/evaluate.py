@@ -111,7 +111,8 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
     chosen = evaluation_images(dataset_dir, split, labels_csv, task)
     out = Path(output_dir) if output_dir else default_output_dir(
         model, classifier.version_dir, dataset_dir, chosen.split)
-    _check_own(out, overwrite)
+    if output_dir is None:  # a given one was checked before the model loaded
+        _check_own(out, overwrite)
     images = chosen.images
     targets = task.targets(images.raw_labels, where=f"{labels_csv or dataset_dir} (the model "
                                                     f"{classifier.version_dir})")

@@ -21,9 +21,9 @@ from runway_cnn.inference.predictor import Predictor
 from runway_cnn.plots import overlay_heatmap
 from runway_cnn.progress import ImageProgress
 from runway_cnn.runfiles import check_output_dir, check_own_output
+from runway_cnn.tasks import Task
 
 OVERLAYS_CSV, OVERLAYS_HEADER = "overlays.csv", ["path", "label", "score", "overlay"]
-from runway_cnn.tasks import Task
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".mpo",
                   ".heic", ".heif", ".avif")  # the last three get a row saying they can't be read

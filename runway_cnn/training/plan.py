@@ -136,19 +136,24 @@ def epoch_seconds(size: int, measured_size: int, seconds_per_step: float, steps:
     return steps * step + validation_steps * seconds_per_step * (full / measured_size) ** 2 / 3
 
 
+def step_seconds(measured: dict, size: int) -> float:
+    """A training step's seconds at ``size`` px, from the measured step scaled by image area."""
+    return measured["seconds_per_step"] * (size / measured["size"]) ** 2
+
+
 def forward_seconds(measured: dict, full: int, steps: int) -> float:
     """Seconds of a forward pass over ``steps`` batches at the full size (the features the head
     refit after stage 2 computes): a third of a measured training step each, scaled by area."""
-    return steps * measured["seconds_per_step"] * (full / measured["size"]) ** 2 / 3
+    return steps * step_seconds(measured, full) / 3
 
 
 def steps_that_fit(budget_seconds: float, measured: dict, full: int,
                    validation_steps: int) -> int:
     """Training batches at the full size that fit ``budget_seconds`` beside the tracing and one
     validation pass (a part epoch; at least 1)."""
-    step = measured["seconds_per_step"] * (full / measured["size"]) ** 2
-    spare = budget_seconds - trace_seconds((full,), measured) - validation_steps * step / 3
-    return max(1, int(spare / step))
+    spare = budget_seconds - trace_seconds((full,), measured) - \
+        forward_seconds(measured, full, validation_steps)
+    return max(1, int(spare / step_seconds(measured, full)))
 
 
 def trace_seconds(sizes: Sequence[int], measured: dict) -> float:

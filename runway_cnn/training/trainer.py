@@ -335,10 +335,14 @@ class FineTuner:
         """The plan's seconds of a validation pass and of a training step at its first size."""
         if not plan.measured:
             return 0.0, 0.0
-        m, full = plan.measured, self.backbone.preprocessing.image_size
-        return (planning.forward_seconds(m, full, pipeline.steps_per_epoch(
-                    len(self._split("validation")), self.global_batch)),
-                m["seconds_per_step"] * (plan.sizes[0] / m["size"]) ** 2)
+        return (planning.forward_seconds(plan.measured, self.backbone.preprocessing.image_size,
+                                         self._validation_steps),
+                planning.step_seconds(plan.measured, plan.sizes[0]))
+
+    @property
+    def _validation_steps(self) -> int:
+        """Batches of a validation pass."""
+        return pipeline.steps_per_epoch(len(self._split("validation")), self.global_batch)
 
     def _steps_per_epoch(self, count: int) -> int:
         """Training batches an epoch of ``count`` images gives (the last, partial one dropped
@@ -366,8 +370,7 @@ class FineTuner:
             sizes = "full"  # a backbone of one input size; workers rebatch across epochs
         deadline = self.deadline
         measured, cost = {}, planning.unmeasured_cost
-        validation_steps = pipeline.steps_per_epoch(len(self._split("validation")),
-                                                    self.global_batch)
+        validation_steps = self._validation_steps
         if self._budget_spent(stage_dir):
             plan = planning.Stage2Plan(0, (), c.unfreeze, deadline - time.monotonic(), 0.0, {},
                                        planning.spent_why(deadline - time.monotonic()))
