@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from runway_cnn.data.leaks import NEAR_DUPLICATE_COSINE
 from runway_cnn.errors import RunwayError
+from runway_cnn.paths import absolute_path
 from runway_cnn.tasks import TASKS
 
 
@@ -71,7 +72,7 @@ class AuditConfig:
             raise RunwayError("; ".join(problems))
         from runway_cnn.data.folders import DATASETS, dataset_name
 
-        absolute = lambda p: p and os.path.abspath(os.path.expanduser(p))  # noqa: E731
+        absolute = lambda p: p and absolute_path(p)  # noqa: E731
         if self.dataset_dir not in DATASETS:
             self.dataset_dir = absolute(self.dataset_dir)
         self.output_dir = absolute(self.output_dir or os.path.join(

@@ -25,6 +25,7 @@ from runway_cnn.data.preprocessing import (
     PreprocessingSpec,
 )
 from runway_cnn.errors import BackboneError, CheckpointError, first_line
+from runway_cnn.paths import absolute_path
 from runway_cnn.registry import Registry
 from runway_cnn.runfiles import read_assets, resolve_export
 
@@ -231,10 +232,6 @@ class ModelSpec:
         return ":".join(x for x in (self.source, self.target, self.weights_file) if x)
 
 
-def _absolute(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))
-
-
 def _split_spec(text: str | ModelSpec) -> ModelSpec:
     """The spec ``text`` spells, its local paths made absolute (nothing checked yet)."""
     prefix, colon, rest = str(text).partition(":")
@@ -244,8 +241,8 @@ def _split_spec(text: str | ModelSpec) -> ModelSpec:
         raise BackboneError(f"--model_name {text!r}: not a backbone spec; give {SPEC_FORMS}")
     if prefix == "keras":
         name, _, weights_file = rest.partition(":")
-        return ModelSpec("keras", name, _absolute(weights_file) if weights_file else None)
-    return ModelSpec(prefix, rest if "://" in rest else _absolute(rest))
+        return ModelSpec("keras", name, absolute_path(weights_file) if weights_file else None)
+    return ModelSpec(prefix, rest if "://" in rest else absolute_path(rest))
 
 
 def _checked(spec: ModelSpec) -> ModelSpec:
@@ -291,7 +288,8 @@ def model_spec(model_name: str | ModelSpec | None = None, weights: object = "def
         raise BackboneError(f"--model_name {spec} and --weights {weights}: give one weights "
                             "source")
     if chosen not in ("imagenet", "none") and BACKBONES.get(spec.target).keras_application:
-        return _checked(ModelSpec("keras", spec.target, _absolute(os.fspath(weights)))), "default"
+        return (_checked(ModelSpec("keras", spec.target, absolute_path(os.fspath(weights)))),
+                "default")
     return spec, weights
 
 

@@ -10,6 +10,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from runway_cnn.errors import CheckpointError, RunwayError
+from runway_cnn.paths import absolute_path
+from runway_cnn.training.plan import (
+    CPU_BUDGET_MINUTES,
+    LOW_FRACTION,
+    MAX_EPOCHS,
+    MIN_FULL_EPOCHS,
+)
 from runway_cnn.training.refit import REFIT_RULES, REFIT_STAGE2
 from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
 
@@ -17,10 +24,6 @@ STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 MAX_SEED = 2 ** 32 - 1  # numpy's (and so scikit-learn's) largest seed
 WORKER_TIMEOUT = 300.0  # seconds, the default --worker_timeout
-
-
-def _absolute(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))
 
 
 def check_outside_dataset(flag: str, path: str | None, dataset_dir: str, hint: str = "") -> None:
@@ -94,18 +97,19 @@ class FinetuneConfig:
     stage1_epochs: int = _opt(40, "epochs of head training on the frozen backbone (adam)")
     stage2_epochs: int = _opt(None, "epochs of fine-tuning the unfrozen backbone; 0 skips stage "
                                     "2 (default: planned, on every device: the most epochs, up "
-                                    "to 4, that fit --time_budget, from a measured step time)")
+                                    f"to {MAX_EPOCHS}, that fit --time_budget, from a measured "
+                                    "step time)")
     time_budget: float = _opt(None, "minutes for the whole run (set-up not counted: building "
                                     "the backbone, caching the decoded images): stage 2 "
                                     "measures its training step, plans its epochs and sizes to "
                                     "end inside the budget (part of one epoch when a whole one "
                                     "does not fit), and stops at the batch after which one more "
-                                    "and a validation pass would pass it (default: 10 on a CPU, "
-                                    "none on a GPU; 0: none)")
+                                    "and a validation pass would pass it (default: "
+                                    f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0: none)")
     stage2_sizes: str = _opt("auto", "stage-2 training image sizes: auto (--image_size; when "
-                                     "the budget fits fewer than 2 epochs there, progressive "
-                                     "from 5/8 of it up to it, the last epoch at it: cheaper "
-                                     "epochs, FixRes), full (always --image_size), or "
+                                     f"the budget fits fewer than {MIN_FULL_EPOCHS} epochs "
+                                     f"there, progressive from {LOW_FRACTION:g} of it up to "
+                                     "it, the last epoch at it: cheaper epochs, FixRes), full (always --image_size), or "
                                      "comma-separated sizes, one per epoch", number=True)
     refit: str = _opt("auto", "after validation has chosen (regularisation, whether stage 2 is "
                               "kept, thresholds), refit the exported model with those choices "
@@ -222,15 +226,15 @@ class FinetuneConfig:
         from runway_cnn.data.folders import DATASETS, dataset_name
 
         if self.dataset_dir not in DATASETS:
-            self.dataset_dir = _absolute(self.dataset_dir)
-        self.train_dir = _absolute(self.train_dir or os.path.join("runs",
+            self.dataset_dir = absolute_path(self.dataset_dir)
+        self.train_dir = absolute_path(self.train_dir or os.path.join("runs",
                                                                   dataset_name(self.dataset_dir)))
-        self.export_dir = self.export_dir and _absolute(self.export_dir)
-        self.labels_csv = self.labels_csv and _absolute(self.labels_csv)
-        self.labels_file = self.labels_file and _absolute(self.labels_file)
+        self.export_dir = self.export_dir and absolute_path(self.export_dir)
+        self.labels_csv = self.labels_csv and absolute_path(self.labels_csv)
+        self.labels_file = self.labels_file and absolute_path(self.labels_file)
         for f in TASKS.get(self.task).options_class.fields():
             if f.metadata.get("path") and self.task_options.get(f.name):
-                self.task_options[f.name] = _absolute(self.task_options[f.name])
+                self.task_options[f.name] = absolute_path(self.task_options[f.name])
         spec, self.weights = model_spec(self.model_name, self.weights, hub_handle=self.hub_handle,
                                         init_from=self.init_from,
                                         init_from_run=self.init_from_run)

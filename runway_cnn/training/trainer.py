@@ -82,7 +82,7 @@ def any_size_classifier(backbone: Backbone, head: keras.Model, pooling: str = "a
                                             clone_function=lambda layer: layer)(images,
                                                                                 training=False)
         model = keras.Model(images, head(features), name="classifier_any_size")
-        size = max(16, backbone.preprocessing.image_size * 3 // 4)
+        size = planning.low_size(backbone.preprocessing.image_size)
         model(np.zeros((1, size, size, 3), "float32"), training=False)
     except Exception:  # noqa: BLE001 - a Keras application built for one input size
         return None
