@@ -18,7 +18,7 @@ import numpy as np
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits, too_few_groups
 from runway_cnn.data.images import CheckedImage, check_images
-from runway_cnn.data.splits import TooFewGroups, stratified_split
+from runway_cnn.data.splits import SplitRule, TooFewGroups, stratified_split
 from runway_cnn.errors import DataError, control_character
 from runway_cnn.registry import Registry
 from runway_cnn.runfiles import TrainDir, write_json
@@ -69,14 +69,16 @@ def write_run_files(dataset: ImageDataset, train_dir: Path) -> None:
 def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: float = 0.1,
                       test_fraction: float = 0.1, seed: int = 0,
                       work_dir: Path | None = None, make_splits: bool = True,
-                      group_by: str | None = None) -> ImageDataset:
+                      group_by: str | None = None,
+                      split: SplitRule = stratified_split) -> ImageDataset:
     """Find, check (decode) and split every image of a dataset folder.
 
     With given ``train/`` (``validation/``, ``test/``) folders those splits are used; a missing
     ``validation/`` is carved from train with ``validation_fraction``, a missing ``test/`` means no
-    test split. Otherwise the images are split stratified by ``validation_fraction`` /
-    ``test_fraction`` / ``seed``, keeping each ``group_by`` group (:mod:`runway_cnn.data.groups`)
-    in one split. With ``make_splits=False`` nothing is carved: the splits are the
+    test split. Otherwise the images are split by ``split`` (a task's rule; by default
+    stratified by class) with ``validation_fraction`` / ``test_fraction`` / ``seed``, keeping
+    each ``group_by`` group (:mod:`runway_cnn.data.groups`) in one split
+    (:func:`carve_splits`). With ``make_splits=False`` nothing is carved: the splits are the
     given folders, or all images as ``"train"`` (what evaluation needs). Converted copies go under
     ``work_dir/converted/`` (a temporary folder that lives as long as the returned object when
     ``work_dir`` is None).
@@ -106,19 +108,18 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
         tmpdir.cleanup()
         tmpdir = None
     grouping = group_splits(by_split, GroupBy(group_by)) if group_by else None
-    if make_splits:
-        splits, settings = _make_splits(walker, by_split, class_names, validation_fraction,
-                                        test_fraction, seed, group_by if grouping else None)
-    else:
-        splits = {s: by_split[s] for s in SPLITS if s in by_split}
-        settings = {"layout": walker.layout, "given_splits": (
-            list(splits) if walker.layout == "split folders" else [])}
+    splits = {s: by_split[s] for s in SPLITS if s in by_split}
+    settings = {"layout": walker.layout, "given_splits": (
+        list(splits) if walker.layout == "split folders" else [])}
     if grouping is not None:
         settings["grouping"] = {**grouping, **describe_split_groups(splits)}
-    return ImageDataset(walker.root, class_names, splits, sorted(skipped, key=_by_path),
-                        sorted(converted, key=lambda d: d["source"]),
-                        sorted(walker.ignored, key=_by_path), settings,
-                        count_labels=class_counter(class_names), _tmpdir=tmpdir)
+    dataset = ImageDataset(walker.root, class_names, splits, sorted(skipped, key=_by_path),
+                           sorted(converted, key=lambda d: d["source"]),
+                           sorted(walker.ignored, key=_by_path), settings,
+                           count_labels=class_counter(class_names), _tmpdir=tmpdir)
+    if make_splits:
+        carve_splits(dataset, split, validation_fraction, test_fraction, seed)
+    return dataset
 
 
 def class_counter(class_names: list[str]):
@@ -287,45 +288,53 @@ def _check_all(walker: _Walker, classes: dict[str, dict[str, str]],
 # --- splits ---------------------------------------------------------------------------------
 
 
-def _make_splits(walker: _Walker, given: dict[str, Split], class_names: list[str],
-                 validation_fraction: float, test_fraction: float,
-                 seed: int, group_by: str | None = None) -> tuple[dict[str, Split], dict]:
-    grouped = group_by is not None
-    settings = {"layout": walker.layout, "validation_fraction": validation_fraction, "seed": seed,
-                "given_splits": list(given) if walker.layout == "split folders" else []}
-    if walker.layout == "split folders":
-        if "validation" in given:
-            return {s: given[s] for s in SPLITS if s in given}, settings
-        carve_from, fractions = given["train"], (validation_fraction, 0.0)
+def carve_splits(dataset: ImageDataset, split: SplitRule, validation_fraction: float,
+                 test_fraction: float, seed: int) -> None:
+    """Carves the missing splits of a folder dataset scanned with ``make_splits=False`` by
+    ``split`` (a task's :meth:`~runway_cnn.tasks.base.Task.split`, or stratified by class):
+    validation (and test) from the images, or validation from a given ``train/`` without a
+    ``validation/``; a class too small for the splits, or missing from one, is a one-line
+    error naming its folder."""
+    layout, given = dataset.split_settings["layout"], dataset.splits
+    grouping = dataset.split_settings.get("grouping")
+    settings = {"layout": layout, "validation_fraction": validation_fraction, "seed": seed,
+                "given_splits": list(given) if layout == "split folders" else []}
+    if layout == "split folders" and "validation" in given:
+        dataset.split_settings = {**settings, **({"grouping": grouping} if grouping else {})}
+        return
+    if layout == "split folders":
+        fractions = (validation_fraction, 0.0)
     else:
-        carve_from, fractions = given["train"], (validation_fraction, test_fraction)
+        fractions = (validation_fraction, test_fraction)
         settings["test_fraction"] = test_fraction
+    carve_from = given["train"]
     want = ("train", "validation") + (("test",) if fractions[1] > 0 else ())
-    where = walker.root / ("train" if walker.layout == "split folders" else "")
-    counts = np.bincount(carve_from.targets, minlength=len(class_names))
-    too_few = np.flatnonzero(counts < len(want))
-    if too_few.size:
-        name = class_names[too_few[0]]
-        raise DataError(f"class folder {where / name} has {counts[too_few[0]]} usable image(s), "
-                        f"too few for a {'/'.join(want)} split")
+    where = dataset.root / ("train" if layout == "split folders" else "")
+    counts = dataset.count_labels(carve_from.targets)
+    too_few = [name for name, n in counts.items() if 0 < n < len(want)]
+    if too_few:
+        raise DataError(f"class folder {where / too_few[0]} has {counts[too_few[0]]} usable "
+                        f"image(s), too few for a {'/'.join(want)} split")
     try:
-        index = stratified_split(carve_from.targets, *fractions, seed=seed,
-                                 groups=carve_from.groups)
+        index = split(carve_from.targets, *fractions, seed, groups=carve_from.groups)
     except TooFewGroups as e:
-        raise too_few_groups(e, group_by, carve_from.groups) from None
+        raise too_few_groups(e, grouping["group_by"], carve_from.groups) from None
     except ValueError as e:
-        raise DataError(f"cannot split {where} stratified{' by group' if grouped else ''} "
+        raise DataError(f"cannot split {where} stratified{' by group' if grouping else ''} "
                         f"({e}); add images or change validation_fraction / test_fraction"
                         ) from None
     splits = dict(given)
     for name, idx in index.items():
         splits[name] = carve_from.subset(idx)
-        missing = sorted(set(range(len(class_names))) - set(splits[name].targets.tolist()))
-        if missing and not (grouped and name != "train"):  # grouped: see describe_split_groups
+        missing = [label for label, n in dataset.count_labels(splits[name].targets).items()
+                   if not n and counts[label]]
+        if missing and not (grouping and name != "train"):  # grouped: see describe_split_groups
             raise DataError(f"the {name} split carved from {where} has no image of class(es) "
-                            f"{', '.join(class_names[i] for i in missing)}; add images or raise "
-                            "the split fractions")
-    return {s: splits[s] for s in SPLITS if s in splits}, settings
+                            f"{', '.join(missing)}; add images or raise the split fractions")
+    dataset.splits = {s: splits[s] for s in SPLITS if s in splits}
+    if grouping:
+        settings["grouping"] = {**grouping, **describe_split_groups(dataset.splits)}
+    dataset.split_settings = settings
 
 
 def _is_utf8(name: str) -> bool:

@@ -24,6 +24,11 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 
+# a splitting rule: (targets, validation_fraction, test_fraction, seed, groups=None) → split
+# name → sorted row indices (a task's ``split``, or :func:`stratified_split`)
+SplitRule = Callable[..., dict[str, np.ndarray]]
+
+
 class TooFewGroups(ValueError):
     """A grouped split that cannot hold out ``fraction``: of the groups it could carve from,
     ``usable`` share their stratum (class) with another group; ``needed`` are needed."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
-from runway_cnn.data.folders import scan_image_folder
+from runway_cnn.data.folders import carve_splits, scan_image_folder
 from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits, too_few_groups
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.source import dataset_source
@@ -43,12 +43,15 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
         dataset = scan_image_folder(dataset_dir, validation_fraction=config.validation_fraction,
                                     test_fraction=config.test_fraction, seed=config.seed,
                                     work_dir=work_dir, group_by=config.group_by,
-                                    make_splits=make_splits)
+                                    make_splits=False)
         labels = read_labels_file(config.labels_file) if config.labels_file else dataset.labels
         task = task_for_run(config.task, labels, settings)
         for split in dataset.splits.values():  # class folder names → the task's targets
             split.targets = task.targets(split.raw_labels, where=str(dataset.root))
         dataset.labels, dataset.count_labels = task.labels, task.label_counts
+        if make_splits:  # the task's splitting rule, as for a CSV
+            carve_splits(dataset, task.split, config.validation_fraction, config.test_fraction,
+                         config.seed)
         return dataset, task
     task_class = TASKS.get(config.task)
     group_by = GroupBy(config.group_by) if config.group_by else None
