@@ -113,7 +113,7 @@ def test_stage1_cached_features_equal_uncached(workspace):
 def test_stage1_lbfgs_is_the_logistic_regression_chosen_on_validation(workspace):
     from sklearn.linear_model import LogisticRegression
 
-    from runway_cnn.tasks.single_label import feature_scale
+    from runway_cnn.tasks.heads import feature_scale
 
     tuner = FineTuner(_config(workspace, "lbfgs", stage1_solver="lbfgs", stage2_epochs=0))
     done = tuner.stage1()
@@ -142,7 +142,7 @@ def test_two_class_logistic_head_gives_scikit_learns_probabilities():
     from sklearn.linear_model import LogisticRegression
 
     from runway_cnn.tasks import get_task
-    from runway_cnn.tasks.single_label import feature_scale
+    from runway_cnn.tasks.heads import feature_scale
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 5)).astype("float32"), rng.integers(0, 2, 60)

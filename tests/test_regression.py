@@ -22,7 +22,7 @@ from runway_cnn.inference.predict import predict
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import RegressionTask, task_from_config
 from runway_cnn.tasks.regression.task import ALPHA_GRID
-from runway_cnn.tasks.single_label import feature_scale
+from runway_cnn.tasks.heads import feature_scale
 
 PRICE = {0: 100.0, 1: 110.0, 2: 120.0, 3: 130.0}  # a photo's price follows its pattern
 

@@ -15,8 +15,8 @@ import tensorflow as tf
 from runway_cnn.data.splits import kfold_splits, stratified_split
 from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task, TaskOptions, option
+from runway_cnn.tasks.heads import feature_scale, fold_standardisation
 from runway_cnn.tasks.regression import evaluation
-from runway_cnn.tasks.single_label import feature_scale
 
 TARGET_COLUMN = "value"  # the --labels_csv column read by default
 LOSSES = ("mse", "huber")
@@ -169,7 +169,7 @@ class RegressionTask(Task):
 
     def fit_head_convex(self, head, features, targets, val_features, val_targets):
         """scikit-learn's ridge regression on standardised features (the floored scale of
-        :func:`~runway_cnn.tasks.single_label.feature_scale`) and standardised targets, alpha
+        :func:`~runway_cnn.tasks.heads.feature_scale`) and standardised targets, alpha
         from ``ALPHA_GRID`` by validation RMSE, copied into the head's ``logits`` layer with the
         standardisation folded in."""
         from sklearn.linear_model import Ridge
@@ -264,7 +264,6 @@ def _bins(targets: np.ndarray, smallest_fraction: float) -> np.ndarray:
 def _set_head(head: keras.Model, model, mean: np.ndarray, scale: np.ndarray) -> None:
     """Copies a ridge regression on ``(x - mean) / scale`` into the head's ``logits`` layer, the
     standardisation folded in."""
-    kernel = model.coef_ / scale  # w·(x - μ)/σ + b = (w/σ)·x + (b - (w/σ)·μ)
-    bias = model.intercept_ - kernel @ mean
+    kernel, bias = fold_standardisation(model.coef_, model.intercept_, mean, scale)
     head.get_layer("logits").set_weights([kernel.reshape(-1, 1).astype("float32"),
                                           np.array([bias], "float32")])

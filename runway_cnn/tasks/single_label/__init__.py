@@ -3,11 +3,8 @@ softmax over the classes."""
 from runway_cnn.tasks.single_label.task import (
     C_GRID,
     LABEL_COLUMN,
-    SCALE_FLOOR_QUANTILE,
     SingleLabelOptions,
     SingleLabelTask,
-    feature_scale,
 )
 
-__all__ = ["C_GRID", "LABEL_COLUMN", "SCALE_FLOOR_QUANTILE", "SingleLabelOptions",
-           "SingleLabelTask", "feature_scale"]
+__all__ = ["C_GRID", "LABEL_COLUMN", "SingleLabelOptions", "SingleLabelTask"]

@@ -14,29 +14,17 @@ import tensorflow as tf
 from runway_cnn.data.splits import kfold_splits, stratified_split
 from runway_cnn.errors import DataError
 from runway_cnn.tasks.base import Task, TaskOptions, option
-from runway_cnn.tasks.heads import classification_head
+from runway_cnn.tasks.heads import (
+    classification_head,
+    feature_scale,
+    fold_standardisation,
+)
 from runway_cnn.tasks.losses import SparseSmoothedCrossentropy
 from runway_cnn.tasks.single_label import evaluation
 
 LABEL_COLUMN = "label"  # a --labels_csv's class column
 # inverse L2 strengths stage 1 chooses from, for standardised features
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
-# features are divided by their standard deviation, but by no less than this quantile of them
-SCALE_FLOOR_QUANTILE = 0.5
-
-
-def feature_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale that standardise ``features`` for the convex head, each scale floored at
-    the median feature's: a feature that barely varies on the training images would otherwise
-    get a weight in proportion to ``1 / std`` and dominate the logits as soon as it moves (stage 2
-    trains on smaller, augmented images: the unfloored head started it at a loss worse than
-    chance and large gradients)."""
-    mean, std = features.mean(axis=0), features.std(axis=0)
-    varying = std[std > 0]  # constant features (std 0) must not pull the floor down to 0
-    floor = float(np.quantile(varying, SCALE_FLOOR_QUANTILE)) if varying.size else 1.0
-    return mean, np.maximum(std, floor)
-
-
 @dataclass
 class SingleLabelOptions(TaskOptions):
     label_smoothing: float = option(0.1, "single_label: label smoothing of the cross-entropy")
@@ -161,8 +149,7 @@ class SingleLabelTask(Task):
         if coef.shape[0] == 1:  # two classes: scikit-learn keeps only class 1's logit
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
-        coef = coef / scale  # w·(x - μ)/σ + b = (w/σ)·x + (b - (w/σ)·μ)
-        intercept = intercept - coef @ mean
+        coef, intercept = fold_standardisation(coef, intercept, mean, scale)
         dense = head.get_layer("logits")
         kernel = np.zeros(dense.kernel.shape, "float32")
         bias = np.zeros(dense.bias.shape, "float32")
