@@ -1,11 +1,19 @@
 """The one interface between a prediction problem's labels and the rest of the package.
 
-A :class:`Task` owns its label space (read from the data), the per-image targets, head, loss,
-Keras metrics and monitored figure, the stage-1 convex solver (or none), the graph outputs of the
-exported signatures, the decoding of those outputs into result dicts (what ``Predictor``,
-``Client`` and ``predict``'s CSV show), its evaluation figures and files, its export assets, its
-splitting rule, and a config that round-trips. Nothing outside ``tasks/`` branches on a task's
-kind: it calls these methods.
+A :class:`Task` is three small contracts, each with defaults wherever a task can do without:
+
+- :class:`TaskLabels` — labels and splits: how a CSV row becomes a raw label, the label space,
+  the per-image targets, the splitting rule, what the data report and the audit count;
+- :class:`TaskModel` — head and stage-1 solver: the head, loss, Keras metrics, the optional
+  convex solver of stage 1 and its refit;
+- :class:`TaskOutputs` — outputs, decoding and evaluation: the exported signatures' outputs,
+  their decoding into result dicts (what ``Predictor``, ``Client``, ``predict``'s CSV and the web
+  page show), the figures and files of an evaluation.
+
+A minimal task implements ``raw_label``, ``label_space``, ``targets``, ``loss``,
+``probabilities``, ``predict_outputs``, ``decode`` and ``evaluate`` (see
+``docs/adding_a_task.md``). Nothing outside ``tasks/`` branches on a task's kind: it calls these
+methods.
 
 Targets are one numpy array per split, one row per image: a class id (single-label), a multi-hot
 vector (multi-label), attribute value ids with -1 for unknown (attributes).
@@ -22,7 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn.errors import control_character
+from runway_cnn.data.splits import kfold_splits, stratified_split
+from runway_cnn.errors import DataError, control_character
+from runway_cnn.tasks.heads import classification_head
 
 
 def option(default, help: str, **extra) -> Any:
@@ -52,38 +62,16 @@ class TaskOptions:
         return dataclasses.asdict(self)
 
 
-class Task:
-    """What training, export and inference need to know about a prediction problem.
+class TaskLabels:
+    """Labels and splits: a ``--labels_csv`` row → a raw label → the label space and targets;
+    the splitting rule; what the data report counts. Required: :meth:`raw_label` (or
+    :meth:`csv_reader`), :meth:`label_space`, :meth:`targets`."""
 
-    ``labels`` is the label space in target order (classes, tags, or ``attribute=value``
-    names); ``monitor`` / ``monitor_mode`` name the Keras validation figure that picks the best
-    weights; ``summary_figures`` are the test figures an experiment summarises (mean ± std), the
-    first being the headline.
-    """
-
-    name = "task"
-    monitor = "val_loss"
-    monitor_mode = "min"
-    summary_figures: tuple[str, ...] = ("loss",)
-    plotted_figures: tuple[str, ...] = ()  # summary figures in [0, 1], drawn side by side
+    labels: list[str]
+    options: dict
     stratum = "class"  # what a split keeps in proportion, in messages ("share their class")
     csv_columns: tuple[str, ...] = ()  # the --labels_csv columns raw_label needs besides filename
-    options_class: type[TaskOptions] = TaskOptions  # the task's flags
-    # the module of the task's figures, files and text (its ``headline(figures)`` and
-    # ``format_figures(figures)`` are the task's), or None
-    evaluation: ModuleType | None = None
 
-    def __init__(self, labels: Sequence[str], **options):
-        self.labels = list(labels)
-        self.options = dict(options)
-
-    @property
-    def monitored_figure(self) -> str:
-        """The evaluation figure :attr:`monitor` watches on validation (``val_top1`` →
-        ``top1``): a run's headline on any split."""
-        return self.monitor.removeprefix("val_")
-
-    # -- labels and targets ------------------------------------------------------------------
     @classmethod
     def raw_label(cls, row: dict) -> Any:
         """An image's raw label from its ``--labels_csv`` row (``ValueError`` for a cell that
@@ -130,8 +118,9 @@ class Task:
         value); most tasks check their label space elsewhere."""
 
     def unknown_labels(self, raw_labels: Sequence[Any]) -> dict[str, int]:
-        """Label values outside the label space, with how often they occur (data report)."""
-        raise NotImplementedError
+        """Label values outside the label space, with how often they occur (data report); by
+        default none are counted (:meth:`targets` refuses them)."""
+        return {}
 
     def unknown_summary(self, raw_labels: Sequence[Any]) -> dict:
         """What evaluation says of labels outside the label space: ``unknown_labels`` (label →
@@ -140,36 +129,50 @@ class Task:
         return {"unknown_labels": unknown, "unknown_label_count": sum(unknown.values())}
 
     def label_counts(self, targets: np.ndarray) -> dict[str, int]:
-        """How many images of ``targets`` carry each label (for the data report)."""
-        raise NotImplementedError
+        """How many images of ``targets`` carry each label (for the data report and the split
+        checks); by default nothing is counted."""
+        return {}
 
     def split(self, targets: np.ndarray, validation_fraction: float, test_fraction: float,
               seed: int, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Split name → sorted indices of a random split this task's way (stratified); no
         ``"test"`` when ``test_fraction`` is 0; with ``groups`` (a key per image) no group is in
-        two splits. ``ValueError`` when too few images (or groups) to split."""
-        raise NotImplementedError
+        two splits. ``ValueError`` when too few images (or groups) to split. By default a plain
+        random split (stratified on nothing)."""
+        return stratified_split(np.zeros(len(targets), int), validation_fraction, test_fraction,
+                                seed, groups)
 
     def kfold(self, targets: np.ndarray, k: int, seed: int, validation_fraction: float,
               groups: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
         """K folds, fold i testing on the i-th; validation carved from the rest; with
-        ``groups``, no group in two parts of a fold."""
-        raise NotImplementedError
+        ``groups``, no group in two parts of a fold. By default plain random folds."""
+        return kfold_splits(np.zeros(len(targets), int), k, seed, validation_fraction, groups)
 
-    # -- model -------------------------------------------------------------------------------
+
+
+class TaskModel:
+    """Head and stage-1 solver: the head on pooled features, its loss and metrics, and the
+    optional convex solver of stage 1 (and its refit on more photos). Required: :meth:`loss`."""
+
+    labels: list[str]
+    options: dict
+
     def prepare(self, train_targets: np.ndarray) -> None:
         """Learns what the head needs from the training targets before it is built (ML-GCN's
         label graph); most tasks need nothing."""
 
     def build_head(self, feature_dim: int) -> keras.Model:
-        """Pooled backbone features ``[b, feature_dim]`` → logits."""
-        raise NotImplementedError
+        """Pooled backbone features ``[b, feature_dim]`` → logits; by default dropout and a
+        dense layer with one logit per label."""
+        return classification_head(feature_dim, len(self.labels),
+                                   self.options.get("dropout", 0.2))
 
     def loss(self) -> keras.losses.Loss:
         raise NotImplementedError
 
     def metrics(self) -> list:
-        raise NotImplementedError
+        """Keras metrics of training and validation besides the loss (none by default)."""
+        return []
 
     def sample_weights(self, targets: np.ndarray) -> np.ndarray | None:
         """Per-image training weights (oversampling of rare values, as weights), or None."""
@@ -191,6 +194,22 @@ class Task:
         of epochs)."""
         return None
 
+
+
+class TaskOutputs:
+    """Outputs, decoding and evaluation: the exported signatures' outputs, their decoding into
+    one result dict per image and how results are shown, and the figures and files of an
+    evaluation. Required: :meth:`probabilities`, :meth:`predict_outputs`, :meth:`decode`,
+    :meth:`evaluate`."""
+
+    labels: list[str]
+    options: dict
+    summary_figures: tuple[str, ...] = ("loss",)
+    plotted_figures: tuple[str, ...] = ()  # summary figures in [0, 1], drawn side by side
+    # the module of the task's figures, files and text (its ``headline(figures)`` and
+    # ``format_figures(figures)`` are the task's), or None
+    evaluation: ModuleType | None = None
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Logits → the scores evaluation works on."""
         raise NotImplementedError
@@ -200,7 +219,6 @@ class Task:
         label thresholds), kept in :meth:`config`; returns what it chose, or None."""
         return None
 
-    # -- export and inference ----------------------------------------------------------------
     def predict_outputs(self, logits: tf.Tensor, top_k: int) -> dict[str, tf.Tensor]:
         """Graph-side outputs of the exported signatures, one row per image."""
         raise NotImplementedError
@@ -218,7 +236,7 @@ class Task:
 
     def empty_result(self) -> dict:
         """The result of an image that could not be read (its ``error`` is added beside)."""
-        raise NotImplementedError
+        return {}
 
     def top(self, result: dict, k: int) -> dict:
         """``result`` cut to the ``k`` best answers where the task ranks them (``predict``'s
@@ -236,21 +254,22 @@ class Task:
         return ", ".join(result.get("labels", [])[:limit])
 
     def csv_header(self, top_k: int) -> list[str]:
-        """The columns ``predict`` writes for a result (besides path and error)."""
-        raise NotImplementedError
+        """The columns ``predict`` writes for a result (besides path and error); by default
+        one, the result in a few words (:meth:`describe`)."""
+        return ["prediction"]
 
     def csv_cells(self, result: dict, top_k: int) -> list[str]:
-        raise NotImplementedError
+        """A result's cells under :meth:`csv_header`."""
+        return [self.describe(result, limit=top_k) if result else ""]
 
     def assets(self) -> dict[str, str]:
         """Files the export carries in ``assets/`` besides its metadata (vocabulary, …)."""
         return {"labels.txt": "\n".join(self.labels) + "\n"}
 
-    # -- evaluation --------------------------------------------------------------------------
     def agreement(self, reference: np.ndarray, scores: np.ndarray) -> float:
         """Share of images whose decision from ``scores`` equals that from ``reference`` (how
-        far a TFLite file follows its SavedModel)."""
-        raise NotImplementedError
+        far a TFLite file follows its SavedModel); by default the best-scoring column."""
+        return float(np.mean(np.argmax(reference, -1) == np.argmax(scores, -1)))
 
     def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
         """Figures for ``metrics.json`` and ``eval.json`` (plain JSON types)."""
@@ -258,15 +277,17 @@ class Task:
 
     def predictions(self, sources: Sequence[str], targets: np.ndarray,
                     scores: np.ndarray) -> list[dict]:
-        """One row per image for ``predictions.csv``: source, truth, prediction."""
-        raise NotImplementedError
+        """One row per image for ``predictions.csv``: source, truth, prediction (by default the
+        source only)."""
+        return [{"source": source} for source in sources]
 
     def confident_errors(self, targets: np.ndarray, scores: np.ndarray,
                          n: int) -> dict[str, list[tuple[int, int, str]]]:
         """The ``n`` most confident errors per class (group name → ``(image, label index,
         caption)``, most confident first), the label index being a label :meth:`explained`
-        gives for that image (what ``evaluate --explain`` draws the Grad-CAM map of)."""
-        raise NotImplementedError
+        gives for that image (what ``evaluate --explain`` draws the Grad-CAM map of); by
+        default none."""
+        return {}
 
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         """The task's evaluation files (CSVs, PNGs) beside ``eval.json``."""
@@ -287,6 +308,42 @@ class Task:
         """What an experiment adds up over its runs' test figures (written into ``output_dir``
         as files too); ``{}`` when nothing is summed."""
         return {}
+
+
+
+class Task(TaskLabels, TaskModel, TaskOutputs):
+    """What training, export and inference need to know about a prediction problem.
+
+    ``labels`` is the label space in target order (classes, tags, or ``attribute=value``
+    names); ``monitor`` / ``monitor_mode`` name the Keras validation figure that picks the best
+    weights; ``summary_figures`` are the test figures an experiment summarises (mean ± std), the
+    first being the headline.
+    """
+
+    name = "task"
+    monitor = "val_loss"
+    monitor_mode = "min"
+    options_class: type[TaskOptions] = TaskOptions  # the task's flags
+
+    def __init__(self, labels: Sequence[str], **options):
+        self.labels = list(labels)
+        self.options = dict(options)
+
+    @classmethod
+    def checked_options(cls, options: dict) -> dict:
+        """``options`` (the task's flags, as keywords) completed with the defaults of
+        :attr:`options_class` and checked there, the one place of both; a value it refuses is
+        a one-line :class:`~runway_cnn.errors.DataError`."""
+        try:
+            return cls.options_class(**options).to_dict()
+        except ValueError as error:
+            raise DataError(str(error)) from None
+
+    @property
+    def monitored_figure(self) -> str:
+        """The evaluation figure :attr:`monitor` watches on validation (``val_top1`` →
+        ``top1``): a run's headline on any split."""
+        return self.monitor.removeprefix("val_")
 
     # -- persistence -------------------------------------------------------------------------
     def config(self) -> dict:

@@ -56,17 +56,13 @@ class AttributeTask(Task):
     options_class = AttributeOptions
     evaluation = evaluation
 
-    def __init__(self, labels: Sequence[str], rare: str = "merge", balance: str = "none",
-                 attribute_weights: str | dict | None = None, dropout: float = 0.2,
+    def __init__(self, labels: Sequence[str], dropout: float = 0.2,
                  majority: Sequence[int] | None = None,
-                 value_weights: Sequence[float] | None = None, attributes: str | None = None,
-                 min_count: int = 5):
+                 value_weights: Sequence[float] | None = None, **options):
         # ``attributes`` and ``min_count`` are options of the label space (label_space), which
         # ``labels`` already are: the task is built from all of its options and keeps the labels
-        if rare not in RARE:
-            raise DataError(f"--rare {rare!r}: use one of {', '.join(RARE)}")
-        if balance not in BALANCE:
-            raise DataError(f"--balance {balance!r}: use one of {', '.join(BALANCE)}")
+        options = self.checked_options(options)
+        rare, balance = options["rare"], options["balance"]
         self.attributes = list(dict.fromkeys(_split_label(label)[0] for label in labels))
         self.values = {a: [] for a in self.attributes}
         for label in labels:
@@ -74,7 +70,8 @@ class AttributeTask(Task):
             self.values[attribute].append(value)
         ordered = [f"{a}={v}" for a in self.attributes for v in self.values[a]]
         super().__init__(ordered, rare=rare, balance=balance,
-                         attribute_weights=_parse_weights(attribute_weights, self.attributes),
+                         attribute_weights=_parse_weights(options["attribute_weights"],
+                                                          self.attributes),
                          dropout=dropout, majority=None if majority is None else list(majority),
                          value_weights=None if value_weights is None else list(value_weights))
         self.rare, self.balance, self.dropout = rare, balance, dropout

@@ -40,6 +40,11 @@ class MultiLabelOptions(TaskOptions):
     label_embeddings: str = option(None, "mlgcn: label word vectors, a GloVe-style text file or "
                                          "a .npy [labels, d] array (default: one-hot)", path=True)
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise DataError(f"--threshold {self.threshold}: must be in (0, 1)")
+
 
 class MultiLabelTask(Task):
     """Several labels per image: multi-hot targets, sigmoid outputs, mAP and the ML-GCN paper's
@@ -54,21 +59,16 @@ class MultiLabelTask(Task):
     options_class = MultiLabelOptions
     evaluation = evaluation
 
-    def __init__(self, labels: Sequence[str], head: str = "sigmoid", loss: str = "bce",
-                 dropout: float = 0.2, threshold: float | None = None,
+    def __init__(self, labels: Sequence[str], dropout: float = 0.2,
                  thresholds: Sequence[float] | None = None, adjacency: Any = None,
-                 embeddings: Any = None, label_embeddings: str | None = None):
-        if head not in HEADS:
-            raise DataError(f"--head {head!r}: use one of {', '.join(HEADS)}")
-        if loss not in LOSSES:
-            raise DataError(f"--loss {loss!r}: use one of {', '.join(LOSSES)}")
-        if threshold is not None and not 0 < threshold < 1:
-            raise DataError(f"--threshold {threshold}: must be in (0, 1)")
-        super().__init__(labels, head=head, loss=loss, dropout=dropout, threshold=threshold,
+                 embeddings: Any = None, **options):
+        options = self.checked_options(options)  # head, loss, threshold, label_embeddings
+        super().__init__(labels, **options, dropout=dropout,
                          thresholds=None if thresholds is None else list(thresholds),
-                         adjacency=adjacency, embeddings=embeddings,
-                         label_embeddings=label_embeddings)
-        self.head, self.loss_name, self.dropout, self.threshold = head, loss, dropout, threshold
+                         adjacency=adjacency, embeddings=embeddings)
+        self.head, self.loss_name, self.threshold = (options["head"], options["loss"],
+                                                     options["threshold"])
+        self.dropout = dropout
         self.thresholds = None if thresholds is None else np.asarray(thresholds, np.float32)
 
     @property

@@ -71,15 +71,15 @@ class RegressionTask(Task):
     options_class = RegressionOptions
     evaluation = evaluation
 
-    def __init__(self, labels: Sequence[str], target_column: str = TARGET_COLUMN, loss: str = "huber",
-                 dropout: float = 0.2, target_mean: float = 0.0, target_std: float = 1.0):
-        if loss not in LOSSES:
-            raise DataError(f"--loss {loss!r}: a regression loss is one of {', '.join(LOSSES)}")
+    def __init__(self, labels: Sequence[str], dropout: float = 0.2, target_mean: float = 0.0,
+                 target_std: float = 1.0, **options):
+        options = self.checked_options(options)  # target_column, loss
         if len(labels) != 1:
             raise DataError(f"a regression predicts one number, not {len(labels)} labels")
-        super().__init__(labels, target_column=target_column, loss=loss, dropout=dropout,
-                         target_mean=float(target_mean), target_std=float(target_std))
-        self.target_column, self.loss_name, self.dropout = target_column, loss, dropout
+        super().__init__(labels, **options, dropout=dropout, target_mean=float(target_mean),
+                         target_std=float(target_std))
+        self.target_column, self.loss_name = options["target_column"], options["loss"]
+        self.dropout = dropout
 
     @property
     def mean(self) -> float:

@@ -48,10 +48,10 @@ class SingleLabelTask(Task):
     options_class = SingleLabelOptions
     evaluation = evaluation
 
-    def __init__(self, labels: Sequence[str], label_smoothing: float = 0.1,
-                 dropout: float = 0.2):
-        super().__init__(labels, label_smoothing=label_smoothing, dropout=dropout)
-        self.label_smoothing, self.dropout = label_smoothing, dropout
+    def __init__(self, labels: Sequence[str], dropout: float = 0.2, **options):
+        options = self.checked_options(options)  # label_smoothing
+        super().__init__(labels, **options, dropout=dropout)
+        self.label_smoothing, self.dropout = options["label_smoothing"], dropout
 
     @property
     def num_classes(self) -> int:
