@@ -85,7 +85,8 @@ class Models:
 
     def analyse(self, data: bytes, explain: bool = False) -> dict:
         """A photo's answers: every model's result, as :meth:`Predictor.predict` gives it, and
-        the similar items and attribute-map place when there are indexes. With ``explain``,
+        its ``display`` (:meth:`Task.display`, what the page shows of it), and the similar items
+        and attribute-map place when there are indexes. With ``explain``,
         each result also carries ``explanations`` (:func:`_explained`), or ``explain_error``
         for a model whose backbone has no feature map."""
         check_image(data, self.max_pixels)
