@@ -21,8 +21,8 @@ import numpy as np
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.factory import get_backbone
 from runway_cnn.backbones.features import extract_features
-from runway_cnn.plots import plot_label_matrix
 from runway_cnn.tasks import MultiLabelTask, SingleLabelTask
+from runway_cnn.tasks.multi_label.plots import plot_label_matrix
 
 VARIANTS = {  # name → settings
     "sigmoid-avg": dict(pooling="avg", head="sigmoid", loss="bce"),

@@ -1,6 +1,8 @@
 """Plots of a run: training curves of both stages (the stage boundary marked); for an experiment
 (``--num_splits`` / ``--kfold``) a box plot of the test figures across its runs and each run's
-curves; confusion matrices (drawn by the single-label task).
+curves; confusion matrices (drawn by the single-label and attributes tasks and the audit); the
+audit's, the attribute map's, neighbour and Grad-CAM grids. A plot only one task draws is in that
+task's folder (``tasks/<task>/plots.py``).
 """
 from __future__ import annotations
 
@@ -129,66 +131,6 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], output
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ax.set_title(title)
     return _save(fig, output, dpi=120)
-
-
-def plot_per_label_ap(ap: dict[str, float | None], output: str | Path,
-                      title: str = "average precision per label") -> Path:
-    """A horizontal bar per label, its average precision, best at the top (labels without a
-    positive image are left out)."""
-    shown = sorted(((v, k) for k, v in ap.items() if v is not None), reverse=True)
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(shown) + 1.2)))
-    ax.barh(range(len(shown)), [v for v, _ in shown], color="tab:blue")
-    ax.set_yticks(range(len(shown)), [k for _, k in shown], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("average precision")
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_title(title)
-    return _save(fig, output, dpi=100)
-
-
-def plot_attribute_scores(per_attribute: dict[str, dict], output: str | Path,
-                          title: str = "figures per attribute") -> Path:
-    """Per attribute, its accuracy, macro-F1 and balanced accuracy as bars, each with its
-    majority-value baseline as a black tick (with the ``_std`` error bars when given)."""
-    names = list(per_attribute)
-    figures = (("accuracy", "tab:blue"), ("macro_f1", "tab:orange"),
-               ("balanced_accuracy", "tab:green"))
-    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.5 * len(names) + 1.3)))
-    height = 0.26
-    for k, (figure, color) in enumerate(figures):
-        y = np.arange(len(names)) + (k - 1) * height
-        values = [per_attribute[a][figure] for a in names]
-        errors = [per_attribute[a].get(f"{figure}_std", 0.0) for a in names]
-        ax.barh(y, values, height, xerr=errors if any(errors) else None, color=color,
-                label=figure.replace("_", " "))
-        ax.scatter([per_attribute[a][f"majority_{figure}"] for a in names], y, marker="|",
-                   s=120, color="black", zorder=3, label="majority value" if k == 0 else None)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(title, fontsize=9)
-    return _save(fig, output, dpi=100)
-
-
-def plot_label_matrix(matrix: np.ndarray, labels: Sequence[str], output: str | Path,
-                      title: str, colorbar: str = "P(column | row)") -> Path:
-    """A labels × labels heat map (co-occurrence probabilities, a label graph), names on both
-    axes."""
-    matrix = np.asarray(matrix, np.float64)
-    n = len(labels)
-    side = min(max(5.0, 0.28 * n + 2.5), 30.0)
-    font = max(5.0, min(9.0, 260.0 / max(n, 1)))
-    fig, ax = plt.subplots(figsize=(side + 1.2, side))
-    image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(1e-9, matrix.max()),
-                      interpolation="nearest")
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=font)
-    ax.set_yticks(range(n), labels, fontsize=font)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar)
-    ax.set_title(title)
-    return _save(fig, output, dpi=100)
 
 
 def plot_attribute_map(codes: np.ndarray, colours: Sequence[str], paths: Sequence[str],

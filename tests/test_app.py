@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,12 +26,14 @@ fastapi = pytest.importorskip("fastapi", reason="the [app] extra is not installe
 from fastapi.testclient import TestClient  # noqa: E402
 
 from runway_cnn import FinetuneConfig, fine_tune  # noqa: E402
-from runway_cnn.app.server import create_app, load_models  # noqa: E402
+from runway_cnn.app.server import PAGE, create_app, load_models  # noqa: E402
 from runway_cnn.app.uploads import read_upload  # noqa: E402
 from runway_cnn.cli import app as app_cli  # noqa: E402
+from runway_cnn.inference.predict import read_image  # noqa: E402
 from runway_cnn.inference.predictor import Predictor  # noqa: E402
 from runway_cnn.inference.recommend import build_attribute_index, query_attribute_index  # noqa
 from runway_cnn.inference.retrieval import build_image_index, query_image_index  # noqa: E402
+from runway_cnn.tasks.base import Task  # noqa: E402
 
 CLASSES = ("checks", "disc", "hstripes", "vstripes")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -103,6 +106,44 @@ def test_every_tasks_answer_is_the_predictors_and_the_indexes(served, client):
         np.testing.assert_allclose(answer["recommend"]["map"], near["map"], atol=1e-4)
     points = client.get("/api/map").json()["points"]
     assert len(points) == len(models.recommend.index.items)
+
+
+def test_the_page_shows_each_tasks_display(served, client):
+    """The answer carries each result's ``Task.display`` (its caption the task's describe), the
+    page's script reads no result key a task defines, and a task defining only ``decode`` is
+    displayed by the default."""
+    models = served[2]
+    answer = _post(client, served[3][0]).json()
+    assert list(answer["display"]) == list(answer["predictions"])
+    for name, result in answer["predictions"].items():
+        task = models.predictors[name].task
+        assert answer["display"][name] == task.display(result)
+        assert answer["display"][name]["caption"] == task.describe(result) != ""
+    single, multi, attrs = answer["predictions"].values()
+    bars = [[(i["text"], i["score"]) for i in d["items"]] for d in answer["display"].values()]
+    assert bars[0] == list(zip(single["labels"], single["scores"]))
+    assert bars[1] == (list(zip(multi["labels"], multi["scores"])) or [("(no label)", None)])
+    assert bars[2] == [(f"{a}: {v['value']}", v["score"]) for a, v in attrs["attributes"].items()]
+    task = models.recommend.predictor.task
+    for n in answer["recommend"]["neighbours"]:
+        assert n["display"] == task.display(n["result"]) and n["display"]["caption"]
+    script = PAGE.read_text(encoding="utf-8")
+    assert set(re.findall(r"\bresult\.(\w+)", script)) == {"error", "explain_error",
+                                                           "explanations"}
+    assert not re.findall(r"\b(scores|attributes|value)\b|\w\.result\b", script)
+    assert re.findall(r"\w+\.labels\b", script) == ["m.labels"]  # /api/models' label count
+
+    class Minimal(Task):
+        def decode(self, outputs, error):
+            return [{"pattern": {"value": "checks", "score": 0.9}, "tone": {"value": "dark"},
+                     "length": 1.23456, "seasons": ["spring", "fall"], "fit": None}]
+
+    result = Minimal(["x"]).decode({}, "")[0]
+    assert Minimal(["x"]).display(result) == {
+        "caption": "pattern: checks, tone: dark, length: 1.235",
+        "items": [{"text": "pattern: checks", "score": 0.9},
+                  {"text": "tone: dark", "score": None}, {"text": "length: 1.235", "score": None},
+                  {"text": "seasons: spring, fall", "score": None}]}
 
 
 def test_thumbnails_are_served_for_indexed_items_only(served, client):
@@ -227,6 +268,15 @@ def test_a_browser_uploads_a_photo_and_sees_labels_and_similar_items(served, ser
         assert single in text
         for name in expected:
             assert name in text
+        for predictor in expected.values():  # every line of each task's display
+            for item in predictor.task.display(predictor.predict([str(photo)])[0])["items"]:
+                assert item["text"] in text
+        near = served[2].recommend
+        captions = [f.get_attribute("title") for f in browser.find_elements(
+            By.XPATH, "//img[contains(@src, '/thumb/recommend/')]/following-sibling::figcaption")]
+        assert captions == [f"{near.predictor.task.describe(n['result'])} ({n['distance']:.3f})"
+                            for n in near.nearest(near.vector(read_image(str(photo))))[
+                                "neighbours"]]
         thumbs = browser.find_elements(By.CSS_SELECTOR, "img.thumb")
         assert len(thumbs) == 2 * served[2].k  # similar items and attribute neighbours
         assert all(t.get_attribute("src").startswith(server + "/thumb/") for t in thumbs)

@@ -327,3 +327,4 @@ def test_the_web_answer_carries_the_overlays_when_asked(squares, hub_export):
     overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay"][len(prefix):])))
     assert overlay.size == (SIZE, SIZE)
     assert "pooled features only" in hub_answer["explain_error"] and hub_answer["labels"]
+    assert asked.json()["display"] == plain.json()["display"]  # the maps are drawn apart

@@ -2,8 +2,10 @@
 attribute index, all loaded once by :func:`create_app` and shared by the requests.
 
     POST /api/predict   a photo (multipart field ``file``, or the raw body) →
-                        {"predictions": {model: Predictor's result}, "similar": [...],
-                         "recommend": {"map": [x, y], "neighbours": [...]}};
+                        {"predictions": {model: Predictor's result},
+                         "display": {model: its Task.display}, "similar": [...],
+                         "recommend": {"map": [x, y], "neighbours": [...]}} (each neighbour
+                        with its result's ``display`` too);
                         ``?explain=1``: each result also has ``explanations``, a Grad-CAM
                         overlay (PNG data URL) per label it gives, or ``explain_error``
     GET  /api/models    the loaded models, their tasks and labels; the indexes
@@ -13,7 +15,8 @@ attribute index, all loaded once by :func:`create_app` and shared by the request
     GET  /docs, /openapi.json       the API's OpenAPI page
 
 A bad photo or request is HTTP 400 ``{"error": "..."}``; inference runs in worker threads, off
-the event loop. The answers are rendered from what :class:`Predictor` returns, whatever the task.
+the event loop. The page renders each answer from its ``display`` (``{"caption", "items":
+[{"text", "score"}]}``, made by the model's task), knowing no task.
 """
 from __future__ import annotations
 
@@ -82,14 +85,17 @@ class Models:
 
     def analyse(self, data: bytes, explain: bool = False) -> dict:
         """A photo's answers: every model's result, as :meth:`Predictor.predict` gives it, and
-        the similar items and attribute-map place when there are indexes. With ``explain``,
+        its ``display`` (:meth:`Task.display`, what the page shows of it), and the similar items
+        and attribute-map place when there are indexes. With ``explain``,
         each result also carries ``explanations`` (:func:`_explained`), or ``explain_error``
         for a model whose backbone has no feature map."""
         check_image(data, self.max_pixels)
         encoded = encoded_as_trained(data)
-        answer: dict = {"predictions": {name: _explained(predictor, encoded) if explain else
-                                        predictor.predict([encoded])[0]
-                                        for name, predictor in self.predictors.items()}}
+        predictions = {name: _explained(predictor, encoded) if explain else
+                       predictor.predict([encoded])[0]
+                       for name, predictor in self.predictors.items()}
+        answer: dict = {"predictions": predictions, "display": {
+            name: _display(self.predictors[name], result) for name, result in predictions.items()}}
         if self.similar is None and self.recommend is None:
             return answer
         image = read_image(data)
@@ -100,7 +106,8 @@ class Models:
         if self.recommend is not None:
             near = self.recommend.nearest(self.recommend.vector(image))
             answer["recommend"] = {"map": near["map"], "neighbours": [
-                {**_public(n), "thumb": f"/thumb/recommend/{n['position']}"}
+                {**_public(n), "thumb": f"/thumb/recommend/{n['position']}",
+                 "display": _display(self.recommend.predictor, n["result"])}
                 for n in near["neighbours"]]}
         return answer
 
@@ -122,7 +129,7 @@ class Models:
             raise LookupError("no attribute index loaded (--recommend)")
         task, index = self.recommend.predictor.task, self.recommend.index
         return {"points": [[float(x), float(y)] for x, y in index.map],
-                "captions": [task.describe(item["result"]) for item in index.items]}
+                "captions": [task.display(item["result"])["caption"] for item in index.items]}
 
     def thumbnail(self, kind: str, position: int) -> bytes:
         """A small JPEG of the indexed item at ``position`` of the ``kind`` index; only files
@@ -134,6 +141,13 @@ class Models:
         if items is None or not 0 <= position < len(items):
             raise LookupError(f"no item {position} in the {kind} index")
         return items[position]["path"]
+
+
+def _display(predictor: Predictor, result: dict) -> dict:
+    """What the page shows of a result (:meth:`Task.display`) but its Grad-CAM maps, which the
+    page draws itself (as it shows the ``error``), whatever the task."""
+    return predictor.task.display({k: v for k, v in result.items()
+                                   if k not in ("explanations", "explain_error")})
 
 
 def _explained(predictor: Predictor, encoded: bytes) -> dict:

@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from runway_cnn.tasks.attributes.plots import plot_attribute_scores
+
 FIGURES = ("accuracy", "macro_f1", "balanced_accuracy")
 
 
@@ -86,7 +88,7 @@ def write_files(figures: dict, output_dir: Path, title: str,
                 values: dict[str, list[str]]) -> None:
     """``per_attribute.csv``, ``attributes.png`` (each attribute's figures beside its majority
     baseline) and one ``confusion_<attribute>.png`` per attribute."""
-    from runway_cnn.plots import plot_attribute_scores, plot_confusion_matrix
+    from runway_cnn.plots import plot_confusion_matrix  # matplotlib only when drawing
 
     _write_table(figures["per_attribute"], output_dir / "per_attribute.csv")
     plot_attribute_scores(figures["per_attribute"], output_dir / "attributes.png",
@@ -123,8 +125,6 @@ def combine(figures: Sequence[dict], output_dir: Path, title: str,
             attributes: Sequence[str]) -> dict:
     """Per attribute, each figure's mean ± sample std over the runs (``per_attribute.csv`` and
     ``attributes.png`` of the means)."""
-    from runway_cnn.plots import plot_attribute_scores  # matplotlib only when drawing
-
     names = FIGURES + tuple(f"majority_{f}" for f in FIGURES)
     combined = {}
     for a in attributes:

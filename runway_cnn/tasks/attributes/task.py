@@ -376,6 +376,12 @@ class AttributeTask(Task):
     def combine(self, figures, output_dir, title):
         return evaluation.combine(figures, output_dir, title, self.attributes)
 
+    # -- display --
+    def display_items(self, result: dict) -> list[dict]:
+        """``attribute: value`` with a bar of the value's probability, per attribute."""
+        return [{"text": f"{a}: {v['value']}", "score": v["score"]}
+                for a, v in result.get("attributes", {}).items()]
+
 
 class MaskedAttributeAccuracy(keras.metrics.Mean):
     """Share of known cells (target ≥ 0) whose attribute's top logit is the target value."""

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from runway_cnn.tasks.mlgcn import cooccurrence
+from runway_cnn.tasks.multi_label.plots import plot_label_matrix, plot_per_label_ap
 
 TOP = 3  # the paper's top-3 figures
 
@@ -77,8 +78,6 @@ def write_files(figures: dict, output_dir: Path, title: str, labels: Sequence[st
     """``per_label.csv`` (AP, precision, recall, F1, support, threshold), ``per_label_ap.png``,
     the labels' co-occurrence in these images as ``label_cooccurrence.png`` (P(column | row))
     and, given ML-GCN's ``adjacency``, its label graph as ``label_graph.png``."""
-    from runway_cnn.plots import plot_label_matrix, plot_per_label_ap
-
     with (output_dir / "per_label.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["label", "ap", "precision", "recall", "f1", "support", "threshold"])

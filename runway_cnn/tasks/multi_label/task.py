@@ -290,6 +290,11 @@ class MultiLabelTask(Task):
         return {**super().config(), "thresholds": None if self.thresholds is None
                 else [float(t) for t in self.thresholds]}
 
+    # -- display --
+    def display_items(self, result: dict) -> list[dict]:
+        """Each label of the result with its probability as a bar, best first."""
+        return self.scored_items(result["labels"], result["scores"])
+
 
 def _tags(raw: Any) -> tuple[str, ...]:
     """An image's tags: a manifest's tuple, or a class folder's name as its one tag."""

@@ -218,6 +218,11 @@ class SingleLabelTask(Task):
     def combine(self, figures, output_dir, title):
         return evaluation.combine(figures, output_dir, title, self.labels)
 
+    # -- display --
+    def display_items(self, result: dict) -> list[dict]:
+        """Each label of the result with its probability as a bar, best first."""
+        return self.scored_items(result["labels"], result["scores"])
+
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
