@@ -10,13 +10,11 @@ import io
 import json
 import shutil
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.backbones.factory import BACKBONES, BackboneEntry
 from runway_cnn.cli import evaluate as evaluate_cli
 from runway_cnn.cli import predict as predict_cli
 from runway_cnn.errors import RunwayError
@@ -25,32 +23,13 @@ from runway_cnn.inference.predict import predict
 from runway_cnn.inference.predictor import Predictor
 from conftest import make_image_folder
 from helpers import run_cli
+from tiny_models import FEATURE_MAP_BACKBONE as BACKBONE
+from tiny_models import FEATURE_MAP_SIZE
 from tiny_models import make_tiny_hub_module
 
-SIZE = 48  # pixels: the photos, the eval crop (crop fraction 1) and so the maps
+SIZE = FEATURE_MAP_SIZE  # pixels: the photos, the eval crop (crop fraction 1) and so the maps
 HALF = SIZE // 2
 COLOURS = {"blue": (40, 80, 220), "green": (40, 170, 60), "red": (220, 40, 40)}
-BACKBONE = "test_tiny_feature_map"
-
-
-def tiny_feature_map(weights, image_size: int) -> keras.Model:
-    """Two stride-2 convolutions with ReLU: a [s/4, s/4, 32] feature map (12×12 here), untrained
-    (fixed random filters respond to colour locally; the head learns which ones matter)."""
-    init = keras.initializers.GlorotUniform(seed=1)
-    images = keras.Input((image_size, image_size, 3))
-    x = images
-    for i, width in enumerate((16, 32), start=1):
-        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", kernel_initializer=init,
-                                name=f"conv{i}")(x)
-        x = keras.layers.ReLU(name=f"relu{i}")(x)
-    return keras.Model(images, x, name="tiny_feature_map")
-
-
-if BACKBONE not in BACKBONES:
-    BACKBONES.register(BACKBONE, BackboneEntry(tiny_feature_map, SIZE, default_weights=None,
-                                               crop_fraction=1.0))
-
-
 def square_photo(rng: np.random.Generator, squares: dict[str, int]) -> tuple[np.ndarray, dict]:
     """A grey noise photo with one square (12–18 px) of each ``{colour: quadrant}`` inside that
     quadrant (0 top left, 1 top right, 2 bottom left, 3 bottom right); returns the uint8 photo

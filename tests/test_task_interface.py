@@ -1,161 +1,28 @@
-"""The task interface is the only seam: a toy attribute task defined in this file alone (two
-softmax heads over one backbone, unknown cells masked out of the loss) reads its CSV, trains,
-exports, serves through Predictor and predict's CSV, and restores — with nothing in training,
-export or inference knowing it exists."""
+"""The task interface is the only seam: a toy attribute task that is one folder
+(``tests/toy_task/``: two softmax heads over one backbone, unknown cells masked out of the loss,
+11 methods, the contract's defaults for the rest) plus the registry line below reads its CSV,
+trains, exports, serves through Predictor, predict's CSV and the web page, restores, runs k-fold,
+evaluate and predict with Grad-CAM and the audit — with nothing in training, export, inference
+or the audit knowing it exists; and no module outside ``tasks/`` compares a task's name."""
 from __future__ import annotations
 
+import ast
 import csv
+from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from conftest import make_image
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.data.splits import by_group
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.tasks import TASKS, Task
+from runway_cnn.tasks import TASKS
 from runway_cnn.training.restore import restore_run
 from helpers import predict_csv_rows
-from tiny_models import make_tiny_hub_module
+from tiny_models import FEATURE_MAP_BACKBONE, make_tiny_hub_module
+from toy_task import ATTRIBUTES, ToyAttributeTask
 
-ATTRIBUTES = {"pattern": ("checks", "disc", "hstripes", "vstripes"), "tone": ("light", "dark")}
-
-
-class MaskedAttributeLoss(keras.losses.Loss):
-    """Sum over attributes of the softmax cross-entropy of the known cells (-1: unknown)."""
-
-    def __init__(self, sizes, name="masked_attributes", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.sizes = list(sizes)
-
-    def call(self, y_true, y_pred):
-        total, start = 0.0, 0
-        for a, size in enumerate(self.sizes):
-            target = tf.cast(y_true[:, a], tf.int32)
-            known = tf.cast(target >= 0, tf.float32)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                tf.maximum(target, 0), y_pred[:, start:start + size])
-            total += ce * known
-            start += size
-        return total
-
-
-class ToyAttributeTask(Task):
-    """Two attributes, labels ``attribute=value``; targets ``[n, 2]`` value ids, -1 unknown."""
-
-    name = "toy_attributes"
-    summary_figures = ("accuracy", "loss")
-
-    def __init__(self, labels):
-        super().__init__(labels)
-        self.attributes = list(dict.fromkeys(label.split("=")[0] for label in labels))
-        self.values = {a: [label.split("=", 1)[1] for label in labels
-                           if label.startswith(a + "=")] for a in self.attributes}
-
-    @classmethod
-    def raw_label(cls, row):
-        return {a: (row.get(a) or "").strip() or None for a in ATTRIBUTES}
-
-    @classmethod
-    def label_space(cls, raw_labels):
-        return [f"{a}={v}" for a in ATTRIBUTES
-                for v in sorted({r[a] for r in raw_labels if r[a]})]
-
-    def unknown_labels(self, raw_labels):
-        return {}
-
-    def targets(self, raw_labels, where):
-        return np.array([[self.values[a].index(r[a]) if r[a] else -1 for a in self.attributes]
-                         for r in raw_labels], np.int32)
-
-    def label_counts(self, targets):
-        return {f"{a}={v}": int((targets[:, i] == j).sum())
-                for i, a in enumerate(self.attributes) for j, v in enumerate(self.values[a])}
-
-    def split(self, targets, validation_fraction, test_fraction, seed, groups=None):
-        def random_split(rows):
-            order = np.random.default_rng(seed).permutation(len(rows))
-            n_val, n_test = int(len(order) * validation_fraction), int(len(order) * test_fraction)
-            return {"train": np.sort(order[n_val + n_test:]),
-                    "validation": np.sort(order[:n_val]),
-                    "test": np.sort(order[n_val:n_val + n_test])}
-        return by_group(random_split, targets, groups)
-
-    def build_head(self, feature_dim):
-        features = keras.Input((feature_dim,))
-        logits = keras.layers.Dense(len(self.labels), name="logits")(features)
-        return keras.Model(features, logits, name="head")
-
-    def loss(self):
-        return MaskedAttributeLoss([len(self.values[a]) for a in self.attributes])
-
-    def metrics(self):
-        return []
-
-    def _softmaxes(self, logits):
-        start, parts = 0, []
-        for a in self.attributes:
-            size = len(self.values[a])
-            parts.append(tf.nn.softmax(logits[:, start:start + size]))
-            start += size
-        return parts
-
-    def probabilities(self, logits):
-        return np.concatenate([p.numpy() for p in self._softmaxes(tf.constant(logits))], axis=1)
-
-    def predict_outputs(self, logits, top_k):
-        parts = self._softmaxes(tf.cast(logits, tf.float32))
-        out = {"probabilities": tf.concat(parts, axis=1)}
-        for a, p in zip(self.attributes, parts):
-            out[f"{a}_value"] = tf.gather(tf.constant(self.values[a]), tf.argmax(p, axis=1))
-            out[f"{a}_score"] = tf.reduce_max(p, axis=1)
-        return out
-
-    def decode(self, outputs, error):
-        valid = outputs.get("valid")
-        results = []
-        for i in range(len(outputs["probabilities"])):
-            if valid is not None and not valid[i]:
-                results.append({"error": error})
-                continue
-            results.append({a: {"value": _text(outputs[f"{a}_value"][i]),
-                                "score": float(outputs[f"{a}_score"][i])}
-                            for a in self.attributes})
-        return results
-
-    def empty_result(self):
-        return {}
-
-    def csv_header(self, top_k):
-        return list(self.attributes)
-
-    def csv_cells(self, result, top_k):
-        return [result[a]["value"] if a in result else "" for a in self.attributes]
-
-    def agreement(self, reference, scores):
-        return float(np.mean(reference.argmax(1) == scores.argmax(1)))
-
-    def evaluate(self, targets, scores):
-        start, correct, known = 0, 0, 0
-        for i, a in enumerate(self.attributes):
-            size = len(self.values[a])
-            mask = targets[:, i] >= 0
-            correct += int((scores[mask, start:start + size].argmax(1) == targets[mask, i]).sum())
-            known += int(mask.sum())
-            start += size
-        loss = float(self.loss()(targets, np.log(np.clip(scores, 1e-7, 1))))
-        return {"num_examples": int(len(targets)), "accuracy": correct / max(known, 1),
-                "loss": loss}
-
-    def predictions(self, sources, targets, scores):
-        return [{"source": s} for s in sources]
-
-
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else str(value)
-
+PACKAGE = Path(__file__).resolve().parent.parent / "runway_cnn"
 
 if "toy_attributes" not in TASKS:
     TASKS.register("toy_attributes", ToyAttributeTask)
@@ -222,3 +89,84 @@ def test_a_task_defined_in_a_test_file_trains_exports_and_serves(toy_run, tmp_pa
     restored = restore_run(result.train_dir)
     assert isinstance(restored.task, ToyAttributeTask) and restored.task.labels == \
         result.task.labels
+
+
+def test_the_toy_task_runs_kfold_evaluate_explain_and_the_audit(toy_run, tmp_path):
+    from runway_cnn.audit.run import audit_dataset
+    from runway_cnn.inference.evaluate import evaluate_model
+    from runway_cnn.inference.predict import predict
+
+    root, photos, _ = toy_run
+    labels_csv = str(root / "attributes.csv")
+    kfold = fine_tune(FinetuneConfig(  # a backbone with a feature map: Grad-CAM below
+        dataset_dir=str(photos), labels_csv=labels_csv, task="toy_attributes",
+        train_dir=str(tmp_path / "kfold"), model_name=FEATURE_MAP_BACKBONE, image_size=32,
+        batch_size=8, stage1_epochs=5, stage2_epochs=0, learning_rate=1e-2, kfold=2,
+        export_dir=str(tmp_path / "export"), verbose=0))
+    summary, task = kfold.metrics, kfold.task
+    assert summary["runs_finished"] == 2 and sum(r["num_test"] for r in summary["runs"]) == 64
+    assert summary["refit"]["images"] == 64 and isinstance(Predictor(kfold.export_path).task,
+                                                            ToyAttributeTask)
+    evaluated = evaluate_model(kfold.export_path, photos, labels_csv=labels_csv,
+                               output_dir=tmp_path / "eval", explain=1)
+    files = sorted(photos.glob("*.jpg"))
+    scored = predict(kfold.export_path, files, probabilities=True)
+    with open(labels_csv, newline="") as f:
+        raw = {row["filename"]: ToyAttributeTask.raw_label(row) for row in csv.DictReader(f)}
+    targets = task.targets([raw[p.name] for p in files], "the CSV")
+    expected = task.evaluate(targets, np.array([r["probabilities"] for r in scored]))
+    assert evaluated["num_examples"] == 64
+    assert evaluated["accuracy"] == pytest.approx(expected["accuracy"])
+    assert (tmp_path / "eval" / "eval.json").exists() and evaluated["error_maps"] == {}
+    explained = predict(kfold.export_path, files[:2], explain_dir=tmp_path / "maps")
+    for row in explained:  # the top logit's map: one of the answered values
+        [(label, _, name)] = row["overlays"]
+        assert label in {f"{a}={row[a]['value']}" for a in ATTRIBUTES}
+        assert (tmp_path / "maps" / name).stat().st_size > 0
+    audit = audit_dataset(dataset_dir=str(photos), labels_csv=labels_csv, task="toy_attributes",
+                          model_name=FEATURE_MAP_BACKBONE, image_size=32,
+                          output_dir=str(tmp_path / "audit"))
+    assert audit["images"] == 64 and audit["labels"] == task.labels
+    assert audit["label_errors"] == [] and any("label errors" in n for n in audit["not_done"])
+    pair = audit["near_duplicates"]["pairs"][0]
+    assert pair["labels"] == [", ".join(f"{a}={v}" for a, v in raw[f].items() if v)
+                              for f in pair["files"]]
+    assert (tmp_path / "audit" / "audit.html").exists()
+
+
+def test_the_toy_task_on_the_web_page(toy_run):
+    pytest.importorskip("fastapi", reason="the [app] extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from runway_cnn.app.server import create_app
+
+    _, photos, result = toy_run
+    photo = sorted(photos.glob("k*_1.jpg"))[2]
+    client = TestClient(create_app([result.export_path]))
+    answer = client.post("/api/predict", files={"file": (photo.name, photo.read_bytes(),
+                                                         "image/jpeg")}).json()
+    [(name, prediction)] = answer["predictions"].items()
+    expected = Predictor(result.export_path).predict([str(photo)])[0]
+    assert prediction == expected
+    assert answer["display"][name]["items"] == [
+        {"text": f"{a}: {expected[a]['value']}", "score": pytest.approx(expected[a]["score"])}
+        for a in ATTRIBUTES]
+
+
+def test_no_task_name_is_compared_outside_tasks():
+    names = set(TASKS.names())
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "tasks" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+            elif isinstance(node, ast.match_case):
+                sides = [node.pattern]
+            else:
+                continue
+            strings = {n.value for side in sides for n in ast.walk(side)
+                       if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+            found += [f"{path.relative_to(PACKAGE)}:{node.lineno}" for _ in strings & names][:1]
+    assert found == []

@@ -1,4 +1,5 @@
-"""Tiny TF-Hub-format SavedModel backbones that tests make themselves (nothing is downloaded)."""
+"""Tiny backbones that tests make themselves (nothing is downloaded): TF-Hub-format SavedModels
+(pooled features only) and a registered Keras feature map (Grad-CAM needs one)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from runway_cnn.backbones.factory import BACKBONES, BackboneEntry
 from runway_cnn.backbones.hub import save_hub_module
+
+FEATURE_MAP_BACKBONE = "test_tiny_feature_map"
+FEATURE_MAP_SIZE = 48  # pixels: its default input size (crop fraction 1)
 
 
 class RefuseEmptyBatch(keras.layers.Layer):
@@ -63,3 +68,21 @@ def make_tiny_hub_module(path: Path, seed: int = 0, nan: bool = False) -> Path:
         kernel.assign(np.full(kernel.shape, np.nan, "float32"))
     save_hub_module(model, str(path))
     return Path(path)
+
+
+def tiny_feature_map(weights, image_size: int) -> keras.Model:
+    """Two stride-2 convolutions with ReLU: a [s/4, s/4, 32] feature map, untrained (fixed random
+    filters respond to colour locally; the head learns which ones matter)."""
+    init = keras.initializers.GlorotUniform(seed=1)
+    images = keras.Input((image_size, image_size, 3))
+    x = images
+    for i, width in enumerate((16, 32), start=1):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", kernel_initializer=init,
+                                name=f"conv{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+    return keras.Model(images, x, name="tiny_feature_map")
+
+
+if FEATURE_MAP_BACKBONE not in BACKBONES:
+    BACKBONES.register(FEATURE_MAP_BACKBONE, BackboneEntry(
+        tiny_feature_map, FEATURE_MAP_SIZE, default_weights=None, crop_fraction=1.0))

@@ -253,6 +253,58 @@ class TaskOutputs:
         only, where the task has groups)."""
         return ", ".join(result.get("labels", [])[:limit])
 
+    def display(self, result: dict) -> dict:
+        """A result as the web page shows it, whatever the task: ``{"caption": str, "items":
+        [{"text": str, "score": float | None}, ...]}``. ``caption`` is a few words (the
+        recommend neighbours' captions: :meth:`describe`, else the first three items' texts);
+        ``items`` are lines of text (:meth:`display_items`), each drawn with a bar of its
+        ``score`` (a share in [0, 1], printed to 3 decimals) where it has one. The page adds
+        the ``error`` and Grad-CAM explanations itself."""
+        items = self.display_items(result)
+        return {"caption": self.describe(result) or ", ".join(i["text"] for i in items[:3]),
+                "items": items}
+
+    def display_items(self, result: dict) -> list[dict]:
+        """The lines of :meth:`display`, numbers formatted; by default every entry of
+        ``result`` but ``error`` (which the page shows apart), flattened: ``key: text`` for a
+        text, a number (3 decimals) or a list of them; ``key: value`` with a bar of ``score``
+        for a ``{"value": v, "score": s}`` entry; ``key: sub-key: …`` for other nested dicts;
+        nothing for a None (no answer)."""
+        return self._flattened({k: v for k, v in result.items() if k != "error"}, ())
+
+    @staticmethod
+    def scored_items(texts: Sequence[str], scores: Sequence[float],
+                     none: str = "(no label)") -> list[dict]:
+        """One line per text with a bar of its score (``none`` alone when there is no text):
+        :meth:`display_items` of a task answering with ranked labels."""
+        if not texts:
+            return [{"text": none, "score": None}]
+        return [{"text": t, "score": float(s)} for t, s in zip(texts, scores)]
+
+    @classmethod
+    def _flattened(cls, value: Any, path: tuple[str, ...]) -> list[dict]:
+        def text(x: Any) -> str:
+            return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+        def line(words: str, score: Any = None) -> list[dict]:
+            number = isinstance(score, (int, float)) and not isinstance(score, bool)
+            return [{"text": ": ".join((*path, words)) if path else words,
+                     "score": float(score) if number else None}]
+
+        if value is None:
+            return []
+        if path and isinstance(value, dict) and "value" in value and set(value) <= {"value",
+                                                                                  "score"}:
+            return [] if value["value"] is None else line(text(value["value"]),
+                                                          value.get("score"))
+        if isinstance(value, dict):
+            return [item for k, v in value.items() for item in cls._flattened(v, (*path, str(k)))]
+        if isinstance(value, (list, tuple)):
+            if all(not isinstance(v, (dict, list, tuple)) for v in value):
+                return line(", ".join(text(v) for v in value if v is not None) or "(none)")
+            return [item for v in value for item in cls._flattened(v, path)]
+        return line(text(value))
+
     def csv_header(self, top_k: int) -> list[str]:
         """The columns ``predict`` writes for a result (besides path and error); by default
         one, the result in a few words (:meth:`describe`)."""
@@ -349,56 +401,3 @@ class Task(TaskLabels, TaskModel, TaskOutputs):
     def config(self) -> dict:
         """Everything :func:`runway_cnn.tasks.task_from_config` needs to rebuild this task."""
         return {"task": self.name, "labels": list(self.labels), **self.options}
-
-    # -- display --
-    def display(self, result: dict) -> dict:
-        """A result as the web page shows it, whatever the task: ``{"caption": str, "items":
-        [{"text": str, "score": float | None}, ...]}``. ``caption`` is a few words (the
-        recommend neighbours' captions: :meth:`describe`, else the first three items' texts);
-        ``items`` are lines of text (:meth:`display_items`), each drawn with a bar of its
-        ``score`` (a share in [0, 1], printed to 3 decimals) where it has one. The page adds
-        the ``error`` and Grad-CAM explanations itself."""
-        items = self.display_items(result)
-        return {"caption": self.describe(result) or ", ".join(i["text"] for i in items[:3]),
-                "items": items}
-
-    def display_items(self, result: dict) -> list[dict]:
-        """The lines of :meth:`display`, numbers formatted; by default every entry of
-        ``result`` but ``error`` (which the page shows apart), flattened: ``key: text`` for a
-        text, a number (3 decimals) or a list of them; ``key: value`` with a bar of ``score``
-        for a ``{"value": v, "score": s}`` entry; ``key: sub-key: …`` for other nested dicts;
-        nothing for a None (no answer)."""
-        return self._flattened({k: v for k, v in result.items() if k != "error"}, ())
-
-    @staticmethod
-    def scored_items(texts: Sequence[str], scores: Sequence[float],
-                     none: str = "(no label)") -> list[dict]:
-        """One line per text with a bar of its score (``none`` alone when there is no text):
-        :meth:`display_items` of a task answering with ranked labels."""
-        if not texts:
-            return [{"text": none, "score": None}]
-        return [{"text": t, "score": float(s)} for t, s in zip(texts, scores)]
-
-    @classmethod
-    def _flattened(cls, value: Any, path: tuple[str, ...]) -> list[dict]:
-        def text(x: Any) -> str:
-            return f"{x:.3f}" if isinstance(x, float) else str(x)
-
-        def line(words: str, score: Any = None) -> list[dict]:
-            number = isinstance(score, (int, float)) and not isinstance(score, bool)
-            return [{"text": ": ".join((*path, words)) if path else words,
-                     "score": float(score) if number else None}]
-
-        if value is None:
-            return []
-        if path and isinstance(value, dict) and "value" in value and set(value) <= {"value",
-                                                                                  "score"}:
-            return [] if value["value"] is None else line(text(value["value"]),
-                                                          value.get("score"))
-        if isinstance(value, dict):
-            return [item for k, v in value.items() for item in cls._flattened(v, (*path, str(k)))]
-        if isinstance(value, (list, tuple)):
-            if all(not isinstance(v, (dict, list, tuple)) for v in value):
-                return line(", ".join(text(v) for v in value if v is not None) or "(none)")
-            return [item for v in value for item in cls._flattened(v, path)]
-        return line(text(value))
