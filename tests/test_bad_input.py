@@ -453,7 +453,7 @@ def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
 def test_a_damaged_feature_cache_is_recomputed(tmp_path, capsys):
     from runway_cnn.backbones import features
 
-    from runway_cnn.runfiles import TrainDir
+    from runway_cnn.train_dir import TrainDir
 
     files = TrainDir(tmp_path)
     np.save(files.feature_array, np.zeros((2, 4), np.float32))

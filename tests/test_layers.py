@@ -11,7 +11,8 @@ import runway_cnn
 
 PACKAGE = Path(runway_cnn.__file__).parent
 LAYERS = [
-    {"errors", "registry", "runfiles", "progress", "plots"},  # used everywhere
+    {"errors", "registry", "paths", "json_io", "output_checks", "train_dir", "export_dir",
+     "progress", "plots"},  # used everywhere
     {"data"}, {"backbones"}, {"tasks"}, {"training"}, {"export"}, {"inference"},
     {"audit", "app", "api"}, {"cli"},
 ]

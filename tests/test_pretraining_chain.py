@@ -16,7 +16,7 @@ from runway_cnn.backbones.features import extract_features
 from runway_cnn.cli import finetune as finetune_cli
 from runway_cnn.inference.predict import read_image
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.runfiles import TrainDir
+from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.trainer import FineTuner
 
 

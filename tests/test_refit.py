@@ -18,8 +18,8 @@ from runway_cnn.cli import finetune as finetune_cli
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.errors import RunwayError
+from runway_cnn.export_dir import read_assets
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.runfiles import read_assets
 from runway_cnn.tasks.single_label import feature_scale
 from runway_cnn.training import refit as refitting
 from runway_cnn.training.callbacks import load_model_weights

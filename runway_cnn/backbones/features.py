@@ -19,7 +19,7 @@ from runway_cnn.data.dataset import Split
 from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import first_line
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import TrainDir
+from runway_cnn.train_dir import TrainDir
 
 _LOCAL_CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → its tf.function
 

@@ -28,7 +28,7 @@ from runway_cnn.inference.retrieval import (
     evaluate_image_index,
     query_image_index,
 )
-from runway_cnn.runfiles import check_output_dir, check_output_file
+from runway_cnn.output_checks import check_output_dir, check_output_file
 
 
 def main(argv: list[str] | None = None):

@@ -26,7 +26,7 @@ from runway_cnn.inference.recommend import (
     build_attribute_index,
     query_attribute_index,
 )
-from runway_cnn.runfiles import check_output_dir, check_output_file
+from runway_cnn.output_checks import check_output_dir, check_output_file
 from runway_cnn.tasks import task_from_config
 
 

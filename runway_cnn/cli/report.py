@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runway_cnn.errors import RunwayError
 from runway_cnn.plots import plot_split_accuracy, plot_training_curves, read_summary
-from runway_cnn.runfiles import TrainDir
+from runway_cnn.train_dir import TrainDir
 
 
 def report(train_dir: str | Path) -> list[Path]:

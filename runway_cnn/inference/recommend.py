@@ -21,7 +21,8 @@ import numpy as np
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.inference.predict import list_images, predict
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.runfiles import check_own_output, read_json, write_json
+from runway_cnn.json_io import read_json, write_json
+from runway_cnn.output_checks import check_own_output
 
 INDEX_JSON, INDEX_ARRAYS, MAP_PNG = "index.json", "index.npz", "map.png"
 FORMAT = "runway_cnn attribute index"

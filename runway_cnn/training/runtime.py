@@ -22,7 +22,7 @@ from tensorflow.python.framework import config as tf_config  # disable_op_determ
 
 from runway_cnn.backbones.features import batch_predictor
 from runway_cnn.errors import RunwayError, first_line
-from runway_cnn.runfiles import WORKER_TEMP
+from runway_cnn.train_dir import WORKER_TEMP
 from runway_cnn.training.config import STRATEGIES, WORKER_TIMEOUT
 
 TASK_TYPES = ("chief", "worker")  # what MultiWorkerMirroredStrategy trains with

@@ -21,8 +21,9 @@ from runway_cnn.data.leaks import check_split_leaks, warning_line
 from runway_cnn.data.preprocessing import Augmentation
 from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import RunwayError
-from runway_cnn.runfiles import StageDir, TrainDir, read_json, write_json
+from runway_cnn.json_io import read_json, write_json
 from runway_cnn.tasks import task_for_run, task_from_config
+from runway_cnn.train_dir import StageDir, TrainDir
 from runway_cnn.training import plan as planning
 from runway_cnn.training import refit as refitting
 from runway_cnn.training import schedule
