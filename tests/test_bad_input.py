@@ -922,12 +922,12 @@ def test_index_builds_refuse_a_folder_of_the_users_files(corpus, small_catalog, 
 
 def test_parameter_servers_and_bad_seeds_are_one_line_errors(corpus, tmp_path, monkeypatch):
     from runway_cnn.cli import datasets as datasets_cli
-    from runway_cnn.training import runtime
+    from runway_cnn.training import distribution
 
     def never(*args, **kwargs):
         raise AssertionError("a MultiWorkerMirroredStrategy was built")
 
-    monkeypatch.setattr(runtime.tf.distribute, "MultiWorkerMirroredStrategy", never)
+    monkeypatch.setattr(distribution.tf.distribute, "MultiWorkerMirroredStrategy", never)
     for cluster, task in (({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "worker"),
                           ({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "ps")):
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,

@@ -39,6 +39,13 @@ def batch_predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: np.asarray(call(x))
 
 
+def predict_rows(model: keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's outputs for every row of ``inputs``, in batches (see :func:`batch_predictor`)."""
+    run = batch_predictor(model)
+    return np.concatenate([np.asarray(run(inputs[i:i + batch_size]))
+                           for i in range(0, len(inputs), batch_size)])
+
+
 @dataclass
 class FeatureExtractor:
     """A frozen model as a feature source: ``name`` (what it is, e.g. recorded in an index), its

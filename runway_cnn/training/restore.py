@@ -32,8 +32,8 @@ from runway_cnn.tasks import Task, task_for_run, task_from_config
 from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.callbacks import load_model_weights
 from runway_cnn.training.config import check_recorded
+from runway_cnn.training.device import float32_policy
 from runway_cnn.training.result import RunResult
-from runway_cnn.training.runtime import float32_policy
 from runway_cnn.training.trainer import classifier
 
 

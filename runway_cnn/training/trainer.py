@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from runway_cnn.backbones.factory import Backbone, backbone_chain, get_backbone
-from runway_cnn.backbones.features import extract_features
+from runway_cnn.backbones.features import batch_predictor, extract_features, predict_rows
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset, Split
@@ -40,17 +40,10 @@ from runway_cnn.training.callbacks import (
 )
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.device import DeviceSettings, configure_device, note_compiled
+from runway_cnn.training.distribution import Distribution, make_distribution
 from runway_cnn.training.result import RunResult
 from runway_cnn.training.resume import check_resume, check_same_data, mark_done, stage_done
-from runway_cnn.training.runtime import (
-    DeviceSettings,
-    Distribution,
-    batch_predictor,
-    configure_device,
-    make_distribution,
-    note_compiled,
-    predict_rows,
-)
 
 
 def _sharded(ds: tf.data.Dataset) -> tf.data.Dataset:
