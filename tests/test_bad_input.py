@@ -694,8 +694,8 @@ def test_another_workers_folder_in_a_new_train_dir_is_not_the_users(corpus, tmp_
 
 
 def test_predict_and_evaluate_refuse_a_folder_of_the_users_files(corpus, tmp_path):
-    from runway_cnn.inference.evaluate import evaluate_model
-    from runway_cnn.inference.predict import predict
+    from runway_cnn.inference.evaluation import evaluate_model
+    from runway_cnn.inference.batch import predict
 
     model, good = str(corpus["run"].export_path), str(corpus["dataset"])
     mine = tmp_path / "mine"
@@ -849,7 +849,7 @@ def _index_command(tool: str, model, images, output, *extra: str) -> tuple[int, 
 @pytest.fixture(scope="module")
 def small_catalog(corpus, tmp_path_factory):
     """Six good photos and an attribute index of them, built with the corpus run's export."""
-    from runway_cnn.inference.recommend import build_attribute_index
+    from runway_cnn.inference.attribute_index import build_attribute_index
 
     root = tmp_path_factory.mktemp("catalog")
     photos = make_image_folder(root / "photos", CLASSES, per_class=2, size=(40, 48))

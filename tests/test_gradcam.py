@@ -21,7 +21,7 @@ from runway_cnn.cli import evaluate as evaluate_cli
 from runway_cnn.cli import predict as predict_cli
 from runway_cnn.errors import RunwayError
 from runway_cnn.export.gradcam import gradcam_refusal
-from runway_cnn.inference.predict import predict
+from runway_cnn.inference.batch import predict
 from runway_cnn.inference.predictor import Predictor
 from conftest import make_image_folder
 from helpers import run_cli

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 
-from runway_cnn.inference.evaluate import evaluate_model
+from runway_cnn.inference.evaluation import evaluate_model
 from runway_cnn.tasks import task_from_config
 
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from runway_cnn.errors import RunwayError
-from runway_cnn.inference.predict import check_explain_dir, list_images, predict, write_csv
+from runway_cnn.inference.batch import check_explain_dir, list_images, predict, write_csv
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.output_checks import check_output_file
 

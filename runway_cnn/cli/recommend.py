@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from runway_cnn.inference.recommend import (
+from runway_cnn.inference.attribute_index import (
     MAP_PNG,
     AttributeIndex,
     build_attribute_index,

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from runway_cnn.errors import DataError, RunwayError, first_line
-from runway_cnn.inference.predict import list_images
+from runway_cnn.inference.batch import list_images
 from runway_cnn.inference.retrieval.embedder import embed_files, load_embedder
 from runway_cnn.json_io import read_json, write_json
 from runway_cnn.output_checks import check_own_output

@@ -14,7 +14,7 @@ from runway_cnn.data.dataset import Split
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import CheckpointError, DataError, RunwayError
-from runway_cnn.inference.predict import safe_name
+from runway_cnn.inference.batch import safe_name
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.json_io import read_json, write_json
 from runway_cnn.output_checks import check_output_dir, check_own_output, has_keys
