@@ -6,19 +6,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import tensorflow as tf
-
-from runway_cnn.backbones.checkpoints import (
-    CHECKPOINTS,
-    CLASSIFICATION,
-    FEATURE_VECTOR,
-    checkpoint_root,
-    convert,
-    describe_top5,
-)
+from runway_cnn import cli
 
 
 def main(argv: list[str] | None = None) -> None:
+    import tensorflow as tf
+
+    from runway_cnn.backbones.checkpoints import (
+        CHECKPOINTS,
+        CLASSIFICATION,
+        FEATURE_VECTOR,
+        checkpoint_root,
+        convert,
+        describe_top5,
+    )
+
     parser = argparse.ArgumentParser(
         prog="python -m runway_cnn.checkpoints", description=__doc__.split("\n")[0]
     )
@@ -35,3 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {target / CLASSIFICATION}")
     print("ImageNet top-5 (class index, label, probability):")
     print(describe_top5(args.name, classifier))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 
 from runway_cnn import cli
-from runway_cnn.training.config import FinetuneConfig
 
 SCAN_FLAGS = ("dataset_dir", "labels_csv", "labels_file", "task", "validation_fraction",
               "test_fraction", "seed", "group_by")  # and every task's options
@@ -26,6 +25,8 @@ SCAN_FLAGS = ("dataset_dir", "labels_csv", "labels_file", "task", "validation_fr
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from runway_cnn.training.config import FinetuneConfig
+
     parser = argparse.ArgumentParser(prog="python -m runway_cnn.datasets",
                                      description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,3 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: {split['count']} images in {len(split['shards'])} shard(s)")
     skipped = len(descriptor["data_report"].get("skipped", []))
     print(f"{skipped} file(s) skipped (see dataset.json's data_report)\noutput: {output_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

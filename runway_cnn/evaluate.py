@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 
-from runway_cnn.inference.evaluation import evaluate_model
-from runway_cnn.tasks import task_from_config
+from runway_cnn import cli
 
 
 def format_evaluation(result: dict) -> str:
     """The figures as text: the summary line, then the task's tables."""
+    from runway_cnn.tasks import task_from_config
+
     task = task_from_config(result["task"])
     unknown = result.get("unknown_label_count", 0)
     emptied = result.get("images_left_without_labels", 0)
@@ -57,6 +58,8 @@ def format_evaluation(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from runway_cnn.inference.evaluation import evaluate_model
+
     parser = argparse.ArgumentParser(prog="python -m runway_cnn.evaluate",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True,
@@ -83,3 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
                             args.batch_size, args.labels_csv, args.explain, args.overwrite)
     print(format_evaluation(result))
     return result
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from runway_cnn import cli
-from runway_cnn.backbones.factory import BACKBONES
-from runway_cnn.training.config import FinetuneConfig
-from runway_cnn.training.refit import describe as describe_refit
+
+if TYPE_CHECKING:
+    from runway_cnn.training.config import FinetuneConfig
 
 
 class _ListBackbones(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
+        from runway_cnn.backbones.factory import BACKBONES
+
         for name in BACKBONES:
             entry = BACKBONES.get(name)
             print(f"{name:22s} {entry.image_size:4d}px  {entry.description}")
@@ -30,6 +33,8 @@ class _ListBackbones(argparse.Action):
 
 
 def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
+    from runway_cnn.training.config import FinetuneConfig
+
     parser = argparse.ArgumentParser(
         prog="python -m runway_cnn.finetune", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -45,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
 def main(argv: list[str] | None = None) -> None:
     from runway_cnn.api import fine_tune
     from runway_cnn.training.experiments import format_summary
+    from runway_cnn.training.refit import describe as describe_refit
 
     config = parse_args(argv)
     try:
@@ -75,3 +81,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"metrics: {result.train_dir / 'metrics.json'}\nexport: {result.export_path}")
 
+
+if __name__ == "__main__":
+    cli.run(main)

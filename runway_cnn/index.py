@@ -21,17 +21,19 @@ import argparse
 import json
 import sys
 
-from runway_cnn.inference.retrieval import (
-    BACKENDS,
-    ImageIndex,
-    build_image_index,
-    evaluate_image_index,
-    query_image_index,
-)
+from runway_cnn import cli
 from runway_cnn.output_checks import check_output_dir, check_output_file
 
 
 def main(argv: list[str] | None = None):
+    from runway_cnn.inference.retrieval import (
+        BACKENDS,
+        ImageIndex,
+        build_image_index,
+        evaluate_image_index,
+        query_image_index,
+    )
+
     parser = argparse.ArgumentParser(prog="python -m runway_cnn.index",
                                      description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,3 +93,7 @@ def main(argv: list[str] | None = None):
                 print(f"  {n['score']:.4f}  {n['path']}  {tag}".rstrip())
     print(f"grid → {grid}", file=sys.stderr)
     return answers
+
+
+if __name__ == "__main__":
+    cli.run(main)

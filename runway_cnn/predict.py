@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from runway_cnn import cli
 from runway_cnn.errors import RunwayError
-from runway_cnn.inference.batch import check_explain_dir, list_images, predict, write_csv
-from runway_cnn.inference.predictor import Predictor
 from runway_cnn.output_checks import check_output_file
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    from runway_cnn.inference.batch import check_explain_dir, list_images, predict, write_csv
+    from runway_cnn.inference.predictor import Predictor
+
     parser = argparse.ArgumentParser(prog="python -m runway_cnn.predict",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True,
@@ -62,3 +64,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             sys.stdout.reconfigure(errors="surrogateescape")
         write_csv(rows, sys.stdout, args.top_k, classifier.task)
     return rows
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -20,17 +20,19 @@ import json
 import sys
 from pathlib import Path
 
-from runway_cnn.inference.attribute_index import (
-    MAP_PNG,
-    AttributeIndex,
-    build_attribute_index,
-    query_attribute_index,
-)
+from runway_cnn import cli
 from runway_cnn.output_checks import check_output_dir, check_output_file
-from runway_cnn.tasks import task_from_config
 
 
 def main(argv: list[str] | None = None):
+    from runway_cnn.inference.attribute_index import (
+        MAP_PNG,
+        AttributeIndex,
+        build_attribute_index,
+        query_attribute_index,
+    )
+    from runway_cnn.tasks import task_from_config
+
     parser = argparse.ArgumentParser(prog="python -m runway_cnn.recommend",
                                      description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,3 +90,7 @@ def main(argv: list[str] | None = None):
                 print(f"  {n['distance']:.4f}  {n['path']}  {describe(n['result'], 99)}")
     print(f"grid → {grid}", file=sys.stderr)
     return answers
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runway_cnn import cli
 from runway_cnn.errors import RunwayError
-from runway_cnn.plots import plot_split_accuracy, plot_training_curves, read_summary
 from runway_cnn.train_dir import TrainDir
 
 
 def report(train_dir: str | Path) -> list[Path]:
     """Every plot of a train dir: training curves; for an experiment, the box plot and each
     run's curves. Returns the PNG paths."""
+    from runway_cnn.plots import plot_split_accuracy, plot_training_curves, read_summary
+
     train_dir = Path(train_dir)
     if not train_dir.is_dir():
         raise RunwayError(f"train dir {train_dir} does not exist")
@@ -34,3 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for path in report(args.train_dir):
         print(path)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runway_cnn.inference.client import DEFAULT_PORTS, Client
-from runway_cnn.inference.serving_config import model_dirs, write_models_config
+from runway_cnn import cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from runway_cnn.inference.client import DEFAULT_PORTS, Client
+
     parser = argparse.ArgumentParser(prog="python -m runway_cnn.serving",
                                      description="TF Serving helpers for runway_cnn exports.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +43,9 @@ def format_result(name: str, result: dict) -> str:
 
 
 def main(argv: list[str] | None = None, out=None) -> None:
+    from runway_cnn.inference.client import Client
+    from runway_cnn.inference.serving_config import model_dirs, write_models_config
+
     out = out or sys.stdout
     args = parse_args(argv)
     if args.command == "config":
@@ -53,3 +57,7 @@ def main(argv: list[str] | None = None, out=None) -> None:
         results = client.predict(args.images, per_image_errors=args.per_image_errors)
     for name, result in zip(args.images, results):
         print(format_result(name, result), file=out)
+
+
+if __name__ == "__main__":
+    cli.run(main)

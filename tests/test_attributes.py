@@ -263,7 +263,7 @@ def test_oversample_and_class_weight_runs_train_with_their_weights(attribute_run
 
 
 def test_bad_attribute_flags_are_one_line_errors(attribute_run, tmp_path):
-    from runway_cnn.cli import finetune as finetune_cli
+    from runway_cnn import finetune as finetune_cli
 
     root, photos, labels_csv, _ = attribute_run
     base = ["--dataset_dir", str(photos), "--labels_csv", str(labels_csv), "--task", "attributes",
@@ -347,7 +347,7 @@ def test_neighbours_are_the_nearest_score_vectors_and_share_attributes(catalog_i
 def test_damaged_or_foreign_indexes_are_one_line_errors(catalog_index, attribute_run, tmp_path):
     import shutil
 
-    from runway_cnn.cli import recommend as recommend_cli
+    from runway_cnn import recommend as recommend_cli
 
     catalog, output, _, result = catalog_index
     photo = str(catalog / "k0_1.jpg")

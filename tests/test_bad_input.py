@@ -23,11 +23,11 @@ import pytest
 import tensorflow as tf
 
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.cli import evaluate as evaluate_cli
+from runway_cnn import evaluate as evaluate_cli
 from runway_cnn.cli import export as export_cli
 from runway_cnn.export.reexport import reexport
-from runway_cnn.cli import finetune as finetune_cli
-from runway_cnn.cli import predict as predict_cli
+from runway_cnn import finetune as finetune_cli
+from runway_cnn import predict as predict_cli
 from runway_cnn.data.folders import scan_image_folder
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.errors import CheckpointError, DataError, RunwayError
@@ -755,7 +755,7 @@ def test_a_reordered_label_list_in_dataset_json_is_refused(corpus, tmp_path):
 
 
 def test_convert_checks_its_output_folder_before_scanning(tmp_path, monkeypatch):
-    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn import datasets as datasets_cli
     from runway_cnn.training import datasets as training_datasets
 
     photos = make_image_folder(tmp_path / "photos", CLASSES, per_class=4, size=(24, 32))
@@ -836,8 +836,8 @@ def test_bad_label_vectors_and_attribute_weights_are_named_before_training(corpu
 
 def _index_command(tool: str, model, images, output, *extra: str) -> tuple[int, str, str]:
     """``python -m runway_cnn.index build`` (``tool`` "index") or ``recommend build``."""
-    from runway_cnn.cli import index as index_cli
-    from runway_cnn.cli import recommend as recommend_cli
+    from runway_cnn import index as index_cli
+    from runway_cnn import recommend as recommend_cli
 
     if tool == "index":
         return run_cli(index_cli.main, ["build", "--model", str(model), "--images", str(images),
@@ -859,8 +859,8 @@ def small_catalog(corpus, tmp_path_factory):
 
 
 def test_broken_indexes_and_index_flags_are_one_line_errors(corpus, small_catalog, tmp_path):
-    from runway_cnn.cli import index as index_cli
-    from runway_cnn.cli import recommend as recommend_cli
+    from runway_cnn import index as index_cli
+    from runway_cnn import recommend as recommend_cli
     from runway_cnn.inference.retrieval import EMBEDDINGS, FORMAT, INDEX_JSON
 
     photos, recommend = small_catalog
@@ -904,7 +904,7 @@ def test_index_builds_refuse_a_folder_of_the_users_files(corpus, small_catalog, 
             code, _, stderr = _index_command(tool, model, photos, own)
             assert code == 0, stderr
         code, _, stderr = run_cli(
-            __import__(f"runway_cnn.cli.{tool}", fromlist=["main"]).main,
+            __import__(f"runway_cnn.{tool}", fromlist=["main"]).main,
             ["query", "--index", str(own), str(next(photos.rglob("*.jpg")))])
         assert code == 0 and (own / "neighbours.png").exists(), stderr
         code, _, stderr = _index_command(tool, model, photos, own)  # with its query's grid
@@ -921,7 +921,7 @@ def test_index_builds_refuse_a_folder_of_the_users_files(corpus, small_catalog, 
 
 
 def test_parameter_servers_and_bad_seeds_are_one_line_errors(corpus, tmp_path, monkeypatch):
-    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn import datasets as datasets_cli
     from runway_cnn.training import distribution
 
     def never(*args, **kwargs):

@@ -17,8 +17,8 @@ from PIL import Image
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.factory import BACKBONES, BackboneEntry
-from runway_cnn.cli import evaluate as evaluate_cli
-from runway_cnn.cli import predict as predict_cli
+from runway_cnn import evaluate as evaluate_cli
+from runway_cnn import predict as predict_cli
 from runway_cnn.errors import RunwayError
 from runway_cnn.export.gradcam import gradcam_refusal
 from runway_cnn.inference.batch import predict

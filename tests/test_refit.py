@@ -13,8 +13,8 @@ from helpers import run_cli
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.cli import evaluate as evaluate_cli
-from runway_cnn.cli import finetune as finetune_cli
+from runway_cnn import evaluate as evaluate_cli
+from runway_cnn import finetune as finetune_cli
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.errors import RunwayError

@@ -16,7 +16,7 @@ from helpers import (assert_one_line_error, assert_refit_on_every_split, headles
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn.app.server import create_app
-from runway_cnn.cli import finetune as finetune_cli
+from runway_cnn import finetune as finetune_cli
 from runway_cnn.inference.evaluation import evaluate_model
 from runway_cnn.inference.batch import predict
 from runway_cnn.inference.predictor import Predictor

@@ -16,7 +16,7 @@ from tiny_models import make_tiny_hub_module
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.factory import BACKBONES, BackboneEntry
 from runway_cnn.backbones.hub import HubModule
-from runway_cnn.cli import index as index_cli
+from runway_cnn import index as index_cli
 from runway_cnn.inference.retrieval import (
     EMBEDDINGS,
     FORMAT,
