@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import httpx
 
-from runway_cnn.inference.predict import list_images
+from runway_cnn.inference.batch import list_images
 from runway_cnn.inference.predictor import Predictor
 
 

@@ -19,7 +19,7 @@ from runway_cnn.data import pipeline
 from runway_cnn.training import schedule
 from runway_cnn.backbones.factory import get_backbone
 from runway_cnn.data.preprocessing import Augmentation
-from runway_cnn.training.runtime import configure_device
+from runway_cnn.training.device import configure_device
 from runway_cnn.tasks import get_task
 from runway_cnn.backbones.features import extract_features
 from runway_cnn.training.trainer import classifier

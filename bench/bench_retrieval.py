@@ -32,7 +32,7 @@ import numpy as np
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.factory import get_backbone
 from runway_cnn.backbones.features import extract_features
-from runway_cnn.inference.predict import list_images
+from runway_cnn.inference.batch import list_images
 from runway_cnn.inference.retrieval import (
     Searcher,
     build_image_index,

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from runway_cnn.errors import CheckpointError
 from runway_cnn.export.saved_model import export_model
-from runway_cnn.runfiles import TrainDir, read_assets, write_json
+from runway_cnn.export_dir import read_assets
+from runway_cnn.json_io import write_json
+from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.experiments import refit_experiment, run_experiment
 from runway_cnn.training.result import RunResult, export_location, export_refit

@@ -18,7 +18,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from runway_cnn.runfiles import STAGES, TrainDir, read_json  # noqa: E402
+from runway_cnn.json_io import read_json  # noqa: E402
+from runway_cnn.train_dir import STAGES, TrainDir  # noqa: E402
 
 
 def read_history(train_dir: str | Path) -> dict[str, list[dict[str, float]]]:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import make_image
 from runway_cnn import FinetuneConfig, RunResult, cli, fine_tune
-from runway_cnn.cli import predict as predict_cli
+from runway_cnn import predict as predict_cli
 from runway_cnn.inference.client import Client
 from runway_cnn.inference.predictor import INVALID_IMAGE, Predictor, encode_images
 

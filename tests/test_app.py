@@ -29,9 +29,9 @@ from runway_cnn import FinetuneConfig, fine_tune  # noqa: E402
 from runway_cnn.app.server import PAGE, create_app, load_models  # noqa: E402
 from runway_cnn.app.uploads import read_upload  # noqa: E402
 from runway_cnn.cli import app as app_cli  # noqa: E402
-from runway_cnn.inference.predict import read_image  # noqa: E402
+from runway_cnn.inference.batch import read_image  # noqa: E402
 from runway_cnn.inference.predictor import Predictor  # noqa: E402
-from runway_cnn.inference.recommend import build_attribute_index, query_attribute_index  # noqa
+from runway_cnn.inference.attribute_index import build_attribute_index, query_attribute_index  # noqa
 from runway_cnn.inference.retrieval import build_image_index, query_image_index  # noqa: E402
 from runway_cnn.tasks.base import Task  # noqa: E402
 

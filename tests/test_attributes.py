@@ -20,8 +20,8 @@ from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.data import pipeline
 from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import DataError
-from runway_cnn.inference.evaluate import evaluate_model
-from runway_cnn.inference.predict import predict
+from runway_cnn.inference.evaluation import evaluate_model
+from runway_cnn.inference.batch import predict
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import AttributeTask
 from runway_cnn.tasks.losses import MaskedAttributeCrossentropy
@@ -263,7 +263,7 @@ def test_oversample_and_class_weight_runs_train_with_their_weights(attribute_run
 
 
 def test_bad_attribute_flags_are_one_line_errors(attribute_run, tmp_path):
-    from runway_cnn.cli import finetune as finetune_cli
+    from runway_cnn import finetune as finetune_cli
 
     root, photos, labels_csv, _ = attribute_run
     base = ["--dataset_dir", str(photos), "--labels_csv", str(labels_csv), "--task", "attributes",
@@ -284,7 +284,7 @@ def test_bad_attribute_flags_are_one_line_errors(attribute_run, tmp_path):
 @pytest.fixture(scope="module")
 def catalog_index(attribute_run, tmp_path_factory):
     """The attribute model's index of its own photos plus one file that is not an image."""
-    from runway_cnn.inference.recommend import build_attribute_index
+    from runway_cnn.inference.attribute_index import build_attribute_index
 
     root, photos, _, result = attribute_run
     catalog = tmp_path_factory.mktemp("catalog")
@@ -311,7 +311,7 @@ def test_index_lists_what_it_skipped_and_writes_data_only_arrays_and_a_map(catal
 
 
 def test_neighbours_are_the_nearest_score_vectors_and_share_attributes(catalog_index, tmp_path):
-    from runway_cnn.inference.recommend import AttributeIndex, query_attribute_index
+    from runway_cnn.inference.attribute_index import AttributeIndex, query_attribute_index
 
     catalog, output, _, result = catalog_index
     task = result.task
@@ -347,7 +347,7 @@ def test_neighbours_are_the_nearest_score_vectors_and_share_attributes(catalog_i
 def test_damaged_or_foreign_indexes_are_one_line_errors(catalog_index, attribute_run, tmp_path):
     import shutil
 
-    from runway_cnn.cli import recommend as recommend_cli
+    from runway_cnn import recommend as recommend_cli
 
     catalog, output, _, result = catalog_index
     photo = str(catalog / "k0_1.jpg")

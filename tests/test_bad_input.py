@@ -23,11 +23,11 @@ import pytest
 import tensorflow as tf
 
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.cli import evaluate as evaluate_cli
+from runway_cnn import evaluate as evaluate_cli
 from runway_cnn.cli import export as export_cli
 from runway_cnn.export.reexport import reexport
-from runway_cnn.cli import finetune as finetune_cli
-from runway_cnn.cli import predict as predict_cli
+from runway_cnn import finetune as finetune_cli
+from runway_cnn import predict as predict_cli
 from runway_cnn.data.folders import scan_image_folder
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.errors import CheckpointError, DataError, RunwayError
@@ -453,7 +453,7 @@ def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
 def test_a_damaged_feature_cache_is_recomputed(tmp_path, capsys):
     from runway_cnn.backbones import features
 
-    from runway_cnn.runfiles import TrainDir
+    from runway_cnn.train_dir import TrainDir
 
     files = TrainDir(tmp_path)
     np.save(files.feature_array, np.zeros((2, 4), np.float32))
@@ -694,8 +694,8 @@ def test_another_workers_folder_in_a_new_train_dir_is_not_the_users(corpus, tmp_
 
 
 def test_predict_and_evaluate_refuse_a_folder_of_the_users_files(corpus, tmp_path):
-    from runway_cnn.inference.evaluate import evaluate_model
-    from runway_cnn.inference.predict import predict
+    from runway_cnn.inference.evaluation import evaluate_model
+    from runway_cnn.inference.batch import predict
 
     model, good = str(corpus["run"].export_path), str(corpus["dataset"])
     mine = tmp_path / "mine"
@@ -755,7 +755,7 @@ def test_a_reordered_label_list_in_dataset_json_is_refused(corpus, tmp_path):
 
 
 def test_convert_checks_its_output_folder_before_scanning(tmp_path, monkeypatch):
-    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn import datasets as datasets_cli
     from runway_cnn.training import datasets as training_datasets
 
     photos = make_image_folder(tmp_path / "photos", CLASSES, per_class=4, size=(24, 32))
@@ -836,8 +836,8 @@ def test_bad_label_vectors_and_attribute_weights_are_named_before_training(corpu
 
 def _index_command(tool: str, model, images, output, *extra: str) -> tuple[int, str, str]:
     """``python -m runway_cnn.index build`` (``tool`` "index") or ``recommend build``."""
-    from runway_cnn.cli import index as index_cli
-    from runway_cnn.cli import recommend as recommend_cli
+    from runway_cnn import index as index_cli
+    from runway_cnn import recommend as recommend_cli
 
     if tool == "index":
         return run_cli(index_cli.main, ["build", "--model", str(model), "--images", str(images),
@@ -849,7 +849,7 @@ def _index_command(tool: str, model, images, output, *extra: str) -> tuple[int, 
 @pytest.fixture(scope="module")
 def small_catalog(corpus, tmp_path_factory):
     """Six good photos and an attribute index of them, built with the corpus run's export."""
-    from runway_cnn.inference.recommend import build_attribute_index
+    from runway_cnn.inference.attribute_index import build_attribute_index
 
     root = tmp_path_factory.mktemp("catalog")
     photos = make_image_folder(root / "photos", CLASSES, per_class=2, size=(40, 48))
@@ -859,8 +859,8 @@ def small_catalog(corpus, tmp_path_factory):
 
 
 def test_broken_indexes_and_index_flags_are_one_line_errors(corpus, small_catalog, tmp_path):
-    from runway_cnn.cli import index as index_cli
-    from runway_cnn.cli import recommend as recommend_cli
+    from runway_cnn import index as index_cli
+    from runway_cnn import recommend as recommend_cli
     from runway_cnn.inference.retrieval import EMBEDDINGS, FORMAT, INDEX_JSON
 
     photos, recommend = small_catalog
@@ -904,7 +904,7 @@ def test_index_builds_refuse_a_folder_of_the_users_files(corpus, small_catalog, 
             code, _, stderr = _index_command(tool, model, photos, own)
             assert code == 0, stderr
         code, _, stderr = run_cli(
-            __import__(f"runway_cnn.cli.{tool}", fromlist=["main"]).main,
+            __import__(f"runway_cnn.{tool}", fromlist=["main"]).main,
             ["query", "--index", str(own), str(next(photos.rglob("*.jpg")))])
         assert code == 0 and (own / "neighbours.png").exists(), stderr
         code, _, stderr = _index_command(tool, model, photos, own)  # with its query's grid
@@ -921,13 +921,13 @@ def test_index_builds_refuse_a_folder_of_the_users_files(corpus, small_catalog, 
 
 
 def test_parameter_servers_and_bad_seeds_are_one_line_errors(corpus, tmp_path, monkeypatch):
-    from runway_cnn.cli import datasets as datasets_cli
-    from runway_cnn.training import runtime
+    from runway_cnn import datasets as datasets_cli
+    from runway_cnn.training import distribution
 
     def never(*args, **kwargs):
         raise AssertionError("a MultiWorkerMirroredStrategy was built")
 
-    monkeypatch.setattr(runtime.tf.distribute, "MultiWorkerMirroredStrategy", never)
+    monkeypatch.setattr(distribution.tf.distribute, "MultiWorkerMirroredStrategy", never)
     for cluster, task in (({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "worker"),
                           ({"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "ps")):
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
@@ -1078,10 +1078,11 @@ def test_ctrl_c_while_tensorflow_imports_is_one_line(monkeypatch):
     commands = [f"runway_cnn.{name}" for name in (
         "finetune", "predict", "evaluate", "export", "serving", "index", "recommend", "report",
         "checkpoints", "datasets", "audit")] + ["runway-cnn"]
-    for command in commands:
-        done = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, command, "finetune",
-                               "--dataset_dir", "photos"], capture_output=True, text=True,
-                              env=env, timeout=120)
+    for command in commands:  # report parses its one argument before it imports anything heavy
+        args = ["photos"] if command == "runway_cnn.report" else ["finetune", "--dataset_dir",
+                                                                  "photos"]
+        done = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, command, *args],
+                              capture_output=True, text=True, env=env, timeout=120)
         assert (done.returncode, done.stderr) == (130, "interrupted\n"), (command, done.stderr)
     import runway_cnn.api
 

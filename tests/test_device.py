@@ -19,8 +19,8 @@ from tiny_models import make_tiny_hub_module
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.export.reexport import reexport
+from runway_cnn.training.device import configure_device, note_compiled
 from runway_cnn.training.restore import restore_run, run_split
-from runway_cnn.training.runtime import configure_device, note_compiled
 from runway_cnn.training.trainer import FineTuner
 
 

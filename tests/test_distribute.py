@@ -18,7 +18,7 @@ from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
-from runway_cnn.training.runtime import is_chief, make_distribution, read_tf_config
+from runway_cnn.training.distribution import is_chief, make_distribution, read_tf_config
 
 CLASSES = ("checks", "circles", "hstripes", "vstripes")
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -12,8 +12,8 @@ from sklearn import metrics as skm
 
 from runway_cnn import FinetuneConfig, cli, fine_tune
 from runway_cnn.errors import DataError
-from runway_cnn.cli.evaluate import main
-from runway_cnn.inference.evaluate import default_output_dir, evaluate_model
+from runway_cnn.evaluate import main
+from runway_cnn.inference.evaluation import default_output_dir, evaluate_model
 from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.inference.predictor import Predictor
 from conftest import make_image_folder

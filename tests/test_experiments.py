@@ -14,10 +14,10 @@ from runway_cnn.data import folders as data
 from runway_cnn.data.splits import stratified_split
 from runway_cnn.tasks import SingleLabelTask
 from runway_cnn.training import experiments
-from runway_cnn.cli import report
+from runway_cnn import report
 from runway_cnn.training import trainer as trainer_module
 from runway_cnn.errors import RunwayError
-from runway_cnn.cli.finetune import parse_args
+from runway_cnn.finetune import parse_args
 from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.training.trainer import FineTuner
 from conftest import make_image_folder

@@ -17,7 +17,7 @@ from tiny_models import make_tiny_hub_module
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.features import extract_features
 from runway_cnn.errors import RunwayError
-from runway_cnn.runfiles import StageDir
+from runway_cnn.train_dir import StageDir
 from runway_cnn.training import callbacks as callbacks_module
 from runway_cnn.training import plan as planning
 from runway_cnn.training import schedule

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.cli import evaluate as evaluate_cli
-from runway_cnn.cli import predict as predict_cli
+from runway_cnn import evaluate as evaluate_cli
+from runway_cnn import predict as predict_cli
 from runway_cnn.errors import RunwayError
 from runway_cnn.export.gradcam import gradcam_refusal
-from runway_cnn.inference.predict import predict
+from runway_cnn.inference.batch import predict
 from runway_cnn.inference.predictor import Predictor
 from conftest import make_image_folder
 from helpers import run_cli

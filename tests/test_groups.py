@@ -369,7 +369,7 @@ def test_datasets_convert_takes_group_by_as_the_advice_says(show_folder, tmp_pat
     --group_by: ``datasets convert`` takes that flag and its records keep the groups."""
     from helpers import run_cli
 
-    from runway_cnn.cli import datasets as datasets_cli
+    from runway_cnn import datasets as datasets_cli
     from runway_cnn.training.datasets import read_records
 
     _, looks, _ = show_folder

@@ -1,7 +1,7 @@
 """The package's layers, read from its source: no module imports a layer above its own
 (data → backbones → tasks → training → export → inference → the audit, the web app and the
 Python API → the CLI), and only the ``python -m`` entry points (the package root's command
-modules and the sub-packages' ``__main__``) import the CLI."""
+modules and the sub-packages' ``__main__``) import the CLI plumbing (``runway_cnn.cli``)."""
 from __future__ import annotations
 
 import ast
@@ -11,13 +11,14 @@ import runway_cnn
 
 PACKAGE = Path(runway_cnn.__file__).parent
 LAYERS = [
-    {"errors", "registry", "runfiles", "progress", "plots"},  # used everywhere
+    {"errors", "registry", "paths", "json_io", "output_checks", "train_dir", "export_dir",
+     "progress", "plots"},  # used everywhere
     {"data"}, {"backbones"}, {"tasks"}, {"training"}, {"export"}, {"inference"},
     {"audit", "app", "api"}, {"cli"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 ENTRY_POINTS = {"checkpoints", "datasets", "evaluate", "finetune", "index", "predict",
-                "recommend", "report", "serving"}  # runway_cnn/<command>.py: python -m shims
+                "recommend", "report", "serving"}  # runway_cnn/<command>.py: the commands
 
 
 def _imported_units(tree: ast.AST) -> set[str]:

@@ -20,7 +20,7 @@ from runway_cnn.backbones.factory import (
     model_spec,
     parse_model_spec,
 )
-from runway_cnn.cli import finetune as finetune_cli
+from runway_cnn import finetune as finetune_cli
 from runway_cnn.errors import BackboneError, CheckpointError, UnknownNameError
 
 

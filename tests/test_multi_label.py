@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from helpers import (assert_refit_on_every_split, make_multilabel_folder, predict_csv_rows,
                      run_cli, tags_of, tflite_and_client_answers, tiny_csv_run)
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.cli import evaluate as evaluate_cli
+from runway_cnn import evaluate as evaluate_cli
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.errors import DataError
 from runway_cnn.inference.predictor import Predictor

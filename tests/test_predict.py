@@ -13,7 +13,7 @@ from PIL import Image
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.errors import RunwayError
 from runway_cnn.data.pipeline import eval_crops
-from runway_cnn.inference.predict import predict
+from runway_cnn.inference.batch import predict
 from conftest import make_image_folder
 from tiny_models import make_tiny_hub_module
 

@@ -13,10 +13,10 @@ from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.features import extract_features
-from runway_cnn.cli import finetune as finetune_cli
-from runway_cnn.inference.predict import read_image
+from runway_cnn import finetune as finetune_cli
+from runway_cnn.inference.batch import read_image
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.runfiles import TrainDir
+from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.trainer import FineTuner
 
 

@@ -13,13 +13,13 @@ from helpers import run_cli
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn import FinetuneConfig, fine_tune
-from runway_cnn.cli import evaluate as evaluate_cli
-from runway_cnn.cli import finetune as finetune_cli
+from runway_cnn import evaluate as evaluate_cli
+from runway_cnn import finetune as finetune_cli
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.errors import RunwayError
+from runway_cnn.export_dir import read_assets
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.runfiles import read_assets
 from runway_cnn.tasks.heads import feature_scale
 from runway_cnn.training import refit as refitting
 from runway_cnn.training.callbacks import load_model_weights

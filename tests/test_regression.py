@@ -16,9 +16,9 @@ from helpers import (assert_one_line_error, assert_refit_on_every_split, headles
 from tiny_models import make_tiny_hub_module
 
 from runway_cnn.app.server import create_app
-from runway_cnn.cli import finetune as finetune_cli
-from runway_cnn.inference.evaluate import evaluate_model
-from runway_cnn.inference.predict import predict
+from runway_cnn import finetune as finetune_cli
+from runway_cnn.inference.evaluation import evaluate_model
+from runway_cnn.inference.batch import predict
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.tasks import RegressionTask, task_from_config
 from runway_cnn.tasks.regression.task import ALPHA_GRID
@@ -252,7 +252,7 @@ def test_values_come_from_a_csv_never_from_folder_names(tmp_path):
 
     from runway_cnn.data.folders import scan_image_folder
     from runway_cnn.errors import DataError
-    from runway_cnn.inference.evaluate import evaluation_images
+    from runway_cnn.inference.evaluation import evaluation_images
 
     folder = make_image_folder(tmp_path / "classes", ["100", "200"], per_class=4, size=(24, 32))
     code, _, err = run_cli(finetune_cli.main, [

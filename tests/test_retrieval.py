@@ -16,7 +16,7 @@ from tiny_models import make_tiny_hub_module
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn.backbones.factory import BACKBONES, BackboneEntry
 from runway_cnn.backbones.hub import HubModule
-from runway_cnn.cli import index as index_cli
+from runway_cnn import index as index_cli
 from runway_cnn.inference.retrieval import (
     EMBEDDINGS,
     FORMAT,
@@ -187,7 +187,7 @@ def test_photos_tensorflow_would_misread_are_embedded_as_predict_reads_them(retr
     it."""
     from PIL import Image
 
-    from runway_cnn.inference.predict import read_image
+    from runway_cnn.inference.batch import read_image
     from runway_cnn.inference.retrieval import embed_files, load_embedder
 
     _, gallery, _, _ = retrieval_data

@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from runway_cnn import cli
-from runway_cnn.cli import serving as serving_cli
+from runway_cnn import serving as serving_cli
 from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.inference import predictor as serving
 from runway_cnn.inference import serving_config

@@ -93,8 +93,8 @@ def test_a_task_defined_in_a_test_file_trains_exports_and_serves(toy_run, tmp_pa
 
 def test_the_toy_task_runs_kfold_evaluate_explain_and_the_audit(toy_run, tmp_path):
     from runway_cnn.audit.run import audit_dataset
-    from runway_cnn.inference.evaluate import evaluate_model
-    from runway_cnn.inference.predict import predict
+    from runway_cnn.inference.evaluation import evaluate_model
+    from runway_cnn.inference.batch import predict
 
     root, photos, _ = toy_run
     labels_csv = str(root / "attributes.csv")

@@ -16,7 +16,7 @@ from runway_cnn.data import pipeline
 from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.data.tfrecords import read_tfrecord_dataset
 from runway_cnn.errors import DataError
-from runway_cnn.inference.evaluate import evaluate_model
+from runway_cnn.inference.evaluation import evaluate_model
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import convert_dataset, load_dataset
 from runway_cnn.training.restore import run_split

@@ -39,9 +39,9 @@ from runway_cnn.app.uploads import FIELD, check_image, read_upload
 from runway_cnn.data.images import encoded_as_trained
 from runway_cnn.errors import RunwayError
 from runway_cnn.export.gradcam import gradcam_refusal
-from runway_cnn.inference.predict import read_image
+from runway_cnn.inference.attribute_index import AttributeIndex, AttributeSearch
+from runway_cnn.inference.batch import read_image
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.inference.recommend import AttributeIndex, AttributeSearch
 from runway_cnn.inference.retrieval import ImageIndex, SimilarItems, load_embedder
 from runway_cnn.plots import overlay_heatmap
 

@@ -26,15 +26,11 @@ from runway_cnn.data.leaks import (
 )
 from runway_cnn.data.tfrecords import RECORD_PREFIX
 from runway_cnn.errors import DataError, RunwayError, first_line
+from runway_cnn.json_io import read_json, write_json
+from runway_cnn.output_checks import check_output_dir, check_own_output
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import (
-    TrainDir,
-    check_output_dir,
-    check_own_output,
-    read_json,
-    write_json,
-)
 from runway_cnn.tasks import Task
+from runway_cnn.train_dir import TrainDir
 
 FIXED_CSV = "cleaned_labels.csv"
 HASHES = "hashes.npz"

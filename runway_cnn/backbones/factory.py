@@ -25,9 +25,9 @@ from runway_cnn.data.preprocessing import (
     PreprocessingSpec,
 )
 from runway_cnn.errors import BackboneError, CheckpointError, first_line
+from runway_cnn.export_dir import read_assets, resolve_export
 from runway_cnn.paths import absolute_path
 from runway_cnn.registry import Registry
-from runway_cnn.runfiles import read_assets, resolve_export
 
 CAFFE = Normalization(scale=255.0, mean=(103.939, 116.779, 123.68), bgr=True)
 

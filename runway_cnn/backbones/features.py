@@ -19,7 +19,7 @@ from runway_cnn.data.dataset import Split
 from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import first_line
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import TrainDir
+from runway_cnn.train_dir import TrainDir
 
 _LOCAL_CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → its tf.function
 
@@ -37,6 +37,13 @@ def batch_predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
                                           reduce_retracing=True)
     call = _LOCAL_CALLS[model]
     return lambda x: np.asarray(call(x))
+
+
+def predict_rows(model: keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's outputs for every row of ``inputs``, in batches (see :func:`batch_predictor`)."""
+    run = batch_predictor(model)
+    return np.concatenate([np.asarray(run(inputs[i:i + batch_size]))
+                           for i in range(0, len(inputs), batch_size)])
 
 
 @dataclass

@@ -1,4 +1,9 @@
-"""Shared CLI plumbing: flags generated from a config dataclass, and one-line user errors."""
+"""Shared CLI plumbing: flags generated from a config dataclass, and one-line user errors.
+
+A command is the module ``python -m`` runs: ``runway_cnn/<command>.py`` (argparse and ``main``,
+run under :func:`run`; it imports the library inside ``main``, so a Ctrl-C while TensorFlow
+imports is one line too). The three commands named like a package (``export``, ``audit``,
+``app``) keep theirs here, run by the package's ``__main__`` through :func:`run_module`."""
 from __future__ import annotations
 
 import argparse
@@ -77,6 +82,6 @@ def run(main: Callable[[], object]) -> None:
 
 
 def run_module(name: str) -> None:
-    """``python -m runway_cnn.COMMAND``: the CLI module ``name``'s ``main`` under :func:`run`,
+    """``python -m runway_cnn.PACKAGE``: the CLI module ``name``'s ``main`` under :func:`run`,
     imported inside it (TensorFlow takes seconds to import: a Ctrl-C then is one line too)."""
     run(lambda: importlib.import_module(name).main())

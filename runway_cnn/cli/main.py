@@ -14,16 +14,16 @@ import sys
 from runway_cnn import cli
 
 COMMANDS = {  # subcommand → (module with main(argv), one-line help)
-    "finetune": ("runway_cnn.cli.finetune", "fine-tune a backbone on a dataset (two stages)"),
+    "finetune": ("runway_cnn.finetune", "fine-tune a backbone on a dataset (two stages)"),
     "export": ("runway_cnn.cli.export", "re-export a finished run for TF Serving / TFLite"),
-    "predict": ("runway_cnn.cli.predict", "predict labels of image files into a CSV"),
-    "evaluate": ("runway_cnn.cli.evaluate", "evaluate an export on a labelled folder"),
-    "serving": ("runway_cnn.cli.serving", "TF Serving models.config and client"),
-    "index": ("runway_cnn.cli.index", "similar-image retrieval: build, query, evaluate"),
-    "recommend": ("runway_cnn.cli.recommend", "attribute index of a catalog; similar items"),
-    "report": ("runway_cnn.cli.report", "plot a run's or an experiment's figures"),
-    "checkpoints": ("runway_cnn.cli.checkpoints", "convert offline ImageNet checkpoints"),
-    "datasets": ("runway_cnn.cli.datasets", "convert a dataset into sharded TFRecords"),
+    "predict": ("runway_cnn.predict", "predict labels of image files into a CSV"),
+    "evaluate": ("runway_cnn.evaluate", "evaluate an export on a labelled folder"),
+    "serving": ("runway_cnn.serving", "TF Serving models.config and client"),
+    "index": ("runway_cnn.index", "similar-image retrieval: build, query, evaluate"),
+    "recommend": ("runway_cnn.recommend", "attribute index of a catalog; similar items"),
+    "report": ("runway_cnn.report", "plot a run's or an experiment's figures"),
+    "checkpoints": ("runway_cnn.checkpoints", "convert offline ImageNet checkpoints"),
+    "datasets": ("runway_cnn.datasets", "convert a dataset into sharded TFRecords"),
     "app": ("runway_cnn.cli.app", "a local web page and JSON API: a photo in, answers out"),
     "audit": ("runway_cnn.cli.audit", "duplicates, label errors, outliers, shortcuts of a "
                                       "dataset"),

@@ -20,8 +20,9 @@ from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits,
 from runway_cnn.data.images import CheckedImage, check_images
 from runway_cnn.data.splits import SplitRule, TooFewGroups, stratified_split
 from runway_cnn.errors import DataError, control_character
+from runway_cnn.json_io import write_json
 from runway_cnn.registry import Registry
-from runway_cnn.runfiles import TrainDir, write_json
+from runway_cnn.train_dir import TrainDir
 
 SPLITS = ("train", "validation", "test")
 REPO_DATASETS_DIR = Path(__file__).resolve().parents[2] / "datasets"

@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.data.images import check_images
 from runway_cnn.errors import DataError, first_line, one_line
-from runway_cnn.runfiles import TrainDir, write_json
+from runway_cnn.json_io import write_json
+from runway_cnn.train_dir import TrainDir
 
 FILENAME = "filename"
 SHOWN = 200  # characters of a file name kept in a bad row's report entry and reason

@@ -24,8 +24,8 @@ from PIL import Image
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.images import usable_cores
 from runway_cnn.errors import DataError, first_line
+from runway_cnn.output_checks import check_output_dir
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import check_output_dir
 
 DESCRIPTOR = "dataset.json"
 VOCABULARY = "labels.txt"

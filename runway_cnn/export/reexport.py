@@ -12,7 +12,8 @@ from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.errors import RunwayError
 from runway_cnn.export.saved_model import export_model
 from runway_cnn.export.tflite import export_tflite, tflite_probabilities
-from runway_cnn.runfiles import check_output_dir, version_dirs
+from runway_cnn.export_dir import version_dirs
+from runway_cnn.output_checks import check_output_dir
 from runway_cnn.training.restore import restore_run, run_split
 from runway_cnn.training.result import export_location, export_refit
 

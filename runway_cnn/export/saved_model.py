@@ -66,7 +66,7 @@ from runway_cnn.errors import CheckpointError, RunwayError, first_line
 from runway_cnn.export.gradcam import gradcam, logits_from_feature_map
 from runway_cnn.export.tflite import TFLITE_VARIANTS, tflite_path
 from runway_cnn.export.warmup import WARMUP_FILE, warmup_requests, write_warmup_file
-from runway_cnn.runfiles import (
+from runway_cnn.export_dir import (
     IMAGE_BYTES,
     META_FILE,
     next_version,

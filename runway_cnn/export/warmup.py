@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from runway_cnn.runfiles import IMAGE_BYTES
+from runway_cnn.export_dir import IMAGE_BYTES
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 

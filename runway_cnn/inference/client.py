@@ -25,8 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from runway_cnn.errors import DataError, RunwayError, first_line
+from runway_cnn.export_dir import IMAGE_BYTES
 from runway_cnn.inference.predictor import INVALID_IMAGE, _signature, encode_images
-from runway_cnn.runfiles import IMAGE_BYTES
 from runway_cnn.tasks import SingleLabelTask, Task
 
 DEFAULT_PORTS = {"rest": 8501, "grpc": 8500}

@@ -28,7 +28,7 @@ from runway_cnn.data.preprocessing import PreprocessingSpec
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.export.gradcam import gradcam_refusal
 from runway_cnn.export.saved_model import load_export
-from runway_cnn.runfiles import IMAGE_BYTES
+from runway_cnn.export_dir import IMAGE_BYTES
 from runway_cnn.tasks import Task, task_from_config
 
 INVALID_IMAGE = "not a decodable image (JPEG, PNG, GIF or BMP expected; empty or truncated?)"

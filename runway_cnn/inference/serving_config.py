@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from runway_cnn.errors import RunwayError
-from runway_cnn.runfiles import check_output_file, version_dirs
+from runway_cnn.export_dir import version_dirs
+from runway_cnn.output_checks import check_output_file
 
 
 def _quote(text: str) -> str:

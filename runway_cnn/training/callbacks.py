@@ -11,7 +11,8 @@ import keras
 import numpy as np
 
 from runway_cnn.errors import RunwayError, first_line
-from runway_cnn.runfiles import StageDir, read_json, write_json
+from runway_cnn.json_io import read_json, write_json
+from runway_cnn.train_dir import StageDir
 
 
 def read_epochs(stage_dir: StageDir) -> list[dict]:

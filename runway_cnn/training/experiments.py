@@ -40,15 +40,17 @@ from runway_cnn.data.groups import too_few_groups
 from runway_cnn.data.source import dataset_source
 from runway_cnn.data.splits import TooFewGroups
 from runway_cnn.errors import DataError, RunwayError
-from runway_cnn.runfiles import TrainDir, read_json, write_json
+from runway_cnn.json_io import read_json, write_json
 from runway_cnn.tasks import Task, task_from_config
+from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.callbacks import best_epoch
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.device import configure_device
+from runway_cnn.training.distribution import make_distribution
 from runway_cnn.training.refit import combine_choices
 from runway_cnn.training.result import RunResult
 from runway_cnn.training.resume import check_resume
-from runway_cnn.training.runtime import configure_device, make_distribution
 from runway_cnn.training.trainer import FineTuner, build_backbone, classifier
 
 TIMES = ("stage1_seconds", "stage2_seconds", "run_seconds")

@@ -27,12 +27,13 @@ from runway_cnn.backbones.factory import (
 from runway_cnn.data.dataset import Split
 from runway_cnn.data.tfrecords import RECORD_PREFIX, is_tfrecord_dir, read_tfrecord_dataset
 from runway_cnn.errors import CheckpointError, DataError, first_line
-from runway_cnn.runfiles import TrainDir, read_json
+from runway_cnn.json_io import read_json
 from runway_cnn.tasks import Task, task_for_run, task_from_config
+from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.callbacks import load_model_weights
 from runway_cnn.training.config import check_recorded
+from runway_cnn.training.device import float32_policy
 from runway_cnn.training.result import RunResult
-from runway_cnn.training.runtime import float32_policy
 from runway_cnn.training.trainer import classifier
 
 

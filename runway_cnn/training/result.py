@@ -10,8 +10,8 @@ import keras
 
 from runway_cnn.backbones.factory import Backbone
 from runway_cnn.data.folders import dataset_name
-from runway_cnn.runfiles import TrainDir
 from runway_cnn.tasks import Task
+from runway_cnn.train_dir import TrainDir
 
 
 def export_location(config: Mapping, train_dir: str | Path, recorded: Path | None = None,

@@ -7,8 +7,9 @@ from pathlib import Path
 from runway_cnn.backbones.factory import current_backbone_settings
 from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.errors import RunwayError
-from runway_cnn.runfiles import (WORKER_TEMP, StageDir, TrainDir, check_output_dir,
-                                 check_own_output, has_keys, read_json, write_json)
+from runway_cnn.json_io import read_json, write_json
+from runway_cnn.output_checks import check_output_dir, check_own_output, has_keys
+from runway_cnn.train_dir import WORKER_TEMP, StageDir, TrainDir
 from runway_cnn.training.config import FinetuneConfig
 
 # settings that may differ between a run and its resumption without invalidating it (a train

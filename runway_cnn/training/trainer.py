@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from runway_cnn.backbones.factory import Backbone, backbone_chain, get_backbone
-from runway_cnn.backbones.features import extract_features
+from runway_cnn.backbones.features import batch_predictor, extract_features, predict_rows
 from runway_cnn.data import folders as data
 from runway_cnn.data import pipeline
 from runway_cnn.data.dataset import ImageDataset, Split
@@ -21,8 +21,9 @@ from runway_cnn.data.leaks import check_split_leaks, warning_line
 from runway_cnn.data.preprocessing import Augmentation
 from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import RunwayError
-from runway_cnn.runfiles import StageDir, TrainDir, read_json, write_json
+from runway_cnn.json_io import read_json, write_json
 from runway_cnn.tasks import task_for_run, task_from_config
+from runway_cnn.train_dir import StageDir, TrainDir
 from runway_cnn.training import plan as planning
 from runway_cnn.training import refit as refitting
 from runway_cnn.training import schedule
@@ -39,17 +40,10 @@ from runway_cnn.training.callbacks import (
 )
 from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.device import DeviceSettings, configure_device, note_compiled
+from runway_cnn.training.distribution import Distribution, make_distribution
 from runway_cnn.training.result import RunResult
 from runway_cnn.training.resume import check_resume, check_same_data, mark_done, stage_done
-from runway_cnn.training.runtime import (
-    DeviceSettings,
-    Distribution,
-    batch_predictor,
-    configure_device,
-    make_distribution,
-    note_compiled,
-    predict_rows,
-)
 
 
 def _sharded(ds: tf.data.Dataset) -> tf.data.Dataset:

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from runway_cnn.backbones.features import FeatureExtractor
-from runway_cnn.inference.predict import read_image, unreadable_reason
+from runway_cnn.inference.batch import read_image, unreadable_reason
 from runway_cnn.progress import ImageProgress
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from runway_cnn.backbones.features import FeatureExtractor
 from runway_cnn.errors import DataError, RunwayError
-from runway_cnn.inference.predict import list_images
+from runway_cnn.inference.batch import list_images
 from runway_cnn.inference.retrieval.embedder import embed_files, load_embedder, normalise
 from runway_cnn.inference.retrieval.searcher import AUTO_FAISS_QUERIES, Searcher
 from runway_cnn.inference.retrieval.store import ImageIndex, item_labels

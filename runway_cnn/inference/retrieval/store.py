@@ -13,9 +13,10 @@ from typing import Sequence
 import numpy as np
 
 from runway_cnn.errors import DataError, RunwayError, first_line
-from runway_cnn.inference.predict import list_images
+from runway_cnn.inference.batch import list_images
 from runway_cnn.inference.retrieval.embedder import embed_files, load_embedder
-from runway_cnn.runfiles import check_own_output, read_json, write_json
+from runway_cnn.json_io import read_json, write_json
+from runway_cnn.output_checks import check_own_output
 
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
 FORMAT = "runway_cnn image index"

@@ -14,12 +14,13 @@ from runway_cnn.data.dataset import Split
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import CheckpointError, DataError, RunwayError
-from runway_cnn.inference.predict import safe_name
+from runway_cnn.inference.batch import safe_name
 from runway_cnn.inference.predictor import Predictor
+from runway_cnn.json_io import read_json, write_json
+from runway_cnn.output_checks import check_output_dir, check_own_output, has_keys
 from runway_cnn.plots import overlay_heatmap, plot_explanation_grid
-from runway_cnn.runfiles import (TrainDir, check_output_dir, check_own_output, has_keys, read_json,
-                                 write_json)
 from runway_cnn.tasks import Task
+from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.datasets import read_records
 
 EVAL_JSON = "eval.json"

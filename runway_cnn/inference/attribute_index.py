@@ -19,9 +19,10 @@ from typing import Sequence
 import numpy as np
 
 from runway_cnn.errors import DataError, RunwayError, first_line
-from runway_cnn.inference.predict import list_images, predict
+from runway_cnn.inference.batch import list_images, predict
 from runway_cnn.inference.predictor import Predictor
-from runway_cnn.runfiles import check_own_output, read_json, write_json
+from runway_cnn.json_io import read_json, write_json
+from runway_cnn.output_checks import check_own_output
 
 INDEX_JSON, INDEX_ARRAYS, MAP_PNG = "index.json", "index.npz", "map.png"
 FORMAT = "runway_cnn attribute index"
@@ -200,7 +201,7 @@ class AttributeSearch:
 
     def vector(self, image: np.ndarray) -> np.ndarray:
         """A uint8 ``[h, w, 3]`` image (as ``read_image`` gives it) → its score vector, as
-        :func:`~runway_cnn.inference.predict.predict` makes the catalog's."""
+        :func:`~runway_cnn.inference.batch.predict` makes the catalog's."""
         return self.predictor.crop_outputs(self.predictor.crop(image)[None])["probabilities"][0]
 
     def nearest(self, vector: np.ndarray) -> dict:

@@ -18,9 +18,9 @@ from runway_cnn.data import images
 from runway_cnn.data.preprocessing import decode_image
 from runway_cnn.errors import RunwayError, first_line
 from runway_cnn.inference.predictor import Predictor
+from runway_cnn.output_checks import check_output_dir, check_own_output
 from runway_cnn.plots import overlay_heatmap
 from runway_cnn.progress import ImageProgress
-from runway_cnn.runfiles import check_output_dir, check_own_output
 from runway_cnn.tasks import Task
 
 OVERLAYS_CSV, OVERLAYS_HEADER = "overlays.csv", ["path", "label", "score", "overlay"]
