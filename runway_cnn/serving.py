@@ -12,7 +12,7 @@ from runway_cnn import cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from runway_cnn.inference.client import DEFAULT_PORTS, Client
+    from runway_cnn.inference.client import DEFAULT_PORTS
 
     parser = argparse.ArgumentParser(prog="python -m runway_cnn.serving",
                                      description="TF Serving helpers for runway_cnn exports.")
