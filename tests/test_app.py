@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from runway_cnn import FinetuneConfig, fine_tune  # noqa: E402
 from runway_cnn.app.server import PAGE, create_app, load_models  # noqa: E402
 from runway_cnn.app.uploads import read_upload  # noqa: E402
-from runway_cnn.cli import app as app_cli  # noqa: E402
+from runway_cnn.app import __main__ as app_cli  # noqa: E402
 from runway_cnn.inference.batch import read_image  # noqa: E402
 from runway_cnn.inference.predictor import Predictor  # noqa: E402
 from runway_cnn.inference.attribute_index import build_attribute_index, query_attribute_index  # noqa

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from runway_cnn import FinetuneConfig, fine_tune
 from runway_cnn import evaluate as evaluate_cli
-from runway_cnn.cli import export as export_cli
+from runway_cnn.export import __main__ as export_cli
 from runway_cnn.export.reexport import reexport
 from runway_cnn import finetune as finetune_cli
 from runway_cnn import predict as predict_cli
@@ -1021,7 +1021,7 @@ def test_ctrl_c_and_sigterm_end_a_waiting_worker(corpus, tmp_path, signal_number
 
 def test_app_on_a_port_in_use_is_one_line(corpus):
     pytest.importorskip("uvicorn", reason="the [app] extra is not installed")
-    from runway_cnn.cli import app as app_cli
+    from runway_cnn.app import __main__ as app_cli
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -1036,7 +1036,7 @@ def test_ctrl_c_on_the_web_app_says_it_stopped(corpus, monkeypatch):
     pytest.importorskip("uvicorn", reason="the [app] extra is not installed")
     import uvicorn
 
-    from runway_cnn.cli import app as app_cli
+    from runway_cnn.app import __main__ as app_cli
 
     class CtrlC:  # uvicorn's server on a SIGINT: it shuts down, then raises it again
         def __init__(self, config):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runway_cnn.cli import export as export_cli
+from runway_cnn.export import __main__ as export_cli
 from runway_cnn.export import reexport, saved_model, tflite, warmup
 from runway_cnn.errors import CheckpointError, RunwayError
 from runway_cnn.training.restore import restore_run, run_split

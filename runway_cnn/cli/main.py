@@ -15,7 +15,7 @@ from runway_cnn import cli
 
 COMMANDS = {  # subcommand → (module with main(argv), one-line help)
     "finetune": ("runway_cnn.finetune", "fine-tune a backbone on a dataset (two stages)"),
-    "export": ("runway_cnn.cli.export", "re-export a finished run for TF Serving / TFLite"),
+    "export": ("runway_cnn.export.__main__", "re-export a finished run for TF Serving / TFLite"),
     "predict": ("runway_cnn.predict", "predict labels of image files into a CSV"),
     "evaluate": ("runway_cnn.evaluate", "evaluate an export on a labelled folder"),
     "serving": ("runway_cnn.serving", "TF Serving models.config and client"),
@@ -24,7 +24,7 @@ COMMANDS = {  # subcommand → (module with main(argv), one-line help)
     "report": ("runway_cnn.report", "plot a run's or an experiment's figures"),
     "checkpoints": ("runway_cnn.checkpoints", "convert offline ImageNet checkpoints"),
     "datasets": ("runway_cnn.datasets", "convert a dataset into sharded TFRecords"),
-    "app": ("runway_cnn.cli.app", "a local web page and JSON API: a photo in, answers out"),
+    "app": ("runway_cnn.app.__main__", "a local web page and JSON API: a photo in, answers out"),
     "audit": ("runway_cnn.cli.audit", "duplicates, label errors, outliers, shortcuts of a "
                                       "dataset"),
 }
