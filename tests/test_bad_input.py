@@ -1078,9 +1078,11 @@ def test_ctrl_c_while_tensorflow_imports_is_one_line(monkeypatch):
     commands = [f"runway_cnn.{name}" for name in (
         "finetune", "predict", "evaluate", "export", "serving", "index", "recommend", "report",
         "checkpoints", "datasets", "audit")] + ["runway-cnn"]
-    for command in commands:  # report parses its one argument before it imports anything heavy
-        args = ["photos"] if command == "runway_cnn.report" else ["finetune", "--dataset_dir",
-                                                                  "photos"]
+    own_args = {"runway_cnn.report": ["photos"], "runway_cnn.export": ["--train_dir", "photos"],
+                "runway_cnn.app": ["--model", "photos", "--port", "0"]}
+    commands.append("runway_cnn.app")
+    for command in commands:  # report, export and app read their flags before anything heavy
+        args = own_args.get(command, ["finetune", "--dataset_dir", "photos"])
         done = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, command, *args],
                               capture_output=True, text=True, env=env, timeout=120)
         assert (done.returncode, done.stderr) == (130, "interrupted\n"), (command, done.stderr)
