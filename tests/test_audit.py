@@ -283,12 +283,14 @@ def test_fix_keeps_one_photo_per_copy_of_a_label_and_never_empties_a_class(tmp_p
     from types import SimpleNamespace
 
     from runway_cnn.audit.run import write_fix
+    from runway_cnn.tasks import SingleLabelTask
 
     labels = {"coat/a.jpg": "coat", "coat/b.jpg": "coat", "coat/c.jpg": "coat",
               "dress/d.jpg": "dress", "dress/e.jpg": "dress"}
     sources = sorted(labels)
     audit = SimpleNamespace(sources=sources, split_of=[None] * len(sources), out=tmp_path,
                             config=SimpleNamespace(task="single_label", group_by=None),
+                            task=SingleLabelTask(["coat", "dress"]),
                             pool=SimpleNamespace(raw_labels=[labels[s] for s in sources],
                                                  groups=None))
     exact = {"sha1": "s1", "files": ["coat/b.jpg", "coat/c.jpg"]}

@@ -292,3 +292,39 @@ class Task:
     def config(self) -> dict:
         """Everything :func:`runway_cnn.tasks.task_from_config` needs to rebuild this task."""
         return {"task": self.name, "labels": list(self.labels), **self.options}
+
+    # -- audit -------------------------------------------------------------------------------
+    def audit_questions(self, targets: np.ndarray
+                        ) -> list[tuple[str | None, np.ndarray, list[str]]]:
+        """The label questions the audit finds label errors and confused pairs on: (attribute
+        name or None, an integer column of ``targets`` with -1 for unknown, its value names).
+        None by default (the audit then says it did not look for them)."""
+        return []
+
+    def shortcut_columns(self, targets: np.ndarray) -> list[np.ndarray]:
+        """The integer label columns (-1 unknown) the audit's shortcut check predicts beside
+        the group: by default those of :meth:`audit_questions`."""
+        return [column for _, column, _ in self.audit_questions(targets)]
+
+    def raw_text(self, raw: Any) -> str:
+        """An image's raw label as one text (the audit's listings; equal texts are the same
+        label)."""
+        return str(raw)
+
+    def raw_classes(self, raw: Any,
+                    blanked: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """The classes an image with raw label ``raw`` is a photo of (those of the attributes in
+        ``blanked`` left out): a cleaned manifest keeps a photo of each."""
+        return {self.raw_text(raw)}
+
+    def manifest_columns(self) -> list[str]:
+        """The ``--labels_csv`` columns besides ``filename`` that give this task back its raw
+        labels: by default those :meth:`csv_reader` reads under the task's options."""
+        return list(self.csv_reader(**self.options)[1])
+
+    def manifest_cells(self, raw: Any,
+                       blanked: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
+        """An image's cells of :meth:`manifest_columns` from its raw label (those of the
+        attributes in ``blanked`` left empty: unknown); by default one column, the
+        :meth:`raw_text`."""
+        return dict.fromkeys(self.manifest_columns(), self.raw_text(raw))

@@ -379,6 +379,28 @@ class AttributeTask(Task):
     def combine(self, figures, output_dir, title):
         return evaluation.combine(figures, output_dir, title, self.attributes)
 
+    # -- audit --
+    def audit_questions(self, targets):
+        """One question per attribute: its value ids."""
+        targets = np.asarray(targets)
+        return [(a, targets[:, i].astype(int), list(self.values[a]))
+                for i, a in enumerate(self.attributes)]
+
+    def raw_text(self, raw):
+        """``attribute=value, …`` of the known cells."""
+        return ", ".join(f"{k}={v}" for k, v in raw.items() if v is not None)
+
+    def raw_classes(self, raw, blanked=frozenset()):
+        """``attribute=value`` of each known cell not in ``blanked``."""
+        return {f"{a}={v}" for a, v in raw.items() if v is not None and a not in blanked}
+
+    def manifest_columns(self):
+        """One column per attribute."""
+        return list(self.attributes)
+
+    def manifest_cells(self, raw, blanked=frozenset()):
+        return {a: "" if a in blanked else raw.get(a) or "" for a in self.attributes}
+
 
 class MaskedAttributeAccuracy(keras.metrics.Mean):
     """Share of known cells (target ≥ 0) whose attribute's top logit is the target value."""

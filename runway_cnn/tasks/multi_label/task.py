@@ -290,6 +290,19 @@ class MultiLabelTask(Task):
         return {**super().config(), "thresholds": None if self.thresholds is None
                 else [float(t) for t in self.thresholds]}
 
+    # -- audit (no label-error questions: a missing tag is not a wrong one) --
+    def shortcut_columns(self, targets):
+        """One 0/1 column per tag."""
+        targets = np.asarray(targets)
+        return [targets[:, j].astype(int) for j in range(targets.shape[1])]
+
+    def raw_text(self, raw):
+        """The tags, ';'-joined (as the ``labels`` column)."""
+        return SEPARATOR.join(map(str, _tags(raw)))
+
+    def raw_classes(self, raw, blanked=frozenset()):
+        return set(map(str, _tags(raw)))
+
 
 def _tags(raw: Any) -> tuple[str, ...]:
     """An image's tags: a manifest's tuple, or a class folder's name as its one tag."""

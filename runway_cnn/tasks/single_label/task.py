@@ -231,6 +231,11 @@ class SingleLabelTask(Task):
     def combine(self, figures, output_dir, title):
         return evaluation.combine(figures, output_dir, title, self.labels)
 
+    # -- audit --
+    def audit_questions(self, targets):
+        """One question: the class."""
+        return [(None, np.asarray(targets).astype(int), list(self.labels))]
+
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
