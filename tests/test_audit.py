@@ -440,3 +440,33 @@ def test_the_files_the_audit_skipped_are_counted_and_named(drawn):
     lines = [line for line in summary_text(result).splitlines() if "skipped" in line]
     assert len(lines) == 1 and lines[0].startswith("skipped 2 files")
     assert all(f"{path} ({reason})" in lines[0] for path, reason in skipped.items())
+
+
+def test_a_regression_audit_fixes_into_the_column_its_csv_reader_reads(drawn, tmp_path):
+    """``audit --task regression --target_column price --fix``: the task's option is a flag as
+    for finetune, and the cleaned manifest has the target column (not a class ``label``) with
+    each kept photo's number, which a regression run's CSV reader reads back."""
+    from runway_cnn.cli.audit import main
+    from runway_cnn.tasks import RegressionTask
+
+    sources = sorted(str(p.relative_to(drawn["photos"]))
+                     for p in drawn["photos"].glob("*/*_0*.jpg"))
+    prices = {source: f"{10 + 2.5 * i:g}" for i, source in enumerate(sources)}
+    manifest = tmp_path / "prices.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "price"])
+        writer.writerows(prices.items())
+    out = tmp_path / "out"
+    result = main(["--dataset_dir", str(drawn["photos"]), "--labels_csv", str(manifest),
+                   "--task", "regression", "--target_column", "price", "--output_dir", str(out),
+                   "--model_name", drawn["model"], "--image_size", "32", "--fix"])
+    assert result["settings"]["target_column"] == "price" and result["labels"] == ["price"]
+    assert any("not done for the regression task" in n for n in result["not_done"])
+    with (out / "cleaned_labels.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    reader, columns = RegressionTask.csv_reader(target_column="price")
+    assert list(rows[0]) == ["filename", *columns] == ["filename", "price"]
+    assert len(rows) == result["fix"]["kept"] == len(sources) - len(result["fix"]["removed"])
+    assert {row["filename"]: reader(row) for row in rows} == {
+        row["filename"]: float(prices[row["filename"]]) for row in rows}

@@ -57,7 +57,7 @@ class Audit:
     digests and perceptual hashes."""
 
     def __init__(self, config: AuditConfig):
-        from runway_cnn.training.config import FinetuneConfig, check_outside_dataset
+        from runway_cnn.training.config import check_outside_dataset
         from runway_cnn.training.datasets import load_dataset
 
         self.config = config
@@ -65,12 +65,7 @@ class Audit:
         check_output_dir(self.out, "--output_dir")
         check_own_output(self.out, AUDIT_JSON, FORMAT, OWN_FILES, config.overwrite,
                          "--output_dir")
-        self.run_config = FinetuneConfig(
-            dataset_dir=config.dataset_dir, labels_csv=config.labels_csv, task=config.task,
-            attributes=config.attributes, group_by=config.group_by,
-            model_name=config.model_name, hub_handle=config.hub_handle,
-            image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
-            train_dir=str(self.out), verbose=0)
+        self.run_config = config.run_config()
         check_outside_dataset("--output_dir", str(self.out), self.run_config.dataset_dir)
         start = time.perf_counter()
         self.dataset, self.task = load_dataset(self.run_config, None, make_splits=False)
