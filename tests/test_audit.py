@@ -271,6 +271,29 @@ def test_attributes_get_label_errors_per_attribute_and_fix_blanks_the_cell(plant
     assert len(rows) == len(sources) - len(result["fix"]["removed"])
 
 
+def test_settings_are_checked_as_a_runs_are_one_line_each(tmp_path):
+    """The settings an audit shares with finetune are checked by its rules, the audit's own by
+    type and range too (a string is not a number: a line, not a TypeError); a task's options
+    are taken as finetune takes them, and belong to their task."""
+    from runway_cnn.audit import AuditConfig
+
+    cases = [(dict(folds="5"), "--folds '5': must be a whole number"),
+             (dict(batch_size=0, folds=1), "--batch_size 0: must be at least 1; --folds 1: "
+                                           "must be at least 2"),
+             (dict(seed=-1), "--seed -1: must be in"),
+             (dict(target_column="price"), "--target_column: not an option of --task "
+                                           "single_label"),
+             (dict(task="regression", target_column="price", head="mlgcn"),
+              "--head: not an option of --task regression")]
+    for flags, message in cases:
+        with pytest.raises(RunwayError, match=message) as error:
+            AuditConfig(dataset_dir=str(tmp_path), **flags)
+        assert "\n" not in str(error.value)
+    settings = AuditConfig(dataset_dir=str(tmp_path), task="regression",
+                           target_column="price").to_dict()
+    assert settings["target_column"] == "price" and settings["task"] == "regression"
+
+
 def _near(a: str, b: str, cosine: float, labels: dict) -> dict:
     return {"files": [a, b], "cosine": cosine, "hash_bits": 3, "hash_agrees": True,
             "same_label": labels[a] == labels[b]}

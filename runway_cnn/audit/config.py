@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from runway_cnn.data.leaks import NEAR_DUPLICATE_COSINE
 from runway_cnn.errors import RunwayError
 from runway_cnn.paths import absolute_path
-from runway_cnn.training.config import FinetuneConfig, _opt
+from runway_cnn.training.config import FinetuneConfig, _opt, _type_problems
 
 # the settings of a run the audit reads the data and builds the backbone with
 SHARED = ("dataset_dir", "labels_csv", "task", "group_by", "model_name", "hub_handle",
@@ -75,13 +75,16 @@ class AuditConfig:
     __init__ = FinetuneConfig.__init__  # the fields by name, the task's options beside them
 
     def __post_init__(self):
-        problems = [f"--{name} {getattr(self, name)!r}: {rule}" for name, ok, rule in (
-            ("near_duplicate_cosine", 0 < self.near_duplicate_cosine <= 1,
-             "must be in (0, 1]"),
-            ("folds", self.folds >= 2, "must be at least 2"),
-            ("outlier_share", 0 <= self.outlier_share < 1, "must be in [0, 1)"),
-            ("max_shown", self.max_shown >= 1, "must be at least 1"),
-        ) if not ok]
+        own = [f for f in self.fields() if f.name not in SHARED and f.name != "task_options"]
+        problems = [f"--{name} {value!r}: {rule}" for name, value, rule in
+                    _type_problems(self, own)] or [
+            f"--{name} {getattr(self, name)!r}: {rule}" for name, ok, rule in (
+                ("near_duplicate_cosine", 0 < self.near_duplicate_cosine <= 1,
+                 "must be in (0, 1]"),
+                ("folds", self.folds >= 2, "must be at least 2"),
+                ("outlier_share", 0 <= self.outlier_share < 1, "must be in [0, 1)"),
+                ("max_shown", self.max_shown >= 1, "must be at least 1"),
+            ) if not ok]
         try:
             run = self.run_config()  # the shared settings and the task's options: checked there
         except RunwayError as error:
