@@ -298,7 +298,7 @@ class Task:
                         ) -> list[tuple[str | None, np.ndarray, list[str]]]:
         """The label questions the audit finds label errors and confused pairs on: (attribute
         name or None, an integer column of ``targets`` with -1 for unknown, its value names).
-        None by default (the audit then says it did not look for them)."""
+        No questions by default (the audit then says it did not look for them)."""
         return []
 
     def shortcut_columns(self, targets: np.ndarray) -> list[np.ndarray]:

@@ -290,7 +290,7 @@ class MultiLabelTask(Task):
         return {**super().config(), "thresholds": None if self.thresholds is None
                 else [float(t) for t in self.thresholds]}
 
-    # -- audit (no label-error questions: a missing tag is not a wrong one) --
+    # -- audit (no label-error questions: duplicates, outliers and the shortcut check) --
     def shortcut_columns(self, targets):
         """One 0/1 column per tag."""
         targets = np.asarray(targets)
