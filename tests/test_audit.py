@@ -271,6 +271,29 @@ def test_attributes_get_label_errors_per_attribute_and_fix_blanks_the_cell(plant
     assert len(rows) == len(sources) - len(result["fix"]["removed"])
 
 
+def test_settings_are_checked_as_a_runs_are_one_line_each(tmp_path):
+    """The settings an audit shares with finetune are checked by its rules, the audit's own by
+    type and range too (a string is not a number: a line, not a TypeError); a task's options
+    are taken as finetune takes them, and belong to their task."""
+    from runway_cnn.audit import AuditConfig
+
+    cases = [(dict(folds="5"), "--folds '5': must be a whole number"),
+             (dict(batch_size=0, folds=1), "--batch_size 0: must be at least 1; --folds 1: "
+                                           "must be at least 2"),
+             (dict(seed=-1), "--seed -1: must be in"),
+             (dict(target_column="price"), "--target_column: not an option of --task "
+                                           "single_label"),
+             (dict(task="regression", target_column="price", head="mlgcn"),
+              "--head: not an option of --task regression")]
+    for flags, message in cases:
+        with pytest.raises(RunwayError, match=message) as error:
+            AuditConfig(dataset_dir=str(tmp_path), **flags)
+        assert "\n" not in str(error.value)
+    settings = AuditConfig(dataset_dir=str(tmp_path), task="regression",
+                           target_column="price").to_dict()
+    assert settings["target_column"] == "price" and settings["task"] == "regression"
+
+
 def _near(a: str, b: str, cosine: float, labels: dict) -> dict:
     return {"files": [a, b], "cosine": cosine, "hash_bits": 3, "hash_agrees": True,
             "same_label": labels[a] == labels[b]}
@@ -283,12 +306,14 @@ def test_fix_keeps_one_photo_per_copy_of_a_label_and_never_empties_a_class(tmp_p
     from types import SimpleNamespace
 
     from runway_cnn.audit.run import write_fix
+    from runway_cnn.tasks import SingleLabelTask
 
     labels = {"coat/a.jpg": "coat", "coat/b.jpg": "coat", "coat/c.jpg": "coat",
               "dress/d.jpg": "dress", "dress/e.jpg": "dress"}
     sources = sorted(labels)
     audit = SimpleNamespace(sources=sources, split_of=[None] * len(sources), out=tmp_path,
                             config=SimpleNamespace(task="single_label", group_by=None),
+                            task=SingleLabelTask(["coat", "dress"]),
                             pool=SimpleNamespace(raw_labels=[labels[s] for s in sources],
                                                  groups=None))
     exact = {"sha1": "s1", "files": ["coat/b.jpg", "coat/c.jpg"]}
@@ -438,3 +463,33 @@ def test_the_files_the_audit_skipped_are_counted_and_named(drawn):
     lines = [line for line in summary_text(result).splitlines() if "skipped" in line]
     assert len(lines) == 1 and lines[0].startswith("skipped 2 files")
     assert all(f"{path} ({reason})" in lines[0] for path, reason in skipped.items())
+
+
+def test_a_regression_audit_fixes_into_the_column_its_csv_reader_reads(drawn, tmp_path):
+    """``audit --task regression --target_column price --fix``: the task's option is a flag as
+    for finetune, and the cleaned manifest has the target column (not a class ``label``) with
+    each kept photo's number, which a regression run's CSV reader reads back."""
+    from runway_cnn.cli.audit import main
+    from runway_cnn.tasks import RegressionTask
+
+    sources = sorted(str(p.relative_to(drawn["photos"]))
+                     for p in drawn["photos"].glob("*/*_0*.jpg"))
+    prices = {source: f"{10 + 2.5 * i:g}" for i, source in enumerate(sources)}
+    manifest = tmp_path / "prices.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "price"])
+        writer.writerows(prices.items())
+    out = tmp_path / "out"
+    result = main(["--dataset_dir", str(drawn["photos"]), "--labels_csv", str(manifest),
+                   "--task", "regression", "--target_column", "price", "--output_dir", str(out),
+                   "--model_name", drawn["model"], "--image_size", "32", "--fix"])
+    assert result["settings"]["target_column"] == "price" and result["labels"] == ["price"]
+    assert any("not done for the regression task" in n for n in result["not_done"])
+    with (out / "cleaned_labels.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    reader, columns = RegressionTask.csv_reader(target_column="price")
+    assert list(rows[0]) == ["filename", *columns] == ["filename", "price"]
+    assert len(rows) == result["fix"]["kept"] == len(sources) - len(result["fix"]["removed"])
+    assert {row["filename"]: reader(row) for row in rows} == {
+        row["filename"]: float(prices[row["filename"]]) for row in rows}

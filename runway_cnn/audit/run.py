@@ -53,7 +53,7 @@ class Audit:
     digests and perceptual hashes."""
 
     def __init__(self, config: AuditConfig):
-        from runway_cnn.training.config import FinetuneConfig, check_outside_dataset
+        from runway_cnn.training.config import check_outside_dataset
         from runway_cnn.training.datasets import load_dataset
 
         self.config = config
@@ -61,12 +61,7 @@ class Audit:
         check_output_dir(self.out, "--output_dir")
         check_own_output(self.out, AUDIT_JSON, FORMAT, OWN_FILES, config.overwrite,
                          "--output_dir")
-        self.run_config = FinetuneConfig(
-            dataset_dir=config.dataset_dir, labels_csv=config.labels_csv, task=config.task,
-            attributes=config.attributes, group_by=config.group_by,
-            model_name=config.model_name, hub_handle=config.hub_handle,
-            image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
-            train_dir=str(self.out), verbose=0)
+        self.run_config = config.run_config()
         check_outside_dataset("--output_dir", str(self.out), self.run_config.dataset_dir)
         start = time.perf_counter()
         self.dataset, self.task = load_dataset(self.run_config, None, make_splits=False)
@@ -256,11 +251,7 @@ def _scope(audit: Audit, rows) -> str:
 
 def _label_text(audit: Audit, i: int) -> str:
     raw = audit.pool.raw_labels[i] if audit.pool.raw_labels is not None else None
-    if isinstance(raw, dict):
-        return ", ".join(f"{k}={v}" for k, v in raw.items() if v is not None)
-    if isinstance(raw, (tuple, list)):
-        return ";".join(map(str, raw))
-    return str(raw)
+    return str(raw) if raw is None else audit.task.raw_text(raw)
 
 
 def exact_duplicates(audit: Audit, digests: list[str]) -> list[dict]:
@@ -304,18 +295,6 @@ def near_duplicates(audit: Audit, features: np.ndarray, digests: list[str],
             "hash_agrees": sum(p["hash_agrees"] for p in pairs)}
 
 
-def _questions(audit: Audit) -> list[tuple[str | None, np.ndarray, list[str]]]:
-    """The label questions of the task: (attribute or None, integer column with -1 unknown,
-    value names)."""
-    targets = np.asarray(audit.pool.targets)
-    if audit.config.task == "single_label":
-        return [(None, targets.astype(int), list(audit.task.labels))]
-    if audit.config.task == "attributes":
-        return [(a, targets[:, i].astype(int), list(audit.task.values[a]))
-                for i, a in enumerate(audit.task.attributes)]
-    return []
-
-
 def _grouped_probabilities(audit: Audit, x: np.ndarray, y: np.ndarray, k: int,
                            groups: np.ndarray | None) -> tuple[np.ndarray, int, int, str]:
     """Out-of-fold probabilities; with groups, by group for classes with two or more groups
@@ -345,7 +324,7 @@ def _grouped_probabilities(audit: Audit, x: np.ndarray, y: np.ndarray, k: int,
 def label_findings(audit: Audit, x: np.ndarray, result: dict) -> None:
     """Label-error candidates (confident learning on out-of-fold probabilities) and the most
     confused label pairs, per label question of the task."""
-    questions = _questions(audit)
+    questions = audit.task.audit_questions(audit.pool.targets)
     if not questions:
         result["not_done"].append(f"label errors and confused pairs: not done for the "
                                   f"{audit.config.task} task (duplicates, outliers and the "
@@ -423,15 +402,13 @@ def shortcut(audit: Audit, x: np.ndarray, result: dict) -> dict | None:
                                   "product) to compare how well the group and the label are "
                                   "predicted")
         return None
-    targets = np.asarray(audit.pool.targets)
-    if audit.config.task == "multi_label":
-        columns = [targets[:, j].astype(int) for j in range(targets.shape[1])]
-    else:
-        columns = [column for _, column, _ in _questions(audit)]
+    columns = audit.task.shortcut_columns(audit.pool.targets)
     check = findings.shortcut_check(x, columns, groups, audit.config.folds, audit.config.seed)
-    if audit.config.task == "single_label":
-        label = np.asarray(audit.pool.targets).astype(int)
-        per_class = {int(c): set(groups[label == c].tolist()) for c in np.unique(label)}
+    questions = audit.task.audit_questions(audit.pool.targets)
+    if len(questions) == 1 and questions[0][0] is None:  # one label per photo: a class
+        label = questions[0][1]
+        per_class = {int(c): set(groups[label == c].tolist())
+                     for c in np.unique(label[label >= 0])}
         single = sum(len(g) == 1 for g in per_class.values())
         check["labels_in_one_group"] = single
         if single == len(per_class):
@@ -484,15 +461,18 @@ def write_fix(audit: Audit, result: dict) -> dict:
         else:
             candidates.setdefault(i, f"label-error candidate: given {error['given']}, "
                                      f"suggested {error['suggested']}")
-    every = set().union(*(_classes(audit, i, {}) for i in range(len(audit.sources))))
-    left = set().union(*(_classes(audit, i, blanked) for i in range(len(audit.sources))
+    classes = audit.task.raw_classes
+    raw = audit.pool.raw_labels
+    every = set().union(*(classes(raw[i]) for i in range(len(audit.sources))))
+    left = set().union(*(classes(raw[i], blanked.get(i, set()))
+                         for i in range(len(audit.sources))
                          if i not in removed and i not in candidates))
     emptied = sorted(every - left)
     if emptied:  # a fix never removes a class: its candidates stay
         candidates = {i: why for i, why in candidates.items()
-                      if not _classes(audit, i, {}) & set(emptied)}
-        blanked = {i: {a for a in cells if f"{a}={audit.pool.raw_labels[i].get(a)}"
-                       not in emptied} for i, cells in blanked.items()}
+                      if not classes(raw[i]) & set(emptied)}
+        blanked = {i: {a for a in cells if not (classes(raw[i]) - classes(raw[i], {a}))
+                       & set(emptied)} for i, cells in blanked.items()}
         result["notes"].append(f"--fix kept the label-error candidates of {', '.join(emptied)}: "
                                "removing them would leave no photo of it")
     removed |= candidates
@@ -524,18 +504,10 @@ def write_fix(audit: Audit, result: dict) -> dict:
                     "folders become part of each file name"}
 
 
-def _classes(audit: Audit, i: int, blanked: dict[int, set[str]]) -> set[str]:
-    """The classes row ``i`` is a photo of: its label, tags, or attribute=value cells (those
-    in ``blanked`` left out)."""
-    raw = audit.pool.raw_labels[i]
-    if isinstance(raw, dict):
-        return {f"{a}={v}" for a, v in raw.items()
-                if v is not None and a not in blanked.get(i, ())}
-    return set(map(str, raw)) if isinstance(raw, (tuple, list)) else {str(raw)}
-
-
 def _manifest_columns(audit: Audit, blanked: dict[int, set[str]]):
-    """The header of the fixed manifest and a function giving a row's cells after filename."""
+    """The header of the fixed manifest and a function giving a row's cells after filename:
+    the task's columns (those its CSV reader reads back) and the ``--group_by column:NAME``
+    column, written once."""
     raw = audit.pool.raw_labels
     group_by = audit.config.group_by or ""
     column = group_by[len("column:"):] if group_by.startswith("column:") else None
@@ -545,11 +517,9 @@ def _manifest_columns(audit: Audit, blanked: dict[int, set[str]]):
         return [] if column is None else [str(groups[i]).lstrip("\0") if not str(
             groups[i]).startswith("\0") else ""]
     extra = [column] if column else []
-    if audit.config.task == "multi_label":
-        return ["filename", "labels", *extra], lambda i: [";".join(raw[i]), *group_cell(i)]
-    if audit.config.task == "attributes":
-        attributes = [a for a in audit.task.attributes if a != column]
-        return (["filename", *attributes, *extra],
-                lambda i: [("" if a in blanked.get(i, ()) else raw[i].get(a) or "")
-                           for a in attributes] + group_cell(i))
-    return ["filename", "label", *extra], lambda i: [str(raw[i]), *group_cell(i)]
+    own = [c for c in audit.task.manifest_columns() if c != column]
+
+    def cells(i):
+        given = audit.task.manifest_cells(raw[i], blanked.get(i, set()))
+        return [given[c] for c in own] + group_cell(i)
+    return ["filename", *own, *extra], cells

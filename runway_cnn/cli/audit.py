@@ -9,13 +9,14 @@ import argparse
 
 from runway_cnn.audit import AuditConfig, audit_dataset
 from runway_cnn.audit.report import summary_text
-from runway_cnn.cli import add_dataclass_flags
+from runway_cnn.cli import add_dataclass_flags, add_task_option_flags
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m runway_cnn.audit",
                                      description=__doc__.split("\n\n")[0])
     add_dataclass_flags(parser, AuditConfig)
+    add_task_option_flags(parser)
     args = parser.parse_args(argv)
     result = audit_dataset(AuditConfig(**vars(args)))
     print(summary_text(result))

@@ -148,6 +148,54 @@ class TaskLabels:
         ``groups``, no group in two parts of a fold. By default plain random folds."""
         return kfold_splits(np.zeros(len(targets), int), k, seed, validation_fraction, groups)
 
+    # the audit's questions and the columns of its cleaned manifest
+    def audit_questions(self, targets: np.ndarray
+                        ) -> list[tuple[str | None, np.ndarray, list[str]]]:
+        """The label questions the audit finds label errors and confused pairs on: (attribute
+        name or None, an integer column of ``targets`` with -1 for unknown, its value names).
+        No questions by default (the audit then says it did not look for them)."""
+        return []
+
+    def shortcut_columns(self, targets: np.ndarray) -> list[np.ndarray]:
+        """The integer label columns (-1 unknown) the audit's shortcut check predicts beside
+        the group: by default those of :meth:`audit_questions`."""
+        return [column for _, column, _ in self.audit_questions(targets)]
+
+    def raw_text(self, raw: Any) -> str:
+        """An image's raw label as one text (the audit's listings; equal texts are the same
+        label): ``column=value, …`` of a dict's known cells, a tuple ';'-joined, else the
+        label itself."""
+        if isinstance(raw, dict):
+            return ", ".join(f"{k}={v}" for k, v in raw.items() if v is not None)
+        if isinstance(raw, (tuple, list)):
+            return ";".join(map(str, raw))
+        return str(raw)
+
+    def raw_classes(self, raw: Any,
+                    blanked: set[str] | frozenset[str] = frozenset()) -> set[str]:
+        """The classes an image with raw label ``raw`` is a photo of (those of the attributes in
+        ``blanked`` left out): a cleaned manifest keeps a photo of each. A dict's known cells
+        as ``column=value``, a tuple's members, else the label itself."""
+        if isinstance(raw, dict):
+            return {f"{k}={v}" for k, v in raw.items() if v is not None and k not in blanked}
+        if isinstance(raw, (tuple, list)):
+            return set(map(str, raw))
+        return {self.raw_text(raw)}
+
+    def manifest_columns(self) -> list[str]:
+        """The ``--labels_csv`` columns besides ``filename`` that give this task back its raw
+        labels: by default those :meth:`csv_reader` reads under the task's options."""
+        return list(self.csv_reader(**self.options)[1])
+
+    def manifest_cells(self, raw: Any,
+                       blanked: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
+        """An image's cells of :meth:`manifest_columns` from its raw label (those of the
+        attributes in ``blanked`` left empty: unknown): a dict's cells by column, else one
+        column, the :meth:`raw_text`."""
+        if isinstance(raw, dict):
+            return {c: "" if c in blanked else raw.get(c) or "" for c in self.manifest_columns()}
+        return dict.fromkeys(self.manifest_columns(), self.raw_text(raw))
+
 
 
 class TaskModel:

@@ -266,14 +266,15 @@ _TYPES = {"int": (numbers.Integral, int, "a whole number"),
           "bool": (bool, bool, "True or False")}
 
 
-def _type_problems(c) -> list[tuple[str, object, str]]:
+def _type_problems(c, fields=None) -> list[tuple[str, object, str]]:
     """Each setting of ``c`` (a :class:`FinetuneConfig` or a namespace of its fields) of its
     field's type, or None where that is the default, and one of the field's choices; values
     converted to the plain type (numpy numbers, paths; a whole number as the text of a string
     field marked ``number``: ``unfreeze=20``). Returns (name, value, what is expected) of each
-    that is not: a string of a number is not a number."""
+    that is not: a string of a number is not a number. ``fields``: another config's fields to
+    check instead (the audit's own)."""
     problems = []
-    for f in dataclasses.fields(FinetuneConfig):
+    for f in fields or dataclasses.fields(FinetuneConfig):
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         if kind not in _TYPES or getattr(c, f.name) is None and f.default is None:
             continue

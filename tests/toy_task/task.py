@@ -37,6 +37,7 @@ class ToyAttributeTask(Task):
 
     name = "toy_attributes"
     summary_figures = ("accuracy", "loss")
+    csv_columns = tuple(ATTRIBUTES)  # what raw_label reads: the cleaned manifest's columns
 
     def __init__(self, labels, dropout=0.2):
         super().__init__(labels, dropout=dropout)

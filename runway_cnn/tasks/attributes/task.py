@@ -382,6 +382,17 @@ class AttributeTask(Task):
         return [{"text": f"{a}: {v['value']}", "score": v["score"]}
                 for a, v in result.get("attributes", {}).items()]
 
+    # -- audit --
+    def audit_questions(self, targets):
+        """One question per attribute: its value ids."""
+        targets = np.asarray(targets)
+        return [(a, targets[:, i].astype(int), list(self.values[a]))
+                for i, a in enumerate(self.attributes)]
+
+    def manifest_columns(self):
+        """One column per attribute."""
+        return list(self.attributes)
+
 
 class MaskedAttributeAccuracy(keras.metrics.Mean):
     """Share of known cells (target ≥ 0) whose attribute's top logit is the target value."""

@@ -295,6 +295,12 @@ class MultiLabelTask(Task):
         """Each label of the result with its probability as a bar, best first."""
         return self.scored_items(result["labels"], result["scores"])
 
+    # -- audit (no label-error questions: duplicates, outliers and the shortcut check) --
+    def shortcut_columns(self, targets):
+        """One 0/1 column per tag."""
+        targets = np.asarray(targets)
+        return [targets[:, j].astype(int) for j in range(targets.shape[1])]
+
 
 def _tags(raw: Any) -> tuple[str, ...]:
     """An image's tags: a manifest's tuple, or a class folder's name as its one tag."""

@@ -223,6 +223,11 @@ class SingleLabelTask(Task):
         """Each label of the result with its probability as a bar, best first."""
         return self.scored_items(result["labels"], result["scores"])
 
+    # -- audit --
+    def audit_questions(self, targets):
+        """One question: the class."""
+        return [(None, np.asarray(targets).astype(int), list(self.labels))]
+
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
