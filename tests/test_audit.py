@@ -373,7 +373,7 @@ def test_a_folder_of_the_users_files_is_refused_unless_overwrite(drawn, tmp_path
                                                                    monkeypatch):
     """The user's cleaned_labels.csv is neither overwritten nor scanned past; --overwrite
     writes into the folder. (The audit's own folder is rewritten as it is: the reruns above.)"""
-    from runway_cnn.cli.audit import main
+    from runway_cnn.audit.__main__ import main
     from runway_cnn.training import datasets
 
     mine = tmp_path / "mine"
@@ -469,7 +469,7 @@ def test_a_regression_audit_fixes_into_the_column_its_csv_reader_reads(drawn, tm
     """``audit --task regression --target_column price --fix``: the task's option is a flag as
     for finetune, and the cleaned manifest has the target column (not a class ``label``) with
     each kept photo's number, which a regression run's CSV reader reads back."""
-    from runway_cnn.cli.audit import main
+    from runway_cnn.audit.__main__ import main
     from runway_cnn.tasks import RegressionTask
 
     sources = sorted(str(p.relative_to(drawn["photos"]))

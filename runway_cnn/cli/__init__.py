@@ -2,13 +2,12 @@
 
 A command is the module ``python -m`` runs: ``runway_cnn/<command>.py`` (argparse and ``main``,
 run under :func:`run`; it imports the library inside ``main``, so a Ctrl-C while TensorFlow
-imports is one line too). The three commands named like a package (``export``, ``audit``,
-``app``) keep theirs here, run by the package's ``__main__`` through :func:`run_module`."""
+imports is one line too); the three named like a package are its ``__main__``
+(``export/__main__.py``, ``audit/__main__.py``, ``app/__main__.py``)."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import sys
 from typing import Callable
 
@@ -79,9 +78,3 @@ def run(main: Callable[[], object]) -> None:
     except KeyboardInterrupt as interrupt:
         print(one_line(str(interrupt) or "interrupted"), file=sys.stderr)
         sys.exit(130)
-
-
-def run_module(name: str) -> None:
-    """``python -m runway_cnn.PACKAGE``: the CLI module ``name``'s ``main`` under :func:`run`,
-    imported inside it (TensorFlow takes seconds to import: a Ctrl-C then is one line too)."""
-    run(lambda: importlib.import_module(name).main())
