@@ -297,9 +297,10 @@ class TaskOutputs:
         return {"all": list(range(len(self.labels)))}
 
     def describe(self, result: dict, limit: int = 3, groups: Sequence[str] | None = None) -> str:
-        """A result in a few words, for captions: its first ``limit`` labels (of ``groups``
-        only, where the task has groups)."""
-        return ", ".join(result.get("labels", [])[:limit])
+        """A result in a few words, for captions (and ``predict``'s default CSV column): by
+        default the texts of its first ``limit`` :meth:`display_items` (a task with groups of
+        labels shows those of ``groups`` only)."""
+        return ", ".join(item["text"] for item in self.display_items(result)[:limit])
 
     def display(self, result: dict) -> dict:
         """A result as the web page shows it, whatever the task: ``{"caption": str, "items":
