@@ -29,8 +29,9 @@ class UnknownNameError(RunwayError, LookupError):
 
 class RunwayDeprecationWarning(FutureWarning):
     """An older flag or keyword that still works, with the spelling to use instead. A
-    ``FutureWarning``, shown by default (a ``DeprecationWarning`` is hidden outside ``__main__``);
-    the CLIs print it as one ``warning:`` line per run (:func:`runway_cnn.cli.run`)."""
+    ``FutureWarning``, shown by default (a ``DeprecationWarning`` is hidden outside
+    ``__main__``); the CLIs print it as one ``warning:`` line per run
+    (:func:`runway_cnn.cli.run`)."""
 
 
 # each message once in a process, wherever it is raised (after the user's own filters: ``-W

@@ -326,8 +326,8 @@ def get_backbone(name: str | ModelSpec | None = None, *, hub_handle: str | None 
     handle ([0, 1] inputs), a Keras application with a weights file, or a previous run (a
     runway_cnn export or train dir, whose backbone is reused with its head dropped — the domain
     pre-training hook). ``hub_handle`` / ``from_run`` are the older, deprecated spellings of
-    ``hub:`` / ``run:`` (a warning); ``weights`` (``default``, ``imagenet``, ``none`` / None, for a TF-Hub registry
-    entry a handle) applies to registry names."""
+    ``hub:`` / ``run:`` (a warning); ``weights`` (``default``, ``imagenet``, ``none`` / None,
+    for a TF-Hub registry entry a handle) applies to registry names."""
     spec, weights = model_spec(name, weights, hub_handle=hub_handle, from_run=from_run)
     for keyword, value in (("hub_handle", hub_handle), ("from_run", from_run)):
         if value is not None:
