@@ -95,7 +95,7 @@ def main() -> None:
         for job in args.jobs:
             run = work / f"{job}_{size}_{int(time.time())}"
             settings = (f"dataset_dir={str(folder)!r}, train_dir={str(run)!r}, "
-                        f"hub_handle={str(hub)!r}, image_size={args.image_size}, verbose=0")
+                        f"model_name={'hub:' + str(hub)!r}, image_size={args.image_size}, verbose=0")
             export = work / f"finetune_{size}_export"
             code = JOBS[job].format(settings=settings, export=str(export), data=str(folder),
                                     out=str(run))

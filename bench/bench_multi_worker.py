@@ -42,7 +42,7 @@ def main() -> None:
     dataset = make_image_folder(work / "looks", CLASSES, per_class=args.per_class,
                                 size=(64, 128))
     hub = make_tiny_hub_module(work / "hub")
-    settings = {"dataset_dir": str(dataset), "hub_handle": str(hub), "image_size": 64,
+    settings = {"dataset_dir": str(dataset), "model_name": f"hub:{hub}", "image_size": 64,
                 "batch_size": 16, "stage2_epochs": args.epochs, "patience": 0,
                 "validation_fraction": 0.2, "test_fraction": 0.2, "verbose": 0}
     flags = [f"--{k}={v}" for k, v in settings.items()]

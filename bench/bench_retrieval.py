@@ -140,7 +140,7 @@ def chain(out: Path, seeds: list[int]) -> dict:
                 starts = (("imagenet", None), ("clothing-other", intermediate.export_path))
             for name, start_from in starts:
                 result = fine_tune(FinetuneConfig(
-                    dataset_dir=str(data), init_from=start_from and str(start_from), seed=seed,
+                    dataset_dir=str(data), model_name=start_from and f"run:{start_from}", seed=seed,
                     train_dir=str(out / f"target_{size}_{name}_seed{seed}"), verbose=0))
                 rows.append({"train": size, "start": name, "seed": seed,
                              "validation": result.metrics["validation"]["top1"],

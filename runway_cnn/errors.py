@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import unicodedata
+import warnings
 
 MAX_LINE = 500  # characters of an error line; the rest is cut (a 100 kB file name …)
 
@@ -24,6 +25,25 @@ class CheckpointError(RunwayError):
 
 class UnknownNameError(RunwayError, LookupError):
     """A name that is not in a registry."""
+
+
+class RunwayDeprecationWarning(FutureWarning):
+    """An older flag or keyword that still works, with the spelling to use instead. A
+    ``FutureWarning``, shown by default (a ``DeprecationWarning`` is hidden outside
+    ``__main__``); the CLIs print it as one ``warning:`` line per run
+    (:func:`runway_cnn.cli.run`)."""
+
+
+# each message once in a process, wherever it is raised (after the user's own filters: ``-W
+# error`` still makes it an error)
+warnings.filterwarnings("once", category=RunwayDeprecationWarning, append=True)
+
+
+def deprecated(old: str, new: str, stacklevel: int = 2) -> None:
+    """Warns that ``old`` is deprecated for ``new`` (``stacklevel`` as for ``warnings.warn``,
+    counted from the caller of this function)."""
+    warnings.warn(f"{old} is deprecated: use {new}", RunwayDeprecationWarning,
+                  stacklevel=stacklevel + 1)
 
 
 def first_line(error: BaseException) -> str:

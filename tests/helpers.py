@@ -33,7 +33,7 @@ def tiny_csv_run(photos, labels_csv, task: str, train_dir, hub, **settings) -> R
     ``settings`` say otherwise)."""
     return fine_tune(FinetuneConfig(**{
         "dataset_dir": str(photos), "labels_csv": str(labels_csv), "task": task,
-        "train_dir": str(train_dir), "hub_handle": str(hub), "image_size": 32, "batch_size": 8,
+        "train_dir": str(train_dir), "model_name": f"hub:{hub}", "image_size": 32, "batch_size": 8,
         "stage2_epochs": 0, "validation_fraction": 0.25, "test_fraction": 0.25, "verbose": 0,
         **settings}))
 

@@ -20,7 +20,7 @@ def shared_run(tmp_path_factory) -> RunResult:
         dataset = make_image_folder(root / "looks", CLASSES, per_class=10, size=(40, 72))
         hub = make_tiny_hub_module(root / "hub")
         _RUNS["run"] = fine_tune(FinetuneConfig(
-            dataset_dir=str(dataset), train_dir=str(root / "run"), hub_handle=str(hub),
+            dataset_dir=str(dataset), train_dir=str(root / "run"), model_name=f"hub:{hub}",
             image_size=32, batch_size=8, stage1_epochs=12, stage2_epochs=0, learning_rate=1e-2,
             validation_fraction=0.2, test_fraction=0.2, top_k=3, verbose=0))
     return _RUNS["run"]

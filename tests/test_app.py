@@ -46,7 +46,7 @@ def served(tmp_path_factory):
     (a JPEG, a half-transparent PNG that must be converted as training converts it, JPEGs)."""
     root = tmp_path_factory.mktemp("app")
     hub = str(make_tiny_hub_module(root / "hub"))
-    common = dict(hub_handle=hub, image_size=32, batch_size=8, stage2_epochs=0, verbose=0)
+    common = dict(model_name=f"hub:{hub}", image_size=32, batch_size=8, stage2_epochs=0, verbose=0)
     gallery = make_image_folder(root / "gallery", CLASSES, per_class=8, size=(40, 64), seed=1)
     single = fine_tune(FinetuneConfig(dataset_dir=str(gallery), train_dir=str(root / "single"),
                                       **common))

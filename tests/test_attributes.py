@@ -253,7 +253,7 @@ def test_oversample_and_class_weight_runs_train_with_their_weights(attribute_run
         result = fine_tune(FinetuneConfig(
             dataset_dir=str(photos), labels_csv=str(labels_csv), task="attributes",
             attributes="pattern,sleeve", balance=balance, attribute_weights="sleeve=2",
-            train_dir=str(tmp_path / balance), hub_handle=str(make_tiny_hub_module(tmp_path / "h")),
+            train_dir=str(tmp_path / balance), model_name=f"hub:{make_tiny_hub_module(tmp_path / 'h')}",
             image_size=32, batch_size=8, stage1_solver="adam", stage1_epochs=3,
             stage2_epochs=1, validation_fraction=0.25, test_fraction=0.25, verbose=0))
         assert result.task.attributes == ["pattern", "sleeve"]
@@ -267,7 +267,7 @@ def test_bad_attribute_flags_are_one_line_errors(attribute_run, tmp_path):
 
     root, photos, labels_csv, _ = attribute_run
     base = ["--dataset_dir", str(photos), "--labels_csv", str(labels_csv), "--task", "attributes",
-            "--hub_handle", str(make_tiny_hub_module(tmp_path / "h")), "--image_size", "32"]
+            "--model_name", f"hub:{make_tiny_hub_module(tmp_path / 'h')}", "--image_size", "32"]
     for extra, named in ((["--attributes", "pattern,colour"], "colour"),
                          (["--attribute_weights", "tone=heavy"], "tone=heavy"),
                          (["--attribute_weights", "neck=2"], "neck")):

@@ -73,7 +73,7 @@ def test_the_feature_map_and_both_poolings_share_the_backbones_weights():
 def test_a_pooled_only_backbone_refuses_max_pooling(tmp_path):
     from tiny_models import make_tiny_hub_module
 
-    backbone = get_backbone(hub_handle=str(make_tiny_hub_module(tmp_path / "hub")),
+    backbone = get_backbone(f"hub:{make_tiny_hub_module(tmp_path / 'hub')}",
                             image_size=32)
     assert backbone.feature_map is None
     with pytest.raises(BackboneError, match="pooled features only.*--pooling avg"):

@@ -53,7 +53,7 @@ def corpus(tmp_path_factory):
     before = snapshot(root / "photos") | snapshot(root / "outside")
     hub = make_tiny_hub_module(root / "hub")
     run = fine_tune(FinetuneConfig(
-        dataset_dir=str(dataset), train_dir=str(root / "run"), hub_handle=str(hub),
+        dataset_dir=str(dataset), train_dir=str(root / "run"), model_name=f"hub:{hub}",
         image_size=32, batch_size=8, stage2_epochs=1, validation_fraction=0.2,
         test_fraction=0.2, top_k=2, verbose=0))
     return {"root": root, "dataset": dataset, "hub": hub, "before": before, "run": run}
@@ -232,7 +232,7 @@ def test_predictor_refuses_what_it_cannot_read_correctly(corpus):
 
 def _small_config(corpus, tmp_path, dataset, **overrides) -> list[str]:
     argv = ["--dataset_dir", str(dataset), "--train_dir", str(tmp_path / "train"),
-            "--hub_handle", str(corpus["hub"]), "--image_size", "32", "--batch_size", "8",
+            "--model_name", f"hub:{corpus['hub']}", "--image_size", "32", "--batch_size", "8",
             "--verbose", "0", "--validation_fraction", "0.25", "--test_fraction", "0.25"]
     for flag, value in overrides.items():
         argv += [f"--{flag}", str(value)]
@@ -257,8 +257,8 @@ def test_bad_folders_and_flags_are_one_line_errors_before_any_training(corpus, t
         (dict(export_dir=a_file), ["--export_dir", str(a_file)]),
         (dict(train_dir=a_file / "run"), ["--train_dir", str(a_file)]),
         (dict(unfreeze="blok6", stage2_epochs=1), ["--unfreeze", "blok6"]),
-        (dict(hub_handle=plain_module), [str(plain_module), "not callable"]),
-        (dict(hub_handle=nan_hub), ["NaN"]),
+        (dict(model_name=f"hub:{plain_module}"), [str(plain_module), "not callable"]),
+        (dict(model_name=f"hub:{nan_hub}"), ["NaN"]),
         (dict(batch_size=0), ["--batch_size"]),
     ]
     for overrides, named in cases:
@@ -367,7 +367,7 @@ def test_a_damaged_backup_is_set_aside_and_the_stage_restarts(corpus, tmp_path):
     (backup / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
     config = FinetuneConfig(
         dataset_dir=str(corpus["dataset"]), train_dir=str(train_dir),
-        hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
+        model_name=f"hub:{corpus['hub']}", image_size=32, batch_size=8, stage1_solver="adam",
         stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
         verbose=0)
     (train_dir / "config.json").write_text(json.dumps(config.to_dict()))  # the killed run's
@@ -385,7 +385,7 @@ def test_a_damaged_backup_is_set_aside_and_the_stage_restarts(corpus, tmp_path):
 def test_resumed_stage_says_so_and_counts_every_process(corpus, tmp_path, monkeypatch):
     config = FinetuneConfig(
         dataset_dir=str(corpus["dataset"]), train_dir=str(tmp_path / "run"),
-        hub_handle=str(corpus["hub"]), image_size=32, batch_size=8, stage1_solver="adam",
+        model_name=f"hub:{corpus['hub']}", image_size=32, batch_size=8, stage1_solver="adam",
         stage1_epochs=4, stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
         verbose=0)
     from runway_cnn.training import trainer
@@ -417,7 +417,7 @@ def test_relative_paths_work_from_any_directory(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "a")
     data = Path(os.path.relpath(corpus["dataset"]))
     run = fine_tune(FinetuneConfig(dataset_dir=str(data), train_dir="runs/rel",
-                                   hub_handle=os.path.relpath(corpus["hub"]), image_size=32,
+                                   model_name=f"hub:{os.path.relpath(corpus['hub'])}", image_size=32,
                                    stage2_epochs=0, validation_fraction=0.2, test_fraction=0.2,
                                    verbose=0))
     assert run.export_path == tmp_path / "a" / "runs" / "rel" / "export" / "photos" / "1"
@@ -430,7 +430,7 @@ def test_relative_paths_work_from_any_directory(corpus, tmp_path, monkeypatch):
 
 def test_rerunning_a_finished_command_adds_no_export(corpus, tmp_path):
     config = dict(dataset_dir=str(corpus["dataset"]), train_dir=str(tmp_path / "run"),
-                  hub_handle=str(corpus["hub"]), image_size=32, stage2_epochs=0,
+                  model_name=f"hub:{corpus['hub']}", image_size=32, stage2_epochs=0,
                   validation_fraction=0.2, test_fraction=0.2, verbose=0)
     first = fine_tune(**config)
     model_dir = first.export_path.parent
@@ -470,7 +470,7 @@ def test_diverged_training_is_a_one_line_error(corpus, tmp_path, monkeypatch):
 
     tuner = FineTuner(FinetuneConfig(
         dataset_dir=str(corpus["dataset"]), train_dir=str(tmp_path / "run"),
-        hub_handle=str(corpus["hub"]), image_size=32, validation_fraction=0.2,
+        model_name=f"hub:{corpus['hub']}", image_size=32, validation_fraction=0.2,
         test_fraction=0.2, verbose=0))
     monkeypatch.setattr(tuner, "predict_probabilities",
                         lambda split: np.full((len(split), 3), np.nan))
@@ -491,7 +491,7 @@ def csv_model(tmp_path_factory):
     hub = make_tiny_hub_module(root / "hub")
     run = fine_tune(FinetuneConfig(
         dataset_dir=str(photos), labels_csv=str(tags), task="multi_label",
-        train_dir=str(root / "run"), hub_handle=str(hub), image_size=32, batch_size=8,
+        train_dir=str(root / "run"), model_name=f"hub:{hub}", image_size=32, batch_size=8,
         stage2_epochs=0, validation_fraction=0.25, test_fraction=0.25, verbose=0))
     return {"root": root, "photos": photos, "before": before, "run": run}
 
@@ -667,7 +667,7 @@ def test_a_train_dir_of_the_users_files_is_refused_unless_overwrite(corpus, tmp_
     assert_one_line_error(code, stderr, f"--train_dir {mine}", "data_report.json",
                           "--overwrite")
     settings = dict(dataset_dir=str(corpus["dataset"]), train_dir=str(mine),
-                    hub_handle=str(corpus["hub"]), image_size=32, validation_fraction=0.2,
+                    model_name=f"hub:{corpus['hub']}", image_size=32, validation_fraction=0.2,
                     test_fraction=0.2, verbose=0)
     with pytest.raises(RunwayError, match="--train_dir .*notes.txt.*--overwrite"):
         fine_tune(**settings)

@@ -33,7 +33,7 @@ def workspace(tmp_path_factory):
 
 def _settings(workspace, name: str, **overrides) -> dict:
     root, dataset, hub = workspace
-    return {"dataset_dir": str(dataset), "train_dir": str(root / name), "hub_handle": str(hub),
+    return {"dataset_dir": str(dataset), "train_dir": str(root / name), "model_name": f"hub:{hub}",
             "image_size": 32, "batch_size": 8, "stage2_epochs": 1, "learning_rate": 1e-2,
             "validation_fraction": 0.2, "test_fraction": 0.2, "verbose": 0, **overrides}
 

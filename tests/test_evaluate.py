@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     dataset = make_image_folder(root / "shop", CLASSES, per_class=6, size=(40, 72),
                                 splits=("train", "validation", "test"))
     config = FinetuneConfig(dataset_dir=str(dataset), train_dir=str(root / "run"),
-                            hub_handle=str(make_tiny_hub_module(root / "hub")), image_size=32,
+                            model_name=f"hub:{make_tiny_hub_module(root / 'hub')}", image_size=32,
                             batch_size=8, stage1_epochs=8, stage2_epochs=0, learning_rate=1e-2,
                             verbose=0)
     return root, dataset, fine_tune(config)

@@ -35,7 +35,7 @@ def workspace(tmp_path_factory):
 
 def _config(workspace, name, **overrides) -> FinetuneConfig:
     root, dataset, hub = workspace
-    settings = dict(dataset_dir=str(dataset), train_dir=str(root / name), hub_handle=str(hub),
+    settings = dict(dataset_dir=str(dataset), train_dir=str(root / name), model_name=f"hub:{hub}",
                     image_size=32, batch_size=8, stage1_solver="adam", stage1_epochs=3,
                     stage2_epochs=0, learning_rate=1e-2, validation_fraction=0.2,
                     test_fraction=0.2, verbose=0)

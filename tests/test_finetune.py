@@ -36,7 +36,7 @@ def workspace(tmp_path_factory):
 
 def _config(workspace, name, **overrides) -> FinetuneConfig:
     root, dataset, hub = workspace
-    settings = dict(dataset_dir=str(dataset), train_dir=str(root / name), hub_handle=str(hub),
+    settings = dict(dataset_dir=str(dataset), train_dir=str(root / name), model_name=f"hub:{hub}",
                     image_size=32, batch_size=8, stage1_solver="adam", stage1_epochs=25,
                     stage2_epochs=2, learning_rate=1e-2, validation_fraction=0.2,
                     test_fraction=0.2, verbose=0)
@@ -393,8 +393,8 @@ def test_resuming_with_other_settings_is_refused(finished_run, workspace):
 
 
 def test_backbone_from_a_previous_run(finished_run, workspace):
-    tuner = FineTuner(_config(workspace, "chain", hub_handle=None,
-                              init_from_run=str(finished_run.train_dir), stage2_epochs=0))
+    tuner = FineTuner(_config(workspace, "chain",
+                              model_name=f"run:{finished_run.train_dir}", stage2_epochs=0))
     split = tuner.dataset.splits["validation"]
     ours = extract_features(tuner.backbone, split.paths, 8)
     theirs = extract_features(finished_run.backbone, split.paths, 8)
@@ -409,7 +409,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_help_explains_every_flag():
     out = _cli("--help")
     assert out.returncode == 0
-    for flag in ("--dataset_dir", "--train_dir", "--export_dir", "--model_name", "--hub_handle",
+    for flag in ("--dataset_dir", "--train_dir", "--export_dir", "--model_name",
                  "--image_size", "--batch_size", "--stage1_epochs", "--stage2_epochs",
                  "--learning_rate", "--stage2_learning_rate", "--unfreeze",
                  "--validation_fraction", "--test_fraction", "--seed", "--jit_compile",
@@ -439,12 +439,12 @@ def test_missing_previous_run_is_a_clear_error(workspace):
 
     missing = workspace[0] / "no_such_run"
     with pytest.raises(CheckpointError, match="no_such_run"):
-        FineTuner(_config(workspace, "orphan", hub_handle=None, init_from_run=str(missing)))
+        FineTuner(_config(workspace, "orphan", model_name=f"run:{missing}"))
 
 
 def test_a_run_that_failed_before_training_can_be_retried_with_other_flags(workspace):
     with pytest.raises(RunwayError, match="unknown backbone"):
-        FineTuner(_config(workspace, "typo", hub_handle=None, model_name="efficientnet_lite9"))
+        FineTuner(_config(workspace, "typo", model_name="efficientnet_lite9"))
     tuner = FineTuner(_config(workspace, "typo", stage1_epochs=1))  # the corrected command
     assert tuner.backbone.feature_dim == 16
 

@@ -89,7 +89,7 @@ def hub_export(tmp_path_factory):
     dataset = make_image_folder(root / "looks", per_class=5, size=(40, 56))
     run = fine_tune(FinetuneConfig(
         dataset_dir=str(dataset), train_dir=str(root / "run"),
-        hub_handle=str(make_tiny_hub_module(root / "hub")), image_size=32, stage2_epochs=0,
+        model_name=f"hub:{make_tiny_hub_module(root / 'hub')}", image_size=32, stage2_epochs=0,
         validation_fraction=0.2, test_fraction=0.2, verbose=0))
     return run.export_path
 

@@ -313,7 +313,7 @@ def test_an_experiment_compares_grouped_and_random_splits(show_folder, capsys):
     root, looks, hub = show_folder
     pattern = r"^([^/]+/Show[0-9]+)_"
     config = FinetuneConfig(dataset_dir=str(looks), train_dir=str(root / "exp"),
-                            hub_handle=str(hub), image_size=32, batch_size=8, stage2_epochs=0,
+                            model_name=f"hub:{hub}", image_size=32, batch_size=8, stage2_epochs=0,
                             validation_fraction=0.2, test_fraction=0.2, verbose=0,
                             num_splits=2, group_by=pattern, compare_random_split=True)
     summary = run_experiment(config)

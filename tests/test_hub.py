@@ -74,7 +74,7 @@ def test_frozen_layer_does_not_train(tiny_hub):
 
 
 def test_backbone_from_local_handle(tiny_hub):
-    backbone = get_backbone(hub_handle=str(tiny_hub), image_size=32)
+    backbone = get_backbone(f"hub:{tiny_hub}", image_size=32)
     assert backbone.feature_dim == 16
     assert backbone.preprocessing.image_size == 32
     out = backbone.model(np.zeros((2, 32, 32, 3), np.float32))
@@ -87,16 +87,16 @@ def test_a_local_handle_does_not_need_tensorflow_hub(tiny_hub, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "tensorflow_hub", None)  # any import of it now fails
-    backbone = get_backbone(hub_handle=str(tiny_hub), image_size=32)
+    backbone = get_backbone(f"hub:{tiny_hub}", image_size=32)
     assert backbone.model(np.zeros((1, 32, 32, 3), "float32")).shape == (1, backbone.feature_dim)
 
 
 def test_missing_handle_is_a_clear_error(tmp_path):
     with pytest.raises(BackboneError, match="no such directory"):
-        get_backbone(hub_handle=str(tmp_path / "nope"))
+        get_backbone(f"hub:{tmp_path / 'nope'}")
     (tmp_path / "empty").mkdir()
     with pytest.raises(BackboneError, match="not a SavedModel"):
-        get_backbone(hub_handle=str(tmp_path / "empty"))
+        get_backbone(f"hub:{tmp_path / 'empty'}")
 
 
 def test_an_unpooled_module_is_a_backbone_with_a_feature_map(tmp_path):
@@ -105,7 +105,7 @@ def test_an_unpooled_module_is_a_backbone_with_a_feature_map(tmp_path):
     images = keras.Input((None, None, 3))
     conv = keras.Model(images, keras.layers.Conv2D(4, 3)(images))
     save_hub_module(conv, str(tmp_path / "unpooled"))
-    backbone = get_backbone(hub_handle=str(tmp_path / "unpooled"), image_size=32)
+    backbone = get_backbone(f"hub:{tmp_path / 'unpooled'}", image_size=32)
     x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
     feature_map = np.asarray(backbone.feature_map(x))
     assert backbone.feature_dim == 4 and feature_map.shape == (2, 30, 30, 4)
@@ -114,7 +114,7 @@ def test_an_unpooled_module_is_a_backbone_with_a_feature_map(tmp_path):
     flat = keras.Model(images, keras.layers.Reshape((-1, 4))(keras.layers.Conv2D(4, 3)(images)))
     save_hub_module(flat, str(tmp_path / "rank3"))
     with pytest.raises(BackboneError, match="no pooled feature-vector output"):
-        get_backbone(hub_handle=str(tmp_path / "rank3"), image_size=32)
+        get_backbone(f"hub:{tmp_path / 'rank3'}", image_size=32)
 
 
 def test_wrong_input_rank_is_a_clear_error(tmp_path):
@@ -125,7 +125,7 @@ def test_wrong_input_rank_is_a_clear_error(tmp_path):
     root.dense = dense
     tf.saved_model.save(root, str(tmp_path / "vectors"))
     with pytest.raises(BackboneError, match="is not callable|does not take"):
-        get_backbone(hub_handle=str(tmp_path / "vectors"), image_size=32)
+        get_backbone(f"hub:{tmp_path / 'vectors'}", image_size=32)
 
 
 def test_hub_registry_entries_take_a_handle_as_weights_but_not_none(tiny_hub):

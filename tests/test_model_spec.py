@@ -4,7 +4,9 @@ runs recorded by older versions still restoring and resuming."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -21,7 +23,10 @@ from runway_cnn.backbones.factory import (
     parse_model_spec,
 )
 from runway_cnn import finetune as finetune_cli
-from runway_cnn.errors import BackboneError, CheckpointError, UnknownNameError
+from runway_cnn.errors import (BackboneError, CheckpointError, RunwayDeprecationWarning,
+                               UnknownNameError)
+
+OLDER = pytest.mark.filterwarnings("ignore::runway_cnn.errors.RunwayDeprecationWarning")
 
 
 @pytest.fixture
@@ -50,6 +55,7 @@ def test_each_spec_form_parses_to_its_source(places):
         assert parse_model_spec(str(spec)) == spec  # the text a config records parses back
 
 
+@OLDER  # their one deprecation line: test_an_older_flag_is_not_advertised_and_warns_once
 def test_the_older_flags_are_aliases_of_the_spec(places):
     d, w = str(places / "dir"), "w.weights.h5"
     assert model_spec(hub_handle="dir") == model_spec("hub:dir") == (ModelSpec("hub", d),
@@ -90,6 +96,30 @@ def test_conflicting_sources_are_one_line_errors(places):
     assert model_spec("hub:dir", hub_handle="dir")[0] == ModelSpec("hub", str(places / "dir"))
 
 
+def test_an_older_flag_is_not_advertised_and_warns_once(places):
+    """``--hub_handle`` / ``--init_from`` / ``--init_from_run`` still work, as their
+    ``--model_name`` spec, but are not in ``--help``; given, one warning line names the spec to
+    give, once in a run (the command line) or a process (Python)."""
+    code, usage, _ = run_cli(finetune_cli.parse_args, ["--help"])
+    assert code == 0 and "--model_name" in usage
+    assert not any(flag in usage for flag in ("--hub_handle", "--init_from", "--init_from_run"))
+    base = ["--dataset_dir", str(places), "--train_dir", str(places / "t")]
+    for flag, spec in (("hub_handle", "hub:dir"), ("init_from", "run:dir"),
+                       ("init_from_run", "run:dir")):
+        configs = []
+        code, _, stderr = run_cli(lambda argv: configs.extend(
+            finetune_cli.parse_args(argv) for _ in range(2)), base + [f"--{flag}", "dir"])
+        assert code == 0, stderr
+        assert [line for line in stderr.splitlines() if line.strip()] == [
+            f"warning: --{flag} is deprecated: use --model_name {spec}"]
+        assert configs[0].to_dict() == configs[1].to_dict() == finetune_cli.parse_args(
+            base + ["--model_name", spec]).to_dict()
+        with pytest.warns(RunwayDeprecationWarning, match=f"--{flag} is deprecated: use "
+                                                          f"--model_name {spec}$"):
+            assert FinetuneConfig(dataset_dir=str(places), **{flag: "dir"}).model_name == \
+                str(parse_model_spec(spec))
+
+
 def test_bad_specs_are_one_line_errors_naming_them(places):
     for text, error, named in (
             ("tfhub:dir", BackboneError, ["'tfhub:dir'", "not a backbone spec", "run:"]),
@@ -116,7 +146,9 @@ def test_a_hub_spec_builds_a_backbone(tmp_path, monkeypatch):
     backbone = get_backbone("hub:hub", image_size=32)
     assert backbone.name == f"hub:{hub}" and backbone.feature_dim == 16
     images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
-    alias = get_backbone(hub_handle=str(hub), image_size=32)
+    with pytest.warns(RunwayDeprecationWarning, match=re.escape(
+            f"get_backbone(hub_handle=...) is deprecated: use get_backbone('hub:{hub}')")):
+        alias = get_backbone(hub_handle=str(hub), image_size=32)
     np.testing.assert_allclose(np.asarray(backbone.model(images)),
                                np.asarray(alias.model(images)), atol=1e-6)
 
@@ -149,6 +181,7 @@ def test_a_run_spec_reuses_the_runs_backbone(tiny_run, tmp_path):
                                extract_features(run.backbone, paths, 8), atol=1e-5)
 
 
+@OLDER
 def test_runs_recorded_by_older_versions_restore_and_resume(tiny_run, tmp_path):
     """An older ``config.json`` kept ``model_name`` beside the ``hub_handle`` / ``init_from``
     that overrode it: it restores, and the same flags (old or new spelling) resume it."""
@@ -163,7 +196,9 @@ def test_runs_recorded_by_older_versions_restore_and_resume(tiny_run, tmp_path):
     del config["init_from_run"]  # older still: the flag did not exist
     (old / "config.json").write_text(json.dumps(config))
     assert current_backbone_settings(config)["model_name"] == f"hub:{hub}"
-    restored = restore_run(old)
+    with warnings.catch_warnings():  # the user gave no older flag: no deprecation line
+        warnings.simplefilter("error", RunwayDeprecationWarning)
+        restored = restore_run(old)
     images = np.random.default_rng(2).uniform(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(restored.model(images)),
                                np.asarray(run.model(images)), atol=1e-5)

@@ -230,7 +230,7 @@ def test_mlgcn_learns_co_occurring_labels_and_travels_with_its_graph(trained, tm
     root, photos, labels_csv, hub, _ = trained
     result = fine_tune(FinetuneConfig(
         dataset_dir=str(photos), labels_csv=str(labels_csv), task="multi_label", head="mlgcn",
-        loss="asl", train_dir=str(tmp_path / "run"), hub_handle=str(hub), image_size=32,
+        loss="asl", train_dir=str(tmp_path / "run"), model_name=f"hub:{hub}", image_size=32,
         batch_size=8, stage1_epochs=30, stage2_epochs=0, learning_rate=3e-3,
         validation_fraction=0.25, test_fraction=0.25, verbose=0))
     assert result.metrics["stages"]["stage1"]["solver"] == {"solver": "adam"}
@@ -292,7 +292,7 @@ def test_a_finished_run_exported_again_keeps_its_thresholds(trained, tmp_path):
     shutil.copytree(result.train_dir, train_dir, ignore=shutil.ignore_patterns("export"))
     again = fine_tune(FinetuneConfig(
         dataset_dir=str(photos), labels_csv=str(labels_csv), task="multi_label",
-        train_dir=str(train_dir), hub_handle=str(hub), image_size=32, batch_size=8,
+        train_dir=str(train_dir), model_name=f"hub:{hub}", image_size=32, batch_size=8,
         stage2_epochs=0, validation_fraction=0.25, test_fraction=0.25, verbose=0))
     assert again.export_path.parent.parent == train_dir / "export"  # exported anew
     np.testing.assert_allclose(Predictor(again.export_path).task.thresholds,

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     dataset = make_image_folder(root / "looks", CLASSES, per_class=6, size=(40, 72))
     config = FinetuneConfig(dataset_dir=str(dataset), train_dir=str(root / "run"),
-                            hub_handle=str(make_tiny_hub_module(root / "hub")), image_size=32,
+                            model_name=f"hub:{make_tiny_hub_module(root / 'hub')}", image_size=32,
                             batch_size=8, stage1_epochs=2, stage2_epochs=0,
                             validation_fraction=0.25, test_fraction=0.25, verbose=0)
     return root, dataset, fine_tune(config)

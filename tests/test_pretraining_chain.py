@@ -1,4 +1,4 @@
-"""Domain pre-training chains (``--init_from``): a run starts from another run's backbone — of
+"""Domain pre-training chains (``--model_name run:``): a run starts from another run's backbone — of
 any task — with its weights exact and its head dropped; chains of any length record themselves
 in ``metrics.json``; a start that is not a run is a one-line error."""
 from __future__ import annotations
@@ -31,10 +31,10 @@ def chain(tmp_path_factory):
                                     seed=5)
     common = dict(image_size=32, batch_size=8, verbose=0)
     first = fine_tune(FinetuneConfig(dataset_dir=str(first_data), train_dir=str(root / "r1"),
-                                     hub_handle=str(hub), stage2_epochs=1, unfreeze="all",
+                                     model_name=f"hub:{hub}", stage2_epochs=1, unfreeze="all",
                                      stage2_learning_rate=0.05, **common))
     second = fine_tune(FinetuneConfig(dataset_dir=str(second_data), train_dir=str(root / "r2"),
-                                      init_from=str(first.export_path), stage2_epochs=0,
+                                      model_name=f"run:{first.export_path}", stage2_epochs=0,
                                       **common))
     return root, hub, first, second, second_data, common
 
@@ -52,7 +52,7 @@ def test_the_backbone_is_carried_exactly_and_the_head_starts_afresh(chain, tmp_p
     assert stage2["improved_on_stage1"] is False and stage2["validation_gain"] == 0.0
     assert stage2["validation"] == stage1["validation"]
     tuner = FineTuner(FinetuneConfig(dataset_dir=str(second_data), train_dir=str(tmp_path / "t"),
-                                     init_from=str(first.train_dir), **common))
+                                     model_name=f"run:{first.train_dir}", **common))
     paths = tuner.dataset.splits["train"].paths
     predictor = Predictor(first.export_path)
     crops = np.stack([predictor.crop(read_image(p)) for p in paths[:4]])
@@ -64,7 +64,7 @@ def test_the_backbone_is_carried_exactly_and_the_head_starts_afresh(chain, tmp_p
     assert kernel.shape[1] == 2 and first.model.get_layer("head").get_layer(
         "logits").kernel.shape[1] == 4  # another task's head: dropped, not reused
     fresh = FineTuner(FinetuneConfig(dataset_dir=str(second_data), train_dir=str(tmp_path / "u"),
-                                     hub_handle=str(hub), **common))
+                                     model_name=f"hub:{hub}", **common))
     np.testing.assert_array_equal(kernel, fresh.head.get_layer("logits").kernel.numpy())
 
 
@@ -73,7 +73,7 @@ def test_chains_of_any_length_are_recorded(chain, tmp_path):
     assert first.metrics["chain"] == [f"hub:{hub}"]
     assert second.metrics["chain"] == [f"hub:{hub}", f"run:{first.export_path}"]
     third = fine_tune(FinetuneConfig(dataset_dir=str(second_data), train_dir=str(tmp_path / "r3"),
-                                     init_from_run=str(second.train_dir), stage2_epochs=0,
+                                     model_name=f"run:{second.train_dir}", stage2_epochs=0,
                                      **common))
     assert third.metrics["chain"] == [f"hub:{hub}", f"run:{first.export_path}",
                                       f"run:{second.export_path}"]
@@ -86,5 +86,5 @@ def test_a_start_that_is_not_a_run_is_a_one_line_error(chain, tmp_path):
     for start, named in ((tmp_path / "missing", "missing"), (hub, str(hub)),
                          (first.export_path / "variables", "variables")):
         code, _, stderr = run_cli(finetune_cli.main, base + [
-            "--init_from", str(start), "--train_dir", str(tmp_path / f"t{len(str(start))}")])
+            "--model_name", f"run:{start}", "--train_dir", str(tmp_path / f"t{len(str(start))}")])
         assert_one_line_error(code, stderr, named)

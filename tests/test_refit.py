@@ -41,7 +41,7 @@ def _config(workspace, name, dataset="looks", **overrides) -> FinetuneConfig:
     root, *_ = workspace
     return FinetuneConfig(**{
         "dataset_dir": str(root / dataset), "train_dir": str(root / name),
-        "hub_handle": str(root / "hub"), "image_size": 32, "batch_size": 8, "stage2_epochs": 0,
+        "model_name": f"hub:{root / 'hub'}", "image_size": 32, "batch_size": 8, "stage2_epochs": 0,
         "validation_fraction": 0.2, "test_fraction": 0.2, "verbose": 0, **overrides})
 
 
@@ -87,7 +87,7 @@ def test_auto_refits_on_every_split_the_run_made_with_stage1s_regularisation(aut
 def test_the_cli_says_what_the_export_learned_from(workspace):
     code, out, err = run_cli(finetune_cli.main, [
         "--dataset_dir", str(workspace[0] / "looks"), "--train_dir", str(workspace[0] / "cli"),
-        "--hub_handle", str(workspace[3]), "--image_size", "32", "--batch_size", "8",
+        "--model_name", f"hub:{workspace[3]}", "--image_size", "32", "--batch_size", "8",
         "--stage2_epochs", "0", "--validation_fraction", "0.2", "--test_fraction", "0.2",
         "--verbose", "0", "--refit", "train_val"])
     assert code == 0, err
@@ -270,7 +270,7 @@ def test_an_experiment_exports_one_model_refit_on_every_photo_with_the_median_ch
 
     code, out, err = run_cli(finetune_cli.main, [
         "--dataset_dir", str(workspace[1]), "--train_dir", str(workspace[0] / "experiment"),
-        "--hub_handle", str(workspace[3]), "--image_size", "32", "--batch_size", "8",
+        "--model_name", f"hub:{workspace[3]}", "--image_size", "32", "--batch_size", "8",
         "--stage2_epochs", "0", "--validation_fraction", "0.2", "--verbose", "0", "--kfold", "3",
         "--export_dir", str(workspace[0] / "exports")])
     assert code == 0, err

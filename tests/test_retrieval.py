@@ -46,7 +46,7 @@ def retrieval_data(tmp_path_factory):
             lambda weights, size: HubModule(str(hub), name="hub_module"), 32,
             default_weights=None))
     result = fine_tune(FinetuneConfig(dataset_dir=str(gallery), train_dir=str(root / "run"),
-                                      hub_handle=str(hub), image_size=32, batch_size=8,
+                                      model_name=f"hub:{hub}", image_size=32, batch_size=8,
                                       stage2_epochs=0, verbose=0))
     return root, gallery, queries, result
 

@@ -59,7 +59,7 @@ def test_unfreeze_after_a_narrower_unfreeze_restores_every_layer(tmp_path):
     from runway_cnn.backbones.factory import get_backbone
     from tiny_models import make_tiny_hub_module
 
-    backbone = get_backbone(hub_handle=str(make_tiny_hub_module(tmp_path / "hub")), image_size=32)
+    backbone = get_backbone(f"hub:{make_tiny_hub_module(tmp_path / 'hub')}", image_size=32)
     assert len(schedule.unfreeze(backbone.model, "all")) == 8
     assert len(schedule.unfreeze(backbone.model, "0")) == 0
     assert len(schedule.unfreeze(backbone.model, "all")) == 8

@@ -51,7 +51,7 @@ def toy_run(tmp_path_factory):
     result = fine_tune(FinetuneConfig(
         dataset_dir=str(photos), labels_csv=str(root / "attributes.csv"),
         task="toy_attributes", train_dir=str(root / "run"),
-        hub_handle=str(make_tiny_hub_module(root / "hub")), image_size=32, batch_size=8,
+        model_name=f"hub:{make_tiny_hub_module(root / 'hub')}", image_size=32, batch_size=8,
         stage1_epochs=30, stage2_epochs=0, learning_rate=1e-2, validation_fraction=0.25,
         test_fraction=0.25, verbose=0))
     return root, photos, result

@@ -116,7 +116,7 @@ def test_records_stream_in_any_order_with_their_own_labels(tmp_path, folder):
 
 def test_training_on_records_gives_the_folders_figures(tmp_path, folder):
     hub = make_tiny_hub_module(tmp_path / "hub")
-    settings = dict(hub_handle=str(hub), image_size=32, batch_size=8, stage2_epochs=0,
+    settings = dict(model_name=f"hub:{hub}", image_size=32, batch_size=8, stage2_epochs=0,
                     validation_fraction=0.25, test_fraction=0.25, verbose=0)
     convert_dataset(tmp_path / "records", 2, FinetuneConfig(
         dataset_dir=str(folder), train_dir=str(tmp_path / "x"), **settings))

@@ -24,7 +24,7 @@ from runway_cnn.data.preprocessing import (
     Normalization,
     PreprocessingSpec,
 )
-from runway_cnn.errors import BackboneError, CheckpointError, first_line
+from runway_cnn.errors import BackboneError, CheckpointError, deprecated, first_line
 from runway_cnn.export_dir import read_assets, resolve_export
 from runway_cnn.paths import absolute_path
 from runway_cnn.registry import Registry
@@ -293,6 +293,16 @@ def model_spec(model_name: str | ModelSpec | None = None, weights: object = "def
     return spec, weights
 
 
+def warn_older_flags(aliases: Mapping, stacklevel: int = 1) -> None:
+    """A deprecation warning for each older flag given in ``aliases`` (flag name → value), naming
+    the ``--model_name`` spec to give instead (``stacklevel`` counted from the caller). A run's
+    recorded settings are read through :func:`model_spec` without one: the user typed nothing."""
+    for flag, value in aliases.items():
+        if value is not None:
+            deprecated(f"--{flag}", f"--model_name {ALIAS_PREFIXES[flag]}:{os.fspath(value)}",
+                       stacklevel + 1)
+
+
 def current_backbone_settings(settings: Mapping) -> dict:
     """A run's recorded settings (``config.json``, of this version or an older one) with the
     backbone named as this version records it: one spec in ``model_name``. Older versions kept
@@ -315,10 +325,14 @@ def get_backbone(name: str | ModelSpec | None = None, *, hub_handle: str | None 
     """Builds the backbone a spec names (see :class:`ModelSpec`): a registry ``name``, a TF-Hub
     handle ([0, 1] inputs), a Keras application with a weights file, or a previous run (a
     runway_cnn export or train dir, whose backbone is reused with its head dropped — the domain
-    pre-training hook). ``hub_handle`` / ``from_run`` are the older spellings of ``hub:`` /
-    ``run:``; ``weights`` (``default``, ``imagenet``, ``none`` / None, for a TF-Hub registry
-    entry a handle) applies to registry names."""
+    pre-training hook). ``hub_handle`` / ``from_run`` are the older, deprecated spellings of
+    ``hub:`` / ``run:`` (a warning); ``weights`` (``default``, ``imagenet``, ``none`` / None,
+    for a TF-Hub registry entry a handle) applies to registry names."""
     spec, weights = model_spec(name, weights, hub_handle=hub_handle, from_run=from_run)
+    for keyword, value in (("hub_handle", hub_handle), ("from_run", from_run)):
+        if value is not None:
+            deprecated(f"get_backbone({keyword}=...)",
+                       f"get_backbone('{ALIAS_PREFIXES[keyword]}:{os.fspath(value)}')")
     if spec.source == "hub":
         entry = BackboneEntry(_hub(), image_size or 224, IDENTITY, default_weights=spec.target)
         return _build(str(spec), entry, spec.target, image_size, {"hub_handle": spec.target})

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from typing import Callable
 
-from runway_cnn.errors import RunwayError, one_line
+from runway_cnn.errors import RunwayDeprecationWarning, RunwayError, one_line
 
 
 def flag_type(f: dataclasses.Field) -> type:
@@ -22,12 +23,15 @@ def flag_type(f: dataclasses.Field) -> type:
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, config_cls) -> None:
     """One ``--flag`` per field, typed from its default, with the field's ``help`` metadata
-    (fields marked ``flag: False`` have none)."""
+    (fields marked ``flag: False`` have none; fields marked ``deprecated: True``, older
+    spellings that still work, are left out of ``--help``)."""
     for f in config_cls.fields():
         meta = dict(f.metadata)
         if not meta.pop("flag", True):
             continue
         kwargs = {"help": meta.pop("help", ""), "default": f.default}
+        if meta.get("deprecated"):
+            kwargs["help"] = argparse.SUPPRESS
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         if kind.startswith("bool"):
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -69,12 +73,32 @@ def add_task_option_flags(parser: argparse.ArgumentParser) -> None:
 def run(main: Callable[[], object]) -> None:
     """Runs a CLI's main; a user error prints one line (no traceback, cut to ``MAX_LINE``
     characters) and exits with status 2; a Ctrl-C prints one line (the interrupt's own text,
-    ``finetune``'s saying how to resume, else ``interrupted``) and exits with status 130."""
-    try:
-        main()
-    except RunwayError as error:
-        print(one_line(f"error: {error}"), file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as interrupt:
-        print(one_line(str(interrupt) or "interrupted"), file=sys.stderr)
-        sys.exit(130)
+    ``finetune``'s saying how to resume, else ``interrupted``) and exits with status 130. A
+    deprecated flag prints one ``warning:`` line, once in the run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RunwayDeprecationWarning)  # each run: its own once
+        warnings.showwarning = _one_line_deprecations(warnings.showwarning)
+        try:
+            main()
+        except RunwayError as error:
+            print(one_line(f"error: {error}"), file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt as interrupt:
+            print(one_line(str(interrupt) or "interrupted"), file=sys.stderr)
+            sys.exit(130)
+
+
+def _one_line_deprecations(show: Callable) -> Callable:
+    """``warnings.showwarning`` printing a :class:`RunwayDeprecationWarning` as one
+    ``warning:`` line on stderr, each message once (no file, line or source: the user typed a
+    flag, not the code), and every other warning as ``show`` does."""
+    seen: set[str] = set()
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, RunwayDeprecationWarning):
+            return show(message, category, filename, lineno, file, line)
+        if str(message) not in seen:
+            seen.add(str(message))
+            print(one_line(f"warning: {message}"), file=sys.stderr)
+    return showwarning
+

@@ -61,10 +61,13 @@ class FinetuneConfig:
                                  "previous run's backbone, of any task (domain pre-training "
                                  "chains: ImageNet → clothing task → target; its preprocessing "
                                  "is reused, its head dropped) (default: efficientnet_lite0)")
-    hub_handle: str = _opt(None, "the same as --model_name hub:HUB_HANDLE (its earlier form)")
-    init_from: str = _opt(None, "the same as --model_name run:INIT_FROM (its earlier form)")
+    # deprecated: not in --help; given, one warning line, then the same as --model_name PREFIX:X
+    hub_handle: str = _opt(None, "the same as --model_name hub:HUB_HANDLE (its earlier form)",
+                           deprecated=True)
+    init_from: str = _opt(None, "the same as --model_name run:INIT_FROM (its earlier form)",
+                          deprecated=True)
     init_from_run: str = _opt(None, "the same as --model_name run:INIT_FROM_RUN (its earlier "
-                                    "form)")
+                                    "form)", deprecated=True)
     weights: str = _opt("default", "default or imagenet: the backbone's ImageNet weights; none: "
                                    "untrained (Keras applications only); or a weights file "
                                    "(Keras applications: the same as --model_name "
@@ -195,7 +198,12 @@ class FinetuneConfig:
             if name != "task_options":
                 setattr(self, name, settings.get(name, f.default))
         self.task_options = options
+        older = {name: settings[name] for name, f in known.items()
+                 if f.metadata.get("deprecated") and settings.get(name) is not None}
         self.__post_init__()
+        from runway_cnn.backbones.factory import warn_older_flags
+
+        warn_older_flags(older, stacklevel=2)  # once valid: an error alone is one line
 
     def __post_init__(self):
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
