@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from runway_cnn.data.leaks import NEAR_DUPLICATE_COSINE
 from runway_cnn.errors import RunwayError
 from runway_cnn.paths import absolute_path
-from runway_cnn.training.config import FinetuneConfig, _opt, _type_problems
+from runway_cnn.tasks.base import option
+from runway_cnn.training.config import FinetuneConfig, type_problems
 
 # the settings of a run the audit reads the data and builds the backbone with
 SHARED = ("dataset_dir", "labels_csv", "task", "group_by", "model_name", "hub_handle",
@@ -23,7 +24,7 @@ def _shared(name: str, help: str | None = None):
     """FinetuneConfig's field ``name`` (its default, flag and checks), with the audit's
     ``help`` where the audit means something else by it."""
     run = {f.name: f for f in FinetuneConfig.fields()}[name]
-    return _opt(run.default, help or run.metadata["help"],
+    return option(run.default, help or run.metadata["help"],
                 **{k: v for k, v in run.metadata.items() if k != "help"})
 
 
@@ -32,7 +33,7 @@ class AuditConfig:
     dataset_dir: str = _shared("dataset_dir", "dataset folder (class folders, optionally under "
                                               "train/ validation/ test/), the image folder of "
                                               "--labels_csv, or a TFRecord directory")
-    output_dir: str = _opt(None, "where audit.json, audit.html, the PNGs, the feature cache "
+    output_dir: str = option(None, "where audit.json, audit.html, the PNGs, the feature cache "
                                  "and --fix's manifest go (default: audits/<dataset folder "
                                  "name>); outside --dataset_dir", required=False)
     labels_csv: str = _shared("labels_csv")
@@ -45,7 +46,7 @@ class AuditConfig:
                                         "column:NAME or a regular expression, as for finetune): "
                                         "the shortcut check predicts the group, label errors are "
                                         "cross-validated by group")
-    train_dir: str = _opt(None, "a finished run's train dir: duplicates are reported within "
+    train_dir: str = option(None, "a finished run's train dir: duplicates are reported within "
                                 "and across ITS splits (its splits.json)")
     model_name: str = _shared("model_name", "the backbone of the features, as for finetune: a "
                                             "registry name, hub:URL_OR_DIR, "
@@ -54,14 +55,14 @@ class AuditConfig:
     hub_handle: str = _shared("hub_handle")
     image_size: int = _shared("image_size")
     batch_size: int = _shared("batch_size", "images per batch of the feature pass")
-    near_duplicate_cosine: float = _opt(NEAR_DUPLICATE_COSINE,
+    near_duplicate_cosine: float = option(NEAR_DUPLICATE_COSINE,
                                         "cosine similarity of frozen features at and above "
                                         "which two photos are near-duplicates")
-    folds: int = _opt(5, "folds of the cross-validated regressions (out-of-fold probabilities)")
-    outlier_share: float = _opt(0.01, "share of the photos, the most isolated in feature space, "
+    folds: int = option(5, "folds of the cross-validated regressions (out-of-fold probabilities)")
+    outlier_share: float = option(0.01, "share of the photos, the most isolated in feature space, "
                                       "listed as outliers")
-    max_shown: int = _opt(60, "findings of each kind shown in audit.html (audit.json has all)")
-    fix: bool = _opt(False, "write cleaned_labels.csv: the manifest without the extra copies "
+    max_shown: int = option(60, "findings of each kind shown in audit.html (audit.json has all)")
+    fix: bool = option(False, "write cleaned_labels.csv: the manifest without the extra copies "
                             "and the label-error candidates the regression is sure of "
                             "(attributes: their cell made unknown), in the columns the task "
                             "reads; photos are never touched")
@@ -77,7 +78,7 @@ class AuditConfig:
     def __post_init__(self):
         own = [f for f in self.fields() if f.name not in SHARED and f.name != "task_options"]
         problems = [f"--{name} {value!r}: {rule}" for name, value, rule in
-                    _type_problems(self, own)] or [
+                    type_problems(self, own)] or [
             f"--{name} {getattr(self, name)!r}: {rule}" for name, ok, rule in (
                 ("near_duplicate_cosine", 0 < self.near_duplicate_cosine <= 1,
                  "must be in (0, 1]"),

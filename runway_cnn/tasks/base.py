@@ -36,8 +36,8 @@ from runway_cnn.tasks.heads import classification_head
 
 
 def option(default, help: str, **extra) -> Any:
-    """A task option: a dataclass field whose ``help`` (and ``choices``) make its ``finetune``
-    flag."""
+    """A setting: a dataclass field whose ``help`` (and ``choices``, ``required`` …) make its
+    flag (a task's options, ``FinetuneConfig``, ``AuditConfig``)."""
     return field(default=default, metadata={"help": help, **extra})
 
 

@@ -19,6 +19,7 @@ from runway_cnn.training.plan import (
 )
 from runway_cnn.training.refit import REFIT_RULES, REFIT_STAGE2
 from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
+from runway_cnn.tasks.base import option
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -37,23 +38,19 @@ def check_outside_dataset(flag: str, path: str | None, dataset_dir: str, hint: s
                           f"scanned as images{hint}; give a {flag} outside it")
 
 
-def _opt(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
-
-
 @dataclass(init=False)
 class FinetuneConfig:
-    dataset_dir: str = _opt(None, "dataset folder (one sub-folder per class, optionally under "
+    dataset_dir: str = option(None, "dataset folder (one sub-folder per class, optionally under "
                                   "train/ validation/ test/) or a registered dataset name",
                             required=True)
-    train_dir: str = _opt(None, "where checkpoints, logs, splits, metrics and plots go "
+    train_dir: str = option(None, "where checkpoints, logs, splits, metrics and plots go "
                                 "(default: runs/<dataset folder name>)")
-    export_dir: str = _opt(None, "base dir of the SavedModel export "
+    export_dir: str = option(None, "base dir of the SavedModel export "
                                  "(default: <train_dir>/export)")
-    overwrite: bool = _opt(False, "write into a --train_dir that holds files no run wrote (it "
+    overwrite: bool = option(False, "write into a --train_dir that holds files no run wrote (it "
                                   "is refused otherwise; a run's own train dir is resumed)")
-    serving_name: str = _opt(None, "model name under export_dir (default: the dataset folder's)")
-    model_name: str = _opt(None, "the backbone and its weights, one spec: a registry name (see "
+    serving_name: str = option(None, "model name under export_dir (default: the dataset folder's)")
+    model_name: str = option(None, "the backbone and its weights, one spec: a registry name (see "
                                  "--list_backbones); hub:URL_OR_DIR, a TF-Hub image "
                                  "feature-vector handle ([0, 1] inputs); "
                                  "keras:NAME[:WEIGHTS_FILE], a Keras application of the "
@@ -62,66 +59,66 @@ class FinetuneConfig:
                                  "chains: ImageNet → clothing task → target; its preprocessing "
                                  "is reused, its head dropped) (default: efficientnet_lite0)")
     # deprecated: not in --help; given, one warning line, then the same as --model_name PREFIX:X
-    hub_handle: str = _opt(None, "the same as --model_name hub:HUB_HANDLE (its earlier form)",
+    hub_handle: str = option(None, "the same as --model_name hub:HUB_HANDLE (its earlier form)",
                            deprecated=True)
-    init_from: str = _opt(None, "the same as --model_name run:INIT_FROM (its earlier form)",
+    init_from: str = option(None, "the same as --model_name run:INIT_FROM (its earlier form)",
                           deprecated=True)
-    init_from_run: str = _opt(None, "the same as --model_name run:INIT_FROM_RUN (its earlier "
+    init_from_run: str = option(None, "the same as --model_name run:INIT_FROM_RUN (its earlier "
                                     "form)", deprecated=True)
-    weights: str = _opt("default", "default or imagenet: the backbone's ImageNet weights; none: "
+    weights: str = option("default", "default or imagenet: the backbone's ImageNet weights; none: "
                                    "untrained (Keras applications only); or a weights file "
                                    "(Keras applications: the same as --model_name "
                                    "keras:NAME:FILE) / a TF-Hub handle (TF-Hub entries)")
-    task: str = _opt("single_label", "what to predict: single_label (one class per image: class "
+    task: str = option("single_label", "what to predict: single_label (one class per image: class "
                                       "folders, or a --labels_csv 'label' column), multi_label "
                                       "(a --labels_csv 'labels' column, ';'-separated), "
                                       "attributes (one --labels_csv column per attribute, an "
                                       "empty cell unknown) or regression (a number per image: "
                                       "a --labels_csv 'value' column, or --target_column); each "
                                       "task's own flags are listed under its name")
-    labels_csv: str = _opt(None, "CSV manifest: a 'filename' column (paths relative to "
+    labels_csv: str = option(None, "CSV manifest: a 'filename' column (paths relative to "
                                  "--dataset_dir) and the task's label column(s); without it, "
                                  "class folders are the labels")
-    labels_file: str = _opt(None, "text file fixing the label vocabulary and its order, one "
+    labels_file: str = option(None, "text file fixing the label vocabulary and its order, one "
                                   "label a line (default: every label of the data, sorted)")
-    pooling: str = _opt("avg", "how the head pools the backbone's last feature map: avg or max "
+    pooling: str = option("avg", "how the head pools the backbone's last feature map: avg or max "
                                "(ML-GCN's global max pooling; needs a backbone with a feature "
                                "map: Keras applications, EfficientNet-Lite)",
                         choices=("avg", "max"))
-    image_size: int = _opt(None, "input resolution (default: the backbone's)")
-    batch_size: int = _opt(32, "images per training step on each replica (the global batch is "
+    image_size: int = option(None, "input resolution (default: the backbone's)")
+    batch_size: int = option(32, "images per training step on each replica (the global batch is "
                                "this times the replicas of --strategy)")
-    stage1_solver: str = _opt("lbfgs", "stage-1 head training on cached features: lbfgs "
+    stage1_solver: str = option("lbfgs", "stage-1 head training on cached features: lbfgs "
                                        "(scikit-learn's L2-regularised logistic regression, the "
                                        "penalty chosen on validation; deterministic) or adam "
                                        "(--stage1_epochs of Adam at --learning_rate with dropout "
                                        "and label smoothing; always used with --stage1_augment)",
                               choices=STAGE1_SOLVERS)
-    stage1_epochs: int = _opt(40, "epochs of head training on the frozen backbone (adam)")
-    stage2_epochs: int = _opt(None, "epochs of fine-tuning the unfrozen backbone; 0 skips stage "
+    stage1_epochs: int = option(40, "epochs of head training on the frozen backbone (adam)")
+    stage2_epochs: int = option(None, "epochs of fine-tuning the unfrozen backbone; 0 skips stage "
                                     "2 (default: planned, on every device: the most epochs, up "
                                     f"to {MAX_EPOCHS}, that fit --time_budget, from a measured "
                                     "step time)")
-    time_budget: float = _opt(None, "minutes for the whole run (set-up not counted: building "
+    time_budget: float = option(None, "minutes for the whole run (set-up not counted: building "
                                     "the backbone, caching the decoded images): stage 2 "
                                     "measures its training step, plans its epochs and sizes to "
                                     "end inside the budget (part of one epoch when a whole one "
                                     "does not fit), and stops at the batch after which one more "
                                     "and a validation pass would pass it (default: "
                                     f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0: none)")
-    stage2_sizes: str = _opt("auto", "stage-2 training image sizes: auto (--image_size; when "
+    stage2_sizes: str = option("auto", "stage-2 training image sizes: auto (--image_size; when "
                                      f"the budget fits fewer than {MIN_FULL_EPOCHS} epochs "
                                      f"there, progressive from {LOW_FRACTION:g} of it up to "
                                      "it, the last epoch at it: cheaper epochs, FixRes), full (always --image_size), or "
                                      "comma-separated sizes, one per epoch", number=True)
-    refit: str = _opt("auto", "after validation has chosen (regularisation, whether stage 2 is "
+    refit: str = option("auto", "after validation has chosen (regularisation, whether stage 2 is "
                               "kept, thresholds), refit the exported model with those choices "
                               "on more photos: auto (training + validation, + test when the run "
                               "made the test split itself; a test/ folder you gave is never "
                               "trained on), train_val, all, or none (the model trained on the "
                               "training split); the reported figures stay those of the model "
                               "trained on the training split, the estimate for the export")
-    refit_stage2: str = _opt("head", "after a kept stage 2, what the refit trains: head (a head "
+    refit_stage2: str = option("head", "after a kept stage 2, what the refit trains: head (a head "
                                      "on the fine-tuned backbone's features, its regularisation "
                                      "chosen on validation, kept if it does as well there as "
                                      "stage 2's: as good as whole in a half to a sixth of "
@@ -131,59 +128,59 @@ class FinetuneConfig:
                                      "refit photos up to stage 2's best epoch; the stage-2 plan "
                                      "keeps time for it, and a refit the --time_budget cannot "
                                      "hold falls back to head)")
-    learning_rate: float = _opt(1e-3, "stage-1 learning rate (Adam); with several replicas "
+    learning_rate: float = option(1e-3, "stage-1 learning rate (Adam); with several replicas "
                                       "(--strategy) both stages' rates are multiplied by their "
                                       "number (the linear scaling rule for the global batch)")
-    stage2_learning_rate: float = _opt(None, "stage-2 peak learning rate after warm-up "
+    stage2_learning_rate: float = option(None, "stage-2 peak learning rate after warm-up "
                                              "(default: learning_rate / 5)")
-    unfreeze: str = _opt("all", "what stage 2 trains: 'all' (the whole backbone, BatchNorm "
+    unfreeze: str = option("all", "what stage 2 trains: 'all' (the whole backbone, BatchNorm "
                                 "statistics frozen: the only stage 2 that beat stage 1 on a CPU, "
                                 "see BENCHMARKS.md), a number of top layers with weights (20 "
                                 "covers EfficientNet-Lite0's last three blocks and its head conv, "
                                 "about three times as fast a step), or comma-separated "
                                 "layer-name prefixes (Slim's --trainable_scopes)", number=True)
-    stage1_augment: bool = _opt(False, "augment in stage 1 (then backbone features cannot be "
+    stage1_augment: bool = option(False, "augment in stage 1 (then backbone features cannot be "
                                        "cached and stage 1 runs the whole backbone every step)")
-    augment: bool = _opt(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
-    dropout: float = _opt(0.2, "dropout before the classifier")
-    warmup_fraction: float = _opt(0.1, "share of stage-2 steps spent warming up the learning rate")
-    patience: int = _opt(2, "stage-2 early stopping patience (epochs without validation gain)")
-    validation_fraction: float = _opt(0.1, "validation share when the dataset has no "
+    augment: bool = option(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
+    dropout: float = option(0.2, "dropout before the classifier")
+    warmup_fraction: float = option(0.1, "share of stage-2 steps spent warming up the learning rate")
+    patience: int = option(2, "stage-2 early stopping patience (epochs without validation gain)")
+    validation_fraction: float = option(0.1, "validation share when the dataset has no "
                                            "validation/ folder")
-    test_fraction: float = _opt(0.1, "test share when the dataset has no split folders")
-    seed: int = _opt(0, "seed of splits, shuffling, augmentation and initialisation")
-    group_by: str = _opt(None, "photos that must stay in one split (one runway show, shoot or "
+    test_fraction: float = option(0.1, "test share when the dataset has no split folders")
+    seed: int = option(0, "seed of splits, shuffling, augmentation and initialisation")
+    group_by: str = option(None, "photos that must stay in one split (one runway show, shoot or "
                                "product): 'folder' (the file's folder) or 'folder:N' (its first "
                                "N folder levels), 'column:NAME' (a --labels_csv column), or a "
                                "regular expression searched in the file's path relative to "
                                "--dataset_dir, its first group the key (e.g. "
                                "'^([^/]+/[A-Za-z]+[0-9]+)_' for brand/Fall24_look_012.jpg); "
                                "every split, --num_splits and --kfold honour it")
-    compare_random_split: bool = _opt(False, "experiment with --group_by: run the same protocol "
+    compare_random_split: bool = option(False, "experiment with --group_by: run the same protocol "
                                              "on random splits too (in random_split_NN/ or "
                                              "random_fold_NN/) and report both figures and their "
                                              "gap in summary.json")
-    num_splits: int = _opt(0, "experiment: N runs on stratified random train/validation/test "
+    num_splits: int = option(0, "experiment: N runs on stratified random train/validation/test "
                               "splits of all images (given split folders are pooled), run i "
                               "with seed seed+i, in <train_dir>/split_NN/; writes summary.json "
                               "and summary.csv (0: one ordinary run)")
-    kfold: int = _opt(0, "experiment: stratified K-fold over all images (given split folders "
+    kfold: int = option(0, "experiment: stratified K-fold over all images (given split folders "
                          "are pooled); fold i tests on the i-th fold, validation is carved from "
                          "the rest; runs in <train_dir>/fold_NN/ (0: no k-fold)")
-    jit_compile: str = _opt("auto", "XLA: auto (on when a GPU is visible), on or off",
+    jit_compile: str = option("auto", "XLA: auto (on when a GPU is visible), on or off",
                             choices=("auto", "on", "off"))
-    mixed_precision: str = _opt("auto", "mixed_float16: auto (on when a GPU is visible), on or off",
+    mixed_precision: str = option("auto", "mixed_float16: auto (on when a GPU is visible), on or off",
                                 choices=("auto", "on", "off"))
-    strategy: str = _opt("auto", "tf.distribute strategy: auto (mirrored over several visible "
+    strategy: str = option("auto", "tf.distribute strategy: auto (mirrored over several visible "
                                  "GPUs, else the one device), one_device, mirrored (every local "
                                  "GPU) or multi_worker (MultiWorkerMirroredStrategy over the "
                                  "cluster in TF_CONFIG; see docs/multi_worker.md)",
                          choices=STRATEGIES)
-    worker_timeout: float = _opt(WORKER_TIMEOUT, "multi_worker: seconds to wait at start-up "
+    worker_timeout: float = option(WORKER_TIMEOUT, "multi_worker: seconds to wait at start-up "
                                                  "for the other workers of TF_CONFIG to answer "
                                                  "before giving up, naming those that did not")
-    top_k: int = _opt(5, "labels returned by the exported serving signature")
-    verbose: int = _opt(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    top_k: int = option(5, "labels returned by the exported serving signature")
+    verbose: int = option(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
     task_options: dict = field(default_factory=dict, metadata={
         "help": "the task's own options (its flags: --head, --attributes …)", "flag": False})
 
@@ -207,7 +204,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
-        problems = _type_problems(self) or _value_problems(self)
+        problems = type_problems(self) or _value_problems(self)
         if problems:
             raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
                                         for name, value, rule in problems))
@@ -274,7 +271,7 @@ _TYPES = {"int": (numbers.Integral, int, "a whole number"),
           "bool": (bool, bool, "True or False")}
 
 
-def _type_problems(c, fields=None) -> list[tuple[str, object, str]]:
+def type_problems(c, fields=None) -> list[tuple[str, object, str]]:
     """Each setting of ``c`` (a :class:`FinetuneConfig` or a namespace of its fields) of its
     field's type, or None where that is the default, and one of the field's choices; values
     converted to the plain type (numpy numbers, paths; a whole number as the text of a string
@@ -340,7 +337,7 @@ def check_recorded(settings: dict, path: Path) -> None:
     its flags are: one line naming the file and the setting."""
     recorded = SimpleNamespace(**{f.name: settings.get(f.name, f.default)
                                   for f in dataclasses.fields(FinetuneConfig)})
-    problems = _type_problems(recorded) or _value_problems(recorded)
+    problems = type_problems(recorded) or _value_problems(recorded)
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(f"{name} {value!r}: {rule}"
                                                       for name, value, rule in problems)
