@@ -34,8 +34,8 @@ class AuditConfig:
                                               "train/ validation/ test/), the image folder of "
                                               "--labels_csv, or a TFRecord directory")
     output_dir: str = option(None, "where audit.json, audit.html, the PNGs, the feature cache "
-                                 "and --fix's manifest go (default: audits/<dataset folder "
-                                 "name>); outside --dataset_dir", required=False)
+                                   "and --fix's manifest go (default: audits/<dataset folder "
+                                   "name>); outside --dataset_dir", required=False)
     labels_csv: str = _shared("labels_csv")
     task: str = _shared("task", "what the labels are, read as finetune reads them: "
                                 "single_label (every finding), attributes (label errors per "
@@ -47,7 +47,7 @@ class AuditConfig:
                                         "the shortcut check predicts the group, label errors are "
                                         "cross-validated by group")
     train_dir: str = option(None, "a finished run's train dir: duplicates are reported within "
-                                "and across ITS splits (its splits.json)")
+                                  "and across ITS splits (its splits.json)")
     model_name: str = _shared("model_name", "the backbone of the features, as for finetune: a "
                                             "registry name, hub:URL_OR_DIR, "
                                             "keras:NAME[:WEIGHTS_FILE] or run:TRAIN_OR_EXPORT_DIR "
@@ -56,16 +56,16 @@ class AuditConfig:
     image_size: int = _shared("image_size")
     batch_size: int = _shared("batch_size", "images per batch of the feature pass")
     near_duplicate_cosine: float = option(NEAR_DUPLICATE_COSINE,
-                                        "cosine similarity of frozen features at and above "
-                                        "which two photos are near-duplicates")
+                                          "cosine similarity of frozen features at and above "
+                                          "which two photos are near-duplicates")
     folds: int = option(5, "folds of the cross-validated regressions (out-of-fold probabilities)")
     outlier_share: float = option(0.01, "share of the photos, the most isolated in feature space, "
-                                      "listed as outliers")
+                                        "listed as outliers")
     max_shown: int = option(60, "findings of each kind shown in audit.html (audit.json has all)")
     fix: bool = option(False, "write cleaned_labels.csv: the manifest without the extra copies "
-                            "and the label-error candidates the regression is sure of "
-                            "(attributes: their cell made unknown), in the columns the task "
-                            "reads; photos are never touched")
+                              "and the label-error candidates the regression is sure of "
+                              "(attributes: their cell made unknown), in the columns the task "
+                              "reads; photos are never touched")
     seed: int = _shared("seed", "seed of the folds")
     overwrite: bool = _shared("overwrite", "write into --output_dir even when it holds files an "
                                            "audit did not write (they may be replaced)")

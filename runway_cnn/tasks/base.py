@@ -197,7 +197,6 @@ class TaskLabels:
         return dict.fromkeys(self.manifest_columns(), self.raw_text(raw))
 
 
-
 class TaskModel:
     """Head and stage-1 solver: the head on pooled features, its loss and metrics, and the
     optional convex solver of stage 1 (and its refit on more photos). Required: :meth:`loss`."""
@@ -241,7 +240,6 @@ class TaskModel:
         no convex solver (the trainer then trains the head with Keras for stage 1's best number
         of epochs)."""
         return None
-
 
 
 class TaskOutputs:
@@ -409,7 +407,6 @@ class TaskOutputs:
         """What an experiment adds up over its runs' test figures (written into ``output_dir``
         as files too); ``{}`` when nothing is summed."""
         return {}
-
 
 
 class Task(TaskLabels, TaskModel, TaskOutputs):

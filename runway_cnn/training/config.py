@@ -42,7 +42,7 @@ def check_outside_dataset(flag: str, path: str | None, dataset_dir: str, hint: s
 class FinetuneConfig:
     dataset_dir: str = option(None, "dataset folder (one sub-folder per class, optionally under "
                                   "train/ validation/ test/) or a registered dataset name",
-                            required=True)
+                              required=True)
     train_dir: str = option(None, "where checkpoints, logs, splits, metrics and plots go "
                                 "(default: runs/<dataset folder name>)")
     export_dir: str = option(None, "base dir of the SavedModel export "
@@ -60,9 +60,9 @@ class FinetuneConfig:
                                  "is reused, its head dropped) (default: efficientnet_lite0)")
     # deprecated: not in --help; given, one warning line, then the same as --model_name PREFIX:X
     hub_handle: str = option(None, "the same as --model_name hub:HUB_HANDLE (its earlier form)",
-                           deprecated=True)
+                             deprecated=True)
     init_from: str = option(None, "the same as --model_name run:INIT_FROM (its earlier form)",
-                          deprecated=True)
+                            deprecated=True)
     init_from_run: str = option(None, "the same as --model_name run:INIT_FROM_RUN (its earlier "
                                     "form)", deprecated=True)
     weights: str = option("default", "default or imagenet: the backbone's ImageNet weights; none: "
@@ -84,7 +84,7 @@ class FinetuneConfig:
     pooling: str = option("avg", "how the head pools the backbone's last feature map: avg or max "
                                "(ML-GCN's global max pooling; needs a backbone with a feature "
                                "map: Keras applications, EfficientNet-Lite)",
-                        choices=("avg", "max"))
+                          choices=("avg", "max"))
     image_size: int = option(None, "input resolution (default: the backbone's)")
     batch_size: int = option(32, "images per training step on each replica (the global batch is "
                                "this times the replicas of --strategy)")
@@ -93,7 +93,7 @@ class FinetuneConfig:
                                        "penalty chosen on validation; deterministic) or adam "
                                        "(--stage1_epochs of Adam at --learning_rate with dropout "
                                        "and label smoothing; always used with --stage1_augment)",
-                              choices=STAGE1_SOLVERS)
+                                choices=STAGE1_SOLVERS)
     stage1_epochs: int = option(40, "epochs of head training on the frozen backbone (adam)")
     stage2_epochs: int = option(None, "epochs of fine-tuning the unfrozen backbone; 0 skips stage "
                                     "2 (default: planned, on every device: the most epochs, up "
@@ -109,8 +109,9 @@ class FinetuneConfig:
     stage2_sizes: str = option("auto", "stage-2 training image sizes: auto (--image_size; when "
                                      f"the budget fits fewer than {MIN_FULL_EPOCHS} epochs "
                                      f"there, progressive from {LOW_FRACTION:g} of it up to "
-                                     "it, the last epoch at it: cheaper epochs, FixRes), full (always --image_size), or "
-                                     "comma-separated sizes, one per epoch", number=True)
+                                     "it, the last epoch at it: cheaper epochs, FixRes), "
+                                     "full (always --image_size), or comma-separated sizes, "
+                                     "one per epoch", number=True)
     refit: str = option("auto", "after validation has chosen (regularisation, whether stage 2 is "
                               "kept, thresholds), refit the exported model with those choices "
                               "on more photos: auto (training + validation, + test when the run "
@@ -143,7 +144,8 @@ class FinetuneConfig:
                                        "cached and stage 1 runs the whole backbone every step)")
     augment: bool = option(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
     dropout: float = option(0.2, "dropout before the classifier")
-    warmup_fraction: float = option(0.1, "share of stage-2 steps spent warming up the learning rate")
+    warmup_fraction: float = option(0.1, "share of stage-2 steps spent warming up the learning "
+                                          "rate")
     patience: int = option(2, "stage-2 early stopping patience (epochs without validation gain)")
     validation_fraction: float = option(0.1, "validation share when the dataset has no "
                                            "validation/ folder")
@@ -168,19 +170,20 @@ class FinetuneConfig:
                          "are pooled); fold i tests on the i-th fold, validation is carved from "
                          "the rest; runs in <train_dir>/fold_NN/ (0: no k-fold)")
     jit_compile: str = option("auto", "XLA: auto (on when a GPU is visible), on or off",
-                            choices=("auto", "on", "off"))
-    mixed_precision: str = option("auto", "mixed_float16: auto (on when a GPU is visible), on or off",
-                                choices=("auto", "on", "off"))
+                              choices=("auto", "on", "off"))
+    mixed_precision: str = option("auto", "mixed_float16: auto (on when a GPU is visible), on "
+                                          "or off", choices=("auto", "on", "off"))
     strategy: str = option("auto", "tf.distribute strategy: auto (mirrored over several visible "
                                  "GPUs, else the one device), one_device, mirrored (every local "
                                  "GPU) or multi_worker (MultiWorkerMirroredStrategy over the "
                                  "cluster in TF_CONFIG; see docs/multi_worker.md)",
-                         choices=STRATEGIES)
+                           choices=STRATEGIES)
     worker_timeout: float = option(WORKER_TIMEOUT, "multi_worker: seconds to wait at start-up "
                                                  "for the other workers of TF_CONFIG to answer "
                                                  "before giving up, naming those that did not")
     top_k: int = option(5, "labels returned by the exported serving signature")
-    verbose: int = option(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    verbose: int = option(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per "
+                                "epoch")
     task_options: dict = field(default_factory=dict, metadata={
         "help": "the task's own options (its flags: --head, --attributes …)", "flag": False})
 
