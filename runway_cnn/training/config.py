@@ -41,30 +41,30 @@ def check_outside_dataset(flag: str, path: str | None, dataset_dir: str, hint: s
 @dataclass(init=False)
 class FinetuneConfig:
     dataset_dir: str = option(None, "dataset folder (one sub-folder per class, optionally under "
-                                  "train/ validation/ test/) or a registered dataset name",
+                                    "train/ validation/ test/) or a registered dataset name",
                               required=True)
     train_dir: str = option(None, "where checkpoints, logs, splits, metrics and plots go "
-                                "(default: runs/<dataset folder name>)")
+                                  "(default: runs/<dataset folder name>)")
     export_dir: str = option(None, "base dir of the SavedModel export "
-                                 "(default: <train_dir>/export)")
+                                   "(default: <train_dir>/export)")
     overwrite: bool = option(False, "write into a --train_dir that holds files no run wrote (it "
-                                  "is refused otherwise; a run's own train dir is resumed)")
+                                    "is refused otherwise; a run's own train dir is resumed)")
     serving_name: str = option(None, "model name under export_dir (default: the dataset folder's)")
     model_name: str = option(None, "the backbone and its weights, one spec: a registry name (see "
-                                 "--list_backbones); hub:URL_OR_DIR, a TF-Hub image "
-                                 "feature-vector handle ([0, 1] inputs); "
-                                 "keras:NAME[:WEIGHTS_FILE], a Keras application of the "
-                                 "registry with a weights file; or run:TRAIN_OR_EXPORT_DIR, a "
-                                 "previous run's backbone, of any task (domain pre-training "
-                                 "chains: ImageNet → clothing task → target; its preprocessing "
-                                 "is reused, its head dropped) (default: efficientnet_lite0)")
+                                   "--list_backbones); hub:URL_OR_DIR, a TF-Hub image "
+                                   "feature-vector handle ([0, 1] inputs); "
+                                   "keras:NAME[:WEIGHTS_FILE], a Keras application of the "
+                                   "registry with a weights file; or run:TRAIN_OR_EXPORT_DIR, a "
+                                   "previous run's backbone, of any task (domain pre-training "
+                                   "chains: ImageNet → clothing task → target; its preprocessing "
+                                   "is reused, its head dropped) (default: efficientnet_lite0)")
     # deprecated: not in --help; given, one warning line, then the same as --model_name PREFIX:X
     hub_handle: str = option(None, "the same as --model_name hub:HUB_HANDLE (its earlier form)",
                              deprecated=True)
     init_from: str = option(None, "the same as --model_name run:INIT_FROM (its earlier form)",
                             deprecated=True)
     init_from_run: str = option(None, "the same as --model_name run:INIT_FROM_RUN (its earlier "
-                                    "form)", deprecated=True)
+                                      "form)", deprecated=True)
     weights: str = option("default", "default or imagenet: the backbone's ImageNet weights; none: "
                                    "untrained (Keras applications only); or a weights file "
                                    "(Keras applications: the same as --model_name "
@@ -77,17 +77,17 @@ class FinetuneConfig:
                                       "a --labels_csv 'value' column, or --target_column); each "
                                       "task's own flags are listed under its name")
     labels_csv: str = option(None, "CSV manifest: a 'filename' column (paths relative to "
-                                 "--dataset_dir) and the task's label column(s); without it, "
-                                 "class folders are the labels")
+                                   "--dataset_dir) and the task's label column(s); without it, "
+                                   "class folders are the labels")
     labels_file: str = option(None, "text file fixing the label vocabulary and its order, one "
-                                  "label a line (default: every label of the data, sorted)")
+                                    "label a line (default: every label of the data, sorted)")
     pooling: str = option("avg", "how the head pools the backbone's last feature map: avg or max "
                                "(ML-GCN's global max pooling; needs a backbone with a feature "
                                "map: Keras applications, EfficientNet-Lite)",
                           choices=("avg", "max"))
     image_size: int = option(None, "input resolution (default: the backbone's)")
     batch_size: int = option(32, "images per training step on each replica (the global batch is "
-                               "this times the replicas of --strategy)")
+                                 "this times the replicas of --strategy)")
     stage1_solver: str = option("lbfgs", "stage-1 head training on cached features: lbfgs "
                                        "(scikit-learn's L2-regularised logistic regression, the "
                                        "penalty chosen on validation; deterministic) or adam "
@@ -96,16 +96,16 @@ class FinetuneConfig:
                                 choices=STAGE1_SOLVERS)
     stage1_epochs: int = option(40, "epochs of head training on the frozen backbone (adam)")
     stage2_epochs: int = option(None, "epochs of fine-tuning the unfrozen backbone; 0 skips stage "
-                                    "2 (default: planned, on every device: the most epochs, up "
-                                    f"to {MAX_EPOCHS}, that fit --time_budget, from a measured "
-                                    "step time)")
+                                      "2 (default: planned, on every device: the most epochs, up "
+                                      f"to {MAX_EPOCHS}, that fit --time_budget, from a measured "
+                                      "step time)")
     time_budget: float = option(None, "minutes for the whole run (set-up not counted: building "
-                                    "the backbone, caching the decoded images): stage 2 "
-                                    "measures its training step, plans its epochs and sizes to "
-                                    "end inside the budget (part of one epoch when a whole one "
-                                    "does not fit), and stops at the batch after which one more "
-                                    "and a validation pass would pass it (default: "
-                                    f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0: none)")
+                                      "the backbone, caching the decoded images): stage 2 "
+                                      "measures its training step, plans its epochs and sizes to "
+                                      "end inside the budget (part of one epoch when a whole one "
+                                      "does not fit), and stops at the batch after which one more "
+                                      "and a validation pass would pass it (default: "
+                                      f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0: none)")
     stage2_sizes: str = option("auto", "stage-2 training image sizes: auto (--image_size; when "
                                      f"the budget fits fewer than {MIN_FULL_EPOCHS} epochs "
                                      f"there, progressive from {LOW_FRACTION:g} of it up to "
@@ -130,10 +130,10 @@ class FinetuneConfig:
                                      "keeps time for it, and a refit the --time_budget cannot "
                                      "hold falls back to head)")
     learning_rate: float = option(1e-3, "stage-1 learning rate (Adam); with several replicas "
-                                      "(--strategy) both stages' rates are multiplied by their "
-                                      "number (the linear scaling rule for the global batch)")
+                                        "(--strategy) both stages' rates are multiplied by their "
+                                        "number (the linear scaling rule for the global batch)")
     stage2_learning_rate: float = option(None, "stage-2 peak learning rate after warm-up "
-                                             "(default: learning_rate / 5)")
+                                               "(default: learning_rate / 5)")
     unfreeze: str = option("all", "what stage 2 trains: 'all' (the whole backbone, BatchNorm "
                                 "statistics frozen: the only stage 2 that beat stage 1 on a CPU, "
                                 "see BENCHMARKS.md), a number of top layers with weights (20 "
@@ -141,34 +141,34 @@ class FinetuneConfig:
                                 "about three times as fast a step), or comma-separated "
                                 "layer-name prefixes (Slim's --trainable_scopes)", number=True)
     stage1_augment: bool = option(False, "augment in stage 1 (then backbone features cannot be "
-                                       "cached and stage 1 runs the whole backbone every step)")
+                                         "cached and stage 1 runs the whole backbone every step)")
     augment: bool = option(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
     dropout: float = option(0.2, "dropout before the classifier")
     warmup_fraction: float = option(0.1, "share of stage-2 steps spent warming up the learning "
                                           "rate")
     patience: int = option(2, "stage-2 early stopping patience (epochs without validation gain)")
     validation_fraction: float = option(0.1, "validation share when the dataset has no "
-                                           "validation/ folder")
+                                             "validation/ folder")
     test_fraction: float = option(0.1, "test share when the dataset has no split folders")
     seed: int = option(0, "seed of splits, shuffling, augmentation and initialisation")
     group_by: str = option(None, "photos that must stay in one split (one runway show, shoot or "
-                               "product): 'folder' (the file's folder) or 'folder:N' (its first "
-                               "N folder levels), 'column:NAME' (a --labels_csv column), or a "
-                               "regular expression searched in the file's path relative to "
-                               "--dataset_dir, its first group the key (e.g. "
-                               "'^([^/]+/[A-Za-z]+[0-9]+)_' for brand/Fall24_look_012.jpg); "
-                               "every split, --num_splits and --kfold honour it")
+                                 "product): 'folder' (the file's folder) or 'folder:N' (its first "
+                                 "N folder levels), 'column:NAME' (a --labels_csv column), or a "
+                                 "regular expression searched in the file's path relative to "
+                                 "--dataset_dir, its first group the key (e.g. "
+                                 "'^([^/]+/[A-Za-z]+[0-9]+)_' for brand/Fall24_look_012.jpg); "
+                                 "every split, --num_splits and --kfold honour it")
     compare_random_split: bool = option(False, "experiment with --group_by: run the same protocol "
-                                             "on random splits too (in random_split_NN/ or "
-                                             "random_fold_NN/) and report both figures and their "
-                                             "gap in summary.json")
+                                               "on random splits too (in random_split_NN/ or "
+                                               "random_fold_NN/) and report both figures and "
+                                               "their gap in summary.json")
     num_splits: int = option(0, "experiment: N runs on stratified random train/validation/test "
-                              "splits of all images (given split folders are pooled), run i "
-                              "with seed seed+i, in <train_dir>/split_NN/; writes summary.json "
-                              "and summary.csv (0: one ordinary run)")
+                                "splits of all images (given split folders are pooled), run i "
+                                "with seed seed+i, in <train_dir>/split_NN/; writes summary.json "
+                                "and summary.csv (0: one ordinary run)")
     kfold: int = option(0, "experiment: stratified K-fold over all images (given split folders "
-                         "are pooled); fold i tests on the i-th fold, validation is carved from "
-                         "the rest; runs in <train_dir>/fold_NN/ (0: no k-fold)")
+                           "are pooled); fold i tests on the i-th fold, validation is carved from "
+                           "the rest; runs in <train_dir>/fold_NN/ (0: no k-fold)")
     jit_compile: str = option("auto", "XLA: auto (on when a GPU is visible), on or off",
                               choices=("auto", "on", "off"))
     mixed_precision: str = option("auto", "mixed_float16: auto (on when a GPU is visible), on "
@@ -179,8 +179,8 @@ class FinetuneConfig:
                                  "cluster in TF_CONFIG; see docs/multi_worker.md)",
                            choices=STRATEGIES)
     worker_timeout: float = option(WORKER_TIMEOUT, "multi_worker: seconds to wait at start-up "
-                                                 "for the other workers of TF_CONFIG to answer "
-                                                 "before giving up, naming those that did not")
+                                                   "for the other workers of TF_CONFIG to answer "
+                                                   "before giving up, naming those that did not")
     top_k: int = option(5, "labels returned by the exported serving signature")
     verbose: int = option(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per "
                                 "epoch")
