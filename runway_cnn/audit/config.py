@@ -25,7 +25,7 @@ def _shared(name: str, help: str | None = None):
     ``help`` where the audit means something else by it."""
     run = {f.name: f for f in FinetuneConfig.fields()}[name]
     return option(run.default, help or run.metadata["help"],
-                **{k: v for k, v in run.metadata.items() if k != "help"})
+                  **{k: v for k, v in run.metadata.items() if k != "help"})
 
 
 @dataclass(init=False)
