@@ -66,33 +66,34 @@ class FinetuneConfig:
     init_from_run: str = option(None, "the same as --model_name run:INIT_FROM_RUN (its earlier "
                                       "form)", deprecated=True)
     weights: str = option("default", "default or imagenet: the backbone's ImageNet weights; none: "
-                                   "untrained (Keras applications only); or a weights file "
-                                   "(Keras applications: the same as --model_name "
-                                   "keras:NAME:FILE) / a TF-Hub handle (TF-Hub entries)")
+                                     "untrained (Keras applications only); or a weights file "
+                                     "(Keras applications: the same as --model_name "
+                                     "keras:NAME:FILE) / a TF-Hub handle (TF-Hub entries)")
     task: str = option("single_label", "what to predict: single_label (one class per image: class "
-                                      "folders, or a --labels_csv 'label' column), multi_label "
-                                      "(a --labels_csv 'labels' column, ';'-separated), "
-                                      "attributes (one --labels_csv column per attribute, an "
-                                      "empty cell unknown) or regression (a number per image: "
-                                      "a --labels_csv 'value' column, or --target_column); each "
-                                      "task's own flags are listed under its name")
+                                       "folders, or a --labels_csv 'label' column), multi_label "
+                                       "(a --labels_csv 'labels' column, ';'-separated), "
+                                       "attributes (one --labels_csv column per attribute, an "
+                                       "empty cell unknown) or regression (a number per image: "
+                                       "a --labels_csv 'value' column, or --target_column); each "
+                                       "task's own flags are listed under its name")
     labels_csv: str = option(None, "CSV manifest: a 'filename' column (paths relative to "
                                    "--dataset_dir) and the task's label column(s); without it, "
                                    "class folders are the labels")
     labels_file: str = option(None, "text file fixing the label vocabulary and its order, one "
                                     "label a line (default: every label of the data, sorted)")
     pooling: str = option("avg", "how the head pools the backbone's last feature map: avg or max "
-                               "(ML-GCN's global max pooling; needs a backbone with a feature "
-                               "map: Keras applications, EfficientNet-Lite)",
+                                 "(ML-GCN's global max pooling; needs a backbone with a feature "
+                                 "map: Keras applications, EfficientNet-Lite)",
                           choices=("avg", "max"))
     image_size: int = option(None, "input resolution (default: the backbone's)")
     batch_size: int = option(32, "images per training step on each replica (the global batch is "
                                  "this times the replicas of --strategy)")
     stage1_solver: str = option("lbfgs", "stage-1 head training on cached features: lbfgs "
-                                       "(scikit-learn's L2-regularised logistic regression, the "
-                                       "penalty chosen on validation; deterministic) or adam "
-                                       "(--stage1_epochs of Adam at --learning_rate with dropout "
-                                       "and label smoothing; always used with --stage1_augment)",
+                                         "(scikit-learn's L2-regularised logistic regression, "
+                                         "the penalty chosen on validation; deterministic) or "
+                                         "adam (--stage1_epochs of Adam at --learning_rate with "
+                                         "dropout and label smoothing; always used with "
+                                         "--stage1_augment)",
                                 choices=STAGE1_SOLVERS)
     stage1_epochs: int = option(40, "epochs of head training on the frozen backbone (adam)")
     stage2_epochs: int = option(None, "epochs of fine-tuning the unfrozen backbone; 0 skips stage "
@@ -107,45 +108,45 @@ class FinetuneConfig:
                                       "and a validation pass would pass it (default: "
                                       f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0: none)")
     stage2_sizes: str = option("auto", "stage-2 training image sizes: auto (--image_size; when "
-                                     f"the budget fits fewer than {MIN_FULL_EPOCHS} epochs "
-                                     f"there, progressive from {LOW_FRACTION:g} of it up to "
-                                     "it, the last epoch at it: cheaper epochs, FixRes), "
-                                     "full (always --image_size), or comma-separated sizes, "
-                                     "one per epoch", number=True)
+                                       f"the budget fits fewer than {MIN_FULL_EPOCHS} epochs "
+                                       f"there, progressive from {LOW_FRACTION:g} of it up to "
+                                       "it, the last epoch at it: cheaper epochs, FixRes), "
+                                       "full (always --image_size), or comma-separated sizes, "
+                                       "one per epoch", number=True)
     refit: str = option("auto", "after validation has chosen (regularisation, whether stage 2 is "
-                              "kept, thresholds), refit the exported model with those choices "
-                              "on more photos: auto (training + validation, + test when the run "
-                              "made the test split itself; a test/ folder you gave is never "
-                              "trained on), train_val, all, or none (the model trained on the "
-                              "training split); the reported figures stay those of the model "
-                              "trained on the training split, the estimate for the export")
+                                "kept, thresholds), refit the exported model with those choices "
+                                "on more photos: auto (training + validation, + test when the run "
+                                "made the test split itself; a test/ folder you gave is never "
+                                "trained on), train_val, all, or none (the model trained on the "
+                                "training split); the reported figures stay those of the model "
+                                "trained on the training split, the estimate for the export")
     refit_stage2: str = option("head", "after a kept stage 2, what the refit trains: head (a head "
-                                     "on the fine-tuned backbone's features, its regularisation "
-                                     "chosen on validation, kept if it does as well there as "
-                                     "stage 2's: as good as whole in a half to a sixth of "
-                                     "its minutes, on clothing-small and the clothing tags; "
-                                     "skipped when the --time_budget left cannot hold its "
-                                     "feature pass) or whole (stages 1 and 2 again on the "
-                                     "refit photos up to stage 2's best epoch; the stage-2 plan "
-                                     "keeps time for it, and a refit the --time_budget cannot "
-                                     "hold falls back to head)")
+                                       "on the fine-tuned backbone's features, its regularisation "
+                                       "chosen on validation, kept if it does as well there as "
+                                       "stage 2's: as good as whole in a half to a sixth of "
+                                       "its minutes, on clothing-small and the clothing tags; "
+                                       "skipped when the --time_budget left cannot hold its "
+                                       "feature pass) or whole (stages 1 and 2 again on the "
+                                       "refit photos up to stage 2's best epoch; the stage-2 plan "
+                                       "keeps time for it, and a refit the --time_budget cannot "
+                                       "hold falls back to head)")
     learning_rate: float = option(1e-3, "stage-1 learning rate (Adam); with several replicas "
                                         "(--strategy) both stages' rates are multiplied by their "
                                         "number (the linear scaling rule for the global batch)")
     stage2_learning_rate: float = option(None, "stage-2 peak learning rate after warm-up "
                                                "(default: learning_rate / 5)")
     unfreeze: str = option("all", "what stage 2 trains: 'all' (the whole backbone, BatchNorm "
-                                "statistics frozen: the only stage 2 that beat stage 1 on a CPU, "
-                                "see BENCHMARKS.md), a number of top layers with weights (20 "
-                                "covers EfficientNet-Lite0's last three blocks and its head conv, "
-                                "about three times as fast a step), or comma-separated "
-                                "layer-name prefixes (Slim's --trainable_scopes)", number=True)
+                                  "statistics frozen: the only stage 2 that beat stage 1 on a "
+                                  "CPU, see BENCHMARKS.md), a number of top layers with weights "
+                                  "(20 covers EfficientNet-Lite0's last three blocks and its head "
+                                  "conv, about three times as fast a step), or comma-separated "
+                                  "layer-name prefixes (Slim's --trainable_scopes)", number=True)
     stage1_augment: bool = option(False, "augment in stage 1 (then backbone features cannot be "
                                          "cached and stage 1 runs the whole backbone every step)")
     augment: bool = option(True, "stage-2 augmentation: random resized crop, flip, colour jitter")
     dropout: float = option(0.2, "dropout before the classifier")
     warmup_fraction: float = option(0.1, "share of stage-2 steps spent warming up the learning "
-                                          "rate")
+                                         "rate")
     patience: int = option(2, "stage-2 early stopping patience (epochs without validation gain)")
     validation_fraction: float = option(0.1, "validation share when the dataset has no "
                                              "validation/ folder")
@@ -174,16 +175,16 @@ class FinetuneConfig:
     mixed_precision: str = option("auto", "mixed_float16: auto (on when a GPU is visible), on "
                                           "or off", choices=("auto", "on", "off"))
     strategy: str = option("auto", "tf.distribute strategy: auto (mirrored over several visible "
-                                 "GPUs, else the one device), one_device, mirrored (every local "
-                                 "GPU) or multi_worker (MultiWorkerMirroredStrategy over the "
-                                 "cluster in TF_CONFIG; see docs/multi_worker.md)",
+                                   "GPUs, else the one device), one_device, mirrored (every local "
+                                   "GPU) or multi_worker (MultiWorkerMirroredStrategy over the "
+                                   "cluster in TF_CONFIG; see docs/multi_worker.md)",
                            choices=STRATEGIES)
     worker_timeout: float = option(WORKER_TIMEOUT, "multi_worker: seconds to wait at start-up "
                                                    "for the other workers of TF_CONFIG to answer "
                                                    "before giving up, naming those that did not")
     top_k: int = option(5, "labels returned by the exported serving signature")
     verbose: int = option(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per "
-                                "epoch")
+                             "epoch")
     task_options: dict = field(default_factory=dict, metadata={
         "help": "the task's own options (its flags: --head, --attributes …)", "flag": False})
 
@@ -235,8 +236,8 @@ class FinetuneConfig:
 
         if self.dataset_dir not in DATASETS:
             self.dataset_dir = absolute_path(self.dataset_dir)
-        self.train_dir = absolute_path(self.train_dir or os.path.join("runs",
-                                                                  dataset_name(self.dataset_dir)))
+        self.train_dir = absolute_path(
+            self.train_dir or os.path.join("runs", dataset_name(self.dataset_dir)))
         self.export_dir = self.export_dir and absolute_path(self.export_dir)
         self.labels_csv = self.labels_csv and absolute_path(self.labels_csv)
         self.labels_file = self.labels_file and absolute_path(self.labels_file)

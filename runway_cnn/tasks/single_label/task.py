@@ -25,6 +25,8 @@ from runway_cnn.tasks.single_label import evaluation
 LABEL_COLUMN = "label"  # a --labels_csv's class column
 # inverse L2 strengths stage 1 chooses from, for standardised features
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+
+
 @dataclass
 class SingleLabelOptions(TaskOptions):
     label_smoothing: float = option(0.1, "single_label: label smoothing of the cross-entropy")
