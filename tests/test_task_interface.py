@@ -105,8 +105,8 @@ def test_the_toy_task_runs_kfold_evaluate_explain_and_the_audit(toy_run, tmp_pat
         export_dir=str(tmp_path / "export"), verbose=0))
     summary, task = kfold.metrics, kfold.task
     assert summary["runs_finished"] == 2 and sum(r["num_test"] for r in summary["runs"]) == 64
-    assert summary["refit"]["images"] == 64 and isinstance(Predictor(kfold.export_path).task,
-                                                            ToyAttributeTask)
+    assert summary["refit"]["images"] == 64
+    assert isinstance(Predictor(kfold.export_path).task, ToyAttributeTask)
     evaluated = evaluate_model(kfold.export_path, photos, labels_csv=labels_csv,
                                output_dir=tmp_path / "eval", explain=1)
     files = sorted(photos.glob("*.jpg"))

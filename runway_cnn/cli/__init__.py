@@ -101,4 +101,3 @@ def _one_line_deprecations(show: Callable) -> Callable:
             seen.add(str(message))
             print(one_line(f"warning: {message}"), file=sys.stderr)
     return showwarning
-

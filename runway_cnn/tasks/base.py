@@ -340,8 +340,7 @@ class TaskOutputs:
 
         if value is None:
             return []
-        if path and isinstance(value, dict) and "value" in value and set(value) <= {"value",
-                                                                                  "score"}:
+        if path and isinstance(value, dict) and set(value) in ({"value"}, {"value", "score"}):
             return [] if value["value"] is None else line(text(value["value"]),
                                                           value.get("score"))
         if isinstance(value, dict):
