@@ -25,8 +25,8 @@ COMMANDS = {  # subcommand → (module with main(argv), one-line help)
     "checkpoints": ("runway_cnn.checkpoints", "convert offline ImageNet checkpoints"),
     "datasets": ("runway_cnn.datasets", "convert a dataset into sharded TFRecords"),
     "app": ("runway_cnn.app.__main__", "a local web page and JSON API: a photo in, answers out"),
-    "audit": ("runway_cnn.audit.__main__", "duplicates, label errors, outliers, shortcuts of a "
-                                      "dataset"),
+    "audit": ("runway_cnn.audit.__main__", "duplicates, label errors, outliers, shortcuts of "
+                                           "a dataset"),
 }
 
 
