@@ -106,11 +106,12 @@ def test_the_toy_task_runs_kfold_evaluate_explain_and_the_audit(toy_run, tmp_pat
     summary, task = kfold.metrics, kfold.task
     assert summary["runs_finished"] == 2 and sum(r["num_test"] for r in summary["runs"]) == 64
     assert summary["refit"]["images"] == 64
-    assert isinstance(Predictor(kfold.export_path).task, ToyAttributeTask)
+    predictor = Predictor(kfold.export_path)  # loaded once for both predict calls
+    assert isinstance(predictor.task, ToyAttributeTask)
     evaluated = evaluate_model(kfold.export_path, photos, labels_csv=labels_csv,
                                output_dir=tmp_path / "eval", explain=1)
     files = sorted(photos.glob("*.jpg"))
-    scored = predict(kfold.export_path, files, probabilities=True)
+    scored = predict(predictor, files, probabilities=True)
     with open(labels_csv, newline="") as f:
         raw = {row["filename"]: ToyAttributeTask.raw_label(row) for row in csv.DictReader(f)}
     targets = task.targets([raw[p.name] for p in files], "the CSV")
@@ -118,7 +119,7 @@ def test_the_toy_task_runs_kfold_evaluate_explain_and_the_audit(toy_run, tmp_pat
     assert evaluated["num_examples"] == 64
     assert evaluated["accuracy"] == pytest.approx(expected["accuracy"])
     assert (tmp_path / "eval" / "eval.json").exists() and evaluated["error_maps"] == {}
-    explained = predict(kfold.export_path, files[:2], explain_dir=tmp_path / "maps")
+    explained = predict(predictor, files[:2], explain_dir=tmp_path / "maps")
     for row in explained:  # the top logit's map: one of the answered values
         [(label, _, name)] = row["overlays"]
         assert label in {f"{a}={row[a]['value']}" for a in ATTRIBUTES}
