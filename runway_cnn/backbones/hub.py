@@ -12,6 +12,7 @@ import re
 
 import keras
 import tensorflow as tf
+from tensorflow.python.saved_model import save_context  # not public: see save_hub_module
 
 from runway_cnn.errors import BackboneError, first_line
 
@@ -158,5 +159,9 @@ class ReusableSavedModel(tf.Module):
 def save_hub_module(model: keras.Model, path: str | os.PathLike) -> None:
     """Saves ``model`` (float32 [0, 1] images → outputs) as a TF2 SavedModel in TF-Hub format."""
     module = ReusableSavedModel(model)
-    module.trace()
+    # traced in a save context, as tf.saved_model.save lists a function's traces: traced outside
+    # one, each trace misses the cache there (its variable policy differs) and is made again,
+    # which doubles the time a large backbone takes to save
+    with save_context.save_context(tf.saved_model.SaveOptions()):
+        module.trace()
     tf.saved_model.save(module, os.fspath(path))
