@@ -2,6 +2,9 @@
 (pooled features only) and a registered Keras feature map (Grad-CAM needs one)."""
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -52,21 +55,31 @@ def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
         x = np.asarray(layer(x, training=False))
 
 
+_MADE: dict[tuple[int, bool], Path] = {}  # (seed, nan) → the module this process saved first
+_CACHE = Path(tempfile.mkdtemp(prefix="tiny-hub-"))
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+
 def make_tiny_hub_module(path: Path, seed: int = 0, nan: bool = False) -> Path:
     """Writes the tiny backbone, BatchNorm calibrated on test-made photos, as a TF-Hub reusable
     SavedModel at ``path`` (with ``nan``, broken weights that give NaN features); returns
-    ``path``."""
+    ``path``. Each (seed, nan) is built and saved once per process, into a private dir that no
+    test touches, and copied from there: the same files, without saving them again."""
     from conftest import make_image
 
-    rng = np.random.default_rng(seed)
-    images = np.stack([np.asarray(make_image(i % 4, (32, 32), rng), np.float32) / 255.0
-                       for i in range(32)])
-    model = tiny_backbone_model(seed)
-    calibrate_batchnorm(model, images)
-    if nan:
-        kernel = model.get_layer("block1_conv").kernel
-        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
-    save_hub_module(model, str(path))
+    key = (seed, nan)
+    if key not in _MADE:
+        rng = np.random.default_rng(seed)
+        images = np.stack([np.asarray(make_image(i % 4, (32, 32), rng), np.float32) / 255.0
+                           for i in range(32)])
+        model = tiny_backbone_model(seed)
+        calibrate_batchnorm(model, images)
+        if nan:
+            kernel = model.get_layer("block1_conv").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+        save_hub_module(model, str(_CACHE / f"seed{seed}-nan{nan}"))
+        _MADE[key] = _CACHE / f"seed{seed}-nan{nan}"
+    shutil.copytree(_MADE[key], path, dirs_exist_ok=True)
     return Path(path)
 
 
