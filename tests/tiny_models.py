@@ -77,8 +77,9 @@ def make_tiny_hub_module(path: Path, seed: int = 0, nan: bool = False) -> Path:
         if nan:
             kernel = model.get_layer("block1_conv").kernel
             kernel.assign(np.full(kernel.shape, np.nan, "float32"))
-        save_hub_module(model, str(_CACHE / f"seed{seed}-nan{nan}"))
-        _MADE[key] = _CACHE / f"seed{seed}-nan{nan}"
+        made = _CACHE / f"seed{seed}-nan{nan}"
+        save_hub_module(model, str(made))
+        _MADE[key] = made  # only once saved: a failed save is tried again
     shutil.copytree(_MADE[key], path, dirs_exist_ok=True)
     return Path(path)
 

@@ -144,9 +144,8 @@ def expand_rows(value: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
 
 def _archive(model: keras.Model, backbone, task, top_k: int) -> keras.export.ExportArchive:
     """The signatures of the export. The model runs inside three ``tf.function`` s (predict,
-    features, explain), each traced once and called by every signature that needs it, so the
-    SavedModel holds each of the model's graphs once instead of once per signature: the export
-    writes and loads faster."""
+    features, explain), each called by every signature that needs it, so the model is traced
+    once per function rather than once per signature (and again, as often, while saving)."""
     spec = backbone.preprocessing
     size = spec.image_size
 
