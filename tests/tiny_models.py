@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -55,33 +56,32 @@ def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
         x = np.asarray(layer(x, training=False))
 
 
-_MADE: dict[tuple[int, bool], Path] = {}  # (seed, nan) → the module this process saved first
-_CACHE = Path(tempfile.mkdtemp(prefix="tiny-hub-"))
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-
-
 def make_tiny_hub_module(path: Path, seed: int = 0, nan: bool = False) -> Path:
     """Writes the tiny backbone, BatchNorm calibrated on test-made photos, as a TF-Hub reusable
     SavedModel at ``path`` (with ``nan``, broken weights that give NaN features); returns
-    ``path``. Each (seed, nan) is built and saved once per process, into a private dir that no
-    test touches, and copied from there: the same files, without saving them again."""
+    ``path``. The files are copied from :func:`_saved_tiny_hub_module`'s."""
+    shutil.copytree(_saved_tiny_hub_module(seed, nan), path, dirs_exist_ok=True)
+    return Path(path)
+
+
+@functools.cache  # an exception is not cached: a failed save is tried again
+def _saved_tiny_hub_module(seed: int, nan: bool) -> Path:
+    """The tiny hub module of ``seed`` / ``nan``, built and saved once per process into a private
+    dir that no test touches (deleted at exit)."""
     from conftest import make_image
 
-    key = (seed, nan)
-    if key not in _MADE:
-        rng = np.random.default_rng(seed)
-        images = np.stack([np.asarray(make_image(i % 4, (32, 32), rng), np.float32) / 255.0
-                           for i in range(32)])
-        model = tiny_backbone_model(seed)
-        calibrate_batchnorm(model, images)
-        if nan:
-            kernel = model.get_layer("block1_conv").kernel
-            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
-        made = _CACHE / f"seed{seed}-nan{nan}"
-        save_hub_module(model, str(made))
-        _MADE[key] = made  # only once saved: a failed save is tried again
-    shutil.copytree(_MADE[key], path, dirs_exist_ok=True)
-    return Path(path)
+    rng = np.random.default_rng(seed)
+    images = np.stack([np.asarray(make_image(i % 4, (32, 32), rng), np.float32) / 255.0
+                       for i in range(32)])
+    model = tiny_backbone_model(seed)
+    calibrate_batchnorm(model, images)
+    if nan:
+        kernel = model.get_layer("block1_conv").kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    directory = Path(tempfile.mkdtemp(prefix="tiny-hub-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    save_hub_module(model, str(directory / "module"))
+    return directory / "module"
 
 
 def tiny_feature_map(weights, image_size: int) -> keras.Model:
