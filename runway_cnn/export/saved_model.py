@@ -145,7 +145,7 @@ def expand_rows(value: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
 def _archive(model: keras.Model, backbone, task, top_k: int) -> keras.export.ExportArchive:
     """The signatures of the export. The model runs inside three ``tf.function`` s (predict,
     features, explain), each called by every signature that needs it, so the model is traced
-    once per function rather than once per signature (and again, as often, while saving)."""
+    once per function rather than once per signature (saving traces each function once more)."""
     spec = backbone.preprocessing
     size = spec.image_size
 
