@@ -18,7 +18,19 @@ META_FILE = "runway_cnn.json"  # in assets/: backbone, task config, preprocessin
 LABELS_FILE = "labels.txt"  # in assets/: one label a line
 
 
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is a folder this package exported: a SavedModel with its assets."""
+    return (path / "saved_model.pb").is_file() and (path / "assets" / META_FILE).is_file()
+
+
 def version_dirs(model_dir: Path) -> list[Path]:
+    """The exports (:func:`is_export`) in a serving-name dir whose names are version numbers,
+    oldest first; a numbered folder that is no export (a class folder ``1/``) is none."""
+    return [p for p in numbered_dirs(model_dir) if is_export(p)]
+
+
+def numbered_dirs(model_dir: Path) -> list[Path]:
+    """Every folder of ``model_dir`` named by a number, in number order."""
     if not model_dir.is_dir():
         return []
     return sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
@@ -26,8 +38,15 @@ def version_dirs(model_dir: Path) -> list[Path]:
 
 
 def next_version(model_dir: Path) -> int:
-    versions = version_dirs(model_dir)
-    return int(versions[-1].name) + 1 if versions else 1
+    """The number after every numbered folder's, exports or not (none is written over)."""
+    numbered = numbered_dirs(model_dir)
+    return int(numbered[-1].name) + 1 if numbered else 1
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` can name a model under an export base: one plain folder name."""
+    return bool(name) and name == os.path.basename(name) and not name.startswith(".") \
+        and "\\" not in name and "\0" not in name
 
 
 def resolve_export(path: str | Path) -> Path:

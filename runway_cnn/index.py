@@ -23,7 +23,6 @@ import json
 import sys
 
 from runway_cnn import cli
-from runway_cnn.output_checks import check_output_dir, check_output_file
 
 
 def main(argv: list[str] | None = None):
@@ -57,13 +56,15 @@ def main(argv: list[str] | None = None):
     query.add_argument("--json", action="store_true", help="print JSON instead of text")
     query.add_argument("--grid", help="PNG of the photos and their items (default: "
                                       "neighbours.png in the index folder)")
+    query.add_argument("--overwrite", action="store_true",
+                       help="write --grid over a file this package did not write (refused "
+                            "otherwise; a grid it wrote is written again)")
     evaluate = commands.add_parser("evaluate", help="recall@k and mAP@10 of labelled queries")
     evaluate.add_argument("--index", required=True)
     evaluate.add_argument("--queries", required=True, help="a labelled folder or another index")
     evaluate.add_argument("--backend", default="auto", choices=BACKENDS)
     args = parser.parse_args(argv)
     if args.command == "build":
-        check_output_dir(args.output, "--output")
         summary = build_image_index(args.model, args.images, args.output, args.item_ids,
                                     args.append, args.batch_size,
                                     overwrite=args.overwrite)
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None):
         return figures
     index = ImageIndex(args.index)
     grid = args.grid or str(index.path / "neighbours.png")
-    check_output_file(grid, "--grid")
-    answers = query_image_index(index, args.images, args.k, args.backend, grid=grid)
+    answers = query_image_index(index, args.images, args.k, args.backend, grid=grid,
+                                overwrite=args.overwrite)
     if args.json:
         print(json.dumps(answers, indent=1, ensure_ascii=False))
     else:

@@ -18,7 +18,7 @@ import sys
 
 from runway_cnn import cli
 from runway_cnn.errors import RunwayError
-from runway_cnn.output_checks import check_output_file
+from runway_cnn.output_checks import check_output_file, record_written
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -39,11 +39,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "predicted label; attributes: each attribute's value), listed in "
                              "DIR/overlays.csv; needs a backbone with a feature map")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into an --explain DIR that holds other files (refused "
-                             "otherwise; an earlier --explain DIR is written over)")
+                        help="write --output over a file this package did not write, and into "
+                             "an --explain DIR that holds other files (refused otherwise; an "
+                             "earlier --output CSV or --explain DIR is written over)")
     args = parser.parse_args(argv)
-    check_output_file(args.output, "--output")
-    check_explain_dir(args.explain, args.overwrite)
+    check_output_file(args.output, "--output", [("IMAGE_OR_DIR", path) for path in args.inputs],
+                      args.overwrite)
+    check_explain_dir(args.explain, args.overwrite, args.inputs)
     if args.batch_size < 1 or args.top_k < 1:
         raise RunwayError(f"--batch_size {args.batch_size} / --top_k {args.top_k}: each must be "
                           "at least 1")
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{written} Grad-CAM overlays → {args.explain}", file=sys.stderr)
     if args.output:
         write_csv(rows, args.output, args.top_k, classifier.task)
+        record_written(args.output)
         failed = sum(bool(r["error"]) for r in rows)
         print(f"{len(rows)} images ({failed} unreadable) → {args.output}", file=sys.stderr)
     else:

@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 from runway_cnn import cli
-from runway_cnn.output_checks import check_output_dir, check_output_file
 
 
 def main(argv: list[str] | None = None):
@@ -56,9 +55,11 @@ def main(argv: list[str] | None = None):
     query.add_argument("--json", action="store_true", help="print JSON instead of text")
     query.add_argument("--grid", help="PNG of the photos and their items (default: "
                                       "neighbours.png in the index folder)")
+    query.add_argument("--overwrite", action="store_true",
+                       help="write --grid over a file this package did not write (refused "
+                            "otherwise; a grid it wrote is written again)")
     args = parser.parse_args(argv)
     if args.command == "build":
-        check_output_dir(args.output, "--output")
         summary = build_attribute_index(args.model, args.catalog, args.output, args.color_by,
                                         epochs=args.epochs, batch_size=args.batch_size,
                                         overwrite=args.overwrite)
@@ -73,10 +74,10 @@ def main(argv: list[str] | None = None):
         return summary
     index = AttributeIndex(args.index)
     grid = args.grid or str(index.path / "neighbours.png")
-    check_output_file(grid, "--grid")
     groups = [g.strip() for g in args.attributes.split(",") if g.strip()] \
         if args.attributes else None
-    answers = query_attribute_index(index, args.images, args.k, groups, args.model, grid)
+    answers = query_attribute_index(index, args.images, args.k, groups, args.model, grid,
+                                    args.overwrite)
     if args.json:
         print(json.dumps(answers, indent=1, ensure_ascii=False))
     else:

@@ -1,6 +1,7 @@
 """``python -m runway_cnn.serving``: TF Serving helpers.
 
     python -m runway_cnn.serving config --export_dir exports/ [--output F] [--base_path /models]
+        [--overwrite]
     python -m runway_cnn.serving predict --host localhost --model looks [--protocol grpc] IMAGE...
 """
 from __future__ import annotations
@@ -21,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                 "an export dir")
     config.add_argument("--export_dir", required=True, help="export base dir")
     config.add_argument("--output", help="where to write it (default: <export_dir>/models.config)")
+    config.add_argument("--overwrite", action="store_true",
+                        help="write over an --output this package did not write (refused "
+                             "otherwise; a models.config it wrote is written again)")
     config.add_argument("--base_path", help="the export dir as the server sees it, e.g. /models "
                                             "in docker (default: its absolute local path)")
     predict = commands.add_parser("predict", help="classify images with a model on TF Serving")
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None, out=None) -> None:
     out = out or sys.stdout
     args = parse_args(argv)
     if args.command == "config":
-        path = write_models_config(args.export_dir, args.output, args.base_path)
+        path = write_models_config(args.export_dir, args.output, args.base_path,
+                                   args.overwrite)
         names = ", ".join(p.name for p in model_dirs(args.export_dir))
         print(f"wrote {path} ({names})", file=out)
         return

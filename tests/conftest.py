@@ -13,6 +13,15 @@ _COLOURS = [(220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 40),
             (160, 60, 200), (40, 200, 200), (240, 130, 30), (120, 120, 120)]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_ledger(tmp_path_factory):
+    """The record of the files the package wrote (``output_checks``) is the test session's
+    own, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUNWAY_CNN_LEDGER", str(tmp_path_factory.mktemp("ledger") / "written.json"))
+        yield
+
+
 def make_image(class_index: int, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
     """One RGB image of class ``class_index``: its own colour and pattern, random phase + noise."""
     w, h = size

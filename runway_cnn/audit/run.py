@@ -27,7 +27,7 @@ from runway_cnn.data.leaks import (
 from runway_cnn.data.tfrecords import RECORD_PREFIX
 from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.json_io import read_json, write_json
-from runway_cnn.output_checks import check_output_dir, check_own_output
+from runway_cnn.output_checks import check_output_dir, check_own_output, record_written
 from runway_cnn.progress import ImageProgress
 from runway_cnn.tasks import Task
 from runway_cnn.train_dir import TrainDir
@@ -53,16 +53,14 @@ class Audit:
     digests and perceptual hashes."""
 
     def __init__(self, config: AuditConfig):
-        from runway_cnn.training.config import check_outside_dataset
         from runway_cnn.training.datasets import load_dataset
 
         self.config = config
         self.out = Path(config.output_dir)
-        check_output_dir(self.out, "--output_dir")
+        self.run_config = config.run_config()
+        check_output_dir(self.out, "--output_dir", self.run_config.inputs())
         check_own_output(self.out, AUDIT_JSON, FORMAT, OWN_FILES, config.overwrite,
                          "--output_dir")
-        self.run_config = config.run_config()
-        check_outside_dataset("--output_dir", str(self.out), self.run_config.dataset_dir)
         start = time.perf_counter()
         self.dataset, self.task = load_dataset(self.run_config, None, make_splits=False)
         self.seconds: dict[str, float] = {"scan": round(time.perf_counter() - start, 2)}
@@ -486,6 +484,7 @@ def write_fix(audit: Audit, result: dict) -> dict:
             if i not in removed:
                 writer.writerow([source, *cells(i)])
     tmp.replace(path)
+    record_written(path)  # edited by hand later, it is the user's: never written over
     return {"manifest": str(path), "kept": len(audit.sources) - len(removed),
             "removed": [{"file": audit.sources[i], "reason": why}
                         for i, why in sorted(removed.items())],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 import warnings
 from typing import Callable
@@ -70,11 +71,15 @@ def add_task_option_flags(parser: argparse.ArgumentParser) -> None:
             seen[f.name] = (action, [text])
 
 
+_ACCESS_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
 def run(main: Callable[[], object]) -> None:
     """Runs a CLI's main; a user error prints one line (no traceback, cut to ``MAX_LINE``
     characters) and exits with status 2; a Ctrl-C prints one line (the interrupt's own text,
     ``finetune``'s saying how to resume, else ``interrupted``) and exits with status 130. A
-    deprecated flag prints one ``warning:`` line, once in the run."""
+    deprecated flag prints one ``warning:`` line, once in the run. A file that cannot be
+    written (no permission, a read-only or full disk) is one line naming it, status 2."""
     with warnings.catch_warnings():
         warnings.simplefilter("always", RunwayDeprecationWarning)  # each run: its own once
         warnings.showwarning = _one_line_deprecations(warnings.showwarning)
@@ -82,6 +87,13 @@ def run(main: Callable[[], object]) -> None:
             main()
         except RunwayError as error:
             print(one_line(f"error: {error}"), file=sys.stderr)
+            sys.exit(2)
+        except OSError as error:
+            if error.errno not in _ACCESS_ERRORS:
+                raise
+            # a folder made read-only or a disk that filled up after the checks: one line
+            print(one_line(f"error: {error.filename or 'a file'}: {error.strerror}; give an "
+                           "output folder you can write to (with room)"), file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt as interrupt:
             print(one_line(str(interrupt) or "interrupted"), file=sys.stderr)

@@ -24,7 +24,7 @@ from PIL import Image
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.images import usable_cores
 from runway_cnn.errors import DataError, first_line
-from runway_cnn.output_checks import check_output_dir
+from runway_cnn.output_checks import Inputs, check_output_dir, is_system_file
 from runway_cnn.progress import ImageProgress
 
 DESCRIPTOR = "dataset.json"
@@ -84,15 +84,15 @@ def _ints(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
-def check_records_output(output_dir: str | Path, num_shards: int) -> Path:
+def check_records_output(output_dir: str | Path, num_shards: int, inputs: Inputs = ()) -> Path:
     """The absolute folder :func:`write_tfrecords` may write into: a new or empty folder, not a
     file nor under one, with ``num_shards`` ≥ 1; checked before any work (a one-line error
-    naming the flag)."""
+    naming the flag). It may not sit inside (nor hold) an input, ``inputs``: (flag, path)."""
     if num_shards < 1:
         raise DataError(f"--num_shards must be at least 1, not {num_shards}")
-    check_output_dir(output_dir, "--output_dir")
+    check_output_dir(output_dir, "--output_dir", inputs)
     output = Path(output_dir).expanduser().resolve()
-    if output.is_dir() and any(output.iterdir()):
+    if output.is_dir() and any(not is_system_file(p.name) for p in output.iterdir()):
         raise DataError(f"--output_dir {output} is not empty: give a new or empty folder")
     return output
 

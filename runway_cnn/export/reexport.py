@@ -12,8 +12,9 @@ from runway_cnn.data.pipeline import eval_crops
 from runway_cnn.errors import RunwayError
 from runway_cnn.export.saved_model import export_model
 from runway_cnn.export.tflite import export_tflite, tflite_probabilities
-from runway_cnn.export_dir import version_dirs
+from runway_cnn.export_dir import is_model_name, version_dirs
 from runway_cnn.output_checks import check_output_dir
+from runway_cnn.training.config import run_inputs
 from runway_cnn.training.restore import restore_run, run_split
 from runway_cnn.training.result import export_location, export_refit
 
@@ -51,10 +52,15 @@ def reexport(train_dir: str | Path, export_dir: str | Path | None = None,
         raise RunwayError(f"--keep_versions {keep_versions}: keep at least 1 version")
     if top_k is not None and top_k < 1:
         raise RunwayError(f"--top_k {top_k}: must be at least 1")
+    if serving_name is not None and not is_model_name(serving_name):
+        raise RunwayError(f"--serving_name {serving_name!r}: must be a plain folder name (no "
+                          "'/', '..' or leading '.'), a folder under --export_dir")
     check_output_dir(export_dir, "--export_dir")
     run = restore_run(train_dir)
     model_dir = export_location(run.config, run.train_dir, run.recorded_export, export_dir,
                                 serving_name)
+    check_output_dir(model_dir, "the export folder (--export_dir / --serving_name)",
+                     run_inputs(run.config))
     before = set(version_dirs(model_dir))
     version_dir = export_model(run.model, run.backbone, run.task, model_dir.parent,
                                model_dir.name,

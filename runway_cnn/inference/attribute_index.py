@@ -22,7 +22,12 @@ from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.inference.batch import list_images, predict
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.json_io import read_json, write_json
-from runway_cnn.output_checks import check_own_output
+from runway_cnn.output_checks import (
+    check_output_dir,
+    check_output_file,
+    check_own_output,
+    record_written,
+)
 
 INDEX_JSON, INDEX_ARRAYS, MAP_PNG = "index.json", "index.npz", "map.png"
 FORMAT = "runway_cnn attribute index"
@@ -37,7 +42,9 @@ def build_attribute_index(model: str | Path, catalog: str | Path, output: str | 
                           overwrite: bool = False) -> dict:
     """Indexes the images under ``catalog`` with ``model``; returns (and writes) the index
     summary: items, skipped files, the map's figures. An ``output`` holding files other than an
-    earlier index's is refused unless ``overwrite``."""
+    earlier index's is refused unless ``overwrite``, and so is one inside (or holding) the
+    catalog."""
+    check_output_dir(output, "--output", [("--catalog", catalog)])
     check_own_output(output, INDEX_JSON, FORMAT, OWN_FILES, overwrite)
     predictor = Predictor(model)
     groups = predictor.task.label_groups()
@@ -218,10 +225,13 @@ class AttributeSearch:
 def query_attribute_index(index: str | Path | AttributeIndex, images: Sequence[str | Path],
                           k: int = 4, groups: Sequence[str] | None = None,
                           model: str | Path | None = None,
-                          grid: str | Path | None = None) -> list[dict]:
+                          grid: str | Path | None = None, overwrite: bool = False
+                          ) -> list[dict]:
     """Per photo: its result, its place on the map and the ``k`` nearest catalog items
     (Euclidean distance between score vectors, on the columns of ``groups`` only when given),
-    as plain dicts; an unreadable photo gets ``error`` instead. ``grid``: also a PNG of them."""
+    as plain dicts; an unreadable photo gets ``error`` instead. ``grid``: also a PNG of them
+    (not one of the photos, nor a file this package did not write, unless ``overwrite``)."""
+    check_output_file(grid, "--grid", [("IMAGE", image) for image in images], overwrite)
     search = AttributeSearch(index, k, groups, model)
     predictor = search.predictor
     rows = predict(predictor, list_images(images), top_k=len(predictor.labels),
@@ -237,4 +247,5 @@ def query_attribute_index(index: str | Path | AttributeIndex, images: Sequence[s
 
         plot_neighbour_grid([a for a in answers if "neighbours" in a], describe, grid,
                             f"nearest items on {', '.join(search.groups)}")
+        record_written(grid)
     return answers

@@ -87,7 +87,7 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
     unless ``overwrite`` (:func:`check_explain_dir`)."""
     if batch_size < 1 or top_k < 1:
         raise RunwayError(f"--batch_size {batch_size} / --top_k {top_k}: each must be at least 1")
-    check_explain_dir(explain_dir, overwrite)
+    check_explain_dir(explain_dir, overwrite, inputs)
     classifier = model if isinstance(model, Predictor) else Predictor(model)
     if explain_dir is not None:
         classifier.require_explain()
@@ -137,11 +137,13 @@ def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: 
     return rows
 
 
-def check_explain_dir(folder: str | Path | None, overwrite: bool = False) -> None:
+def check_explain_dir(folder: str | Path | None, overwrite: bool = False,
+                      inputs: Sequence[str | Path] = ()) -> None:
     """An ``--explain`` folder: new, empty or an earlier one's (its ``overlays.csv``), unless
-    ``overwrite``; other files in it are never written over."""
+    ``overwrite``; other files in it are never written over; outside the ``inputs`` (images
+    or folders) and holding none of them."""
     if folder is not None:
-        check_output_dir(folder, "--explain")
+        check_output_dir(folder, "--explain", [("IMAGE_OR_DIR", path) for path in inputs])
         check_own_output(folder, OVERLAYS_CSV, lambda path: path.read_text().startswith(
             ",".join(OVERLAYS_HEADER)), ("*",), overwrite, "--explain")
 

@@ -98,7 +98,8 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
     ``explain`` most confident errors of each class are drawn with their Grad-CAM maps
     (:func:`write_error_maps`). An output folder holding other files than an earlier
     evaluation's is refused unless ``overwrite``."""
-    check_output_dir(output_dir, "--output_dir")
+    inputs = [("--dataset_dir", dataset_dir), ("--labels_csv", labels_csv)]
+    check_output_dir(output_dir, "--output_dir", inputs)
     if output_dir is not None:
         _check_own(output_dir, overwrite)
     if batch_size < 1:
@@ -113,6 +114,7 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
     out = Path(output_dir) if output_dir else default_output_dir(
         model, classifier.version_dir, dataset_dir, chosen.split)
     if output_dir is None:  # a given one was checked before the model loaded
+        check_output_dir(out, "the default --output_dir", inputs)
         _check_own(out, overwrite)
     images = chosen.images
     targets = task.targets(images.raw_labels, where=f"{labels_csv or dataset_dir} (the model "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runway_cnn.errors import RunwayError
 from runway_cnn.export_dir import version_dirs
-from runway_cnn.output_checks import check_output_file
+from runway_cnn.output_checks import check_output_file, record_written
 
 
 def _quote(text: str) -> str:
@@ -39,12 +39,15 @@ def models_config(export_dir: str | Path, base_path: str | None = None) -> str:
 
 
 def write_models_config(export_dir: str | Path, output: str | Path | None = None,
-                        base_path: str | None = None) -> Path:
-    check_output_file(output, "--output")
+                        base_path: str | None = None, overwrite: bool = False) -> Path:
+    """Writes :func:`models_config`'s text to ``output`` (default: ``models.config`` in the
+    export base): a new file, or one this package wrote, unless ``overwrite``."""
     output = Path(output) if output else Path(export_dir) / "models.config"
+    check_output_file(output, "--output", overwrite=overwrite)
     text = models_config(export_dir, base_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".tmp-{output.name}")
     tmp.write_text(text)
     os.replace(tmp, output)
+    record_written(output)
     return output

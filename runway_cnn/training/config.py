@@ -10,6 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from runway_cnn.errors import CheckpointError, RunwayError
+from runway_cnn.export_dir import is_model_name
+from runway_cnn.output_checks import check_output_dir
 from runway_cnn.paths import absolute_path
 from runway_cnn.training.plan import (
     CPU_BUDGET_MINUTES,
@@ -27,15 +29,22 @@ MAX_SEED = 2 ** 32 - 1  # numpy's (and so scikit-learn's) largest seed
 WORKER_TIMEOUT = 300.0  # seconds, the default --worker_timeout
 
 
-def check_outside_dataset(flag: str, path: str | None, dataset_dir: str, hint: str = "") -> None:
-    """An output folder inside the dataset folder (a registered dataset name or a path) would be
-    scanned as images by this command and every later one: a one-line error naming ``flag``."""
+def dataset_path(dataset_dir: str) -> str:
+    """The folder of ``--dataset_dir``: a registered dataset's, or the path given."""
     from runway_cnn.data.folders import DATASETS
 
-    dataset = DATASETS.get(dataset_dir) if dataset_dir in DATASETS else dataset_dir
-    if path and Path(path).resolve().is_relative_to(Path(dataset).expanduser().resolve()):
-        raise RunwayError(f"{flag} {path} is inside --dataset_dir {dataset}, whose files are "
-                          f"scanned as images{hint}; give a {flag} outside it")
+    return str(DATASETS[dataset_dir]) if dataset_dir in DATASETS else dataset_dir
+
+
+def run_inputs(settings: dict) -> list[tuple[str, str | None]]:
+    """What a run of ``settings`` (a config's flags, as ``config.json`` holds them) reads, as
+    (flag, path): the dataset folder, the label files and its task's path options."""
+    task = TASKS.get(settings.get("task") or "single_label")
+    paths = [(f"--{f.name}", settings.get(f.name))
+             for f in task.options_class.fields() if f.metadata.get("path")]
+    return [("--dataset_dir", dataset_path(settings["dataset_dir"])),
+            ("--labels_csv", settings.get("labels_csv")),
+            ("--labels_file", settings.get("labels_file")), *paths]
 
 
 @dataclass(init=False)
@@ -250,13 +259,28 @@ class FinetuneConfig:
         self.model_name, self.hub_handle, self.init_from, self.init_from_run = \
             str(spec), None, None, None
 
-    def check_outputs_outside_dataset(self) -> None:
-        """A run's outputs inside its dataset folder would be scanned as images by this run
-        (``cd photos && finetune --dataset_dir .``) and every later one: a one-line error."""
-        check_outside_dataset("--train_dir", self.train_dir, self.dataset_dir,
-                              " (without --train_dir: runs/<dataset name> under the current "
-                              "directory)")
-        check_outside_dataset("--export_dir", self.export_dir, self.dataset_dir)
+    def inputs(self) -> list[tuple[str, str | None]]:
+        """What a run reads, as (flag, path) (:func:`run_inputs`)."""
+        return run_inputs(self.to_dict())
+
+    def check_outputs(self) -> None:
+        """The run's output folders (train dir, export base and the export's own folder
+        ``<export_dir>/<serving_name>``) by the shared rule (:mod:`runway_cnn.output_checks`):
+        not files, writable; the train dir and the export's folder outside the dataset and label
+        files (and holding none), which this run and every later one read (``cd photos &&
+        finetune --dataset_dir .`` would train on its own outputs). The export base may hold
+        the dataset: the export writes only into its own folder."""
+        from runway_cnn.training.result import export_location
+
+        inputs = self.inputs()
+        try:
+            check_output_dir(self.train_dir, "--train_dir", inputs)
+        except RunwayError as error:
+            raise RunwayError(f"{error} (without --train_dir: runs/<dataset name> under the "
+                              "current directory)") from None
+        check_output_dir(self.export_dir, "--export_dir")  # the export writes only into:
+        check_output_dir(export_location(self.to_dict(), self.train_dir),
+                         "the export folder (--export_dir / --serving_name)", inputs)
 
     def to_dict(self) -> dict:
         """Every setting by its flag's name: the fields and the task's options side by side (as
@@ -324,6 +348,9 @@ def _value_problems(c) -> list[tuple[str, object, str]]:
         ("image_size", c.image_size is None or c.image_size >= 16,
          "must be at least 16"),
         ("top_k", c.top_k >= 1, "must be at least 1"),
+        ("serving_name", c.serving_name is None or is_model_name(c.serving_name),
+         "must be a plain folder name (no '/', '..' or leading '.'): TF Serving's model name, "
+         "a folder under --export_dir"),
         ("worker_timeout", c.worker_timeout > 0, "must be positive"),
         ("seed", 0 <= c.seed <= MAX_SEED - runs + 1,
          "must be in [0, 2**32 - 1] (numpy's and scikit-learn's seeds)" if runs == 1 else

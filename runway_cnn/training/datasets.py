@@ -168,7 +168,7 @@ def convert_dataset(output_dir: str | Path, num_shards: int = 4,
     ``labels_csv``, ``task``, split fractions, ``seed`` …) and writes it as sharded TFRecords
     into ``output_dir`` (see :mod:`runway_cnn.data.tfrecords`); returns the descriptor."""
     config = config or FinetuneConfig(**settings)
-    check_records_output(output_dir, num_shards)  # before the scan, which may take hours
+    check_records_output(output_dir, num_shards, config.inputs())  # before the scan: hours
     with tempfile.TemporaryDirectory(prefix="runway_cnn_convert_") as work:
         dataset, task = load_dataset(config, Path(work))
         print(dataset.summary_line().replace(" (see data_report.json)", ""), flush=True)

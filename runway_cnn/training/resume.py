@@ -8,7 +8,7 @@ from runway_cnn.backbones.factory import current_backbone_settings
 from runway_cnn.data.dataset import ImageDataset
 from runway_cnn.errors import RunwayError
 from runway_cnn.json_io import read_json, write_json
-from runway_cnn.output_checks import check_output_dir, check_own_output, has_keys
+from runway_cnn.output_checks import check_own_output, has_keys
 from runway_cnn.train_dir import WORKER_TEMP, StageDir, TrainDir
 from runway_cnn.training.config import FinetuneConfig
 
@@ -25,12 +25,17 @@ def check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     no run wrote (no run's ``config.json``) unless ``--overwrite``, and resuming training that
     was started with other settings; a train dir with no training in it yet (say, a run that
     stopped at a typo in a flag) is simply reused."""
-    check_output_dir(train_dir, "--train_dir")
-    check_output_dir(config.export_dir, "--export_dir")
-    config.check_outputs_outside_dataset()
+    config.check_outputs()
     path = TrainDir(train_dir).config
     check_own_output(train_dir, path.name, _OWN_CONFIG, ("*",), config.overwrite, "--train_dir",
                      concurrent=(f"{WORKER_TEMP}*",))  # the other workers' folders
+    if config.overwrite and not _is_run_folder(path):
+        clashing = TrainDir(train_dir).run_files()
+        if clashing:  # a run would read them back as its own (a finished run, its weights)
+            raise RunwayError(f"--train_dir {train_dir} --overwrite: it holds files no run wrote "
+                              f"under the names a run reads back as its own "
+                              f"({', '.join(clashing[:4])}); nothing was written: give a new "
+                              "--train_dir, or move those files")
     new = config.to_dict()
     if path.exists() and TrainDir(train_dir).has_training():
         old = read_json(path, fix="use a new --train_dir (the run's settings cannot be checked)")
@@ -56,6 +61,13 @@ def check_same_data(dataset: ImageDataset, train_dir: Path) -> None:
     if {k: [item["source"] for item in v] for k, v in old.items()} != new:
         raise RunwayError(f"the images or classes of {dataset.root} changed since the run in "
                           f"{train_dir} started; use a new --train_dir")
+
+
+def _is_run_folder(config_path: Path) -> bool:
+    try:
+        return _OWN_CONFIG(config_path)
+    except (OSError, ValueError, TypeError, AttributeError):  # missing, not JSON, no object
+        return False
 
 
 def mark_done(stage_dir: StageDir, summary: dict) -> dict:

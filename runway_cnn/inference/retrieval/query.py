@@ -14,6 +14,7 @@ from runway_cnn.inference.batch import list_images
 from runway_cnn.inference.retrieval.embedder import embed_files, load_embedder, normalise
 from runway_cnn.inference.retrieval.searcher import AUTO_FAISS_QUERIES, Searcher
 from runway_cnn.inference.retrieval.store import ImageIndex, item_labels
+from runway_cnn.output_checks import check_output_file, record_written
 
 
 class SimilarItems:
@@ -65,9 +66,12 @@ def embed_queries(index: ImageIndex, images: Sequence[str | os.PathLike], model=
 def query_image_index(index: str | os.PathLike | ImageIndex,
                       images: Sequence[str | os.PathLike], k: int = 10, backend: str = "auto",
                       model: str | os.PathLike | None = None,
-                      grid: str | os.PathLike | None = None) -> list[dict]:
+                      grid: str | os.PathLike | None = None, overwrite: bool = False
+                      ) -> list[dict]:
     """Per photo: ``{"image", "neighbours": [{"path", "score", "label"?, "item_id"?}]}``, best
-    first; an unreadable photo ``{"image", "error"}``. ``grid``: a PNG of them too."""
+    first; an unreadable photo ``{"image", "error"}``. ``grid``: a PNG of them too (not one of
+    the photos, nor a file this package did not write, unless ``overwrite``)."""
+    check_output_file(grid, "--grid", [("IMAGE", image) for image in images], overwrite)
     index = index if isinstance(index, ImageIndex) else ImageIndex(index)
     if k < 1:
         raise RunwayError(f"--k {k}: must be at least 1")
@@ -92,4 +96,5 @@ def query_image_index(index: str | os.PathLike | ImageIndex,
                  for a in answers if "neighbours" in a]
         plot_neighbour_grid(shown, caption, grid, f"top {k} by cosine similarity "
                             f"({Path(index.meta['model']).name})")
+        record_written(grid)
     return answers

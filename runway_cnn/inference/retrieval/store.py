@@ -16,7 +16,7 @@ from runway_cnn.errors import DataError, RunwayError, first_line
 from runway_cnn.inference.batch import list_images
 from runway_cnn.inference.retrieval.embedder import embed_files, load_embedder
 from runway_cnn.json_io import read_json, write_json
-from runway_cnn.output_checks import check_own_output
+from runway_cnn.output_checks import check_output_dir, check_own_output
 
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
 FORMAT = "runway_cnn image index"
@@ -58,10 +58,12 @@ def build_image_index(model: str | os.PathLike, images: str | os.PathLike,
                       progress: bool = True, overwrite: bool = False) -> dict:
     """Embeds the images under ``images`` into the index folder ``output`` (with ``append``,
     only those not in it yet, with the model that built it); returns the index summary. An
-    ``output`` holding files other than an earlier index's is refused unless ``overwrite``."""
+    ``output`` holding files other than an earlier index's is refused unless ``overwrite``, and
+    so is one inside (or holding) ``images``."""
     output, root = Path(output), Path(images)
     if batch_size < 1:
         raise RunwayError(f"--batch_size {batch_size}: must be at least 1")
+    check_output_dir(output, "--output", [("--images", images)])
     check_own_output(output, INDEX_JSON, FORMAT, OWN_FILES, overwrite)
     old = ImageIndex(output) if append and (output / INDEX_JSON).exists() else None
     embedder = load_embedder(model)
