@@ -24,9 +24,9 @@ def is_export(path: Path) -> bool:
 
 
 def version_dirs(model_dir: Path) -> list[Path]:
-    """The exports (:func:`is_export`) in a serving-name dir whose names are version numbers,
-    oldest first; a numbered folder that is no export (a class folder ``1/``) is none."""
-    return [p for p in numbered_dirs(model_dir) if is_export(p)]
+    """The versions of a serving-name dir, oldest first: the folders named by a number that
+    hold a SavedModel (what TF Serving serves); a class folder ``1/`` of photos is none."""
+    return [p for p in numbered_dirs(model_dir) if (p / "saved_model.pb").is_file()]
 
 
 def numbered_dirs(model_dir: Path) -> list[Path]:

@@ -3,6 +3,7 @@
     python -m runway_cnn.index build --model MODEL --images DIR --output INDEX
         [--item_ids items.csv] [--append] [--overwrite]
     python -m runway_cnn.index query --index INDEX IMAGE... [--k 10] [--json] [--grid g.png]
+        [--overwrite]
     python -m runway_cnn.index evaluate --index INDEX --queries DIR_OR_INDEX
 
 MODEL is an export or a train dir (its fine-tuned backbone's pooled features) or a backbone
@@ -13,8 +14,9 @@ items, and a hit in ``evaluate`` is the same item id, else the same label. ``--b
 exact search (numpy) or FAISS (``pip install 'runway_cnn[faiss]'``); ``auto`` is exact unless the
 index has 100k+ items and the call 10k+ queries: only there does FAISS HNSW's build pay back
 (at 100k items it takes 20 s and answers in 0.3 ms where exact search takes 19 ms; BENCHMARKS.md).
-``build`` writes into a new or empty folder or over an index it built; a folder holding other
-files is refused unless ``--overwrite``.
+``build`` writes into a new or empty folder or over an index it built, never inside (or over)
+``--images``; a folder holding other files is refused unless ``--overwrite``. ``query --grid``
+never writes over one of the photos, nor over a file it did not write, unless ``--overwrite``.
 """
 from __future__ import annotations
 

@@ -3,15 +3,17 @@
     python -m runway_cnn.recommend build --model EXPORT --catalog DIR --output INDEX
         [--color_by ATTRIBUTE] [--overwrite]
     python -m runway_cnn.recommend query --index INDEX IMAGE... [--k 4]
-        [--attributes neckline,pattern] [--json] [--grid neighbours.png]
+        [--attributes neckline,pattern] [--json] [--grid neighbours.png] [--overwrite]
 
 ``build`` runs the export over every image under the catalog folder (a progress bar; unreadable
 files listed and skipped), keeps each item's attribute probabilities, fits a 2-D attribute map
 (a small autoencoder, PCA beside it) and writes the index folder with ``map.png``: a new or empty
-folder, or an index it built; a folder holding other files is refused unless ``--overwrite``.
+folder, or an index it built, never inside (or over) the catalog; a folder holding other files
+is refused unless ``--overwrite``.
 ``query`` prints the k catalog items nearest to each photo in attribute space (optionally on some
 attributes only) with their attributes and distances, or JSON with ``--json``; ``--grid`` also
-draws them (default: ``neighbours.png`` in the index folder).
+draws them (default: ``neighbours.png`` in the index folder; never over one of the photos or a
+file it did not write, unless ``--overwrite``).
 """
 from __future__ import annotations
 

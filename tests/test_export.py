@@ -36,11 +36,13 @@ def run(tmp_path_factory):
 def reexported(run, tmp_path_factory):
     """``python -m runway_cnn.export --tflite --keep_versions 2`` (its ``main``, in this process:
     a subprocess would only add a TensorFlow import) into a base already holding versions 1 and 2
-    (stand-ins): it writes version 3 and prunes 1. Returns the base and what it printed."""
+    (stand-ins with an export's files: only those are pruned): it writes version 3 and prunes
+    1. Returns the base and what it printed."""
     base = tmp_path_factory.mktemp("reexport")
     for version in ("1", "2"):
-        (base / "looks" / version).mkdir(parents=True)
+        (base / "looks" / version / "assets").mkdir(parents=True)
         (base / "looks" / version / "saved_model.pb").write_bytes(b"stand-in")
+        (base / "looks" / version / "assets" / "runway_cnn.json").write_text("{}")
     (base / "looks" / "1.float.tflite").write_bytes(b"stand-in")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -240,8 +242,10 @@ def test_tflite_files_agree_with_the_saved_model(run, reexported):
 
 def test_prune_versions(tmp_path):
     model_dir = tmp_path / "looks"
-    for version in (1, 2, 10, 11):
-        (model_dir / str(version)).mkdir(parents=True)
+    for version in (1, 2, 10, 11):  # stand-ins with an export's files: only those are pruned
+        (model_dir / str(version) / "assets").mkdir(parents=True)
+        (model_dir / str(version) / "saved_model.pb").write_bytes(b"stand-in")
+        (model_dir / str(version) / "assets" / "runway_cnn.json").write_text("{}")
     (model_dir / "2.float.tflite").write_bytes(b"x")
     (model_dir / "11.float.tflite").write_bytes(b"x")
     (model_dir / "models.config").write_text("kept")

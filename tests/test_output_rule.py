@@ -67,16 +67,18 @@ def test_pruning_deletes_only_the_packages_own_exports(tmp_path):
     ``--keep_versions`` never deletes them, and no version number is taken from them twice."""
     model_dir = tmp_path / "looks"
     make_image_folder(model_dir, ("1", "2"), per_class=2, size=(20, 20))
+    (model_dir / "3").mkdir()  # another tool's SavedModel: served, never pruned by us
+    (model_dir / "3" / "saved_model.pb").write_bytes(b"theirs")
     before = snapshot(model_dir)
-    for version in (3, 4, 5):
+    for version in (4, 5, 6):
         _fake_export(model_dir / str(version))
     pruned = prune_versions(model_dir, 1)
-    assert pruned == [model_dir / "3", model_dir / "4"]
-    assert not (model_dir / "3").exists() and (model_dir / "5" / "saved_model.pb").exists()
+    assert pruned == [model_dir / "4", model_dir / "5"]
+    assert not (model_dir / "4").exists() and (model_dir / "6" / "saved_model.pb").exists()
     assert {k: v for k, v in snapshot(model_dir).items() if k in before} == before
-    assert next_version(model_dir) == 6
-    (model_dir / "6").mkdir()  # a numbered folder that is no export still takes its number
     assert next_version(model_dir) == 7
+    (model_dir / "7").mkdir()  # a numbered folder that is no export still takes its number
+    assert next_version(model_dir) == 8
 
 
 @pytest.mark.parametrize("flags", [

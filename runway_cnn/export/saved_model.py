@@ -69,6 +69,7 @@ from runway_cnn.export.warmup import WARMUP_FILE, warmup_requests, write_warmup_
 from runway_cnn.export_dir import (
     IMAGE_BYTES,
     META_FILE,
+    is_export,
     next_version,
     read_assets,
     resolve_export,
@@ -285,12 +286,13 @@ def _publish(tmp: Path, model_dir: Path, version: int | None) -> Path:
 
 
 def prune_versions(model_dir: str | Path, keep: int) -> list[Path]:
-    """Deletes all but the newest ``keep`` version dirs of ``model_dir`` (and their ``.tflite``
-    files); returns the deleted version dirs."""
+    """Deletes all but the newest ``keep`` of the version dirs of ``model_dir`` that are this
+    package's exports (:func:`is_export`; any other folder is left alone), and their
+    ``.tflite`` files; returns the deleted version dirs."""
     if keep < 1:
         raise RunwayError(f"--keep_versions {keep}: keep at least 1 version")
     model_dir = Path(model_dir)
-    old = version_dirs(model_dir)[:-keep]
+    old = [p for p in version_dirs(model_dir) if is_export(p)][:-keep]
     for version_dir in old:
         for variant in TFLITE_VARIANTS:
             tflite_path(version_dir, variant).unlink(missing_ok=True)
