@@ -39,10 +39,11 @@ def is_system_file(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in SYSTEM_FILES)
 
 
-def check_outside_inputs(path: str | os.PathLike | None, flag: str, inputs: Inputs) -> None:
+def check_outside_inputs(path: str | os.PathLike | None, flag: str, inputs: Inputs,
+                         may_hold: bool = False) -> None:
     """An output (file or folder) may not be an input, sit inside an input folder, or (a
-    folder) hold an input: resolved paths, so links and ``..`` cannot hide it. One line naming
-    both flags."""
+    folder, unless ``may_hold``: it is written only in named places) hold an input: resolved
+    paths, so links and ``..`` cannot hide it. One line naming both flags."""
     if path is None:
         return
     out = _resolved(path)
@@ -57,19 +58,20 @@ def check_outside_inputs(path: str | os.PathLike | None, flag: str, inputs: Inpu
             raise RunwayError(f"{flag} {path} is inside {input_flag} {given}, which the command "
                               f"reads (later runs would read its outputs as data); give a "
                               f"{flag} outside it")
-        if source.is_relative_to(out):
+        if source.is_relative_to(out) and not may_hold:
             raise RunwayError(f"{flag} {path} holds {input_flag} {given}, which the command "
                               f"reads; give a {flag} that holds none of its inputs")
 
 
-def check_output_dir(path: str | os.PathLike | None, flag: str, inputs: Inputs = ()) -> None:
+def check_output_dir(path: str | os.PathLike | None, flag: str, inputs: Inputs = (),
+                     may_hold: bool = False) -> None:
     """A folder to write into: it may exist as a folder or not yet, but neither it nor a parent
     may be a file; it is writable and outside every input (:func:`check_outside_inputs`)."""
     if path is not None:
         _check_parents(Path(path), flag)
         if Path(path).exists() and not Path(path).is_dir():
             raise RunwayError(f"{flag} {path} is a file; give a folder")
-        check_outside_inputs(path, flag, inputs)
+        check_outside_inputs(path, flag, inputs, may_hold)
         _check_writable(Path(path), flag)
 
 

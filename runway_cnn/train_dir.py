@@ -62,13 +62,11 @@ class TrainDir:
     def experiment_run(self, name: str) -> TrainDir:
         return TrainDir(self.path / name)
 
-    def run_files(self) -> list[str]:
-        """The names in the folder that a run writes and reads back as its own (its records,
-        weights, stage and experiment folders, the default export base)."""
-        names = {p.name for p in (self.config, self.splits, self.data_report, self.converted,
-                                  self.metrics, self.weights, self.export_base, self.features,
-                                  self.feature_array, self.summary, self.done, *(
-                                      self.path / name for name in STAGES))}
+    def state_files(self) -> list[str]:
+        """The names in the folder that a new run would read back as an earlier run's state:
+        a finished run (``metrics.json``), an experiment's (``summary.json``, ``done.json``),
+        stages and experiment runs to resume."""
+        names = {self.metrics.name, self.summary.name, self.done.name, *STAGES}
         return sorted(p.name for p in self.path.iterdir() if p.name in names
                       or p.name.startswith(("split_", "fold_"))) if self.path.is_dir() else []
 

@@ -36,6 +36,9 @@ def dataset_path(dataset_dir: str) -> str:
     return str(DATASETS[dataset_dir]) if dataset_dir in DATASETS else dataset_dir
 
 
+EXPORT_FOLDER = "--export_dir / --serving_name"  # the export's own folder, as errors name it
+
+
 def run_inputs(settings: dict) -> list[tuple[str, str | None]]:
     """What a run of ``settings`` (a config's flags, as ``config.json`` holds them) reads, as
     (flag, path): the dataset folder, the label files and its task's path options."""
@@ -269,7 +272,7 @@ class FinetuneConfig:
         not files, writable; the train dir and the export's folder outside the dataset and label
         files (and holding none), which this run and every later one read (``cd photos &&
         finetune --dataset_dir .`` would train on its own outputs). The export base may hold
-        the dataset: the export writes only into its own folder."""
+        the dataset: the export writes only into its own folder (``may_hold``)."""
         from runway_cnn.training.result import export_location
 
         inputs = self.inputs()
@@ -278,9 +281,8 @@ class FinetuneConfig:
         except RunwayError as error:
             raise RunwayError(f"{error} (without --train_dir: runs/<dataset name> under the "
                               "current directory)") from None
-        check_output_dir(self.export_dir, "--export_dir")  # the export writes only into:
-        check_output_dir(export_location(self.to_dict(), self.train_dir),
-                         "the export folder (--export_dir / --serving_name)", inputs)
+        check_output_dir(self.export_dir, "--export_dir", inputs, may_hold=True)
+        check_output_dir(export_location(self.to_dict(), self.train_dir), EXPORT_FOLDER, inputs)
 
     def to_dict(self) -> dict:
         """Every setting by its flag's name: the fields and the task's options side by side (as

@@ -30,10 +30,10 @@ def check_resume(train_dir: Path, config: FinetuneConfig) -> None:
     check_own_output(train_dir, path.name, _OWN_CONFIG, ("*",), config.overwrite, "--train_dir",
                      concurrent=(f"{WORKER_TEMP}*",))  # the other workers' folders
     if config.overwrite and not _is_run_folder(path):
-        clashing = TrainDir(train_dir).run_files()
-        if clashing:  # a run would read them back as its own (a finished run, its weights)
+        clashing = TrainDir(train_dir).state_files()
+        if clashing:  # --overwrite replaces them; reading them as a finished run's is another thing
             raise RunwayError(f"--train_dir {train_dir} --overwrite: it holds files no run wrote "
-                              f"under the names a run reads back as its own "
+                              f"under the names a run reads back as an earlier run's state "
                               f"({', '.join(clashing[:4])}); nothing was written: give a new "
                               "--train_dir, or move those files")
     new = config.to_dict()
