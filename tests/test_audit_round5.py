@@ -1,0 +1,62 @@
+"""Reliability round 5 of the audit and the web page: the perceptual hash's distance is the same
+both ways, the caches are keyed on the files' content and the feature settings, a regression's
+copies conflict only beyond a tolerance, a confused pair's share is a share, ``--fix`` keeps the
+given splits, and the web page shows every model given."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from runway_cnn.data.leaks import hash_distance
+
+
+def _fake_audit(tmp_path: Path, labels: dict[str, object], task, split_of=None,
+                origin: str = "the given split folders") -> SimpleNamespace:
+    """What write_fix and near_duplicates read of an audit, without images or a backbone."""
+    sources = sorted(labels)
+    return SimpleNamespace(
+        sources=sources, out=tmp_path, task=task, split_origin=origin,
+        split_of=split_of or [s.split("/")[0] for s in sources],
+        config=SimpleNamespace(task=task.name, group_by=None, near_duplicate_cosine=0.85),
+        pool=SimpleNamespace(raw_labels=[labels[s] for s in sources], groups=None))
+
+
+def test_the_hash_distance_is_the_same_whichever_photo_comes_first():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = (tuple(int(v) for v in rng.integers(0, 2 ** 62, 2)) for _ in range(2))
+        assert hash_distance(a, b) == hash_distance(b, a)
+
+
+def test_fix_keeps_the_training_copy_of_a_byte_identical_train_test_pair(tmp_path):
+    """train/coat/b.jpg and test/coat/b.jpg are one file; train/coat/a.jpg is a near copy whose
+    hash agrees with the mirrored hash of b (0 bits) but not with b's plain hash (8 bits). Both
+    copies of b are near copies of a, whichever is listed first: the test copy goes with the
+    training one (README: the training copy is kept)."""
+    from runway_cnn.audit.run import near_duplicates, write_fix
+    from runway_cnn.tasks import SingleLabelTask
+
+    labels = {"test/coat/b.jpg": "coat", "train/coat/a.jpg": "coat", "train/coat/b.jpg": "coat",
+              "train/dress/d.jpg": "dress", "train/dress/e.jpg": "dress"}
+    audit = _fake_audit(tmp_path, labels, SingleLabelTask(["coat", "dress"]))
+    plain_a, mirror_a = 0x0F0F_0F0F_0F0F_0F0F, 0x00FF_00FF_00FF_00FF
+    plain_b = mirror_a ^ 0xFF  # 8 bits from a's mirrored hash, far from a's plain one
+    hashes = {"train/coat/a.jpg": (plain_a, mirror_a), "test/coat/b.jpg": (plain_b, plain_a),
+              "train/coat/b.jpg": (plain_b, plain_a), "train/dress/d.jpg": (1, 2),
+              "train/dress/e.jpg": (2 ** 40, 2 ** 50)}
+    rows = {"train/coat/a.jpg": [1.0, 0.3, 0.0], "test/coat/b.jpg": [1.0, 0.0, 0.0],
+            "train/coat/b.jpg": [1.0, 0.0, 0.0], "train/dress/d.jpg": [0.0, 0.0, 1.0],
+            "train/dress/e.jpg": [0.0, 1.0, -1.0]}
+    features = np.array([rows[s] for s in audit.sources], np.float32)
+    digests = ["same" if s.endswith("coat/b.jpg") else s for s in audit.sources]
+    near = near_duplicates(audit, features, digests, [hashes[s] for s in audit.sources])
+    assert [p["hash_bits"] for p in near["pairs"]] == [0, 0]
+    exact = {"sha1": "same", "files": ["test/coat/b.jpg", "train/coat/b.jpg"]}
+    fix = write_fix(audit, {"exact_duplicates": [exact], "near_duplicates": near, "notes": [],
+                            "label_errors": []})
+    removed = {r["file"] for r in fix["removed"]}
+    assert removed == {"test/coat/b.jpg", "train/coat/b.jpg"}
