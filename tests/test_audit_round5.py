@@ -60,3 +60,15 @@ def test_fix_keeps_the_training_copy_of_a_byte_identical_train_test_pair(tmp_pat
                             "label_errors": []})
     removed = {r["file"] for r in fix["removed"]}
     assert removed == {"test/coat/b.jpg", "train/coat/b.jpg"}
+
+
+def test_the_web_page_names_every_export_given_even_when_they_share_a_serving_name():
+    """Three exports all served as ``images`` (and one folder named ``images#2``): every model
+    is loaded under its own name, none replaces another."""
+    from runway_cnn.app.server import _names
+
+    exports = [SimpleNamespace(version_dir=Path(f"/exports/{run}/{name}/1")) for run, name in
+               (("a", "images"), ("b", "images"), ("c", "images"), ("d", "images#2"))]
+    names = _names(exports)
+    assert len(set(names)) == len(exports)
+    assert names[:3] == ["images", "images#2", "images#3"] and names[3].startswith("images#2")
