@@ -72,3 +72,27 @@ def test_the_web_page_names_every_export_given_even_when_they_share_a_serving_na
     names = _names(exports)
     assert len(set(names)) == len(exports)
     assert names[:3] == ["images", "images#2", "images#3"] and names[3].startswith("images#2")
+
+
+def test_a_confused_pairs_share_is_a_share_of_the_pairs_photos():
+    """An attribute's two values mostly taken for each other (3 of 4 ``red`` as ``blue``, 1 of
+    2 ``blue`` as ``red``): 4 of the pair's 6 photos, not 3/4 + 1/2 = 1.25; the summary says
+    what the figure is."""
+    from runway_cnn.audit.findings import confused_pairs
+    from runway_cnn.audit.report import summary_text
+
+    given = np.array([0, 0, 0, 0, 1, 1, 2])
+    predicted = np.array([1, 1, 1, 0, 0, 1, 2])
+    _, pairs = confused_pairs(given, predicted, ["red", "blue", "green"])
+    assert [(p["labels"], p["images"]) for p in pairs] == [(["red", "blue"], 4)]
+    assert pairs[0]["share"] == pytest.approx(4 / 6, abs=1e-4)
+    result = {"dataset": "d", "images": 7, "labels": ["colour"], "task": "attributes",
+              "backbone": "b", "features_cached": False, "splits": "none (one pool)",
+              "split_counts": {}, "exact_duplicates": [], "outliers": [], "not_done": [],
+              "notes": [], "seconds": {}, "near_duplicates": {
+                  "threshold": 0.85, "count": 0, "across_splits": 0, "hash_agrees": 0,
+                  "pairs": []},
+              "confused_pairs": [{"attribute": "colour", **pairs[0]}]}
+    line = [x for x in summary_text(result).splitlines() if x.startswith("most confused")]
+    assert line == ["most confused (share of a pair's photos predicted as the other): "
+                    "colour: red <-> blue 0.67"]
