@@ -96,3 +96,63 @@ def test_a_confused_pairs_share_is_a_share_of_the_pairs_photos():
     line = [x for x in summary_text(result).splitlines() if x.startswith("most confused")]
     assert line == ["most confused (share of a pair's photos predicted as the other): "
                     "colour: red <-> blue 0.67"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny test backbone and ``audit(folder, out, **settings)`` through it at 32 px."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_models import make_tiny_hub_module
+
+    from runway_cnn.audit import audit_dataset
+
+    hub = make_tiny_hub_module(tmp_path_factory.mktemp("tiny") / "hub")
+
+    def audit(folder, out, **settings):
+        return audit_dataset(**{"dataset_dir": str(folder), "output_dir": str(out),
+                                "model_name": f"hub:{hub}", "image_size": 32,
+                                "batch_size": 16, **settings})
+    return audit
+
+
+def _same_size_photos(root: Path, per_class: int = 4) -> Path:
+    """4 classes of drawn 40 × 40 photos as uncompressed PNGs: every file has the same size."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import DEFAULT_CLASSES, make_image
+
+    rng = np.random.default_rng(1)
+    for index, name in enumerate(DEFAULT_CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            make_image(index, (40, 40), rng).save(root / name / f"{name}_{i}.png",
+                                                  compress_level=0)
+    return root
+
+
+def test_a_photo_replaced_with_its_size_and_mtime_put_back_is_read_again(tiny, tmp_path):
+    """``cp other.png photo.png; touch -r old photo.png``: same name, size and modification
+    time, new bytes. The next audit into the same folder sees the exact copy it makes and
+    computes the features again; another --image_size does too, the same settings reuse them."""
+    import os
+
+    photos = _same_size_photos(tmp_path / "photos")
+    out = tmp_path / "out"
+    first = tiny(photos, out)
+    assert not first["exact_duplicates"] and not first["features_cached"]
+    photo, other = photos / "circles/circles_1.png", photos / "circles/circles_2.png"
+    before = photo.stat()
+    assert other.stat().st_size == before.st_size and photo.read_bytes() != other.read_bytes()
+    photo.write_bytes(other.read_bytes())
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (photo.stat().st_size, photo.stat().st_mtime_ns) == (before.st_size,
+                                                                before.st_mtime_ns)
+    second = tiny(photos, out)
+    assert [sorted(d["files"]) for d in second["exact_duplicates"]] == [
+        ["circles/circles_1.png", "circles/circles_2.png"]]
+    assert not second["features_cached"]
+    assert not tiny(photos, out, image_size=48)["features_cached"]
+    assert tiny(photos, out, image_size=48)["features_cached"]

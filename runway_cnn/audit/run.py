@@ -119,14 +119,17 @@ class Audit:
         return np.asarray(features, np.float32)
 
     def _stamps(self) -> list[str]:
-        """Each image file's size and modification time (ns), with its name the key of the
-        caches: a file changed since is read again. Empty for a TFRecord's image."""
+        """Each image file's inode, change time, size and modification time (ns), with its
+        name the key of the caches: a file changed since is read again, even one replaced with
+        its old size and modification time put back (``touch -r``: the change time moves).
+        Empty for a TFRecord's image."""
         stamps = []
         for source, path in zip(self.sources, self.pool.paths):
             original = self.dataset.root / source
             stat = None if path.startswith(RECORD_PREFIX) else (
                 original if original.is_file() else Path(path)).stat()
-            stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "")
+            stamps.append(f"{stat.st_ino}:{stat.st_ctime_ns}:{stat.st_size}:{stat.st_mtime_ns}"
+                          if stat else "")
         return stamps
 
     def hashes(self) -> tuple[list[str], list[tuple[int, int]]]:
