@@ -156,3 +156,42 @@ def test_a_photo_replaced_with_its_size_and_mtime_put_back_is_read_again(tiny, t
     assert not second["features_cached"]
     assert not tiny(photos, out, image_size=48)["features_cached"]
     assert tiny(photos, out, image_size=48)["features_cached"]
+
+
+def test_a_regressions_copies_conflict_only_when_their_values_differ_beyond_a_tolerance(
+        tmp_path):
+    """Prices of near copies: 100 and 100.5 are one value (the training copy is kept, the test
+    copy goes), 300 and 500 are a label conflict (kept and listed): one conflict, not two, said
+    in the summary in the values' terms; no value is said to be emptied."""
+    from runway_cnn.audit.report import summary_text
+    from runway_cnn.audit.run import near_duplicates, write_fix
+    from runway_cnn.tasks import RegressionTask
+
+    prices = {"test/a.jpg": 100.5, "train/a.jpg": 100.0, "train/c.jpg": 300.0,
+              "train/d.jpg": 500.0, "train/e.jpg": 50.0, "train/f.jpg": 800.0}
+    audit = _fake_audit(tmp_path, prices, RegressionTask(["price"], target_column="price"))
+    rows = {"test/a.jpg": [1.0, 0.01, 0.0], "train/a.jpg": [1.0, 0.0, 0.0],
+            "train/c.jpg": [0.0, 1.0, 0.0], "train/d.jpg": [0.0, 1.0, 0.01],
+            "train/e.jpg": [0.0, 0.0, 1.0], "train/f.jpg": [-1.0, 0.0, -1.0]}
+    features = np.array([rows[s] for s in audit.sources], np.float32)
+    near = near_duplicates(audit, features, list(audit.sources), [(7, 7)] * len(prices))
+    assert {tuple(p["files"]): p["same_label"] for p in near["pairs"]} == {
+        ("test/a.jpg", "train/a.jpg"): True, ("train/c.jpg", "train/d.jpg"): False}
+    result = {"exact_duplicates": [], "near_duplicates": near, "notes": [], "label_errors": []}
+    fix = write_fix(audit, result)
+    assert [r["file"] for r in fix["removed"]] == ["test/a.jpg"]
+    assert [c["files"] for c in fix["label_conflicts"]] == [["train/c.jpg", "train/d.jpg"]]
+    assert result["notes"] == [] and fix["classes_kept_whole"] == []
+    with (tmp_path / "cleaned_labels.csv").open(newline="") as f:
+        assert {row["filename"]: float(row["price"]) for row in csv.DictReader(f)} == {
+            s: v for s, v in prices.items() if s != "test/a.jpg"}
+    tolerance = 0.1 * np.std(list(prices.values()))
+    assert 0.5 < tolerance < 200
+    _, conflict = audit.task.copies_agree(list(prices.values()))
+    assert conflict.startswith(f"values more than {tolerance:.4g} apart")
+    summary = {"dataset": "d", "images": 6, "labels": ["price"], "task": "regression",
+               "backbone": "b", "features_cached": False, "splits": "the given split folders",
+               "split_counts": {}, "exact_duplicates": [], "outliers": [], "not_done": [],
+               "notes": [], "seconds": {}, "near_duplicates": near,
+               "label_conflicts_carry": conflict}
+    assert f"; 1 copies carry {conflict}" in summary_text(summary)

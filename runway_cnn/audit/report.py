@@ -160,8 +160,10 @@ def summary_text(result: dict) -> str:
         not d["same_label"] for d in exact)
     lines.append(f"near duplicates (cosine >= {near['threshold']}): {near['count']} pairs, "
                  f"{near['across_splits']} across splits; the perceptual hash agrees on "
-                 f"{near['hash_agrees']}" + (f"; {conflicting} copies carry different labels"
-                                             if conflicting else ""))
+                 f"{near['hash_agrees']}" + (
+                     f"; {conflicting} copies carry "
+                     f"{result.get('label_conflicts_carry', 'different labels')}"
+                     if conflicting else ""))
     if result.get("label_error_method"):
         errors = result["label_errors"]
         example = (f" (worst: {errors[0]['file']}: given {errors[0]['given']}, suggested "
