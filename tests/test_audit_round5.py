@@ -195,3 +195,29 @@ def test_a_regressions_copies_conflict_only_when_their_values_differ_beyond_a_to
                "notes": [], "seconds": {}, "near_duplicates": near,
                "label_conflicts_carry": conflict}
     assert f"; 1 copies carry {conflict}" in summary_text(summary)
+
+
+def test_fix_on_given_split_folders_says_a_run_on_the_manifest_splits_again(tiny, tmp_path):
+    """``train/`` and ``test/`` folders: the cleaned manifest names each photo with its split
+    folder, and one note says a --labels_csv run would split its rows again (the test photos
+    into training) and what to do; an audit without --fix does not say it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_image_folder
+
+    from runway_cnn.audit.report import summary_text
+
+    photos = make_image_folder(tmp_path / "photos", per_class=3, size=(40, 56),
+                               splits=("train", "test"))
+    result = tiny(photos, tmp_path / "out", fix=True)
+    assert result["splits"] == "the given split folders"
+    said = [n for n in result["notes"] if "split" in n]
+    assert len(said) == 1 and "test/ photos would be trained on" in said[0]
+    assert "--refit auto" in said[0] and "\n" not in said[0]
+    assert f"note: {said[0]}" in summary_text(result)
+    with (tmp_path / "out" / "cleaned_labels.csv").open(newline="") as f:
+        names = [row["filename"] for row in csv.DictReader(f)]
+    assert any(n.startswith("test/") for n in names)
+    plain = tiny(photos, tmp_path / "plain")
+    assert not [n for n in plain["notes"] if "split" in n]

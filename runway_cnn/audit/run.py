@@ -39,6 +39,12 @@ FORMAT = "runway_cnn audit"  # in audit.json: the folder is an audit's, rewritab
 OWN_FILES = (AUDIT_JSON, "audit.html", "nearest_similarity.png", "confusion*.png", "shortcut.png",
              FIXED_CSV, HASHES, "features.npz", "features.npy", "data_report.json")
 PREFERRED_SPLITS = ("train", "validation", "test")  # the copy a fix keeps: the training one
+GIVEN_FOLDERS = "the given split folders"  # where the splits come from (audit.json "splits")
+# what --fix says of given split folders: a --labels_csv run makes its own splits
+SPLITS_NOT_KEPT = ("--fix: cleaned_labels.csv keeps the given split folders only in each file "
+                   "name, and a --labels_csv run splits its rows again: test/ photos would be "
+                   "trained on and, under --refit auto, reach the export; to keep test/ held "
+                   "out, train on the train/ and validation/ rows only")
 # --fix removes a near copy only when the hash agrees and the features are this close, and a
 # label-error candidate only when the regression gives its suggested label this probability and
 # predicts that question with WEAK_ACCURACY or more out of fold (below it, candidates are mostly
@@ -95,7 +101,7 @@ class Audit:
         if settings.get("given_splits") or settings.get("tfrecords"):
             of = {s: name for name, split in self.dataset.splits.items() for s in split.sources}
             return [of[s] for s in self.sources], (
-                "the TFRecord splits" if settings.get("tfrecords") else "the given split folders")
+                "the TFRecord splits" if settings.get("tfrecords") else GIVEN_FOLDERS)
         return [None] * len(self.sources), "none (one pool)"
 
     # -- features and hashes (cached in the output dir) ---------------------------------------
@@ -230,6 +236,8 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
     result["shortcut"] = shortcut(audit, x, result)
     if config.fix:
         result["fix"] = write_fix(audit, result)
+        if audit.split_origin == GIVEN_FOLDERS:
+            result["notes"].append(SPLITS_NOT_KEPT)
     audit.seconds["findings"] = round(time.perf_counter() - start, 2)
     audit.seconds["total"] = round(time.perf_counter() - clock, 2)
     result["seconds"] = audit.seconds
@@ -521,7 +529,8 @@ def write_fix(audit: Audit, result: dict) -> dict:
                     "empty, unknown, instead) unless that would leave a class without a photo; "
                     f"copies with {conflict} are label conflicts, kept and listed; "
                     "other findings and outliers are listed, not removed; the given split "
-                    "folders become part of each file name"}
+                    "folders become part of each file name (a run on the manifest splits its "
+                    "rows again)"}
 
 
 def _manifest_columns(audit: Audit, blanked: dict[int, set[str]]):
