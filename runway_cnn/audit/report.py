@@ -118,7 +118,8 @@ def render_html(audit, result: dict, written: dict) -> str:
                        f"{e(c['labels'][1])}</td><td>{c['share']}</td><td>{c['images']}</td>"
                        "</tr>" for c in confused)
         parts.append("<h2>Classes the features do not separate</h2><table><tr><th></th>"
-                     "<th>pair</th><th>share of the pair's photos predicted as the other</th><th>images</th></tr>"
+                     "<th>pair</th><th>share of the pair's photos predicted as the other</th>"
+                     "<th>images</th></tr>"
                      + rows + "</table>")
     for key, title in (("confusion_png", "Out-of-fold confusion matrix"),
                        ("shortcut_png", "Shortcut check"),
