@@ -62,11 +62,16 @@ ERROR_RESPONSE = {400: {"description": "a bad photo or request", "content": {
 
 
 def _names(predictors: Sequence[Predictor]) -> list[str]:
-    """Each export's serving name (``<name>/<version>``), made unique with ``#2``, ``#3`` …"""
+    """Each export's serving name (the folder above its version), made unique with ``#2``,
+    ``#3`` … in the order given: every model given is shown."""
     names: list[str] = []
     for predictor in predictors:
-        name = predictor.version_dir.parent.name
-        names.append(name if name not in names else f"{name}#{names.count(name) + 1}")
+        name = candidate = predictor.version_dir.parent.name
+        number = 1
+        while candidate in names:
+            number += 1
+            candidate = f"{name}#{number}"
+        names.append(candidate)
     return names
 
 

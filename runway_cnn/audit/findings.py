@@ -99,19 +99,20 @@ def outliers(features: np.ndarray, share: float, k: int = NEIGHBOURS
 
 def confused_pairs(labels: np.ndarray, predicted: np.ndarray, names: list[str],
                    top: int = 10) -> tuple[np.ndarray, list[dict]]:
-    """The out-of-fold confusion matrix (rows: given label) and its largest off-diagonal cells
-    as shares of the given class, both directions of a pair summed."""
+    """The out-of-fold confusion matrix (rows: given label) and the pairs of labels most
+    confused with each other: ``share`` is the share of the two labels' photos predicted as the
+    other label of the pair (each photo counted once, so in [0, 1])."""
     k = len(names)
     matrix = np.zeros((k, k), int)
     np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
-    support = np.maximum(matrix.sum(axis=1), 1)
-    rates = matrix / support[:, None]
+    support = matrix.sum(axis=1)
     pairs = []
     for a in range(k):
         for b in range(a + 1, k):
             if matrix[a, b] + matrix[b, a]:
                 pairs.append({"labels": [names[a], names[b]],
-                              "share": round(float(rates[a, b] + rates[b, a]), 4),
+                              "share": round(float((matrix[a, b] + matrix[b, a])
+                                                   / (support[a] + support[b])), 4),
                               "images": int(matrix[a, b] + matrix[b, a]),
                               f"{names[a]} → {names[b]}": int(matrix[a, b]),
                               f"{names[b]} → {names[a]}": int(matrix[b, a])})

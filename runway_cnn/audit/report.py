@@ -118,7 +118,8 @@ def render_html(audit, result: dict, written: dict) -> str:
                        f"{e(c['labels'][1])}</td><td>{c['share']}</td><td>{c['images']}</td>"
                        "</tr>" for c in confused)
         parts.append("<h2>Classes the features do not separate</h2><table><tr><th></th>"
-                     "<th>pair</th><th>share confused (both ways)</th><th>images</th></tr>"
+                     "<th>pair</th><th>share of the pair's photos predicted as the other</th>"
+                     "<th>images</th></tr>"
                      + rows + "</table>")
     for key, title in (("confusion_png", "Out-of-fold confusion matrix"),
                        ("shortcut_png", "Shortcut check"),
@@ -160,8 +161,10 @@ def summary_text(result: dict) -> str:
         not d["same_label"] for d in exact)
     lines.append(f"near duplicates (cosine >= {near['threshold']}): {near['count']} pairs, "
                  f"{near['across_splits']} across splits; the perceptual hash agrees on "
-                 f"{near['hash_agrees']}" + (f"; {conflicting} copies carry different labels"
-                                             if conflicting else ""))
+                 f"{near['hash_agrees']}" + (
+                     f"; {conflicting} copies carry "
+                     f"{result.get('label_conflicts_carry', 'different labels')}"
+                     if conflicting else ""))
     if result.get("label_error_method"):
         errors = result["label_errors"]
         example = (f" (worst: {errors[0]['file']}: given {errors[0]['given']}, suggested "
@@ -171,9 +174,10 @@ def summary_text(result: dict) -> str:
                      f"{accuracy[:200]}")
     confused = result.get("confused_pairs", [])[:3]
     if confused:
-        lines.append("most confused: " + ", ".join(
-            (f"{c['attribute']}: " if "attribute" in c else "")
-            + f"{c['labels'][0]} <-> {c['labels'][1]} {c['share']:.2f}" for c in confused))
+        lines.append("most confused (share of a pair's photos predicted as the other): "
+                     + ", ".join((f"{c['attribute']}: " if "attribute" in c else "")
+                                 + f"{c['labels'][0]} <-> {c['labels'][1]} {c['share']:.2f}"
+                                 for c in confused))
     outliers = result["outliers"]
     if outliers:
         lines.append(f"outliers: {len(outliers)} most isolated photos (e.g. "

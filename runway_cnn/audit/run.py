@@ -8,7 +8,7 @@ import io
 import itertools
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -39,6 +39,12 @@ FORMAT = "runway_cnn audit"  # in audit.json: the folder is an audit's, rewritab
 OWN_FILES = (AUDIT_JSON, "audit.html", "nearest_similarity.png", "confusion*.png", "shortcut.png",
              FIXED_CSV, HASHES, "features.npz", "features.npy", "data_report.json")
 PREFERRED_SPLITS = ("train", "validation", "test")  # the copy a fix keeps: the training one
+GIVEN_FOLDERS = "the given split folders"  # where the splits come from (audit.json "splits")
+# what --fix says of given split folders: a --labels_csv run makes its own splits
+SPLITS_NOT_KEPT = ("--fix: cleaned_labels.csv keeps the given split folders only in each file "
+                   "name, and a --labels_csv run splits its rows again: test/ photos would be "
+                   "trained on and, under --refit auto, reach the export; to keep test/ held "
+                   "out, train on the train/ and validation/ rows only")
 # --fix removes a near copy only when the hash agrees and the features are this close, and a
 # label-error candidate only when the regression gives its suggested label this probability and
 # predicts that question with WEAK_ACCURACY or more out of fold (below it, candidates are mostly
@@ -93,7 +99,7 @@ class Audit:
         if settings.get("given_splits") or settings.get("tfrecords"):
             of = {s: name for name, split in self.dataset.splits.items() for s in split.sources}
             return [of[s] for s in self.sources], (
-                "the TFRecord splits" if settings.get("tfrecords") else "the given split folders")
+                "the TFRecord splits" if settings.get("tfrecords") else GIVEN_FOLDERS)
         return [None] * len(self.sources), "none (one pool)"
 
     # -- features and hashes (cached in the output dir) ---------------------------------------
@@ -117,14 +123,17 @@ class Audit:
         return np.asarray(features, np.float32)
 
     def _stamps(self) -> list[str]:
-        """Each image file's size and modification time (ns), with its name the key of the
-        caches: a file changed since is read again. Empty for a TFRecord's image."""
+        """Each image file's inode, change time, size and modification time (ns), with its
+        name the key of the caches: a file changed since is read again, even one replaced with
+        its old size and modification time put back (``touch -r``: the change time moves).
+        Empty for a TFRecord's image."""
         stamps = []
         for source, path in zip(self.sources, self.pool.paths):
             original = self.dataset.root / source
             stat = None if path.startswith(RECORD_PREFIX) else (
                 original if original.is_file() else Path(path)).stat()
-            stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "")
+            stamps.append(f"{stat.st_ino}:{stat.st_ctime_ns}:{stat.st_size}:{stat.st_mtime_ns}"
+                          if stat else "")
         return stamps
 
     def hashes(self) -> tuple[list[str], list[tuple[int, int]]]:
@@ -210,7 +219,8 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
               "labels": list(audit.task.labels), "splits": audit.split_origin,
               "split_counts": _counts(audit.split_of), "backbone": audit.backbone_name,
               "features_cached": audit.cached, "skipped": len(audit.dataset.skipped),
-              "skipped_files": list(audit.dataset.skipped), "not_done": [], "notes": []}
+              "skipped_files": list(audit.dataset.skipped), "not_done": [], "notes": [],
+              "label_conflicts_carry": _agreement(audit)[1]}
     write_json(TrainDir(audit.out).data_report, audit.dataset.report())  # as a run's
     result["exact_duplicates"] = exact_duplicates(audit, digests)
     result["near_duplicates"] = near_duplicates(audit, features, digests, dhashes)
@@ -224,6 +234,8 @@ def audit_dataset(config: AuditConfig | None = None, **settings) -> dict:
     result["shortcut"] = shortcut(audit, x, result)
     if config.fix:
         result["fix"] = write_fix(audit, result)
+        if audit.split_origin == GIVEN_FOLDERS:
+            result["notes"].append(SPLITS_NOT_KEPT)
     audit.seconds["findings"] = round(time.perf_counter() - start, 2)
     audit.seconds["total"] = round(time.perf_counter() - clock, 2)
     result["seconds"] = audit.seconds
@@ -252,18 +264,30 @@ def _label_text(audit: Audit, i: int) -> str:
     return str(raw) if raw is None else audit.task.raw_text(raw)
 
 
+def _agreement(audit: Audit) -> tuple[Callable[[int, int], bool], str]:
+    """Whether two rows, copies of one photo, carry the same label by the task's rule
+    (:meth:`~runway_cnn.tasks.base.TaskLabels.copies_agree`), and what copies that do not carry,
+    in words."""
+    raw = audit.pool.raw_labels
+    if raw is None:
+        return (lambda i, j: True), "different labels"
+    agree, conflict = audit.task.copies_agree(raw)
+    return (lambda i, j: agree(raw[i], raw[j])), conflict
+
+
 def exact_duplicates(audit: Audit, digests: list[str]) -> list[dict]:
     """Groups of files with the same bytes, with their splits and labels."""
     members: dict[str, list[int]] = {}
+    agree, _ = _agreement(audit)
     for i, digest in enumerate(digests):
         members.setdefault(digest, []).append(i)
     out = []
     for digest, rows in members.items():
         if len(rows) > 1:
-            labels = {_label_text(audit, i) for i in rows}
+            same = all(agree(i, j) for i, j in itertools.combinations(rows, 2))
             out.append({"sha1": digest, "files": [audit.sources[i] for i in rows],
                         "splits": [audit.split_of[i] for i in rows],
-                        "scope": _scope(audit, rows), "same_label": len(labels) == 1,
+                        "scope": _scope(audit, rows), "same_label": same,
                         "labels": [_label_text(audit, i) for i in rows]})
     return sorted(out, key=lambda d: d["files"][0])
 
@@ -274,6 +298,7 @@ def near_duplicates(audit: Audit, features: np.ndarray, digests: list[str],
     the perceptual hash's distance as a check; and every photo's nearest-neighbour cosine (for
     the histogram)."""
     threshold = audit.config.near_duplicate_cosine
+    agree, _ = _agreement(audit)
     pairs = []
     for i, j, cosine in near_duplicate_pairs(features, threshold):
         if digests[i] == digests[j]:
@@ -283,7 +308,7 @@ def near_duplicates(audit: Audit, features: np.ndarray, digests: list[str],
                       "splits": [audit.split_of[i], audit.split_of[j]],
                       "scope": _scope(audit, (i, j)), "cosine": round(cosine, 4),
                       "hash_bits": bits, "hash_agrees": bits <= HASH_NEAR_BITS,
-                      "same_label": _label_text(audit, i) == _label_text(audit, j),
+                      "same_label": agree(i, j),
                       "labels": [_label_text(audit, i), _label_text(audit, j)]})
     _, nearest = nearest_neighbours(features, 1)
     audit.nearest_cosine = nearest[:, 0]
@@ -428,6 +453,7 @@ def write_fix(audit: Audit, result: dict) -> dict:
                        if audit.split_of[i] in PREFERRED_SPLITS else 3), audit.sources[i])
     copies: dict[int, list[tuple[float, int, str]]] = {}  # row → (closeness, other row, what)
     conflicts = []
+    agree, conflict = _agreement(audit)
     links = [(pair, 2.0, "exact copy", "same SHA-1") for d in result["exact_duplicates"]
              for pair in itertools.combinations(d["files"], 2)]
     links += [(p["files"], p["cosine"], "near copy",
@@ -436,7 +462,7 @@ def write_fix(audit: Audit, result: dict) -> dict:
               if p["hash_agrees"] and p["cosine"] >= FIX_COSINE]
     for files, closeness, kind, how in links:
         a, b = (index[f] for f in files)
-        if _label_text(audit, a) != _label_text(audit, b):
+        if not agree(a, b):
             conflicts.append({"files": list(files), "kind": kind,
                               "labels": [_label_text(audit, a), _label_text(audit, b)]})
             continue
@@ -461,7 +487,9 @@ def write_fix(audit: Audit, result: dict) -> dict:
                                      f"suggested {error['suggested']}")
     classes = audit.task.raw_classes
     raw = audit.pool.raw_labels
-    every = set().union(*(classes(raw[i]) for i in range(len(audit.sources))))
+    # the classes the kept copies hold (a regression's copies may differ a little in value)
+    every = set().union(*(classes(raw[i]) for i in range(len(audit.sources))
+                          if i not in removed))
     left = set().union(*(classes(raw[i], blanked.get(i, set()))
                          for i in range(len(audit.sources))
                          if i not in removed and i not in candidates))
@@ -498,9 +526,10 @@ def write_fix(audit: Audit, result: dict) -> dict:
                     f"probability >= {FIX_SUGGESTED} where the labels are predicted with "
                     f"accuracy >= {WEAK_ACCURACY} (for attributes the doubtful cell is made "
                     "empty, unknown, instead) unless that would leave a class without a photo; "
-                    "copies with different labels are label conflicts, kept and listed; "
+                    f"copies with {conflict} are label conflicts, kept and listed; "
                     "other findings and outliers are listed, not removed; the given split "
-                    "folders become part of each file name"}
+                    "folders become part of each file name (a run on the manifest splits its "
+                    "rows again)"}
 
 
 def _manifest_columns(audit: Audit, blanked: dict[int, set[str]]):

@@ -103,12 +103,18 @@ def extract_features(backbone: Backbone, paths: list[str], batch_size: int,
         paths, batch_size, bar.add if bar is not None else None)
 
 
+def feature_settings(backbone: Backbone, pooling: str) -> str:
+    """Everything that makes a backbone's pooled features what they are (the model spec, its
+    eval transform: image size, crop, normalisation, and the pooling): a cache is for these."""
+    return f"{backbone.name} | {pooling} | {backbone.preprocessing!r}"
+
+
 def save_features(files: TrainDir, pool: Split, backbone: Backbone, pooling: str,
                   features: np.ndarray, seconds: float, stamps: list[str] | None = None
                   ) -> None:
     """The feature cache of an experiment: the array in ``features.npy`` (memory-mapped when
-    read back), what it holds (sources, backbone, pooling and, if given, each file's
-    ``stamps``) in ``features.npz``."""
+    read back), what it holds (sources, backbone, pooling, the :func:`feature_settings` and,
+    if given, each file's ``stamps``) in ``features.npz``."""
     array = files.feature_array
     tmp = array.with_name(f".{array.name}.tmp.npy")
     np.save(tmp, np.asarray(features, np.float32))
@@ -116,6 +122,7 @@ def save_features(files: TrainDir, pool: Split, backbone: Backbone, pooling: str
     tmp = files.features.with_name(f".{files.features.name}.tmp.npz")
     np.savez(tmp, sources=np.array(pool.sources), backbone=np.array(backbone.name),
              pooling=np.array(pooling), seconds=np.array(seconds),
+             settings=np.array(feature_settings(backbone, pooling)),
              **({} if stamps is None else {"stamps": np.array(stamps, dtype=str)}))
     tmp.replace(files.features)
 
@@ -123,9 +130,9 @@ def save_features(files: TrainDir, pool: Split, backbone: Backbone, pooling: str
 def load_features(files: TrainDir, pool: Split, backbone: Backbone, pooling: str,
                   stamps: list[str] | None = None) -> tuple[np.ndarray | None, float]:
     """Features saved by an earlier session of this experiment if they are for these images
-    (with ``stamps``, these files as they are now), memory-mapped (read from disk as rows are
-    used, so memory does not grow with the pool); a damaged file is a cache miss (said, and
-    recomputed)."""
+    (with ``stamps``, these files as they are now) under the same :func:`feature_settings`,
+    memory-mapped (read from disk as rows are used, so memory does not grow with the pool); a
+    damaged file is a cache miss (said, and recomputed)."""
     if not (files.features.exists() and files.feature_array.exists()):
         return None, 0.0
     try:
@@ -133,7 +140,9 @@ def load_features(files: TrainDir, pool: Split, backbone: Backbone, pooling: str
         with np.load(files.features) as saved:
             if (saved["sources"].tolist() != list(pool.sources) or str(saved["backbone"])
                     != backbone.name or features.shape != (len(pool), backbone.feature_dim)
-                    or str(saved["pooling"]) != pooling or stamps is not None and (
+                    or str(saved["pooling"]) != pooling or "settings" not in saved.files
+                    or str(saved["settings"]) != feature_settings(backbone, pooling)
+                    or stamps is not None and (
                         "stamps" not in saved.files
                         or saved["stamps"].tolist() != list(stamps))):
                 return None, 0.0

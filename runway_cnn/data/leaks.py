@@ -94,8 +94,9 @@ def difference_hashes(image: Image.Image, size: int = 8) -> tuple[int, int]:
 
 
 def hash_distance(a: tuple[int, int], b: tuple[int, int]) -> int:
-    """Bits that differ between two images' dHashes, the mirrored one's if closer."""
-    return min(bin(a[0] ^ b[0]).count("1"), bin(a[0] ^ b[1]).count("1"))
+    """Bits that differ between two images' dHashes (plain with plain, or either one
+    mirrored), the fewest: the same whichever image comes first."""
+    return min(bin(x ^ y).count("1") for x, y in ((a[0], b[0]), (a[0], b[1]), (a[1], b[0])))
 
 
 def check_split_leaks(features: dict[str, np.ndarray], sources: dict[str, Sequence[str]],

@@ -171,6 +171,13 @@ class TaskLabels:
             return ";".join(map(str, raw))
         return str(raw)
 
+    def copies_agree(self, raw_labels: Sequence[Any]) -> tuple[Callable[[Any, Any], bool], str]:
+        """How the audit tells whether two copies of one photo carry the same label, in a
+        dataset of ``raw_labels``: ``agree(a, b)`` on two raw labels, and what copies that do
+        not agree carry, in words (they are a label conflict). By default: the same
+        :meth:`raw_text`."""
+        return (lambda a, b: self.raw_text(a) == self.raw_text(b)), "different labels"
+
     def raw_classes(self, raw: Any,
                     blanked: set[str] | frozenset[str] = frozenset()) -> set[str]:
         """The classes an image with raw label ``raw`` is a photo of (those of the attributes in

@@ -23,6 +23,9 @@ LOSSES = ("mse", "huber")
 # ridge strengths stage 1 chooses from, for standardised features and targets
 ALPHA_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 MAX_BINS = 5  # quantile bins of the target that random splits are stratified on
+# two copies of a photo whose values differ by more than this share of the dataset's standard
+# deviation are a label conflict for the audit (a photo priced 100 and its copy at 101: one item)
+COPY_TOLERANCE = 0.1
 
 
 @dataclass
@@ -129,6 +132,15 @@ class RegressionTask(Task):
 
     def label_counts(self, targets: np.ndarray) -> dict[str, int]:
         return {self.labels[0]: int(len(targets))}
+
+    def copies_agree(self, raw_labels: Sequence[Any]) -> tuple[Callable[[Any, Any], bool], str]:
+        """Two copies' values agree within :data:`COPY_TOLERANCE` of the values' standard
+        deviation: numbers that differ a little are one value, not a label conflict."""
+        values = self.targets(raw_labels, "the audit's labels").reshape(-1)
+        tolerance = COPY_TOLERANCE * float(np.std(values))
+        return (lambda a, b: abs(float(a) - float(b)) <= tolerance), (
+            f"values more than {tolerance:.4g} apart ({COPY_TOLERANCE:g} standard deviation of "
+            f"the {self.target_column!r} values)")
 
     def split(self, targets, validation_fraction, test_fraction, seed, groups=None):
         """Random, stratified on quantile bins of the target (each split sees cheap and dear)."""
