@@ -10,8 +10,8 @@
   folder the user's.
 
 What this package wrote is recorded at write (:func:`record_written`: size, modification time
-and SHA-256 in a ledger, ``~/.cache/runway_cnn/written.json``), so a file it wrote and the user edited
-since counts as the user's."""
+and SHA-256 in a ledger, ``~/.cache/runway_cnn/written.json``), so a file it wrote and the user
+edited since counts as the user's."""
 from __future__ import annotations
 
 import contextlib

@@ -13,7 +13,7 @@ from runway_cnn.errors import RunwayError
 from runway_cnn.export.saved_model import export_model
 from runway_cnn.export.tflite import export_tflite, tflite_probabilities
 from runway_cnn.export_dir import is_model_name, version_dirs
-from runway_cnn.output_checks import check_output_dir
+from runway_cnn.output_checks import check_output_dir, check_outside_inputs
 from runway_cnn.training.config import EXPORT_FOLDER, run_inputs
 from runway_cnn.training.restore import restore_run, run_split
 from runway_cnn.training.result import export_location, export_refit
@@ -59,8 +59,8 @@ def reexport(train_dir: str | Path, export_dir: str | Path | None = None,
     run = restore_run(train_dir)
     model_dir = export_location(run.config, run.train_dir, run.recorded_export, export_dir,
                                 serving_name)
-    inputs = run_inputs(run.config)
-    check_output_dir(export_dir, "--export_dir", inputs, may_hold=True)
+    inputs = run_inputs(run.config)  # the run's data, known once its config is read
+    check_outside_inputs(export_dir, "--export_dir", inputs, may_hold=True)
     check_output_dir(model_dir, EXPORT_FOLDER, inputs)
     before = set(version_dirs(model_dir))
     version_dir = export_model(run.model, run.backbone, run.task, model_dir.parent,

@@ -31,7 +31,7 @@ def check_resume(train_dir: Path, config: FinetuneConfig) -> None:
                      concurrent=(f"{WORKER_TEMP}*",))  # the other workers' folders
     if config.overwrite and not _is_run_folder(path):
         clashing = TrainDir(train_dir).state_files()
-        if clashing:  # --overwrite replaces them; reading them as a finished run's is another thing
+        if clashing:  # --overwrite replaces files; it never makes them a finished run's
             raise RunwayError(f"--train_dir {train_dir} --overwrite: it holds files no run wrote "
                               f"under the names a run reads back as an earlier run's state "
                               f"({', '.join(clashing[:4])}); nothing was written: give a new "
