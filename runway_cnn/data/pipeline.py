@@ -141,6 +141,21 @@ def predict_in_order(predict: Callable[[np.ndarray], np.ndarray], paths: Sequenc
     return rows
 
 
+def content_keys(paths: Sequence[str]) -> list[str]:
+    """A key per image of ``paths`` (files or TFRecord records), the fingerprint of its encoded
+    bytes: the same for a copy of the photo wherever it lies, so that photos are matched by
+    content, not by path. Reads each image's bytes once, decodes none."""
+    keys = [""] * len(paths)
+    if not paths:
+        return keys
+    fingerprints = _encoded(paths).map(
+        lambda i, data: (i, tf.fingerprint(tf.expand_dims(data, 0))[0]),
+        num_parallel_calls=AUTOTUNE)
+    for position, fingerprint in fingerprints.as_numpy_iterator():
+        keys[position] = fingerprint.tobytes().hex()
+    return keys
+
+
 def eval_crops(paths: Sequence[str], spec: PreprocessingSpec, batch_size: int) -> np.ndarray:
     """Every image's eval crop, float32 ``[n, s, s, 3]`` in [0, 1], in the order of ``paths``."""
     return predict_in_order(lambda images: images, paths, spec, batch_size)

@@ -48,7 +48,7 @@ from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.device import configure_device
 from runway_cnn.training.distribution import make_distribution
-from runway_cnn.training.refit import combine_choices
+from runway_cnn.training.refit import combine_choices, write_learned_keys
 from runway_cnn.training.result import RunResult
 from runway_cnn.training.resume import check_resume
 from runway_cnn.training.trainer import FineTuner, build_backbone, classifier
@@ -238,6 +238,7 @@ def refit_experiment(config: FinetuneConfig, summary: dict) -> RunResult:
                          "export does not repeat it: run once without --num_splits / --kfold "
                          "for a fine-tuned export")
     summary["refit"] = record
+    write_learned_keys(root, pool)
     write_json(TrainDir(root).summary, summary)
     model = classifier(shared.backbone, head, config.pooling)
     return RunResult(root, config.to_dict(), summary, model, task, shared.backbone)

@@ -18,12 +18,15 @@ backbone's features; ``whole`` repeats both stages on the refit photos.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.pipeline import content_keys
 from runway_cnn.errors import RunwayError
+from runway_cnn.train_dir import TrainDir
 
 REFIT_RULES = ("auto", "none", "train_val", "all")
 REFIT_STAGE2 = ("head", "whole")  # what a refit after a kept stage 2 trains (--refit_stage2)
@@ -72,6 +75,26 @@ def union(dataset: ImageDataset, names: Sequence[str]) -> Split:
                  [src for p in parts for src in p.sources], raw, groups)
 
 
+def learned_record(dataset: ImageDataset, names: Sequence[str], rule: str) -> dict:
+    """What an export learned from, for ``metrics.json``, the export's metadata and the line
+    a run prints (:func:`describe`): the splits ``names`` of ``dataset`` and their photos."""
+    by_split = {name: len(dataset.splits[name]) for name in names}
+    return {"splits": list(names), "images": sum(by_split.values()),
+            "images_by_split": by_split, "rule": rule, "dataset_root": str(dataset.root)}
+
+
+def write_learned_keys(train_dir: Path, split: Split) -> None:
+    """Records the content keys of the photos of ``split`` (the photos the export learned
+    from) in the train dir, for the export to carry (``evaluate`` matches photos by them)."""
+    TrainDir(train_dir).learned.write_text("\n".join(content_keys(split.paths)) + "\n")
+
+
+def read_learned_keys(train_dir: Path) -> list[str] | None:
+    """The content keys :func:`write_learned_keys` recorded; None for a run that has none."""
+    path = TrainDir(train_dir).learned
+    return path.read_text().split() if path.exists() else None
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -102,11 +125,10 @@ def describe(record: dict) -> str:
     if "runs" in record:  # an experiment's one export
         return (f"export: learned from all {record['images']} labelled photos: {record['what']}"
                 + (f"; {record['why']}" if record.get("why") else ""))
-    counts = record["images_by_split"]
+    learned = f"export: learned from {' + '.join(record['splits'])} ({record['images']} photos)"
     if not record.get("refit"):
-        return (f"export: learned from train ({counts['train']} photos), not refit"
-                + (f" ({record['why']})" if record.get("why") else ""))
-    return (f"export: learned from {' + '.join(record['splits'])} ({record['images']} photos), "
-            f"refit with the choices made on validation ({record['what']}); the validation "
-            f"and test figures above are of the model trained on train alone "
+        return f"{learned}, not refit" + (f" ({record['why']})" if record.get("why") else "")
+    counts = record["images_by_split"]
+    return (f"{learned}, refit with the choices made on validation ({record['what']}); the "
+            "validation and test figures above are of the model trained on train alone "
             f"({counts['train']} photos), the estimate for the export")
