@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from conftest import make_image_folder
 from helpers import run_cli
@@ -132,3 +133,56 @@ def test_an_export_that_cannot_tell_says_so_in_one_line(given_run, workspace):
     assert said == ["note: the export does not say which photos it learned from (an export of "
                     "an older version, its run's folder gone or moved), so whether these "
                     "figures are an estimate on new photos cannot be told"]
+
+
+def test_an_experiment_refuses_refit_none_with_an_export_dir_before_any_run(workspace):
+    code, out, err = run_cli(finetune_cli.main, _flags(
+        workspace, "looks", "experiment_none", "--num_splits", "2", "--export_dir",
+        str(workspace / "experiment_none_exports"), "--refit", "none"))
+    assert code == 2 and err.strip().splitlines() == [
+        "error: --refit none with --export_dir: an experiment exports one model, refit on every "
+        "labelled photo (its runs are not exported); drop --refit none to export it, or "
+        "--export_dir to export nothing"]
+    assert not (workspace / "experiment_none" / "split_00").exists()
+
+
+def test_a_tfrecord_datasets_test_split_is_never_trained_on_under_auto():
+    """``datasets convert`` made it, not the run: like a ``test/`` folder it measures the
+    export."""
+    from runway_cnn.data.dataset import ImageDataset, Split
+    from runway_cnn.training.refit import refit_splits
+
+    split = Split(["a.jpg", "b.jpg"], np.zeros(2), ["a.jpg", "b.jpg"])
+    records = ImageDataset("/records", ["a"], {"train": split, "validation": split,
+                                               "test": split}, [],
+                           split_settings={"tfrecords": "/records", "given_splits": []})
+    assert refit_splits("auto", records) == (("train", "validation"), None)
+    assert refit_splits("all", records)[1].startswith("--refit all: the export also learns")
+
+
+def test_an_experiment_says_what_it_learns_from_and_names_its_figures_as_its_runs(workspace):
+    """A K-fold over a dataset with a ``test/`` folder pools it (one line says so), ``--refit
+    train_val`` does not keep it out of the export (one line), and on four classes the runs'
+    lines, the summary files and the printed summary all call top-k ``top4``."""
+    root = workspace / "kfold"
+    code, out, err = run_cli(finetune_cli.main, _flags(
+        workspace, "given", "kfold", "--kfold", "2", "--export_dir", str(workspace / "kfold_x"),
+        "--refit", "train_val"))
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: the experiment pools the test split you gave with the other photos: its runs "
+        "draw their own test splits from all of them (each trains on part of yours), and its "
+        "export learns from every one",
+        "note: --refit train_val: an experiment has no one validation or test split to keep "
+        "out; its export learns from every labelled photo"]
+    runs = [line for line in out.splitlines() if line.startswith("fold_")]
+    assert len(runs) == 2 and all("top4 " in line and "top5" not in line for line in runs)
+    summary = json.loads((root / "summary.json").read_text())
+    assert "top4" in summary["figures"] and "top4" in summary["aggregate"]
+    assert all("top4" in run for run in summary["runs"])
+    assert "top5" not in json.dumps({k: summary[k] for k in ("figures", "aggregate", "runs")})
+    assert "top4" in (root / "summary.csv").read_text().splitlines()[0].split(",")
+    assert "  top4 " in out and summary["refit"]["notes"] == notes
+    _, meta = read_assets(workspace / "kfold_x" / "given" / "1")
+    assert meta["refit"]["notes"] == notes

@@ -7,7 +7,8 @@ those of the model trained on the training split: they are the estimate for the 
 ``--refit``:
 
 - ``auto`` (the default): training + validation, and the test split too when the run made it
-  itself; a test split the user gave (a ``test/`` folder) is never trained on;
+  itself; a test split the user gave (a ``test/`` folder, a TFRecord dataset's) is never
+  trained on;
 - ``train_val``: training + validation (a test split then measures the export itself);
 - ``all``: every split, a user's test split included (its figures then describe photos the
   export learned from, and the run says so);
@@ -33,9 +34,10 @@ REFIT_STAGE2 = ("head", "whole")  # what a refit after a kept stage 2 trains (--
 
 
 def given_test_split(dataset: ImageDataset) -> bool:
-    """Whether the user gave the test split (a ``test/`` folder, a converted dataset's given
-    test split) rather than the run carving it."""
-    return "test" in dataset.split_settings.get("given_splits", [])
+    """Whether the test split was given to the run (a ``test/`` folder; a TFRecord dataset's,
+    which ``datasets convert`` made) rather than carved by the run."""
+    settings = dataset.split_settings
+    return "test" in settings.get("given_splits", []) or bool(settings.get("tfrecords"))
 
 
 def refit_splits(rule: str, dataset: ImageDataset) -> tuple[tuple[str, ...], str | None]:

@@ -74,7 +74,8 @@ def export_refit(run: RunResult) -> dict | None:
     refit = run.metrics.get("refit")
     if not refit:
         return None
+    kept = ("splits", "images", "images_by_split", "refit", "what", "why", "notes", "rule",
+            "dataset_root")
     keys = read_learned_keys(run.train_dir)
-    return {key: refit[key] for key in ("splits", "images", "images_by_split", "refit", "what",
-                                        "why", "rule", "dataset_root") if key in refit} | {
+    return {key: refit[key] for key in kept if key in refit} | {
         "train_dir": str(run.train_dir)} | ({} if keys is None else {"content_keys": keys})
