@@ -186,3 +186,69 @@ def test_an_experiment_says_what_it_learns_from_and_names_its_figures_as_its_run
     assert "  top4 " in out and summary["refit"]["notes"] == notes
     _, meta = read_assets(workspace / "kfold_x" / "given" / "1")
     assert meta["refit"]["notes"] == notes
+
+
+def test_a_resumed_stage_gets_the_augmentation_of_the_epoch_it_resumes_at(tmp_path):
+    """Epoch ``e`` of a stage's training images is the same whether the dataset starts at
+    epoch 0 or, resumed, at ``e``."""
+    from runway_cnn.data.pipeline import train_dataset
+    from runway_cnn.data.preprocessing import Augmentation, PreprocessingSpec
+
+    photos = make_image_folder(tmp_path / "photos", ("checks", "circles"), per_class=3)
+    paths = sorted(str(p) for p in photos.rglob("*.jpg"))
+    labels = np.arange(len(paths)) % 2
+
+    def batches(**kwargs):
+        ds = train_dataset(paths, labels, PreprocessingSpec(16), 6, Augmentation(), seed=3,
+                           **kwargs)
+        return [images for images, _ in ds.as_numpy_iterator()]
+
+    whole, resumed = batches(sizes=[16, 16]), batches(sizes=[16], first_epoch=1)
+    assert len(whole) == 2 and len(resumed) == 1
+    np.testing.assert_array_equal(whole[1], resumed[0])
+    assert not np.array_equal(whole[0], resumed[0])
+
+
+def _dropout_model():
+    import keras
+
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dropout(0.5)(
+        keras.layers.Dense(8)(inputs))))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", run_eagerly=True)
+    return model
+
+
+def test_a_stage_killed_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """Keras' backup keeps the weights and the optimizer; the dropout masks' generator state is
+    kept too, so that the resumed epochs draw the masks the uninterrupted ones drew."""
+    import keras
+
+    from runway_cnn.train_dir import StageDir
+    from runway_cnn.training.callbacks import ResumingBackup
+
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    y = x[:, :3] * 2
+
+    def fit(stage: str, callbacks=(), model=None):
+        keras.utils.set_random_seed(1)
+        model = model or _dropout_model()
+        model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0,
+                  callbacks=[ResumingBackup(StageDir(tmp_path / stage)), *callbacks])
+        return model
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterEpoch2(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Killed
+
+    uninterrupted = fit("whole").get_weights()
+    with pytest.raises(Killed):
+        fit("killed", [KillAfterEpoch2()])
+    keras.utils.set_random_seed(2)  # a new process: the generators start elsewhere
+    resumed = fit("killed", model=_dropout_model()).get_weights()
+    for a, b in zip(uninterrupted, resumed):
+        np.testing.assert_array_equal(a, b)

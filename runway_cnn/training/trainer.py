@@ -256,7 +256,7 @@ class FineTuner:
             planning.BudgetStop(self.deadline - plan.reserved_seconds, plan.sizes, steps,
                                 *self._planned_validation(plan), schedule=rate)]
         model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:],
-                                 images=images),
+                                 images=images, first_epoch=first),
                   epochs=plan.epochs, steps_per_epoch=steps, shuffle=False,
                   validation_data=self._eval_ds(validation),
                   callbacks=[*stage_callbacks(stage_dir, self.task.monitor,
@@ -421,14 +421,15 @@ class FineTuner:
 
     # -- data, evaluation ---------------------------------------------------------------------
     def _train_ds(self, split: Split, augment: bool, sizes: list[int] | None = None,
-                  images: tf.data.Dataset | None = None):
-        """``split``'s training batches (``images``: a filled cache of them to read)."""
+                  images: tf.data.Dataset | None = None, first_epoch: int = 0):
+        """``split``'s training batches (``images``: a filled cache of them to read; a resumed
+        stage's from ``first_epoch``, with that epoch's seeds)."""
         spec = self.backbone.preprocessing
         ds = pipeline.train_dataset(split.paths, split.targets, spec, self.global_batch,
                                     Augmentation() if augment else None, seed=self.config.seed,
                                     cache=pipeline.fits_in_memory(len(split), spec),
                                     weights=self.task.sample_weights(split.targets), sizes=sizes,
-                                    images=images)
+                                    images=images, first_epoch=first_epoch)
         if self._drops_remainder(len(split.paths)):
             ds = ds.rebatch(self.global_batch, drop_remainder=True)
         return _sharded(ds)
@@ -668,7 +669,8 @@ class FineTuner:
         rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
                                       c.warmup_fraction)
         first = resumed_epoch(stage_dir)
-        model.fit(self._train_ds(union, augment=c.augment, sizes=plan.sizes[first:epochs]),
+        model.fit(self._train_ds(union, augment=c.augment, sizes=plan.sizes[first:epochs],
+                                 first_epoch=first),
                   epochs=epochs, steps_per_epoch=steps, shuffle=False,
                   callbacks=[ResumingBackup(stage_dir), schedule.StepSchedule(rate)],
                   verbose=c.verbose)
