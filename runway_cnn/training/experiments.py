@@ -17,8 +17,10 @@ with every run's figures and their mean, standard deviation, min and max.
   files per run: its random crops are cut from the whole image.
 - The runs are not exported (``model.weights.h5`` is in each run's folder) and not refit. With
   ``--export_dir`` the experiment exports one model: stage 1's head refit on every labelled photo
-  with the median of the runs' choices (:func:`refit_experiment`); a fine-tuned backbone needs one
-  run without ``--num_splits``.
+  with the median of the runs' choices (:func:`refit_experiment`), whatever ``--refit`` says
+  (``train_val`` says so in one line; ``none`` with ``--export_dir`` is refused before any run);
+  a fine-tuned backbone needs one run without ``--num_splits``. A ``test/`` folder the user gave
+  is pooled like the others, and one line says so.
 - Resume: the same command again skips finished runs (``<run>/done.json``) and resumes the
   interrupted run at its stage and epoch.
 """
