@@ -33,7 +33,7 @@ def fine_tune(config: FinetuneConfig | None = None, **settings) -> RunResult:
     config = config or FinetuneConfig(**settings)
     if config.num_splits or config.kfold:
         summary = run_experiment(config)
-        if not config.export_dir or config.refit == "none":
+        if not config.export_dir:  # (--refit none with --export_dir: refused before the runs)
             return RunResult(Path(config.train_dir), config.to_dict(), summary)
         result = refit_experiment(config, summary)
         model_dir = export_location(config.to_dict(), result.train_dir)

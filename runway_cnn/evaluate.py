@@ -49,6 +49,10 @@ def format_evaluation(result: dict) -> str:
                 f" of these {result['num_examples']} images (its run's refit), so these "
                 "figures are not an estimate of how it does on new photos"]
                if result.get("images_the_model_learned_from") else []),
+             *(["note: the export does not say which photos it learned from (an export of an "
+                "older version, its run's folder gone or moved), so whether these figures are "
+                "an estimate on new photos cannot be told"]
+               if result.get("images_the_model_learned_from", 0) is None else []),
              f"{task.headline(result)}  ({result['num_examples']} images)", "",
              *task.format_figures(result), "",
              *([f"Grad-CAM maps of the most confident errors of {len(result['error_maps'])} "

@@ -16,6 +16,7 @@ from runway_cnn.train_dir import TrainDir
 IMAGE_BYTES = "image_bytes"  # the input of every signature that takes encoded images
 META_FILE = "runway_cnn.json"  # in assets/: backbone, task config, preprocessing, signatures
 LABELS_FILE = "labels.txt"  # in assets/: one label a line
+LEARNED_FILE = "learned_from.txt"  # in assets/: content keys of the photos it learned from
 
 
 def is_export(path: Path) -> bool:
@@ -86,3 +87,15 @@ def read_assets(version_dir: Path) -> tuple[list[str], dict]:
         raise CheckpointError(f"{version_dir} is not a runway_cnn export (cannot read "
                               f"assets/{LABELS_FILE} and assets/{META_FILE}: {error})") from error
     return labels, meta
+
+
+def read_learned_keys(version_dir: Path) -> set[str] | None:
+    """The content keys of the photos an export learned from (``assets/learned_from.txt``);
+    None for an export that records none (made before they were recorded)."""
+    path = version_dir / "assets" / LEARNED_FILE
+    try:
+        return set(path.read_text().split())
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from error

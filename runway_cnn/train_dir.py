@@ -46,6 +46,8 @@ class TrainDir:
     converted = property(lambda self: self.path / "converted")  # RGB copies of odd images
     metrics = property(lambda self: self.path / "metrics.json")
     weights = property(lambda self: self.path / "model.weights.h5")  # the final model
+    # content keys (data.pipeline.content_keys) of the photos the final model learned from
+    learned = property(lambda self: self.path / "learned_from.txt")
     curves = property(lambda self: self.path / "training_curves.png")
     export_base = property(lambda self: self.path / "export")  # the default --export_dir
     # an experiment's (--num_splits / --kfold) files, and each of its runs' marker

@@ -100,7 +100,7 @@ def test_num_splits_writes_every_run_and_a_summary_of_them(experiment, workspace
     assert agg["mean"] == pytest.approx(np.mean(top1))
     assert agg["std"] == pytest.approx(np.std(top1, ddof=1))
     assert (agg["min"], agg["max"]) == (min(top1), max(top1))
-    for key in ("top5", "macro_f1", "stage1_seconds", "stage2_seconds", "run_seconds"):
+    for key in ("top4", "macro_f1", "stage1_seconds", "stage2_seconds", "run_seconds"):  # 4 classes
         assert set(summary["aggregate"][key]) == {"mean", "std", "min", "max"}
     rows = list(csv.DictReader((root / "summary.csv").open()))
     assert [r["run"] for r in rows] == names + ["mean", "std", "min", "max"]

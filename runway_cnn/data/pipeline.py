@@ -141,6 +141,21 @@ def predict_in_order(predict: Callable[[np.ndarray], np.ndarray], paths: Sequenc
     return rows
 
 
+def content_keys(paths: Sequence[str]) -> list[str]:
+    """A key per image of ``paths`` (files or TFRecord records), the fingerprint of its encoded
+    bytes: the same for a copy of the photo wherever it lies, so that photos are matched by
+    content, not by path. Reads each image's bytes once, decodes none."""
+    keys = [""] * len(paths)
+    if not paths:
+        return keys
+    fingerprints = _encoded(paths).map(
+        lambda i, data: (i, tf.fingerprint(tf.expand_dims(data, 0))[0]),
+        num_parallel_calls=AUTOTUNE)
+    for position, fingerprint in fingerprints.as_numpy_iterator():
+        keys[position] = fingerprint.tobytes().hex()
+    return keys
+
+
 def eval_crops(paths: Sequence[str], spec: PreprocessingSpec, batch_size: int) -> np.ndarray:
     """Every image's eval crop, float32 ``[n, s, s, 3]`` in [0, 1], in the order of ``paths``."""
     return predict_in_order(lambda images: images, paths, spec, batch_size)
@@ -150,7 +165,8 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
                   batch_size: int, augmentation: Augmentation | None, seed: int,
                   cache: bool = True, weights: np.ndarray | None = None,
                   sizes: Sequence[int] | None = None,
-                  images: tf.data.Dataset | None = None) -> tf.data.Dataset:
+                  images: tf.data.Dataset | None = None,
+                  first_epoch: int = 0) -> tf.data.Dataset:
     """Shuffled training batches; random resized crop + flip + jitter unless ``augmentation`` is
     None. The same seed gives the same order and augmentations.
 
@@ -163,7 +179,8 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
 
     Without ``sizes`` the dataset is one epoch at ``spec.image_size`` (Keras iterates it again
     each epoch). With ``sizes`` it holds one epoch per entry, each cropped to its own size
-    (progressive resizing), epoch ``e`` shuffled and augmented with seeds of its own: feed it to
+    (progressive resizing), epoch ``e`` shuffled and augmented with seeds of its own (counted
+    from ``first_epoch``: a resumed stage's epochs get the seeds they had): feed it to
     ``fit`` with ``steps_per_epoch`` (:func:`steps_per_epoch`) so that Keras keeps one iterator
     across epochs. Images are cached once for every epoch. ``images`` (from
     :func:`decoded_images`, for the same paths and augmentation) is a cache to share: datasets
@@ -202,7 +219,7 @@ def train_dataset(paths: Sequence[str], labels: np.ndarray, spec: PreprocessingS
         return epoch(seed, spec.image_size).prefetch(AUTOTUNE)
     if not sizes:
         raise ValueError("sizes: give at least one epoch's image size")
-    epochs = [epoch(seed + e, int(size)) for e, size in enumerate(sizes)]
+    epochs = [epoch(seed + e, int(size)) for e, size in enumerate(sizes, first_epoch)]
     ds = epochs[0]
     for more in epochs[1:]:
         ds = ds.concatenate(more)

@@ -68,6 +68,7 @@ from runway_cnn.export.tflite import TFLITE_VARIANTS, tflite_path
 from runway_cnn.export.warmup import WARMUP_FILE, warmup_requests, write_warmup_file
 from runway_cnn.export_dir import (
     IMAGE_BYTES,
+    LEARNED_FILE,
     META_FILE,
     is_export,
     next_version,
@@ -203,8 +204,9 @@ def export_model(model: keras.Model, backbone, task, export_dir: str | Path, ser
                  warmup: bool = True, refit: dict | None = None) -> Path:
     """Writes the SavedModel (with warm-up requests unless ``warmup=False``) as the next version,
     or ``version``; with ``keep_versions`` deletes all but the newest that many versions;
-    ``refit`` (the run's ``metrics.json`` section) goes into the metadata. Returns the version
-    dir."""
+    ``refit`` (the run's ``metrics.json`` section) goes into the metadata, its
+    ``content_keys`` (of the photos the model learned from) into ``assets/learned_from.txt``.
+    Returns the version dir."""
     if keep_versions is not None and keep_versions < 1:
         raise RunwayError(f"--keep_versions {keep_versions}: keep at least 1 version")
     spec = backbone.preprocessing
@@ -229,8 +231,10 @@ def export_model(model: keras.Model, backbone, task, export_dir: str | Path, ser
                                "images": list(IMAGE_SIGNATURES),
                                "per_image_errors": "serving_per_image",
                                "explain": list(EXPLAIN_SIGNATURES) if explains else None},
-                "refit": refit}
+                "refit": refit and {k: v for k, v in refit.items() if k != "content_keys"}}
         (assets / META_FILE).write_text(json.dumps(meta, indent=2))
+        if refit and "content_keys" in refit:
+            (assets / LEARNED_FILE).write_text("\n".join(refit["content_keys"]) + "\n")
         if warmup:
             write_warmup_file(tmp / "assets.extra" / WARMUP_FILE,
                               warmup_requests(serving_name, spec.image_size))

@@ -14,6 +14,7 @@ from runway_cnn.data.dataset import Split
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.source import dataset_source
 from runway_cnn.errors import CheckpointError, DataError, RunwayError
+from runway_cnn.export_dir import read_learned_keys
 from runway_cnn.inference.batch import safe_name
 from runway_cnn.inference.predictor import Predictor
 from runway_cnn.json_io import read_json, write_json
@@ -121,7 +122,8 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
                                                     f"{classifier.version_dir})")
     scores = pipeline.predict_in_order(classifier.probabilities, images.paths, classifier.spec,
                                        batch_size)
-    learned = learned_from(classifier.meta.get("refit"), chosen.root, images.sources)
+    learned = learned_from(classifier.version_dir, classifier.meta.get("refit"),
+                           chosen.root, images)
     result = {"model": str(classifier.version_dir),
               "dataset_dir": str(chosen.root),
               "split": chosen.split, "images": chosen.description,
@@ -144,23 +146,30 @@ def _check_own(output_dir: str | Path, overwrite: bool) -> None:
                      overwrite, "--output_dir")
 
 
-def learned_from(refit: dict | None, root: Path, sources: list[str]) -> int | None:
-    """How many of the images ``sources`` (relative to the dataset ``root``) the export learned
-    from, by the splits its run's refit trained on (the run's ``splits.json``); None when that
-    cannot be told (an export without a refit record, its run's folder gone)."""
+def learned_from(version_dir: Path, refit: dict | None, root: Path, images: Split
+                 ) -> int | None:
+    """How many of ``images`` the export in ``version_dir`` learned from: by content, through
+    the keys of those photos its export keeps (wherever the photos lie now: the run's own
+    folders, a copy, a move); for an export without them, by the splits its run's refit
+    trained on (the run's ``splits.json``) when ``root`` is the run's dataset; None when that
+    cannot be told (an export without a refit record, another folder, its run's folder
+    gone)."""
+    keys = read_learned_keys(version_dir)
+    if keys is not None:
+        return sum(key in keys for key in pipeline.content_keys(images.paths))
     if not refit or not refit.get("train_dir") or not refit.get("dataset_root"):
         return None
     if Path(refit["dataset_root"]).resolve() != Path(root).resolve():
-        return 0
+        return None
     if "all" in refit.get("splits", []):  # an experiment's export: every usable photo
-        return len(sources)
+        return len(images)
     try:
         splits = read_json(TrainDir(Path(refit["train_dir"])).splits, fix="")
     except CheckpointError:  # the run's folder is gone or damaged
         return None
     seen = {item["source"] for name in refit.get("splits", ["train"])
             for item in splits.get(name, [])}
-    return sum(source in seen for source in sources)
+    return sum(source in seen for source in images.sources)
 
 
 ERROR_MAPS = "error_maps"  # evaluate --explain's folder inside the evaluation output

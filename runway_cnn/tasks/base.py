@@ -397,6 +397,11 @@ class TaskOutputs:
     def write_evaluation(self, figures: dict, output_dir: Path, title: str) -> None:
         """The task's evaluation files (CSVs, PNGs) beside ``eval.json``."""
 
+    def figure_name(self, key: str) -> str:
+        """What the figure ``key`` is called where it is shown by name (an experiment's
+        summary, its plot): by default its key."""
+        return key
+
     def headline(self, figures: dict) -> str:
         """The figures in one line, for the terminal (the :attr:`evaluation` module's
         ``headline`` where the task has one)."""

@@ -40,14 +40,27 @@ def _best_so_far(stage_dir: StageDir, monitor: str, mode: str, baseline: float |
     return max(values) if mode == "max" else min(values)
 
 
+def random_states(model: keras.Model) -> list:
+    """The state variables of ``model``'s random generators (dropout's ``SeedGenerator``):
+    Keras' weights files leave them out."""
+    return [v for v in model.variables if v.path.rpartition("/")[2] == "seed_generator_state"]
+
+
 class ResumingBackup(keras.callbacks.BackupAndRestore):
     """Keras' ``BackupAndRestore`` that says when a stage resumes, and sets a damaged backup
     aside (with a message; the stage then restarts from its start, the last good state) instead
-    of failing every later attempt until ``backup/`` is deleted by hand."""
+    of failing every later attempt until ``backup/`` is deleted by hand. It also keeps the
+    random generators' states (``random_states.npz``), so that a resumed stage draws the
+    dropout masks an uninterrupted one would: it ends with the same weights."""
 
     def __init__(self, stage_dir: StageDir):
         super().__init__(str(stage_dir.backup))
         self.stage = stage_dir.name
+        self.random_states = stage_dir.backup / "random_states.npz"
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        np.savez(self.random_states, *[v.numpy() for v in random_states(self.model)])
 
     def on_train_begin(self, logs=None):
         backup = Path(self.backup_dir)
@@ -70,6 +83,10 @@ class ResumingBackup(keras.callbacks.BackupAndRestore):
             print(f"{backup} is damaged ({first_line(error)}): set aside as {aside.name}; "
                   f"{self.stage} restarts from its start", flush=True)
             return
+        if self.random_states.exists():
+            with np.load(self.random_states) as saved:
+                for variable, name in zip(random_states(model), saved.files):
+                    variable.assign(saved[name])
         print(f"resuming {self.stage} at epoch {epoch + 1}", flush=True)
 
 

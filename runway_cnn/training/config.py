@@ -128,10 +128,12 @@ class FinetuneConfig:
     refit: str = option("auto", "after validation has chosen (regularisation, whether stage 2 is "
                                 "kept, thresholds), refit the exported model with those choices "
                                 "on more photos: auto (training + validation, + test when the run "
-                                "made the test split itself; a test/ folder you gave is never "
-                                "trained on), train_val, all, or none (the model trained on the "
-                                "training split); the reported figures stay those of the model "
-                                "trained on the training split, the estimate for the export")
+                                "made the test split itself; a test split you gave, a test/ folder "
+                                "or a TFRecord dataset's, is never trained on), train_val, all, or "
+                                "none (the model trained on the training split); the reported "
+                                "figures stay those of the model trained on the training split, "
+                                "the estimate for the export. An experiment's export learns from "
+                                "every photo (none: no export)")
     refit_stage2: str = option("head", "after a kept stage 2, what the refit trains: head (a head "
                                        "on the fine-tuned backbone's features, its regularisation "
                                        "chosen on validation, kept if it does as well there as "

@@ -17,8 +17,10 @@ with every run's figures and their mean, standard deviation, min and max.
   files per run: its random crops are cut from the whole image.
 - The runs are not exported (``model.weights.h5`` is in each run's folder) and not refit. With
   ``--export_dir`` the experiment exports one model: stage 1's head refit on every labelled photo
-  with the median of the runs' choices (:func:`refit_experiment`); a fine-tuned backbone needs one
-  run without ``--num_splits``.
+  with the median of the runs' choices (:func:`refit_experiment`), whatever ``--refit`` says
+  (``train_val`` says so in one line; ``none`` with ``--export_dir`` is refused before any run);
+  a fine-tuned backbone needs one run without ``--num_splits``. A ``test/`` folder the user gave
+  is pooled like the others, and one line says so.
 - Resume: the same command again skips finished runs (``<run>/done.json``) and resumes the
   interrupted run at its stage and epoch.
 """
@@ -48,7 +50,7 @@ from runway_cnn.training.config import FinetuneConfig
 from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.device import configure_device
 from runway_cnn.training.distribution import make_distribution
-from runway_cnn.training.refit import combine_choices
+from runway_cnn.training.refit import combine_choices, given_test_split, write_learned_keys
 from runway_cnn.training.result import RunResult
 from runway_cnn.training.resume import check_resume
 from runway_cnn.training.trainer import FineTuner, build_backbone, classifier
@@ -56,15 +58,21 @@ from runway_cnn.training.trainer import FineTuner, build_backbone, classifier
 TIMES = ("stage1_seconds", "stage2_seconds", "run_seconds")
 
 
+def summary_figures(task: Task) -> dict[str, str]:
+    """The task's test figures an experiment summarises: their keys in a run's figures → their
+    names in the summary (the names the runs' lines print: ``top4`` on four classes)."""
+    return {key: task.figure_name(key) for key in task.summary_figures}
+
+
 def columns(task: Task) -> tuple[str, ...]:
     """A run's row in ``summary.csv``: the task's test figures, its validation figure, times."""
-    return ("run", "seed", "num_train", "num_validation", "num_test", *task.summary_figures,
-            _validation_figure(task), *TIMES)
+    return ("run", "seed", "num_train", "num_validation", "num_test",
+            *summary_figures(task).values(), _validation_figure(task), *TIMES)
 
 
 def aggregated(task: Task) -> tuple[str, ...]:
     """What the summary gives mean ± std / min / max of."""
-    return (*task.summary_figures, _validation_figure(task), *TIMES)
+    return (*summary_figures(task).values(), _validation_figure(task), *TIMES)
 
 
 def _validation_figure(task: Task) -> str:
@@ -94,6 +102,26 @@ def check_experiment(config: FinetuneConfig) -> None:
     if config.num_splits and config.test_fraction <= 0:
         raise RunwayError("--num_splits needs --test_fraction > 0 (the runs are compared on "
                           "their test splits)")
+    if (config.num_splits or config.kfold) and config.export_dir and config.refit == "none":
+        raise RunwayError("--refit none with --export_dir: an experiment exports one model, "
+                          "refit on every labelled photo (its runs are not exported); drop "
+                          "--refit none to export it, or --export_dir to export nothing")
+
+
+def experiment_notes(config: FinetuneConfig, dataset: ImageDataset) -> list[str]:
+    """Lines an experiment prints where it learns from other photos than ``--refit`` promises
+    a single run: it pools a test split the user gave (its runs draw their own), and its export
+    learns from every photo whatever the rule."""
+    notes = []
+    if given_test_split(dataset) and len(dataset.splits.get("test", ())):
+        notes.append("note: the experiment pools the test split you gave with the other photos: "
+                     "its runs draw their own test splits from all of them (each trains on part "
+                     "of yours)" + (", and its export learns from every one"
+                                    if config.export_dir else ""))
+    if config.export_dir and config.refit == "train_val":
+        notes.append("note: --refit train_val: an experiment has no one validation or test "
+                     "split to keep out; its export learns from every labelled photo")
+    return notes
 
 
 def plan_runs(config: FinetuneConfig, task: Task, targets: np.ndarray,
@@ -169,6 +197,8 @@ def run_experiment(config: FinetuneConfig | None = None, **settings) -> dict:
         protocol += ", and the same without groups to compare"
     print(f"{dataset_dir}: {len(pool)} images, {len(dataset.labels)} labels; "
           f"{protocol}", flush=True)
+    for line in experiment_notes(config, dataset):
+        print(line, flush=True)
     shared: SharedWork | None = None
     rows, random_rows = [], []
     ungrouped = dataset.ungrouped()
@@ -237,7 +267,11 @@ def refit_experiment(config: FinetuneConfig, summary: dict) -> RunResult:
         record["why"] = (f"stage 2 was kept in {kept} of {len(runs)} runs; the experiment's "
                          "export does not repeat it: run once without --num_splits / --kfold "
                          "for a fine-tuned export")
+    notes = experiment_notes(config, dataset)
+    if notes:
+        record["notes"] = notes
     summary["refit"] = record
+    write_learned_keys(root, pool)
     write_json(TrainDir(root).summary, summary)
     model = classifier(shared.backbone, head, config.pooling)
     return RunResult(root, config.to_dict(), summary, model, task, shared.backbone)
@@ -248,7 +282,7 @@ def compare_random(grouped: dict, random: dict, task: Task) -> dict:
     gap (random mean minus grouped mean: what a random split adds by seeing the groups)."""
     return {"runs": random["runs"], "aggregate": random["aggregate"],
             "gap": {key: random["aggregate"][key]["mean"] - grouped["aggregate"][key]["mean"]
-                    for key in task.summary_figures
+                    for key in summary_figures(task).values()
                     if None not in (random["aggregate"].get(key, {}).get("mean"),
                                     grouped["aggregate"].get(key, {}).get("mean"))}}
 
@@ -267,7 +301,7 @@ def _run(config: FinetuneConfig, task: Task, plan: RunPlan, dataset: ImageDatase
     stages = metrics["stages"]
     row = {"run": plan.name, "seed": plan.seed,
            **{f"num_{s}": len(idx) for s, idx in plan.indices.items()},
-           **{k: metrics["test"][k] for k in task.summary_figures},
+           **{name: metrics["test"][k] for k, name in summary_figures(task).items()},
            _validation_figure(task): metrics["validation"][task.monitored_figure],
            "stage1_seconds": stages["stage1"].get("seconds", 0.0),
            "stage2_seconds": stages["stage2"].get("seconds", 0.0),
@@ -301,10 +335,12 @@ def summarise(rows: list[dict], plans: list[RunPlan], config: FinetuneConfig, ta
         "seed": config.seed, "group_by": config.group_by, "runs_planned": len(plans),
         "runs_finished": len(rows),
         "complete": len(rows) == len(plans), "task": task.config(),
-        "figures": list(task.summary_figures), "plotted_figures": list(task.plotted_figures),
+        "figures": list(summary_figures(task).values()),
+        "plotted_figures": [task.figure_name(k) for k in task.plotted_figures],
         "monitored_figure": task.monitored_figure,
         "runs": [{k: r[k] for k in (*columns(task), "stage2_improved") if k in r} for r in rows],
-        "aggregate": {k: _stats([r[k] for r in rows]) for k in aggregated(task)} if rows else {},
+        "aggregate": {k: _stats([r.get(k) for r in rows]) for k in aggregated(task)}
+        if rows else {},
         "shared_seconds": shared_seconds,
         "total_seconds": float(sum(shared_seconds.values()) + sum(r["run_seconds"] for r in rows)),
         "combined": {},  # what the task adds up over the runs' test splits (write_summary)

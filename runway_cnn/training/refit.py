@@ -7,7 +7,8 @@ those of the model trained on the training split: they are the estimate for the 
 ``--refit``:
 
 - ``auto`` (the default): training + validation, and the test split too when the run made it
-  itself; a test split the user gave (a ``test/`` folder) is never trained on;
+  itself; a test split the user gave (a ``test/`` folder, a TFRecord dataset's) is never
+  trained on;
 - ``train_val``: training + validation (a test split then measures the export itself);
 - ``all``: every split, a user's test split included (its figures then describe photos the
   export learned from, and the run says so);
@@ -18,21 +19,25 @@ backbone's features; ``whole`` repeats both stages on the refit photos.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from runway_cnn.data.dataset import ImageDataset, Split
+from runway_cnn.data.pipeline import content_keys
 from runway_cnn.errors import RunwayError
+from runway_cnn.train_dir import TrainDir
 
 REFIT_RULES = ("auto", "none", "train_val", "all")
 REFIT_STAGE2 = ("head", "whole")  # what a refit after a kept stage 2 trains (--refit_stage2)
 
 
 def given_test_split(dataset: ImageDataset) -> bool:
-    """Whether the user gave the test split (a ``test/`` folder, a converted dataset's given
-    test split) rather than the run carving it."""
-    return "test" in dataset.split_settings.get("given_splits", [])
+    """Whether the test split was given to the run (a ``test/`` folder; a TFRecord dataset's,
+    which ``datasets convert`` made) rather than carved by the run."""
+    settings = dataset.split_settings
+    return "test" in settings.get("given_splits", []) or bool(settings.get("tfrecords"))
 
 
 def refit_splits(rule: str, dataset: ImageDataset) -> tuple[tuple[str, ...], str | None]:
@@ -72,6 +77,26 @@ def union(dataset: ImageDataset, names: Sequence[str]) -> Split:
                  [src for p in parts for src in p.sources], raw, groups)
 
 
+def learned_record(dataset: ImageDataset, names: Sequence[str], rule: str) -> dict:
+    """What an export learned from, for ``metrics.json``, the export's metadata and the line
+    a run prints (:func:`describe`): the splits ``names`` of ``dataset`` and their photos."""
+    by_split = {name: len(dataset.splits[name]) for name in names}
+    return {"splits": list(names), "images": sum(by_split.values()),
+            "images_by_split": by_split, "rule": rule, "dataset_root": str(dataset.root)}
+
+
+def write_learned_keys(train_dir: Path, split: Split) -> None:
+    """Records the content keys of the photos of ``split`` (the photos the export learned
+    from) in the train dir, for the export to carry (``evaluate`` matches photos by them)."""
+    TrainDir(train_dir).learned.write_text("\n".join(content_keys(split.paths)) + "\n")
+
+
+def read_learned_keys(train_dir: Path) -> list[str] | None:
+    """The content keys :func:`write_learned_keys` recorded; None for a run that has none."""
+    path = TrainDir(train_dir).learned
+    return path.read_text().split() if path.exists() else None
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -102,11 +127,10 @@ def describe(record: dict) -> str:
     if "runs" in record:  # an experiment's one export
         return (f"export: learned from all {record['images']} labelled photos: {record['what']}"
                 + (f"; {record['why']}" if record.get("why") else ""))
-    counts = record["images_by_split"]
+    learned = f"export: learned from {' + '.join(record['splits'])} ({record['images']} photos)"
     if not record.get("refit"):
-        return (f"export: learned from train ({counts['train']} photos), not refit"
-                + (f" ({record['why']})" if record.get("why") else ""))
-    return (f"export: learned from {' + '.join(record['splits'])} ({record['images']} photos), "
-            f"refit with the choices made on validation ({record['what']}); the validation "
-            f"and test figures above are of the model trained on train alone "
+        return f"{learned}, not refit" + (f" ({record['why']})" if record.get("why") else "")
+    counts = record["images_by_split"]
+    return (f"{learned}, refit with the choices made on validation ({record['what']}); the "
+            "validation and test figures above are of the model trained on train alone "
             f"({counts['train']} photos), the estimate for the export")

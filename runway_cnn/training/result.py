@@ -12,6 +12,7 @@ from runway_cnn.backbones.factory import Backbone
 from runway_cnn.data.folders import dataset_name
 from runway_cnn.tasks import Task
 from runway_cnn.train_dir import TrainDir
+from runway_cnn.training.refit import read_learned_keys
 
 
 def export_location(config: Mapping, train_dir: str | Path, recorded: Path | None = None,
@@ -67,11 +68,14 @@ class RunResult:
 
 def export_refit(run: RunResult) -> dict | None:
     """What an export's metadata records of the run's refit: the splits and photos the model
-    learned from, and where to find them (the run's ``splits.json``), so that ``evaluate`` can
-    tell photos the export learned from; None for a run from before the refit."""
+    learned from, where to find them (the run's ``splits.json``) and their ``content_keys``
+    (the export keeps them in a file of its own), so that ``evaluate`` can tell photos the
+    export learned from wherever they lie; None for a run from before the refit."""
     refit = run.metrics.get("refit")
     if not refit:
         return None
-    return {key: refit[key] for key in ("splits", "images", "images_by_split", "refit", "what",
-                                        "why", "rule", "dataset_root") if key in refit} | {
-        "train_dir": str(run.train_dir)}
+    kept = ("splits", "images", "images_by_split", "refit", "what", "why", "notes", "rule",
+            "dataset_root")
+    keys = read_learned_keys(run.train_dir)
+    return {key: refit[key] for key in kept if key in refit} | {
+        "train_dir": str(run.train_dir)} | ({} if keys is None else {"content_keys": keys})

@@ -256,7 +256,7 @@ class FineTuner:
             planning.BudgetStop(self.deadline - plan.reserved_seconds, plan.sizes, steps,
                                 *self._planned_validation(plan), schedule=rate)]
         model.fit(self._train_ds(train, augment=c.augment, sizes=plan.sizes[first:],
-                                 images=images),
+                                 images=images, first_epoch=first),
                   epochs=plan.epochs, steps_per_epoch=steps, shuffle=False,
                   validation_data=self._eval_ds(validation),
                   callbacks=[*stage_callbacks(stage_dir, self.task.monitor,
@@ -421,14 +421,15 @@ class FineTuner:
 
     # -- data, evaluation ---------------------------------------------------------------------
     def _train_ds(self, split: Split, augment: bool, sizes: list[int] | None = None,
-                  images: tf.data.Dataset | None = None):
-        """``split``'s training batches (``images``: a filled cache of them to read)."""
+                  images: tf.data.Dataset | None = None, first_epoch: int = 0):
+        """``split``'s training batches (``images``: a filled cache of them to read; a resumed
+        stage's from ``first_epoch``, with that epoch's seeds)."""
         spec = self.backbone.preprocessing
         ds = pipeline.train_dataset(split.paths, split.targets, spec, self.global_batch,
                                     Augmentation() if augment else None, seed=self.config.seed,
                                     cache=pipeline.fits_in_memory(len(split), spec),
                                     weights=self.task.sample_weights(split.targets), sizes=sizes,
-                                    images=images)
+                                    images=images, first_epoch=first_epoch)
         if self._drops_remainder(len(split.paths)):
             ds = ds.rebatch(self.global_batch, drop_remainder=True)
         return _sharded(ds)
@@ -526,23 +527,37 @@ class FineTuner:
         if it does as well there as stage 2's head), the backbone staying as stage 2 left it, or
         under ``--refit_stage2 whole`` both stages again (:meth:`_refit_whole_model`), each when
         the time budget holds it (:meth:`_stage2_refit`). Returns the ``metrics.json``
-        section."""
-        union = self._refit_split()
-        record = {"splits": list(self.refit_names), "images": len(union),
-                  "images_by_split": {name: len(self._split(name)) for name in self.refit_names},
-                  "rule": self.config.refit, "dataset_root": str(self.dataset.root)}
-        if len(self.refit_names) == 1:
-            return {**record, "refit": False,
-                    "why": "--refit none" if self.config.refit == "none" else
-                    "no validation split to add"}
+        section, whose splits and photos are those the export learned from, refit or not (their
+        content keys go to the train dir: :func:`~runway_cnn.training.refit.write_learned_keys`).
+        """
         stage_dir = self.files.stage("refit")
-        done = stage_done(stage_dir)
+        done = stage_done(stage_dir) if len(self.refit_names) > 1 else None
         if done:
             if done.get("refit"):
                 load_model_weights(self.model, stage_dir.final_weights)
                 self.task = task_from_config(done["task"])  # thresholds of a new head
-            return done
-        start = time.perf_counter()
+            record = done
+        else:
+            start = time.perf_counter()
+            record = {**self._refit_model(stage1, stage2, stage_dir),
+                      "seconds": time.perf_counter() - start}
+        learned = refitting.learned_record(  # (also mends a record an older version wrote)
+            self.dataset, self.refit_names if record["refit"] else ("train",), self.config.refit)
+        record = {**learned, **record, **learned}
+        if not done and len(self.refit_names) > 1:
+            mark_done(stage_dir, record)
+        if not done or not self.files.learned.exists():
+            refitting.write_learned_keys(self.train_dir,
+                                         refitting.union(self.dataset, record["splits"]))
+        return record
+
+    def _refit_model(self, stage1: dict, stage2: dict, stage_dir: StageDir) -> dict:
+        """Refits the model to export (:meth:`refit`), if it does; says how, or why not."""
+        if len(self.refit_names) == 1:
+            return {"refit": False, "why": "--refit none" if self.config.refit == "none" else
+                    "no validation split to add"}
+        union = self._refit_split()
+        record = {}
         if self._backbone_changed:
             kind, why = self._stage2_refit(union, stage2, stage_dir)
             if why:
@@ -565,8 +580,7 @@ class FineTuner:
                                  "estimate for the export, which learned from more")
             if "test" in self.dataset.splits and "test" not in self.refit_names:
                 record["test"] = self.evaluate("test")  # the export itself, on unseen photos
-        record["seconds"] = time.perf_counter() - start
-        return mark_done(stage_dir, record)
+        return record
 
     def _refit_head(self, head: keras.Model, features: np.ndarray | None, split: Split,
                     stage1: dict, what: str) -> str:
@@ -655,7 +669,8 @@ class FineTuner:
         rate = schedule.warmup_cosine(self.learning_rates["stage2"], steps * plan.epochs,
                                       c.warmup_fraction)
         first = resumed_epoch(stage_dir)
-        model.fit(self._train_ds(union, augment=c.augment, sizes=plan.sizes[first:epochs]),
+        model.fit(self._train_ds(union, augment=c.augment, sizes=plan.sizes[first:epochs],
+                                 first_epoch=first),
                   epochs=epochs, steps_per_epoch=steps, shuffle=False,
                   callbacks=[ResumingBackup(stage_dir), schedule.StepSchedule(rate)],
                   verbose=c.verbose)

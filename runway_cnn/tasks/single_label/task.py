@@ -164,6 +164,11 @@ class SingleLabelTask(Task):
         return e / e.sum(axis=-1, keepdims=True)
 
     # -- export and inference --
+    def figure_name(self, key: str) -> str:
+        """``top5`` is the top-k accuracy at k = min(5, classes), named by that k (as the
+        headline names it)."""
+        return f"top{min(5, self.num_classes)}" if key == "top5" else key
+
     def predict_outputs(self, logits, top_k):
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         k = min(top_k, self.num_classes)
