@@ -3,6 +3,7 @@ of the same name, with the ``help`` text below, so the CLI and the Python API ca
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 from dataclasses import dataclass, field
@@ -106,7 +107,8 @@ class FinetuneConfig:
                                       "end inside the budget (part of one epoch when a whole one "
                                       "does not fit), and stops at the batch after which one more "
                                       "and a validation pass would pass it (default: "
-                                      f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0: none)")
+                                      f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0 or "
+                                      "inf: none)")
     stage2_sizes: str = option("auto", "stage-2 training image sizes: auto (--image_size; when "
                                        f"the budget fits fewer than {MIN_FULL_EPOCHS} epochs "
                                        f"there, progressive from {LOW_FRACTION:g} of it up to "
@@ -212,6 +214,8 @@ class FinetuneConfig:
         if problems:
             raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
                                         for name, value, rule in problems))
+        if self.time_budget is not None and not math.isfinite(60.0 * self.time_budget):
+            self.time_budget = 0.0  # inf (or 1e309) minutes: no budget, as 0 says
         unknown = sorted(k for k in self.task_options if k not in option_defaults())
         if unknown:
             raise RunwayError(f"{', '.join('--' + k for k in unknown)}: no such setting")
