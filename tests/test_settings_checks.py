@@ -3,12 +3,17 @@
 types of every setting of the Python API."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
 from conftest import make_image_folder
 from helpers import assert_one_line_error, run_cli
 from runway_cnn import FinetuneConfig
 from runway_cnn import finetune as finetune_cli
+from runway_cnn.errors import RunwayError
+from runway_cnn.tasks import Task
 from runway_cnn.training import plan as planning
 from runway_cnn.training.trainer import FineTuner
 from tiny_models import make_tiny_hub_module
@@ -83,3 +88,34 @@ def test_a_spent_budget_skips_given_stage2_epochs_and_says_so(tiny, capsys):
     assert stage2["skipped"] and stage2["why"].startswith("the --time_budget was spent")
     assert "stage 2 skipped: the --time_budget was spent" in out
     assert "min left" not in out and "stage 2 stopped" not in out
+
+
+# --- 2. what a task's evaluate must answer ------------------------------------------------------
+
+class _GuideTask(Task):
+    """A task as docs/adding_a_task.md's table has one write ``evaluate``: its own figure only."""
+
+    name = "guide_task"
+
+    def evaluate(self, targets, scores):
+        return {"accuracy": float(np.mean(np.argmax(scores, -1) == targets))}
+
+
+def test_an_evaluate_answer_without_the_monitored_figure_is_one_line_naming_it():
+    targets, scores = np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]])
+    run = SimpleNamespace(_split=lambda name: SimpleNamespace(targets=targets),
+                          predict_probabilities=lambda split: scores,
+                          task=_GuideTask(["a", "b"]), train_dir="runs/x")
+    with pytest.raises(RunwayError) as error:
+        FineTuner.evaluate(run, "validation")  # what the trainer reads after each stage
+    message = str(error.value)
+    assert "\n" not in message
+    for named in ("task guide_task", "_GuideTask.evaluate", "'loss'", "'num_examples'"):
+        assert named in message, (named, message)
+
+    class Complete(_GuideTask):
+        def evaluate(self, targets, scores):
+            return {**super().evaluate(targets, scores), "loss": 0.1, "num_examples": 2}
+
+    run.task = Complete(["a", "b"])
+    assert FineTuner.evaluate(run, "validation")["num_examples"] == 2

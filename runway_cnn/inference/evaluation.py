@@ -126,7 +126,7 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
               "skipped_files": chosen.skipped, "task": task.config(),
               **(task.unknown_summary(images.raw_labels) if images.raw_labels is not None
                  else {}),
-              **task.evaluate(targets, scores),
+              **task.checked_evaluate(targets, scores),
               "images_the_model_learned_from": learned,
               "predictions": task.predictions(images.sources, targets, scores)}
     result["output_dir"] = str(out)

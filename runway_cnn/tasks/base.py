@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from runway_cnn.data.splits import kfold_splits, stratified_split
-from runway_cnn.errors import DataError, control_character
+from runway_cnn.errors import DataError, RunwayError, control_character
 from runway_cnn.tasks.heads import classification_head
 
 
@@ -370,7 +370,8 @@ class TaskOutputs:
         return float(np.mean(np.argmax(reference, -1) == np.argmax(scores, -1)))
 
     def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
-        """Figures for ``metrics.json`` and ``eval.json`` (plain JSON types)."""
+        """Figures for ``metrics.json`` and ``eval.json`` (plain JSON types), holding the
+        :attr:`monitored_figure` and ``num_examples`` (:meth:`checked_evaluate` checks)."""
         raise NotImplementedError
 
     def predictions(self, sources: Sequence[str], targets: np.ndarray,
@@ -435,6 +436,21 @@ class Task(TaskLabels, TaskModel, TaskOutputs):
             return cls.options_class(**options).to_dict()
         except ValueError as error:
             raise DataError(str(error)) from None
+
+    def checked_evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
+        """:meth:`evaluate`'s figures, which must hold the :attr:`monitored_figure` (it picks the
+        best weights and heads a run's lines) and ``num_examples`` (the commands print it): a
+        missing one is a one-line :class:`~runway_cnn.errors.RunwayError` naming the task, the
+        method and the key."""
+        figures = self.evaluate(targets, scores)
+        missing = [key for key in (self.monitored_figure, "num_examples") if key not in figures]
+        if missing:
+            raise RunwayError(f"task {self.name}: {type(self).__name__}.evaluate returned no "
+                              f"{' and no '.join(map(repr, missing))} key (its keys: "
+                              f"{', '.join(map(str, figures)) or 'none'}); it must return "
+                              f"the monitored figure ({self.monitor} → "
+                              f"{self.monitored_figure!r}) and 'num_examples'")
+        return figures
 
     @property
     def monitored_figure(self) -> str:

@@ -500,7 +500,7 @@ class FineTuner:
             raise RunwayError(f"the model's outputs on the {split_name} split are NaN: training "
                               f"diverged (see {self.train_dir}/stage*/history.csv); lower "
                               "--learning_rate or try another --loss, in a new --train_dir")
-        return self.task.evaluate(split.targets, scores)
+        return self.task.checked_evaluate(split.targets, scores)
 
     # -- refit after selection (training.refit) ----------------------------------------------
     def select(self) -> dict:
@@ -692,7 +692,7 @@ class FineTuner:
                                            "to refit on its features"}
         scores = self.task.probabilities(predict_rows(candidate, stack(val),
                                                       self.config.batch_size))
-        figures = self.task.evaluate(val.targets, scores)
+        figures = self.task.checked_evaluate(val.targets, scores)
         candidate_figure, stage2_figure = self._monitored(figures), \
             self._monitored(stage2["validation"])
         sign = 1.0 if self.task.monitor_mode == "max" else -1.0
