@@ -3,6 +3,8 @@
 types of every setting of the Python API."""
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,9 +14,10 @@ from conftest import make_image_folder
 from helpers import assert_one_line_error, run_cli
 from runway_cnn import FinetuneConfig
 from runway_cnn import finetune as finetune_cli
-from runway_cnn.errors import RunwayError
+from runway_cnn.errors import DataError, RunwayError
 from runway_cnn.tasks import Task
 from runway_cnn.training import plan as planning
+from runway_cnn.training.datasets import load_dataset
 from runway_cnn.training.trainer import FineTuner
 from tiny_models import make_tiny_hub_module
 
@@ -119,3 +122,69 @@ def test_an_evaluate_answer_without_the_monitored_figure_is_one_line_naming_it()
 
     run.task = Complete(["a", "b"])
     assert FineTuner.evaluate(run, "validation")["num_examples"] == 2
+
+
+# --- 3. splits: one check for class folders and CSV manifests -----------------------------------
+
+def _labelled(root: Path, per_class: dict[str, int]) -> tuple[Path, Path]:
+    """Class folders of ``per_class`` photos (16 px) under ``root/photos`` and the same labels as
+    a ``labels.csv`` manifest."""
+    photos = root / "photos"
+    for name, count in per_class.items():
+        make_image_folder(photos, [name], per_class=count, size=(16, 16))
+    with (root / "labels.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "label"])
+        writer.writerows((f"{p.parent.name}/{p.name}", p.parent.name)
+                         for p in sorted(photos.glob("*/*.jpg")))
+    return photos, root / "labels.csv"
+
+
+def _load(photos: Path, labels_csv: Path | None, tmp_path: Path, **settings):
+    return load_dataset(FinetuneConfig(dataset_dir=str(photos), labels_csv=labels_csv and str(
+        labels_csv), train_dir=str(tmp_path / "run"), **settings), tmp_path / "work")
+
+
+@pytest.mark.parametrize("rare", [1, 2])
+def test_a_label_too_rare_for_every_split_is_refused_from_a_csv_as_from_folders(tmp_path, rare):
+    photos, labels_csv = _labelled(tmp_path, {"a": 6, "b": 6, "c": 6, "zebra": rare})
+    with pytest.raises(DataError, match="class folder .*zebra has"):
+        _load(photos, None, tmp_path)
+    with pytest.raises(DataError) as error:
+        _load(photos, labels_csv, tmp_path)
+    message = str(error.value)
+    assert f"label 'zebra' of --labels_csv {labels_csv} has {rare} usable image(s), too few " \
+           "for a train/validation/test split: add photos of it, or drop its rows" == message
+
+
+def test_a_csv_label_a_split_misses_is_refused_as_in_folders(tmp_path):
+    """Three labels of 6 photos and one of 3, a quarter for validation: stratified, the rare
+    one reaches no validation photo (its share rounds down to nothing); a CSV run trained on it
+    and never validated it, without a word."""
+    photos, labels_csv = _labelled(tmp_path, {"a": 6, "b": 6, "c": 6, "zebra": 3})
+    for labels in (None, labels_csv):
+        with pytest.raises(DataError, match="the validation split carved from .* has no image "
+                                            "of label.s. zebra; add images of them"):
+            _load(photos, labels, tmp_path, validation_fraction=0.25, test_fraction=0.1)
+
+
+@pytest.mark.parametrize("fractions", [(0.0, 0.1), (-0.1, 0.1), (0.2, -0.1), (0.6, 0.5)])
+def test_split_fractions_are_checked_for_a_csv_as_for_folders(tmp_path, fractions):
+    photos, labels_csv = _labelled(tmp_path, {"a": 6, "b": 6})
+    validation, test = fractions
+    for labels in (None, labels_csv):
+        with pytest.raises(DataError, match=f"--validation_fraction {validation} and "
+                                            f"--test_fraction {test}: need 0 < validation"):
+            _load(photos, labels, tmp_path, validation_fraction=validation, test_fraction=test)
+
+
+def test_a_split_of_few_photos_is_a_warning_saying_how_many(tmp_path):
+    photos, labels_csv = _labelled(tmp_path, {name: 8 for name in "abcd"})
+    for labels in (None, labels_csv):
+        dataset, _ = _load(photos, labels, tmp_path)
+        line = dataset.summary_line().splitlines()[-1]
+        assert line == ("warning: few photos to measure on (validation 4, test 4): figures on "
+                        "fewer than 20 are not reliable, one photo moves an accuracy by 25 "
+                        "points; add photos, or raise --validation_fraction / --test_fraction")
+    big, _ = _labelled(tmp_path / "big", {name: 100 for name in "ab"})
+    assert "warning" not in _load(big, None, tmp_path)[0].summary_line()

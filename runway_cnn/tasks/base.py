@@ -70,6 +70,9 @@ class TaskLabels:
     labels: list[str]
     options: dict
     stratum = "class"  # what a split keeps in proportion, in messages ("share their class")
+    # one label an image: every split can hold every label, and a run refuses a label too rare
+    # for that (a --labels_csv as class folders are); labels of several a photo may be rarer
+    labels_in_every_split = False
     csv_columns: tuple[str, ...] = ()  # the --labels_csv columns raw_label needs besides filename
 
     @classmethod
