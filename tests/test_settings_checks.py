@@ -15,6 +15,7 @@ from helpers import assert_one_line_error, run_cli
 from runway_cnn import FinetuneConfig
 from runway_cnn import finetune as finetune_cli
 from runway_cnn.errors import DataError, RunwayError
+from runway_cnn.inference.evaluation import evaluation_images
 from runway_cnn.tasks import Task
 from runway_cnn.training import plan as planning
 from runway_cnn.training.datasets import load_dataset
@@ -188,3 +189,16 @@ def test_a_split_of_few_photos_is_a_warning_saying_how_many(tmp_path):
                         "points; add photos, or raise --validation_fraction / --test_fraction")
     big, _ = _labelled(tmp_path / "big", {name: 100 for name in "ab"})
     assert "warning" not in _load(big, None, tmp_path)[0].summary_line()
+
+
+# --- 4. evaluate: a split's own unusable files --------------------------------------------------
+
+def test_evaluate_on_a_split_folder_counts_only_its_own_unusable_files(tmp_path):
+    root = make_image_folder(tmp_path / "photos", ["a", "b"], per_class=3, size=(16, 16),
+                             splits=["train", "validation", "test"])
+    for name in ("bad_1.jpg", "bad_2.jpg"):
+        (root / "train" / "a" / name).write_text("not a photo")
+    (root / "validation" / "b" / "bad.jpg").write_text("not a photo")
+    skipped = {split: evaluation_images(root, split).skipped
+               for split in ("train", "validation", "test")}
+    assert skipped == {"train": 2, "validation": 1, "test": 0}

@@ -72,8 +72,9 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
                         "choose one with --split")
     images = pool.subset(np.array([i for i, s in enumerate(pool.sources)
                                    if s.startswith(f"{split}/")], int))
+    own = [item for item in dataset.skipped if item["path"].startswith(f"{split}/")]
     return EvaluationImages(dataset, images, split, f"the {len(images)} images of {split}/",
-                            len(dataset.skipped), root)
+                            len(own), root)
 
 
 def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | Path,
