@@ -4,6 +4,7 @@ types of every setting of the Python API."""
 from __future__ import annotations
 
 import csv
+import inspect
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,10 +16,19 @@ from helpers import assert_one_line_error, run_cli
 from runway_cnn import FinetuneConfig
 from runway_cnn import finetune as finetune_cli
 from runway_cnn.errors import DataError, RunwayError
-from runway_cnn.inference.evaluation import evaluation_images
-from runway_cnn.tasks import Task
+from runway_cnn.inference.attribute_index import (
+    AttributeSearch,
+    build_attribute_index,
+    query_attribute_index,
+)
+from runway_cnn.inference.batch import predict
+from runway_cnn.inference.evaluation import evaluate_model, evaluation_images
+from runway_cnn.inference.retrieval.evaluation import evaluate_image_index
+from runway_cnn.inference.retrieval.query import query_image_index
+from runway_cnn.inference.retrieval.store import build_image_index
+from runway_cnn.tasks import TASKS, Task
 from runway_cnn.training import plan as planning
-from runway_cnn.training.datasets import load_dataset
+from runway_cnn.training.datasets import convert_dataset, load_dataset
 from runway_cnn.training.trainer import FineTuner
 from tiny_models import make_tiny_hub_module
 
@@ -202,3 +212,64 @@ def test_evaluate_on_a_split_folder_counts_only_its_own_unusable_files(tmp_path)
     skipped = {split: evaluation_images(root, split).skipped
                for split in ("train", "validation", "test")}
     assert skipped == {"train": 2, "validation": 1, "test": 0}
+
+
+# --- 5. every setting of the Python API of its type, named when not -----------------------------
+
+PLAIN = {"int", "float", "str", "bool", "Path", "os.PathLike", "None"}
+
+
+def _kinds(annotation) -> list[str]:
+    return [kind.strip() for kind in str(annotation).split("|")]
+
+
+def _wrong(annotation) -> object:
+    """A value of the wrong type for ``annotation``: a number for text, text for the rest."""
+    return 123 if {"str", "Path", "os.PathLike"} & set(_kinds(annotation)) else "1"
+
+
+def _task_options():
+    return [(name, f) for name in TASKS for f in TASKS.get(name).options_class.fields()]
+
+
+@pytest.mark.parametrize("task, field", _task_options(),
+                         ids=[f"{name}-{f.name}" for name, f in _task_options()])
+def test_every_task_option_of_a_wrong_type_is_one_line_naming_it(tmp_path, task, field):
+    wrong = {field.name: _wrong(field.type)}
+    with pytest.raises(RunwayError, match=f"--{field.name} {wrong[field.name]!r}: must be"):
+        FinetuneConfig(dataset_dir=str(tmp_path), task=task, **wrong)
+    with pytest.raises(RunwayError, match=f"--{field.name} {wrong[field.name]!r}: must be"):
+        TASKS.get(task).checked_options(wrong)  # what a task built from Python checks
+
+
+def test_numpy_numbers_are_plain_numbers_in_task_options(tmp_path):
+    config = FinetuneConfig(dataset_dir=str(tmp_path), task="attributes",
+                            min_count=np.int64(3))
+    assert config.task_options["min_count"] == 3 and type(config.task_options["min_count"]) is int
+
+
+ENTRY_POINTS = [evaluate_model, predict, build_image_index, query_image_index,
+                evaluate_image_index, build_attribute_index, query_attribute_index,
+                AttributeSearch, convert_dataset]
+
+
+def _settings():
+    """(entry point, parameter) for each parameter of a plain type (numbers, text, paths,
+    True/False) of every Python API entry point but ``fine_tune`` (FinetuneConfig's own)."""
+    found = []
+    for entry in ENTRY_POINTS:
+        for p in inspect.signature(entry).parameters.values():
+            if p.name != "self" and isinstance(p.annotation, str) and \
+                    set(_kinds(p.annotation)) <= PLAIN:
+                found.append((entry, p))
+    return found
+
+
+@pytest.mark.parametrize("entry, parameter", _settings(),
+                         ids=[f"{e.__name__}-{p.name}" for e, p in _settings()])
+def test_every_api_setting_of_a_wrong_type_is_one_line_naming_it(tmp_path, entry, parameter):
+    required = {p.name: "x" for p in inspect.signature(entry).parameters.values()
+                if p.default is p.empty and p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+    wrong = _wrong(parameter.annotation)
+    with pytest.raises(RunwayError, match=f"^--{parameter.name} {wrong!r}: must be [^;]*$"):
+        entry(**{**required, parameter.name: wrong})

@@ -20,6 +20,7 @@ from runway_cnn.json_io import read_json, write_json
 from runway_cnn.output_checks import check_output_dir, check_own_output, has_keys
 from runway_cnn.plots import overlay_heatmap, plot_explanation_grid
 from runway_cnn.tasks import Task
+from runway_cnn.tasks.base import checked_arguments
 from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.datasets import read_records
 
@@ -88,6 +89,7 @@ def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | 
     return version_dir.parent / "eval" / version_dir.name / name
 
 
+@checked_arguments
 def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "test",
                    output_dir: str | Path | None = None, batch_size: int = 32,
                    labels_csv: str | Path | None = None, explain: int = 0,

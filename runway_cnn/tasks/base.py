@@ -21,9 +21,13 @@ vector (multi-label), attribute value ids with -1 for unknown (attributes).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import numbers
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import keras
@@ -41,6 +45,72 @@ def option(default, help: str, **extra) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+_PATH = ((str, os.PathLike), None, "a path")
+_TYPES = {"int": ((numbers.Integral,), int, "a whole number"),
+          "float": ((numbers.Real,), float, "a number"),
+          "str": ((str, os.PathLike), os.fspath, "a string"),
+          "bool": ((bool,), bool, "True or False"),
+          "Path": _PATH, "os.PathLike": _PATH}
+
+
+def type_problems(c, fields) -> list[tuple[str, object, str]]:
+    """Each setting of ``c`` (a config, or a namespace of its fields, or of a function's
+    arguments) of its field's annotated type (``int``, ``float``, ``str``, ``bool``, paths, or
+    a union of them), or None where that is the default or the annotation allows it, and one of
+    the field's choices; values converted to the plain type (numpy numbers, paths; a whole
+    number as the text of a string field marked ``number``: ``unfreeze=20``). Returns (name,
+    value, what is expected) of each that is not: a string of a number is not a number. A field
+    of another type (a dict, a Predictor, a list) is left to its owner."""
+    problems = []
+    for f in fields:
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        kinds = [kind.strip() for kind in annotation.split("|")]
+        optional = "None" in kinds
+        kinds = [kind for kind in kinds if kind != "None"]
+        value = getattr(c, f.name)
+        if not kinds or any(kind not in _TYPES for kind in kinds) or value is None and (
+                f.default is None or optional):
+            continue
+        types = tuple(t for kind in kinds for t in _TYPES[kind][0])
+        plain = _TYPES[kinds[0]][1] if len(kinds) == 1 else None
+        expected = " or ".join(_TYPES[kind][2] for kind in kinds)
+        if f.metadata.get("number"):
+            types, plain = (*types, numbers.Integral), str
+            expected += " or a whole number"
+        choices = f.metadata.get("choices")
+        if not isinstance(value, types) or isinstance(value, bool) and "bool" not in kinds:
+            none = (optional or f.default is None) and not f.metadata.get("required")
+            problems.append((f.name, value, f"must be {expected}" + " or None" * none))
+        elif choices and value not in choices:
+            problems.append((f.name, value, f"must be one of {', '.join(choices)}"))
+        elif plain is not None:
+            setattr(c, f.name, plain(value))
+    return problems
+
+
+def checked_arguments(function: Callable) -> Callable:
+    """``function`` (a Python API entry point) with its arguments checked by their annotations
+    before it runs, as a config's settings are (:func:`type_problems`): a wrong type is one
+    :class:`~runway_cnn.errors.RunwayError` line naming the setting (as its flag), the value and
+    what is expected; numpy numbers are passed on as plain ones."""
+    signature = inspect.signature(function)
+    fields = [SimpleNamespace(name=p.name, type=p.annotation, default=p.default, metadata={})
+              for p in signature.parameters.values()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = SimpleNamespace(**bound.arguments)
+        problems = type_problems(values, fields)
+        if problems:
+            raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
+                                        for name, value, rule in problems))
+        return function(**vars(values))
+    return checked
+
+
 @dataclass
 class TaskOptions:
     """A task's own settings, each a ``finetune`` flag of the same name (``--head``,
@@ -49,10 +119,12 @@ class TaskOptions:
     class."""
 
     def __post_init__(self):
-        for f in self.fields():
-            value, choices = getattr(self, f.name), f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ValueError(f"--{f.name} {value!r}: use one of {', '.join(choices)}")
+        """Each option of its type and one of its choices (:func:`type_problems`), else a
+        ``ValueError`` naming it."""
+        problems = type_problems(self, self.fields())
+        if problems:
+            raise ValueError("; ".join(f"--{name} {value!r}: {rule}"
+                                       for name, value, rule in problems))
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from runway_cnn.training.plan import (
 )
 from runway_cnn.training.refit import REFIT_RULES, REFIT_STAGE2
 from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
-from runway_cnn.tasks.base import option
+from runway_cnn.tasks.base import option, type_problems
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -210,7 +209,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
-        problems = type_problems(self) or _value_problems(self)
+        problems = type_problems(self, self.fields()) or _value_problems(self)
         if problems:
             raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
                                         for name, value, rule in problems))
@@ -273,39 +272,6 @@ class FinetuneConfig:
         return dataclasses.fields(cls)
 
 
-_TYPES = {"int": (numbers.Integral, int, "a whole number"),
-          "float": (numbers.Real, float, "a number"),
-          "str": ((str, os.PathLike), os.fspath, "a string"),
-          "bool": (bool, bool, "True or False")}
-
-
-def type_problems(c, fields=None) -> list[tuple[str, object, str]]:
-    """Each setting of ``c`` (a :class:`FinetuneConfig` or a namespace of its fields) of its
-    field's type, or None where that is the default, and one of the field's choices; values
-    converted to the plain type (numpy numbers, paths; a whole number as the text of a string
-    field marked ``number``: ``unfreeze=20``). Returns (name, value, what is expected) of each
-    that is not: a string of a number is not a number. ``fields``: another config's fields to
-    check instead (the audit's own)."""
-    problems = []
-    for f in fields or dataclasses.fields(FinetuneConfig):
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
-        if kind not in _TYPES or getattr(c, f.name) is None and f.default is None:
-            continue
-        value, (types, plain, expected) = getattr(c, f.name), _TYPES[kind]
-        if f.metadata.get("number"):
-            types, plain = (*types, numbers.Integral), str
-            expected += " or a whole number"
-        choices = f.metadata.get("choices")
-        if not isinstance(value, types) or isinstance(value, bool) and kind != "bool":
-            optional = f.default is None and not f.metadata.get("required")
-            problems.append((f.name, value, f"must be {expected}" + " or None" * optional))
-        elif choices and value not in choices:
-            problems.append((f.name, value, f"must be one of {', '.join(choices)}"))
-        else:
-            setattr(c, f.name, plain(value))
-    return problems
-
-
 def _value_problems(c) -> list[tuple[str, object, str]]:
     """The settings of ``c`` (of the right types) a run cannot use: (name, value, rule)."""
     runs = max(c.num_splits, c.kfold, 1)  # an experiment's run i uses seed + i
@@ -345,7 +311,7 @@ def check_recorded(settings: dict, path: Path) -> None:
     its flags are: one line naming the file and the setting."""
     recorded = SimpleNamespace(**{f.name: settings.get(f.name, f.default)
                                   for f in dataclasses.fields(FinetuneConfig)})
-    problems = type_problems(recorded) or _value_problems(recorded)
+    problems = type_problems(recorded, FinetuneConfig.fields()) or _value_problems(recorded)
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(f"{name} {value!r}: {rule}"
                                                       for name, value, rule in problems)

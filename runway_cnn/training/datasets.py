@@ -26,6 +26,7 @@ from runway_cnn.data.tfrecords import (
 )
 from runway_cnn.errors import DataError, first_line
 from runway_cnn.tasks import TASKS, Task, labels_for_run, task_for_run, task_from_config
+from runway_cnn.tasks.base import checked_arguments
 from runway_cnn.training.config import FinetuneConfig
 
 
@@ -179,6 +180,7 @@ def read_records(directory: str | Path) -> tuple[ImageDataset, dict]:
     return dataset, descriptor
 
 
+@checked_arguments
 def convert_dataset(output_dir: str | Path, num_shards: int = 4,
                     config: FinetuneConfig | None = None, **settings) -> dict:
     """Scans a dataset the way a run would (``config`` or its fields: ``dataset_dir``,
