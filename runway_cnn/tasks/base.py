@@ -107,7 +107,8 @@ def checked_arguments(function: Callable) -> Callable:
         if problems:
             raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
                                         for name, value, rule in problems))
-        return function(**vars(values))
+        bound.arguments.update(vars(values))  # numpy numbers made plain
+        return function(*bound.args, **bound.kwargs)
     return checked
 
 
