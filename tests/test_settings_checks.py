@@ -33,21 +33,22 @@ from runway_cnn.training.trainer import FineTuner
 from tiny_models import make_tiny_hub_module
 
 
-class _Model:
-    stop_training = False
-
-
-def _run_batches(stop: planning.BudgetStop, now: list, seconds: list[float]) -> int:
-    """Epoch 0's batches of ``seconds`` on the fake clock ``now`` until the stop; how many ran."""
-    stop.set_model(_Model())
+def _budget_stop(monkeypatch, deadline: float, **settings) -> tuple[planning.BudgetStop, list]:
+    """A stop on a fake clock (``now[0]``, from t = 100) at the start of epoch 0 of 10 batches."""
+    now = [100.0]
+    monkeypatch.setattr(planning.time, "monotonic", lambda: now[0])
+    stop = planning.BudgetStop(deadline=deadline, sizes=[224], steps=10, **settings)
+    stop.set_model(SimpleNamespace(stop_training=False))
     stop.on_epoch_begin(0)
-    for batch, took in enumerate(seconds):
-        stop.on_train_batch_begin(batch)
-        now[0] += took
-        stop.on_train_batch_end(batch)
-        if stop.model.stop_training:
-            return batch + 1
-    return len(seconds)
+    return stop, now
+
+
+def _batch(stop: planning.BudgetStop, now: list, seconds: float) -> bool:
+    """One batch of ``seconds``; whether the stop ended training after it."""
+    stop.on_train_batch_begin(0)
+    now[0] += seconds
+    stop.on_train_batch_end(0)
+    return stop.model.stop_training
 
 
 # --- 1. the time budget -------------------------------------------------------------------------
@@ -62,17 +63,14 @@ def test_an_infinite_time_budget_means_no_budget(tmp_path, minutes):
 def test_a_far_deadline_over_fast_steps_trains_every_batch(monkeypatch):
     """A budget of 1e306 minutes is finite, but its seconds over a microsecond step are more
     batches than an int holds: the stop compares them as floats."""
-    now = [100.0]
-    monkeypatch.setattr(planning.time, "monotonic", lambda: now[0])
-    stop = planning.BudgetStop(deadline=6e307, sizes=[224], steps=10)
-    assert _run_batches(stop, now, [1e-6] * 10) == 10 and stop.stopped_at_batch is None
+    stop, now = _budget_stop(monkeypatch, deadline=6e307)
+    assert not any([_batch(stop, now, 1e-6) for _ in range(10)])
+    assert stop.stopped_at_batch is None
 
 
 def test_a_deadline_passed_after_the_first_batch_stops_there(monkeypatch):
-    now = [100.0]
-    monkeypatch.setattr(planning.time, "monotonic", lambda: now[0])
-    stop = planning.BudgetStop(deadline=105.0, sizes=[224], steps=10, validation_seconds=1.0)
-    assert _run_batches(stop, now, [10.0] * 10) == 1 and stop.stopped_at_batch == 1
+    stop, now = _budget_stop(monkeypatch, deadline=105.0, validation_seconds=1.0)
+    assert _batch(stop, now, 10.0) and stop.stopped_at_batch == 1  # the first: t = 110
 
 
 @pytest.mark.parametrize("minutes", ["-inf", "-1e9", "nan"])
