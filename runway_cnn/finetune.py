@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING
 
 from runway_cnn import cli
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     cli.add_task_option_flags(parser)
     parser.add_argument("--list_backbones", nargs=0, action=_ListBackbones,
                         help="print the backbone registry and exit")
-    args = vars(parser.parse_args(argv))
+    args = vars(parser.parse_args(cli.numbers_as_values(sys.argv[1:] if argv is None
+                                                        else list(argv))))
     args.pop("list_backbones", None)
     return FinetuneConfig(**args)
 

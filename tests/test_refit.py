@@ -241,7 +241,8 @@ def test_a_refit_the_budget_cannot_hold_falls_back_to_a_cheaper_one_and_says_so(
     assert record["what"].startswith("a head on stage 2's fine-tuned backbone")
     assert "refit: stage 2 again on 40 photos needs about" in capsys.readouterr().out
     assert json.loads((tuner.train_dir / "refit" / "plan.json").read_text())["kind"] == "head"
-    spent, _ = _kept_stage2(workspace, "spent", time_budget=0.5)  # past its budget already
+    spent, _ = _kept_stage2(workspace, "spent", time_budget=10)
+    spent.started -= 600  # past its budget now (a spent budget skips stage 2 itself)
     kept = _weights(spent.model)
     record = spent.refit(stage1, {"plan": {"measured": {"size": 16, "seconds_per_step": 0.1}},
                                   "seconds": 10.0, "validation": {"top1": -1.0}})

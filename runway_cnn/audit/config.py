@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from runway_cnn.data.leaks import NEAR_DUPLICATE_COSINE
 from runway_cnn.errors import RunwayError
 from runway_cnn.paths import absolute_path
-from runway_cnn.tasks.base import option
-from runway_cnn.training.config import FinetuneConfig, type_problems
+from runway_cnn.tasks.base import option, type_problems
+from runway_cnn.training.config import FinetuneConfig
 
 # the settings of a run the audit reads the data and builds the backbone with
 SHARED = ("dataset_dir", "labels_csv", "task", "group_by", "model_name", "hub_handle",

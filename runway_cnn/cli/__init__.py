@@ -46,6 +46,28 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, config_cls) -> None:
         parser.add_argument(f"--{f.name}", **kwargs)
 
 
+def numbers_as_values(argv: list[str]) -> list[str]:
+    """``--flag -inf`` as ``--flag=-inf``: argparse takes a value that starts with '-' and is
+    not a plain negative number (``-inf``, ``-1e9``) for an unknown flag and says the flag has
+    no value; joined to its flag, it reaches the setting's own check (one line naming it)."""
+    joined: list[str] = []
+    for token in argv:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] \
+                and token.startswith("-") and _is_number(token):
+            joined[-1] += f"={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def add_task_option_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per option of every registered task (the fields of its ``options_class``),
     in a group per task. A flag that is not given is left out of the parsed arguments, so the

@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+RELIABLE_SPLIT = 20  # photos: figures on a validation or test split of fewer get a warning
+
 
 @dataclass
 class Split:
@@ -75,7 +77,20 @@ class ImageDataset:
                          f"; {len(only)} label(s) have all their images in one group and are "
                          f"trained on, never validated or tested: {', '.join(only[:8])}"
                          + (" …" if len(only) > 8 else "") if only else ""))
+        small = self.small_splits()
+        if small:
+            sizes = ", ".join(f"{name} {n}" for name, n in small.items())
+            line += (f"\nwarning: few photos to measure on ({sizes}): figures on fewer than "
+                     f"{RELIABLE_SPLIT} are not reliable, one photo moves an accuracy by "
+                     f"{100 / min(small.values()):.0f} points; add photos, or raise "
+                     "--validation_fraction / --test_fraction")
         return line
+
+    def small_splits(self) -> dict[str, int]:
+        """The validation and test splits of fewer than ``RELIABLE_SPLIT`` photos, with their
+        sizes."""
+        return {name: len(s) for name, s in self.splits.items()
+                if name != "train" and 0 < len(s) < RELIABLE_SPLIT}
 
     def labels_only_in_training(self) -> list[str]:
         """Labels with training images and none in any other split (a grouped split keeps a

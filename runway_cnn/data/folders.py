@@ -18,7 +18,14 @@ import numpy as np
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits, too_few_groups
 from runway_cnn.data.images import CheckedImage, check_images
-from runway_cnn.data.splits import SplitRule, TooFewGroups, stratified_split
+from runway_cnn.data.splits import (
+    SplitRule,
+    TooFewGroups,
+    check_fractions,
+    check_label_counts,
+    check_labels_reached,
+    stratified_split,
+)
 from runway_cnn.errors import DataError, control_character
 from runway_cnn.json_io import write_json
 from runway_cnn.registry import Registry
@@ -84,10 +91,7 @@ def scan_image_folder(dataset_dir: str | os.PathLike, *, validation_fraction: fl
     ``work_dir/converted/`` (a temporary folder that lives as long as the returned object when
     ``work_dir`` is None).
     """
-    if not 0 < validation_fraction < 1 or not 0 <= test_fraction < 1 \
-            or validation_fraction + test_fraction >= 1:
-        raise DataError(f"validation_fraction={validation_fraction} and test_fraction="
-                        f"{test_fraction}: need 0 < validation, 0 <= test and a sum below 1")
+    check_fractions(validation_fraction, test_fraction)
     walker = _Walker(_dataset_root(dataset_dir))
     if group_by and GroupBy(group_by).column is not None:
         raise DataError(f"--group_by {group_by} needs --labels_csv: it reads that CSV's column; "
@@ -312,10 +316,8 @@ def carve_splits(dataset: ImageDataset, split: SplitRule, validation_fraction: f
     want = ("train", "validation") + (("test",) if fractions[1] > 0 else ())
     where = dataset.root / ("train" if layout == "split folders" else "")
     counts = dataset.count_labels(carve_from.targets)
-    too_few = [name for name, n in counts.items() if 0 < n < len(want)]
-    if too_few:
-        raise DataError(f"class folder {where / too_few[0]} has {counts[too_few[0]]} usable "
-                        f"image(s), too few for a {'/'.join(want)} split")
+    check_label_counts(counts, want, lambda label: f"class folder {where / label}",
+                       "add images to it, or remove it")
     try:
         index = split(carve_from.targets, *fractions, seed, groups=carve_from.groups)
     except TooFewGroups as e:
@@ -327,11 +329,8 @@ def carve_splits(dataset: ImageDataset, split: SplitRule, validation_fraction: f
     splits = dict(given)
     for name, idx in index.items():
         splits[name] = carve_from.subset(idx)
-        missing = [label for label, n in dataset.count_labels(splits[name].targets).items()
-                   if not n and counts[label]]
-        if missing and not (grouping and name != "train"):  # grouped: see describe_split_groups
-            raise DataError(f"the {name} split carved from {where} has no image of class(es) "
-                            f"{', '.join(missing)}; add images or raise the split fractions")
+    check_labels_reached(counts, {name: dataset.count_labels(splits[name].targets)
+                                  for name in index}, str(where), grouped=bool(grouping))
     dataset.splits = {s: splits[s] for s in SPLITS if s in splits}
     if grouping:
         settings["grouping"] = {**grouping, **describe_split_groups(dataset.splits)}

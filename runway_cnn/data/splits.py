@@ -18,15 +18,51 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from runway_cnn.errors import DataError
 
 
 # a splitting rule: (targets, validation_fraction, test_fraction, seed, groups=None) → split
 # name → sorted row indices (a task's ``split``, or :func:`stratified_split`)
 SplitRule = Callable[..., dict[str, np.ndarray]]
+
+
+def check_fractions(validation_fraction: float, test_fraction: float) -> None:
+    """Split shares a run can carve (class folders and CSV manifests alike): 0 < validation,
+    0 <= test and their sum below 1; else one line naming both flags."""
+    if not 0 < validation_fraction < 1 or not 0 <= test_fraction < 1 \
+            or validation_fraction + test_fraction >= 1:
+        raise DataError(f"--validation_fraction {validation_fraction} and --test_fraction "
+                        f"{test_fraction}: need 0 < validation, 0 <= test and a sum below 1")
+
+
+def check_label_counts(counts: dict[str, int], splits: Sequence[str],
+                       name: Callable[[str], str], fix: str) -> None:
+    """Before a split: each label of ``counts`` (label → images) with images has one for
+    each of ``splits``, else it could never be validated or tested (no fraction changes that):
+    one line naming it (``name(label)``: its folder, its CSV) and saying to ``fix`` it."""
+    few = [label for label, n in counts.items() if 0 < n < len(splits)]
+    if few:
+        raise DataError(f"{name(few[0])} has {counts[few[0]]} usable image(s), too few for a "
+                        f"{'/'.join(splits)} split: {fix}")
+
+
+def check_labels_reached(counts: dict[str, int], split_counts: dict[str, dict[str, int]],
+                         where: str, grouped: bool = False) -> None:
+    """After a split: each label of ``counts`` with images has one in every split
+    (``split_counts``: split → label → images); a grouped split's validation and test may lack
+    one (the grouping notes report it). Else one line naming the split, ``where`` it was carved
+    from and the labels."""
+    for split, got in split_counts.items():
+        missing = [label for label, n in got.items() if not n and counts.get(label)]
+        if missing and not (grouped and split != "train"):
+            raise DataError(f"the {split} split carved from {where} has no image of label(s) "
+                            f"{', '.join(missing)}; add images of them or raise the split "
+                            "fractions")
 
 
 class TooFewGroups(ValueError):

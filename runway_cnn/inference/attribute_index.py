@@ -28,6 +28,7 @@ from runway_cnn.output_checks import (
     check_own_output,
     record_written,
 )
+from runway_cnn.tasks.base import checked_arguments
 
 INDEX_JSON, INDEX_ARRAYS, MAP_PNG = "index.json", "index.npz", "map.png"
 FORMAT = "runway_cnn attribute index"
@@ -36,6 +37,7 @@ HIDDEN = 32  # the autoencoder's hidden width (vectors → 32 → 2 → 32 → v
 NEIGHBOURS = 10  # trustworthiness is measured on this many neighbours
 
 
+@checked_arguments
 def build_attribute_index(model: str | Path, catalog: str | Path, output: str | Path,
                           color_by: str | None = None, epochs: int = 300, seed: int = 0,
                           batch_size: int = 32, progress: bool = True,
@@ -184,6 +186,7 @@ class AttributeSearch:
     """An index, its model and a nearest-neighbour search on the columns of ``groups`` (all by
     default), built once for many queries (a server)."""
 
+    @checked_arguments
     def __init__(self, index: str | Path | AttributeIndex, k: int = 4,
                  groups: Sequence[str] | None = None, model: str | Path | None = None):
         self.index = index if isinstance(index, AttributeIndex) else AttributeIndex(index)
@@ -222,6 +225,7 @@ class AttributeSearch:
                                for d, i in zip(distances[0], found[0])]}
 
 
+@checked_arguments
 def query_attribute_index(index: str | Path | AttributeIndex, images: Sequence[str | Path],
                           k: int = 4, groups: Sequence[str] | None = None,
                           model: str | Path | None = None,

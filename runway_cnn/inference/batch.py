@@ -22,6 +22,7 @@ from runway_cnn.output_checks import check_output_dir, check_own_output
 from runway_cnn.plots import overlay_heatmap
 from runway_cnn.progress import ImageProgress
 from runway_cnn.tasks import Task
+from runway_cnn.tasks.base import checked_arguments
 
 OVERLAYS_CSV, OVERLAYS_HEADER = "overlays.csv", ["path", "label", "score", "overlay"]
 
@@ -74,6 +75,7 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+@checked_arguments
 def predict(model: str | Path | Predictor, inputs: Sequence[str | Path], top_k: int = 5,
             batch_size: int = 32, progress: bool = False,
             probabilities: bool = False, explain_dir: str | Path | None = None,

@@ -21,6 +21,7 @@ from runway_cnn.json_io import read_json, write_json
 from runway_cnn.output_checks import check_output_dir, check_own_output, has_keys
 from runway_cnn.plots import overlay_heatmap, plot_explanation_grid
 from runway_cnn.tasks import Task
+from runway_cnn.tasks.base import checked_arguments
 from runway_cnn.train_dir import TrainDir
 from runway_cnn.training.datasets import read_records
 
@@ -73,8 +74,9 @@ def evaluation_images(dataset_dir: str | Path, split: str = "test", labels_csv=N
                         "choose one with --split")
     images = pool.subset(np.array([i for i, s in enumerate(pool.sources)
                                    if s.startswith(f"{split}/")], int))
+    own = [item for item in dataset.skipped if item["path"].startswith(f"{split}/")]
     return EvaluationImages(dataset, images, split, f"the {len(images)} images of {split}/",
-                            len(dataset.skipped), root)
+                            len(own), root)
 
 
 def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | Path,
@@ -88,6 +90,7 @@ def default_output_dir(model: str | Path, version_dir: Path, dataset_dir: str | 
     return version_dir.parent / "eval" / version_dir.name / name
 
 
+@checked_arguments
 def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "test",
                    output_dir: str | Path | None = None, batch_size: int = 32,
                    labels_csv: str | Path | None = None, explain: int = 0,
@@ -130,7 +133,7 @@ def evaluate_model(model: str | Path, dataset_dir: str | Path, split: str = "tes
               "skipped_files": chosen.skipped, "task": task.config(),
               **(task.unknown_summary(images.raw_labels) if images.raw_labels is not None
                  else {}),
-              **task.evaluate(targets, scores),
+              **task.checked_evaluate(targets, scores),
               "images_the_model_learned_from": learned,
               "predictions": task.predictions(images.sources, targets, scores)}
     result["output_dir"] = str(out)

@@ -21,9 +21,13 @@ vector (multi-label), attribute value ids with -1 for unknown (attributes).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import numbers
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import keras
@@ -31,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from runway_cnn.data.splits import kfold_splits, stratified_split
-from runway_cnn.errors import DataError, control_character
+from runway_cnn.errors import DataError, RunwayError, control_character
 from runway_cnn.tasks.heads import classification_head
 
 
@@ -39,6 +43,73 @@ def option(default, help: str, **extra) -> Any:
     """A setting: a dataclass field whose ``help`` (and ``choices``, ``required`` …) make its
     flag (a task's options, ``FinetuneConfig``, ``AuditConfig``)."""
     return field(default=default, metadata={"help": help, **extra})
+
+
+_PATH = ((str, os.PathLike), None, "a path")
+_TYPES = {"int": ((numbers.Integral,), int, "a whole number"),
+          "float": ((numbers.Real,), float, "a number"),
+          "str": ((str, os.PathLike), os.fspath, "a string"),
+          "bool": ((bool,), bool, "True or False"),
+          "Path": _PATH, "os.PathLike": _PATH}
+
+
+def type_problems(c, fields) -> list[tuple[str, object, str]]:
+    """Each setting of ``c`` (a config, or a namespace of its fields, or of a function's
+    arguments) of its field's annotated type (``int``, ``float``, ``str``, ``bool``, paths, or
+    a union of them), or None where that is the default or the annotation allows it, and one of
+    the field's choices; values converted to the plain type (numpy numbers, paths; a whole
+    number as the text of a string field marked ``number``: ``unfreeze=20``). Returns (name,
+    value, what is expected) of each that is not: a string of a number is not a number. A field
+    of another type (a dict, a Predictor, a list) is left to its owner."""
+    problems = []
+    for f in fields:
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        kinds = [kind.strip() for kind in annotation.split("|")]
+        optional = "None" in kinds
+        kinds = [kind for kind in kinds if kind != "None"]
+        value = getattr(c, f.name)
+        if not kinds or any(kind not in _TYPES for kind in kinds) or value is None and (
+                f.default is None or optional):
+            continue
+        types = tuple(t for kind in kinds for t in _TYPES[kind][0])
+        plain = _TYPES[kinds[0]][1] if len(kinds) == 1 else None
+        expected = " or ".join(_TYPES[kind][2] for kind in kinds)
+        if f.metadata.get("number"):
+            types, plain = (*types, numbers.Integral), str
+            expected += " or a whole number"
+        choices = f.metadata.get("choices")
+        if not isinstance(value, types) or isinstance(value, bool) and "bool" not in kinds:
+            none = (optional or f.default is None) and not f.metadata.get("required")
+            problems.append((f.name, value, f"must be {expected}" + " or None" * none))
+        elif choices and value not in choices:
+            problems.append((f.name, value, f"must be one of {', '.join(choices)}"))
+        elif plain is not None:
+            setattr(c, f.name, plain(value))
+    return problems
+
+
+def checked_arguments(function: Callable) -> Callable:
+    """``function`` (a Python API entry point) with its arguments checked by their annotations
+    before it runs, as a config's settings are (:func:`type_problems`): a wrong type is one
+    :class:`~runway_cnn.errors.RunwayError` line naming the setting (as its flag), the value and
+    what is expected; numpy numbers are passed on as plain ones."""
+    signature = inspect.signature(function)
+    fields = [SimpleNamespace(name=p.name, type=p.annotation, default=p.default, metadata={})
+              for p in signature.parameters.values()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = SimpleNamespace(**bound.arguments)
+        problems = type_problems(values, fields)
+        if problems:
+            raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
+                                        for name, value, rule in problems))
+        bound.arguments.update(vars(values))  # numpy numbers made plain
+        return function(*bound.args, **bound.kwargs)
+    return checked
 
 
 @dataclass
@@ -49,10 +120,12 @@ class TaskOptions:
     class."""
 
     def __post_init__(self):
-        for f in self.fields():
-            value, choices = getattr(self, f.name), f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ValueError(f"--{f.name} {value!r}: use one of {', '.join(choices)}")
+        """Each option of its type and one of its choices (:func:`type_problems`), else a
+        ``ValueError`` naming it."""
+        problems = type_problems(self, self.fields())
+        if problems:
+            raise ValueError("; ".join(f"--{name} {value!r}: {rule}"
+                                       for name, value, rule in problems))
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:
@@ -70,6 +143,9 @@ class TaskLabels:
     labels: list[str]
     options: dict
     stratum = "class"  # what a split keeps in proportion, in messages ("share their class")
+    # one label an image: every split can hold every label, and a run refuses a label too rare
+    # for that (a --labels_csv as class folders are); labels of several a photo may be rarer
+    labels_in_every_split = False
     csv_columns: tuple[str, ...] = ()  # the --labels_csv columns raw_label needs besides filename
 
     @classmethod
@@ -377,7 +453,8 @@ class TaskOutputs:
         return float(np.mean(np.argmax(reference, -1) == np.argmax(scores, -1)))
 
     def evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
-        """Figures for ``metrics.json`` and ``eval.json`` (plain JSON types)."""
+        """Figures for ``metrics.json`` and ``eval.json`` (plain JSON types), holding the
+        :attr:`monitored_figure` and ``num_examples`` (:meth:`checked_evaluate` checks)."""
         raise NotImplementedError
 
     def predictions(self, sources: Sequence[str], targets: np.ndarray,
@@ -447,6 +524,21 @@ class Task(TaskLabels, TaskModel, TaskOutputs):
             return cls.options_class(**options).to_dict()
         except ValueError as error:
             raise DataError(str(error)) from None
+
+    def checked_evaluate(self, targets: np.ndarray, scores: np.ndarray) -> dict:
+        """:meth:`evaluate`'s figures, which must hold the :attr:`monitored_figure` (it picks the
+        best weights and heads a run's lines) and ``num_examples`` (the commands print it): a
+        missing one is a one-line :class:`~runway_cnn.errors.RunwayError` naming the task, the
+        method and the key."""
+        figures = self.evaluate(targets, scores)
+        missing = [key for key in (self.monitored_figure, "num_examples") if key not in figures]
+        if missing:
+            raise RunwayError(f"task {self.name}: {type(self).__name__}.evaluate returned no "
+                              f"{' and no '.join(map(repr, missing))} key (its keys: "
+                              f"{', '.join(map(str, figures)) or 'none'}); it must return "
+                              f"the monitored figure ({self.monitor} → "
+                              f"{self.monitored_figure!r}) and 'num_examples'")
+        return figures
 
     @property
     def monitored_figure(self) -> str:

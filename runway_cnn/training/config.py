@@ -3,7 +3,7 @@ of the same name, with the ``help`` text below, so the CLI and the Python API ca
 from __future__ import annotations
 
 import dataclasses
-import numbers
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from runway_cnn.training.plan import (
 )
 from runway_cnn.training.refit import REFIT_RULES, REFIT_STAGE2
 from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
-from runway_cnn.tasks.base import option
+from runway_cnn.tasks.base import option, type_problems
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -118,7 +118,8 @@ class FinetuneConfig:
                                       "end inside the budget (part of one epoch when a whole one "
                                       "does not fit), and stops at the batch after which one more "
                                       "and a validation pass would pass it (default: "
-                                      f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0: none)")
+                                      f"{CPU_BUDGET_MINUTES:g} on a CPU, none on a GPU; 0 or "
+                                      "inf: none)")
     stage2_sizes: str = option("auto", "stage-2 training image sizes: auto (--image_size; when "
                                        f"the budget fits fewer than {MIN_FULL_EPOCHS} epochs "
                                        f"there, progressive from {LOW_FRACTION:g} of it up to "
@@ -222,10 +223,12 @@ class FinetuneConfig:
 
     def __post_init__(self):
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
-        problems = type_problems(self) or _value_problems(self)
+        problems = type_problems(self, self.fields()) or _value_problems(self)
         if problems:
             raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
                                         for name, value, rule in problems))
+        if self.time_budget is not None and not math.isfinite(60.0 * self.time_budget):
+            self.time_budget = 0.0  # inf (or 1e309) minutes: no budget, as 0 says
         unknown = sorted(k for k in self.task_options if k not in option_defaults())
         if unknown:
             raise RunwayError(f"{', '.join('--' + k for k in unknown)}: no such setting")
@@ -297,39 +300,6 @@ class FinetuneConfig:
         return dataclasses.fields(cls)
 
 
-_TYPES = {"int": (numbers.Integral, int, "a whole number"),
-          "float": (numbers.Real, float, "a number"),
-          "str": ((str, os.PathLike), os.fspath, "a string"),
-          "bool": (bool, bool, "True or False")}
-
-
-def type_problems(c, fields=None) -> list[tuple[str, object, str]]:
-    """Each setting of ``c`` (a :class:`FinetuneConfig` or a namespace of its fields) of its
-    field's type, or None where that is the default, and one of the field's choices; values
-    converted to the plain type (numpy numbers, paths; a whole number as the text of a string
-    field marked ``number``: ``unfreeze=20``). Returns (name, value, what is expected) of each
-    that is not: a string of a number is not a number. ``fields``: another config's fields to
-    check instead (the audit's own)."""
-    problems = []
-    for f in fields or dataclasses.fields(FinetuneConfig):
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
-        if kind not in _TYPES or getattr(c, f.name) is None and f.default is None:
-            continue
-        value, (types, plain, expected) = getattr(c, f.name), _TYPES[kind]
-        if f.metadata.get("number"):
-            types, plain = (*types, numbers.Integral), str
-            expected += " or a whole number"
-        choices = f.metadata.get("choices")
-        if not isinstance(value, types) or isinstance(value, bool) and kind != "bool":
-            optional = f.default is None and not f.metadata.get("required")
-            problems.append((f.name, value, f"must be {expected}" + " or None" * optional))
-        elif choices and value not in choices:
-            problems.append((f.name, value, f"must be one of {', '.join(choices)}"))
-        else:
-            setattr(c, f.name, plain(value))
-    return problems
-
-
 def _value_problems(c) -> list[tuple[str, object, str]]:
     """The settings of ``c`` (of the right types) a run cannot use: (name, value, rule)."""
     runs = max(c.num_splits, c.kfold, 1)  # an experiment's run i uses seed + i
@@ -372,7 +342,7 @@ def check_recorded(settings: dict, path: Path) -> None:
     its flags are: one line naming the file and the setting."""
     recorded = SimpleNamespace(**{f.name: settings.get(f.name, f.default)
                                   for f in dataclasses.fields(FinetuneConfig)})
-    problems = type_problems(recorded) or _value_problems(recorded)
+    problems = type_problems(recorded, FinetuneConfig.fields()) or _value_problems(recorded)
     if problems:
         raise CheckpointError(f"{path}: " + "; ".join(f"{name} {value!r}: {rule}"
                                                       for name, value, rule in problems)

@@ -12,7 +12,12 @@ from runway_cnn.data.folders import carve_splits, scan_image_folder
 from runway_cnn.data.groups import GroupBy, describe_split_groups, group_splits, too_few_groups
 from runway_cnn.data.manifest import scan_labels_csv
 from runway_cnn.data.source import dataset_source
-from runway_cnn.data.splits import TooFewGroups
+from runway_cnn.data.splits import (
+    TooFewGroups,
+    check_fractions,
+    check_label_counts,
+    check_labels_reached,
+)
 from runway_cnn.data.tfrecords import (
     DESCRIPTOR,
     check_records_output,
@@ -21,6 +26,7 @@ from runway_cnn.data.tfrecords import (
 )
 from runway_cnn.errors import DataError, first_line
 from runway_cnn.tasks import TASKS, Task, labels_for_run, task_for_run, task_from_config
+from runway_cnn.tasks.base import checked_arguments
 from runway_cnn.training.config import FinetuneConfig
 
 
@@ -53,6 +59,8 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
             carve_splits(dataset, task.split, config.validation_fraction, config.test_fraction,
                          config.seed)
         return dataset, task
+    if make_splits:
+        check_fractions(config.validation_fraction, config.test_fraction)
     task_class = TASKS.get(config.task)
     group_by = GroupBy(config.group_by) if config.group_by else None
     raw_label, columns = task_class.csv_reader(**config.task_options)
@@ -64,8 +72,14 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
               else labels_for_run(config.task, rows.raw_labels, settings))
     task = task_for_run(config.task, labels, settings)
     targets = task.targets(rows.raw_labels, where=f"--labels_csv {rows.csv_path}")
+    counts = task.label_counts(targets)
     if make_splits:  # a run or a conversion (an evaluation may score a constant)
         task.check_learnable(targets, where=f"--labels_csv {rows.csv_path}")
+        if task.labels_in_every_split:  # as class folders are checked
+            check_label_counts(counts, ("train", "validation") + (
+                ("test",) if config.test_fraction > 0 else ()),
+                lambda label: f"label {label!r} of --labels_csv {rows.csv_path}",
+                "add photos of it, or drop its rows")
     every = Split(rows.paths, targets, rows.sources, rows.raw_labels)
     grouping = None
     if group_by is not None:
@@ -91,6 +105,10 @@ def load_dataset(config: FinetuneConfig, work_dir: Path | None,
                         f"({first_line(error)}); add images or change --validation_fraction / "
                         "--test_fraction") from None
     splits = {name: every.subset(idx) for name, idx in index.items()}
+    if task.labels_in_every_split:
+        check_labels_reached(counts, {name: task.label_counts(split.targets)
+                                      for name, split in splits.items()},
+                             f"--labels_csv {rows.csv_path}", grouped=grouping is not None)
     absent = [name for name, n in task.label_counts(splits["train"].targets).items() if not n]
     if absent:
         print(f"warning: label(s) {', '.join(absent)} of {rows.csv_path} have no image in the "
@@ -162,6 +180,7 @@ def read_records(directory: str | Path) -> tuple[ImageDataset, dict]:
     return dataset, descriptor
 
 
+@checked_arguments
 def convert_dataset(output_dir: str | Path, num_shards: int = 4,
                     config: FinetuneConfig | None = None, **settings) -> dict:
     """Scans a dataset the way a run would (``config`` or its fields: ``dataset_dir``,

@@ -252,7 +252,8 @@ class BudgetStop(keras.callbacks.Callback):
     epoch stops there: the batches that fit are trained, Keras validates the weights they give,
     and the keep rule decides as for any epoch. The step time is the median of the epoch's last
     few steps, so it follows a load that rises after the plan; the first step of an epoch
-    (tracing, filling a shuffle buffer) is left out. A validation pass is the plan's estimate
+    (tracing, filling a shuffle buffer) is left out, and after it the epoch stops only when the
+    deadline has passed. A validation pass is the plan's estimate
     until one is timed, scaled by how much slower steps have become since.
 
     The plan follows the step time: after an epoch, the next one (its steps scaled by image
@@ -303,10 +304,12 @@ class BudgetStop(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._steps.append(time.monotonic() - self._mark)
         left = (self.steps or 0) - len(self._steps)
-        if len(self._steps) < 2 or left <= 0:
+        if left <= 0 or len(self._steps) < 2 and time.monotonic() < self.deadline:
             return  # the first step traces; after the last one Keras validates anyway
         step, validation = self._step(), self.validation_seconds()
-        fit = int((self.deadline - time.monotonic() - validation) / step) if step else left
+        # a float until compared: a far deadline over a fast step is beyond any int
+        fit = int(min(left, (self.deadline - time.monotonic() - validation) / step)) \
+            if step else left
         if self._last and self.schedule is not None and fit < left:
             self.schedule.finish_in(max(fit, 1))  # the rate decays in the batches that fit
         rest = step + validation

@@ -305,10 +305,11 @@ class FineTuner:
 
     def _budget_spent(self, stage_dir: StageDir) -> bool:
         """Whether the time budget was spent before stage 2 was planned (it is then skipped
-        without measuring or caching anything)."""
+        without measuring or caching anything, given ``--stage2_epochs`` or not: they end at the
+        budget too)."""
         deadline = self.deadline
-        return (self.config.stage2_epochs is None and deadline is not None
-                and deadline <= time.monotonic() and not stage_dir.plan.exists())
+        return (deadline is not None and deadline <= time.monotonic()
+                and not stage_dir.plan.exists())
 
     def _fill_image_cache(self, split: Split, augment: bool) -> tf.data.Dataset | None:
         """``split``'s decoded training images kept in memory, filled now (when they fit:
@@ -366,10 +367,7 @@ class FineTuner:
         measured, cost = {}, planning.unmeasured_cost
         validation_steps = self._validation_steps
         if self._budget_spent(stage_dir):
-            plan = planning.Stage2Plan(0, (), c.unfreeze, deadline - time.monotonic(), 0.0, {},
-                                       planning.spent_why(deadline - time.monotonic()))
-            write_json(stage_dir.plan, plan.record(), indent=2)  # nothing measured: no time
-            return plan
+            return self._spent_plan(stage_dir, deadline - time.monotonic(), {})
         if (deadline is not None or c.stage2_epochs is None) and \
                 not self.distribution.multi_worker:
             # at the size of the first epoch most plans train (a part epoch, full-size epochs),
@@ -380,6 +378,8 @@ class FineTuner:
                 measured, full, self._steps_per_epoch(len(self._split("train").paths)),
                 validation_steps)
         budget = None if deadline is None else deadline - time.monotonic()
+        if budget is not None and budget <= 0:  # the measured steps spent what was left
+            return self._spent_plan(stage_dir, budget, measured)
         reserved = 0.0  # --refit_stage2 whole: stage 2 again on the refit photos, its share
         if budget is not None and c.refit_stage2 == "whole" and len(self.refit_names) > 1:
             ratio = len(self._refit_split()) / len(self._split("train"))
@@ -393,6 +393,14 @@ class FineTuner:
             part = planning.steps_that_fit(budget, measured, full, validation_steps)
         plan = planning.Stage2Plan(epochs, plan_sizes, c.unfreeze, budget, estimate, measured,
                                    why, reserved, part)
+        write_json(stage_dir.plan, plan.record(), indent=2)
+        return plan
+
+    def _spent_plan(self, stage_dir: StageDir, budget: float,
+                    measured: dict) -> planning.Stage2Plan:
+        """The plan of a stage 2 the time budget has no second left for: skipped, saying so."""
+        plan = planning.Stage2Plan(0, (), self.config.unfreeze, budget, 0.0, measured,
+                                   planning.spent_why(budget))
         write_json(stage_dir.plan, plan.record(), indent=2)
         return plan
 
@@ -493,7 +501,7 @@ class FineTuner:
             raise RunwayError(f"the model's outputs on the {split_name} split are NaN: training "
                               f"diverged (see {self.train_dir}/stage*/history.csv); lower "
                               "--learning_rate or try another --loss, in a new --train_dir")
-        return self.task.evaluate(split.targets, scores)
+        return self.task.checked_evaluate(split.targets, scores)
 
     # -- refit after selection (training.refit) ----------------------------------------------
     def select(self) -> dict:
@@ -699,7 +707,7 @@ class FineTuner:
                                            "to refit on its features"}
         scores = self.task.probabilities(predict_rows(candidate, stack(val),
                                                       self.config.batch_size))
-        figures = self.task.evaluate(val.targets, scores)
+        figures = self.task.checked_evaluate(val.targets, scores)
         candidate_figure, stage2_figure = self._monitored(figures), \
             self._monitored(stage2["validation"])
         sign = 1.0 if self.task.monitor_mode == "max" else -1.0

@@ -11,10 +11,12 @@ from runway_cnn.errors import DataError
 from runway_cnn.inference.retrieval.query import embed_queries
 from runway_cnn.inference.retrieval.searcher import search
 from runway_cnn.inference.retrieval.store import INDEX_JSON, ImageIndex
+from runway_cnn.tasks.base import checked_arguments
 
 RECALL_AT = (1, 5, 10)
 
 
+@checked_arguments
 def evaluate_image_index(index: str | os.PathLike | ImageIndex, queries: str | os.PathLike,
                          backend: str = "auto") -> dict:
     """recall@1/5/10 (share of queries with a hit among the top k) and mAP@10 (per query

@@ -15,6 +15,7 @@ from runway_cnn.inference.retrieval.embedder import embed_files, load_embedder, 
 from runway_cnn.inference.retrieval.searcher import AUTO_FAISS_QUERIES, Searcher
 from runway_cnn.inference.retrieval.store import ImageIndex, item_labels
 from runway_cnn.output_checks import check_output_file, record_written
+from runway_cnn.tasks.base import checked_arguments
 
 
 class SimilarItems:
@@ -63,6 +64,7 @@ def embed_queries(index: ImageIndex, images: Sequence[str | os.PathLike], model=
     return vectors, item_labels(root, [files[i] for i in kept], None), skipped
 
 
+@checked_arguments
 def query_image_index(index: str | os.PathLike | ImageIndex,
                       images: Sequence[str | os.PathLike], k: int = 10, backend: str = "auto",
                       model: str | os.PathLike | None = None,

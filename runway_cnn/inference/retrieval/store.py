@@ -17,6 +17,7 @@ from runway_cnn.inference.batch import list_images
 from runway_cnn.inference.retrieval.embedder import embed_files, load_embedder
 from runway_cnn.json_io import read_json, write_json
 from runway_cnn.output_checks import check_output_dir, check_own_output
+from runway_cnn.tasks.base import checked_arguments
 
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.npy"
 FORMAT = "runway_cnn image index"
@@ -52,6 +53,7 @@ def item_labels(root: Path | None, files: Sequence[Path], item_ids: str | os.Pat
     return out
 
 
+@checked_arguments
 def build_image_index(model: str | os.PathLike, images: str | os.PathLike,
                       output: str | os.PathLike, item_ids: str | os.PathLike | None = None,
                       append: bool = False, batch_size: int = 32,

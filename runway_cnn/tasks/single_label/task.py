@@ -44,6 +44,7 @@ class SingleLabelTask(Task):
     name = "single_label"
     monitor = "val_top1"
     monitor_mode = "max"
+    labels_in_every_split = True
     summary_figures = ("top1", "top5", "macro_f1", "loss")
     plotted_figures = ("top1", "top5", "macro_f1")
     csv_columns = (LABEL_COLUMN,)
