@@ -31,6 +31,7 @@ Inputs = Iterable[tuple[str, "str | os.PathLike | None"]]
 # what operating systems and file browsers leave in folders; never the user's work
 SYSTEM_FILES = (".DS_Store", "._*", "Thumbs.db", "ehthumbs.db", "desktop.ini", ".directory",
                 ".localized", ".Spotlight-V100", ".Trashes", ".fseventsd")
+WRITE_PROBE = ".runway_cnn-write-test-"  # + a random part: a writability probe, gone at once
 LEDGER_VAR, DEFAULT_LEDGER = "RUNWAY_CNN_LEDGER", "~/.cache/runway_cnn/written.json"
 
 
@@ -103,15 +104,15 @@ def check_own_output(path: str | os.PathLike, descriptor: str,
     Any other folder holds files the command did not write, and is refused (one line naming
     ``flag``, the folder and some of the files) unless ``overwrite``; so is an own file the
     user changed since it was written (:func:`record_written`). Names matching ``concurrent``
-    (what the command's other processes may be writing there now) and system files
-    (:func:`is_system_file`) never count."""
+    (what the command's other processes may be writing there now), another process's
+    writability probe and system files (:func:`is_system_file`) never count."""
     path = Path(path)
     if overwrite or not path.is_dir():
         return
     leftovers = tuple(f".{name}." for name in (descriptor, *names))  # write_json's, np.save's
     present = sorted(p.name for p in path.iterdir()
                      if not (p.name.startswith(leftovers) and ".tmp" in p.name)
-                     and not is_system_file(p.name)
+                     and not is_system_file(p.name) and not p.name.startswith(WRITE_PROBE)
                      and not any(fnmatch.fnmatchcase(p.name, c) for c in concurrent))
     if not present:
         return
@@ -254,7 +255,7 @@ def _check_writable(path: Path, flag: str) -> None:
     if folder is None:
         return
     try:
-        fd, probe = tempfile.mkstemp(prefix=".runway_cnn-write-test-", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=WRITE_PROBE, dir=folder)
     except OSError as error:
         raise RunwayError(f"{flag} {path}: cannot write in {folder} ({error.strerror}); give a "
                           "folder you can write to") from None

@@ -255,6 +255,7 @@ def test_system_files_do_not_make_a_folder_the_users(tmp_path):
     out.mkdir()
     (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (out / "Thumbs.db").write_bytes(b"x")
+    (out / ".runway_cnn-write-test-x1").write_bytes(b"")  # another process's probe, gone soon
     check_own_output(out, "audit.json", "f", ("audit.json",))
     assert check_records_output(out, 2) == out.resolve()
     (out / "notes.txt").write_text("mine")
