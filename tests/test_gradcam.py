@@ -275,7 +275,7 @@ def test_a_pooled_only_backbone_refuses_in_one_line(hub_export, squares, tmp_pat
     assert "gives pooled features only" in message and "no Grad-CAM" in message
     assert "\n" not in message
     with pytest.raises(RunwayError, match="pooled features only"):
-        predict(hub_export, [str(tmp_path)], explain_dir=tmp_path / "maps")
+        predict(hub_export, [str(tmp_path / "photos")], explain_dir=tmp_path / "maps")
     assert not (tmp_path / "maps").exists()
     # an export made before Grad-CAM existed has no such signature and no "explain" entry
     meta = {**squares[2].meta, "signatures": {
