@@ -7,7 +7,7 @@
   changed since (:func:`check_output_file`, :func:`record_written`), unless ``--overwrite``;
 - an output is writable, and neither it nor a parent is a file where a folder is wanted;
 - hidden system files (``.DS_Store``, ``Thumbs.db`` …) are nobody's work: they never make a
-  folder the user's.
+  folder the user's (:func:`is_nobodys_work`).
 
 What this package wrote is recorded at write (:func:`record_written`: size, modification time
 and SHA-256 in a ledger, ``~/.cache/runway_cnn/written.json``), so a file it wrote and the user
@@ -35,9 +35,12 @@ WRITE_PROBE = ".runway_cnn-write-test-"  # + a random part: a writability probe,
 LEDGER_VAR, DEFAULT_LEDGER = "RUNWAY_CNN_LEDGER", "~/.cache/runway_cnn/written.json"
 
 
-def is_system_file(name: str) -> bool:
-    """Whether ``name`` is a file an operating system or file browser leaves in folders."""
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in SYSTEM_FILES)
+def is_nobodys_work(name: str) -> bool:
+    """Whether ``name`` is a file that makes no folder anybody's: one an operating system or
+    file browser leaves in folders, or a writability probe of this package's (another
+    process's, gone at once)."""
+    return name.startswith(WRITE_PROBE) or any(fnmatch.fnmatchcase(name, pattern)
+                                               for pattern in SYSTEM_FILES)
 
 
 def check_outside_inputs(path: str | os.PathLike | None, flag: str, inputs: Inputs,
@@ -105,14 +108,14 @@ def check_own_output(path: str | os.PathLike, descriptor: str,
     ``flag``, the folder and some of the files) unless ``overwrite``; so is an own file the
     user changed since it was written (:func:`record_written`). Names matching ``concurrent``
     (what the command's other processes may be writing there now), another process's
-    writability probe and system files (:func:`is_system_file`) never count."""
+    writability probe and system files (:func:`is_nobodys_work`) never count."""
     path = Path(path)
     if overwrite or not path.is_dir():
         return
     leftovers = tuple(f".{name}." for name in (descriptor, *names))  # write_json's, np.save's
     present = sorted(p.name for p in path.iterdir()
                      if not (p.name.startswith(leftovers) and ".tmp" in p.name)
-                     and not is_system_file(p.name) and not p.name.startswith(WRITE_PROBE)
+                     and not is_nobodys_work(p.name)
                      and not any(fnmatch.fnmatchcase(p.name, c) for c in concurrent))
     if not present:
         return

@@ -24,7 +24,7 @@ from PIL import Image
 from runway_cnn.data.dataset import ImageDataset, Split
 from runway_cnn.data.images import usable_cores
 from runway_cnn.errors import DataError, first_line
-from runway_cnn.output_checks import Inputs, check_output_dir, is_system_file
+from runway_cnn.output_checks import Inputs, check_output_dir, is_nobodys_work
 from runway_cnn.progress import ImageProgress
 
 DESCRIPTOR = "dataset.json"
@@ -92,7 +92,7 @@ def check_records_output(output_dir: str | Path, num_shards: int, inputs: Inputs
         raise DataError(f"--num_shards must be at least 1, not {num_shards}")
     check_output_dir(output_dir, "--output_dir", inputs)
     output = Path(output_dir).expanduser().resolve()
-    if output.is_dir() and any(not is_system_file(p.name) for p in output.iterdir()):
+    if output.is_dir() and any(not is_nobodys_work(p.name) for p in output.iterdir()):
         raise DataError(f"--output_dir {output} is not empty: give a new or empty folder")
     return output
 
