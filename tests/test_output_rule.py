@@ -106,6 +106,21 @@ def test_an_export_base_may_hold_the_dataset_when_the_export_folder_is_elsewhere
                        export_dir=str(dataset / "x"), serving_name="brands").check_outputs()
 
 
+def test_a_registered_datasets_folder_is_the_input_checked(tmp_path, monkeypatch):
+    """``--dataset_dir clothing_sample`` (the README's main job) names the shipped folder: that
+    folder is what outputs are kept out of."""
+    from runway_cnn.data.folders import DATASETS
+
+    sample = DATASETS.get("clothing_sample")
+    config = FinetuneConfig(dataset_dir="clothing_sample", train_dir=str(tmp_path / "run"))
+    assert ("--dataset_dir", str(sample)) in config.inputs()
+    config.check_outputs()
+    monkeypatch.chdir(sample)  # the default runs/ under the photos: refused
+    with pytest.raises(RunwayError, match="--train_dir .* inside --dataset_dir"):
+        FinetuneConfig(dataset_dir="clothing_sample").check_outputs()
+    assert not (sample / "runs").exists()
+
+
 def test_reexport_into_the_dataset_is_refused(run):
     dataset = run["dataset"]
     before = snapshot(dataset)

@@ -33,7 +33,7 @@ def dataset_path(dataset_dir: str) -> str:
     """The folder of ``--dataset_dir``: a registered dataset's, or the path given."""
     from runway_cnn.data.folders import DATASETS
 
-    return str(DATASETS[dataset_dir]) if dataset_dir in DATASETS else dataset_dir
+    return str(DATASETS.get(dataset_dir)) if dataset_dir in DATASETS else dataset_dir
 
 
 EXPORT_FOLDER = "--export_dir / --serving_name"  # the export's own folder, as errors name it
