@@ -126,7 +126,8 @@ def check_own_output(path: str | os.PathLike, descriptor: str,
         own = False
     foreign = [name for name in present if not own or not any(
         fnmatch.fnmatchcase(name, pattern) for pattern in names)]
-    edited = [name for name in present if changed_since_written(path / name)]
+    ledger = _read_ledger()
+    edited = [name for name in present if _changed(path / name, ledger)]
     if foreign or edited:
         raise RunwayError(f"{flag} {path} holds files this command " + (
             f"did not write ({_some(foreign)})" if foreign else
@@ -168,11 +169,11 @@ def written_by_us(path: str | os.PathLike) -> bool:
     return record is not None and _same(Path(path), record)
 
 
-def changed_since_written(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a file this package wrote and that was changed since (a file it
-    has no record of is not)."""
-    record = _read_ledger().get(str(_resolved(path)))
-    return record is not None and Path(path).is_file() and not _same(Path(path), record)
+def _changed(path: Path, ledger: dict) -> bool:
+    """Whether ``path`` is a file this package wrote (in ``ledger``) and that was changed
+    since; a file it has no record of is not."""
+    record = ledger.get(str(_resolved(path)))
+    return record is not None and path.is_file() and not _same(path, record)
 
 
 def _fingerprint(path: Path) -> dict:

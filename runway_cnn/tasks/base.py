@@ -88,6 +88,11 @@ def type_problems(c, fields) -> list[tuple[str, object, str]]:
     return problems
 
 
+def problems_line(problems: Sequence[tuple[str, object, str]]) -> str:
+    """:func:`type_problems`' answer as one line: each setting as its flag, its value, the rule."""
+    return "; ".join(f"--{name} {value!r}: {rule}" for name, value, rule in problems)
+
+
 def checked_arguments(function: Callable) -> Callable:
     """``function`` (a Python API entry point) with its arguments checked by their annotations
     before it runs, as a config's settings are (:func:`type_problems`): a wrong type is one
@@ -105,8 +110,7 @@ def checked_arguments(function: Callable) -> Callable:
         values = SimpleNamespace(**bound.arguments)
         problems = type_problems(values, fields)
         if problems:
-            raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
-                                        for name, value, rule in problems))
+            raise RunwayError(problems_line(problems))
         bound.arguments.update(vars(values))  # numpy numbers made plain
         return function(*bound.args, **bound.kwargs)
     return checked
@@ -124,8 +128,7 @@ class TaskOptions:
         ``ValueError`` naming it."""
         problems = type_problems(self, self.fields())
         if problems:
-            raise ValueError("; ".join(f"--{name} {value!r}: {rule}"
-                                       for name, value, rule in problems))
+            raise ValueError(problems_line(problems))
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:

@@ -21,7 +21,7 @@ from runway_cnn.training.plan import (
 )
 from runway_cnn.training.refit import REFIT_RULES, REFIT_STAGE2
 from runway_cnn.tasks import TASKS, foreign_options, option_defaults, task_options
-from runway_cnn.tasks.base import option, type_problems
+from runway_cnn.tasks.base import option, problems_line, type_problems
 
 STAGE1_SOLVERS = ("lbfgs", "adam")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -225,8 +225,7 @@ class FinetuneConfig:
         """Flag values a run cannot use are one clear error here, not a failure deep inside."""
         problems = type_problems(self, self.fields()) or _value_problems(self)
         if problems:
-            raise RunwayError("; ".join(f"--{name} {value!r}: {rule}"
-                                        for name, value, rule in problems))
+            raise RunwayError(problems_line(problems))
         if self.time_budget is not None and not math.isfinite(60.0 * self.time_budget):
             self.time_budget = 0.0  # inf (or 1e309) minutes: no budget, as 0 says
         unknown = sorted(k for k in self.task_options if k not in option_defaults())
